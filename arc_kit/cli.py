@@ -1,0 +1,54 @@
+"""Command line: `arc-kit <command>`; each area registers its commands from its own cli_* module."""
+
+import argparse
+import importlib
+import os
+import sys
+
+from . import __version__
+from .errors import ArcKitError
+
+# Each module defines `add_commands(subparsers)`; handlers return an exit code.
+# Modules import heavy dependencies (torch) inside their handlers, so `arc-kit --help` stays fast.
+COMMAND_MODULES = ("cli_eval", "cli_model", "cli_predict", "cli_train", "cli_run", "cli_kaggle")
+
+
+def add_config_args(parser: argparse.ArgumentParser, default: str | None = None, help_name: str = "") -> None:
+    """`--config PATH_OR_NAME` plus trailing `key=value` overrides."""
+    parser.add_argument("--config", default=default,
+                        help=f"YAML file or the name of a shipped config{help_name}")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=3e-4")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="arc-kit", description="ARC-AGI submission kit around the Tiny Recursive Model.")
+    parser.add_argument("--version", action="version", version=f"arc-kit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"arc_kit.{name}").add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ArcKitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not bad input: still no traceback unless asked for
+        if os.environ.get("ARC_KIT_DEBUG"):
+            raise
+        msg = " ".join(str(e).split())
+        print(f"error: internal error in '{args.command}': {type(e).__name__}: {msg} "
+              f"(set ARC_KIT_DEBUG=1 for a traceback)", file=sys.stderr)
+        return 3
+
+
+if __name__ == "__main__":
+    sys.exit(main())
