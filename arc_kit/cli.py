@@ -10,7 +10,7 @@ from .errors import ArcKitError
 
 # Each module defines `add_commands(subparsers)`; handlers return an exit code.
 # Modules import heavy dependencies (torch) inside their handlers, so `arc-kit --help` stays fast.
-COMMAND_MODULES = ("cli_eval", "cli_model", "cli_predict", "cli_train", "cli_run", "cli_kaggle")
+COMMAND_MODULES = ("cli_tasks", "cli_eval", "cli_model", "cli_predict", "cli_train", "cli_run", "cli_kaggle")
 
 
 def add_config_args(parser: argparse.ArgumentParser, default: str | None = None, help_name: str = "") -> None:
