@@ -17,7 +17,7 @@ def add_config_args(parser: argparse.ArgumentParser, default: str | None = None,
     """`--config PATH_OR_NAME` plus trailing `key=value` overrides."""
     parser.add_argument("--config", default=default,
                         help=f"YAML file or the name of a shipped config{help_name}")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=3e-4")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides as dotted key=value pairs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse hands every positional to the first variadic argument, so `key=value` overrides
+    # written after an option (`vote a.jsonl --config X k=v`) come back unrecognised: collect them.
+    args, rest = parser.parse_known_args(argv)
+    stray = [r for r in rest if r.startswith("-") or "=" not in r or not hasattr(args, "overrides")]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if rest:
+        args.overrides = list(args.overrides or []) + rest
     try:
         return int(args.func(args) or 0)
     except ArcKitError as e:

@@ -1,5 +1,304 @@
-"""Placeholder: commands are added by the owning work item."""
+"""Commands `vote`, `validate`, `score`, `compare`, `revote`: from predictions to a checked, scored submission."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from .errors import ArcKitError
+
+_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
+
+
+def _eprint(*a) -> None:
+    print(*a, file=sys.stderr)
+
+
+def _split_items(items: list[str]) -> tuple[list[str], list[str]]:
+    """Positional items -> (prediction file specs, key=value overrides). argparse hands every positional to
+    the first nargs='+' argument, so overrides written after the files arrive mixed with them."""
+    from .predictions import parse_weighted_path
+    files, overrides = [], []
+    for x in items:
+        if _OVERRIDE.match(x) and not parse_weighted_path(x)[0].exists():
+            overrides.append(x)
+        else:
+            files.append(x)
+    return files, overrides
+
+
+def _read_all_predictions(specs: list[str], problems: list[str]):
+    """Stream the predictions of FILE[:WEIGHT] specs (voting keeps only distinct grids in memory)."""
+    from .predictions import iter_predictions, parse_weighted_path
+    if not specs:
+        raise ArcKitError("no predictions file given")
+    paths, weights = zip(*(parse_weighted_path(s) for s in specs))
+    for p in paths:  # fail on a missing file before any work
+        if not p.is_file():
+            raise ArcKitError(f"{p}: predictions file not found" if not p.exists() else
+                              f"{p}: expected a predictions file, found a directory")
+    return iter_predictions(list(paths), list(weights), problems)
+
+
+def _is_predictions(path: Path) -> bool:
+    """A .jsonl file, or a file whose first line is a JSON object with a task_id (a predictions line)."""
+    if path.suffix == ".jsonl":
+        return True
+    try:
+        with open(path, "rb") as f:
+            first = f.readline(1 << 20)
+        obj = json.loads(first)
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and "task_id" in obj and "grid" in obj
+
+
+def _score_input(specs: list[str], task_set, vote_config: str | None, notes: list[str]):
+    """A submission.json or (voted) predictions file(s) -> ScoreReport."""
+    from .scoring import score_submission, score_votes
+    from .submission import read_submission
+    from .vote import load_vote_config, vote
+    first = Path(specs[0])
+    if len(specs) > 1 or vote_config is not None or _is_predictions(first):
+        config = load_vote_config(vote_config or "reference")
+        preds = _read_all_predictions(specs, notes)
+        votes = vote(preds, task_set, config, notes)
+        return score_votes(votes, task_set, config.fallback)
+    return score_submission(read_submission(first), task_set)
+
+
+def _print_notes(notes: list[str], limit: int = 20) -> None:
+    for n in notes[:limit]:
+        _eprint(f"note: {n}")
+    if len(notes) > limit:
+        _eprint(f"note: ... and {len(notes) - limit} more")
+
+
+# -----------------------------------------------------------------------------
+# vote
+
+
+def cmd_vote(args) -> int:
+    from .data import tasks_from_args
+    from .submission import FillReport, build_submission, validate_submission, write_submission
+    from .vote import load_vote_config, rank_tally, tally
+    files, overrides = _split_items(list(args.predictions) + list(args.overrides))
+    # lenient: a broken task must not cost the whole submission; it gets [[0]] attempts
+    task_set = tasks_from_args(args, lenient=True)
+    _print_notes(task_set.problems)
+    config = load_vote_config(args.config, overrides)
+    notes: list[str] = []
+    preds = _read_all_predictions(files, notes)
+    t = tally(preds, task_set)
+    notes += t.problems
+    votes = rank_tally(t, task_set, config)
+    report = FillReport()
+    sub = build_submission(votes, task_set, config.fallback, report)
+    bad = validate_submission(sub, task_set)
+    if bad:  # cannot happen for a correct build_submission: refuse to write a broken file
+        raise ArcKitError(f"{args.output}: internal error, built submission is invalid: {bad[0]}")
+    write_submission(args.output, sub)
+    _print_notes(notes)
+    _eprint(f"voted {t.n_predictions} prediction(s) from {len(files)} file(s) with '{config.strategy}' "
+            f"({t.n_ignored} ignored)")
+    _eprint(report.summary())
+    if args.report:
+        from .files import atomic_write_text
+        atomic_write_text(args.report, "\n".join(report.filled) + ("\n" if report.filled else ""))
+    _eprint(f"wrote {args.output}")
+    return 0
+
+
+# -----------------------------------------------------------------------------
+# validate
+
+
+def cmd_validate(args) -> int:
+    from .data import tasks_from_args
+    from .files import read_json
+    from .submission import expected_test_counts, validate_submission
+    sub = read_json(args.submission, "submission file")
+    task_set = tasks_from_args(args, lenient=True)  # tasks dropped as invalid still need entries
+    _print_notes(task_set.problems)
+    problems = validate_submission(sub, task_set)
+    if problems:
+        for p in problems:
+            print(f"{args.submission}: {p}")
+        _eprint(f"invalid: {len(problems)} problem(s)")
+        return 1
+    counts = expected_test_counts(task_set)
+    print(f"{args.submission}: valid ({len(counts)} tasks, {sum(counts.values())} test inputs)")
+    return 0
+
+
+# -----------------------------------------------------------------------------
+# score / compare
+
+
+def cmd_score(args) -> int:
+    from .data import tasks_from_args
+    task_set = tasks_from_args(args)
+    notes: list[str] = []
+    report = _score_input(args.submission, task_set, args.vote, notes)
+    _print_notes(notes + report.problems)
+    if args.json:
+        print(json.dumps(report.to_json()))
+        return 0
+    if not args.no_table:
+        print(report.table())
+        print()
+    print(report.summary())
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from .data import tasks_from_args
+    from .scoring import compare_reports
+    task_set = tasks_from_args(args)
+    notes: list[str] = []
+    a = _score_input([args.a], task_set, args.vote, notes)
+    b = _score_input([args.b], task_set, args.vote, notes)
+    _print_notes(notes)
+    st = compare_reports(a, b, "A", "B").stats()
+    if args.json:
+        fa, fb = a.fractions(), b.fractions()
+        print(json.dumps({"a": {"file": args.a, "score_per_task": a.score_per_task,
+                                "score_per_output": a.score_per_output, "ci95": list(a.ci95())},
+                          "b": {"file": args.b, "score_per_task": b.score_per_task,
+                                "score_per_output": b.score_per_output, "ci95": list(b.ci95())},
+                          "comparison": st, "tasks": {t: [fa[t], fb[t]] for t in fa}}))
+        return 0
+    for name, f, r in (("A", args.a, a), ("B", args.b, b)):
+        lo, hi = r.ci95()
+        print(f"{name}: {f}: per-task {r.score_per_task:.4f} [{lo:.4f}, {hi:.4f}]  "
+              f"per-output {r.score_per_output:.4f}")
+    lo, hi = st["ci95_diff"]
+    print(f"B - A per task: {st['mean_diff']:+.4f}  95% CI [{lo:+.4f}, {hi:+.4f}]  over {st['n_tasks']} tasks")
+    print(f"tasks B better: {st['wins_b']}, A better: {st['wins_a']}, same: {st['ties']}  "
+          f"(sign test p={st['p_sign']:.3g}, Wilcoxon p={st['p_wilcoxon']:.3g})")
+    print(st["verdict"])
+    return 0
+
+
+# -----------------------------------------------------------------------------
+# revote
+
+
+def _shipped_voting_configs() -> list[str]:
+    from .config import config_roots
+    names = {f.stem for r in config_roots() for f in (r / "voting").glob("*.yaml") if not f.stem.startswith("_")}
+    order = ["reference", "plurality", "confidence", "filtered"]
+    return [n for n in order if n in names] + sorted(names - set(order))
+
+
+def cmd_revote(args) -> int:
+    from .data import tasks_from_args
+    from .files import atomic_write_json
+    from .scoring import compare_reports, score_votes
+    from .submission import build_submission, write_submission
+    from .vote import load_vote_config, rank_tally, tally
+    task_set = tasks_from_args(args)
+    notes: list[str] = []
+    preds = _read_all_predictions(args.predictions, notes)
+    t = tally(preds, task_set)  # group once, rank under every config
+    _print_notes(notes + t.problems)
+    specs = args.configs or _shipped_voting_configs()
+    rows, reports, used = [], [], set()
+    for spec in specs:
+        config = load_vote_config(spec)
+        name = Path(spec).stem if spec.endswith((".yaml", ".yml")) else spec
+        base, n = name, 2
+        while name in used:
+            name, n = f"{base}_{n}", n + 1
+        used.add(name)
+        votes = rank_tally(t, task_set, config)
+        report = score_votes(votes, task_set, config.fallback)
+        row = {"config": name, "path": spec, "strategy": config.strategy,
+               "score_per_task": report.score_per_task, "score_per_output": report.score_per_output,
+               "ci95": list(report.ci95()), "pass_at_1": report.pass_at(1),
+               "pass_at_1_per_output": report.pass_at_per_output(1)}
+        if reports:
+            st = compare_reports(reports[0][1], report, reports[0][0], name).stats()
+            row["vs_first"] = {k: st[k] for k in ("mean_diff", "ci95_diff", "wins_b", "wins_a", "ties",
+                                                  "p_sign", "p_wilcoxon", "significant", "verdict")}
+        rows.append(row)
+        reports.append((name, report))
+        if args.output:
+            out = Path(args.output) / name
+            write_submission(out / "submission.json", build_submission(votes, task_set, config.fallback))
+            atomic_write_json(out / "score.json", report.to_json())
+    result = {"source": task_set.source, "predictions": list(args.predictions), "n_predictions": t.n_predictions,
+              "n_tasks": len(task_set.tasks), "configs": rows}
+    if args.output:
+        atomic_write_json(Path(args.output) / "revote.json", result, indent=1)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    w = max(6, *(len(r["config"]) for r in rows))
+    print(f"{'config':<{w}}  {'task@1':>7}  {'task@2':>7}  {'output@2':>8}  {'95% CI (task@2)':<17}  vs {rows[0]['config']}")
+    for r in rows:
+        lo, hi = r["ci95"]
+        vs = "(baseline)"
+        if "vs_first" in r:
+            v = r["vs_first"]
+            mark = "better" if v["significant"] and v["wins_b"] > v["wins_a"] else \
+                   "worse" if v["significant"] else "n.s."
+            vs = f"{v['mean_diff']:+.4f} +{v['wins_b']}/-{v['wins_a']} p={v['p_sign']:.3g} {mark}"
+        print(f"{r['config']:<{w}}  {r['pass_at_1']:>7.4f}  {r['score_per_task']:>7.4f}  "
+              f"{r['score_per_output']:>8.4f}  [{lo:.4f}, {hi:.4f}]  {vs}")
+    if args.output:
+        _eprint(f"wrote {args.output}/<config>/submission.json, score.json and {args.output}/revote.json")
+    return 0
+
+
+# -----------------------------------------------------------------------------
 
 
 def add_commands(subparsers) -> None:
-    pass
+    from .cli import add_config_args
+    from .data import add_task_args
+    preds_help = "predictions .jsonl file(s); FILE:WEIGHT weights every line of a file (e.g. a.jsonl:2.0)"
+
+    p = subparsers.add_parser("vote", help="vote predictions into a complete, valid submission.json",
+                              description="Vote predictions (one line = one vote) into submission.json. "
+                                          "key=value overrides of the voting config may follow the files.")
+    p.add_argument("predictions", nargs="+", metavar="PREDICTIONS", help=preds_help)
+    add_task_args(p, positional=False)
+    add_config_args(p, default="reference",
+                    help_name=" under configs/voting/: reference, plurality, confidence, filtered")
+    p.add_argument("-o", "--output", default="submission.json", help="submission file (default submission.json)")
+    p.add_argument("--report", metavar="FILE", default=None, help="write one line per fallback-filled attempt")
+    p.set_defaults(func=cmd_vote)
+
+    p = subparsers.add_parser("validate", help="check a submission.json against the tasks (exit 0 valid, 1 not)")
+    p.add_argument("submission", metavar="SUBMISSION")
+    add_task_args(p, positional=False)
+    p.set_defaults(func=cmd_validate)
+
+    p = subparsers.add_parser("score", help="score a submission.json or voted predictions against solutions")
+    p.add_argument("submission", nargs="+", metavar="SUBMISSION",
+                   help="submission.json (pass@1 = attempt_1, pass@2 = either) or predictions .jsonl file(s)")
+    add_task_args(p, positional=False)
+    p.add_argument("--vote", metavar="CONFIG", default=None,
+                   help="voting config for predictions files (default reference)")
+    p.add_argument("--json", action="store_true", help="print only the score JSON object on stdout")
+    p.add_argument("--no-table", action="store_true", help="omit the per-task table")
+    p.set_defaults(func=cmd_score)
+
+    p = subparsers.add_parser("compare", help="does B beat A on the same tasks? (paired sign test)")
+    p.add_argument("a", metavar="SUB_A", help="submission.json or predictions .jsonl")
+    p.add_argument("b", metavar="SUB_B", help="submission.json or predictions .jsonl")
+    add_task_args(p, positional=False)
+    p.add_argument("--vote", metavar="CONFIG", default=None, help="voting config for predictions files")
+    p.add_argument("--json", action="store_true", help="print only a JSON object on stdout")
+    p.set_defaults(func=cmd_compare)
+
+    p = subparsers.add_parser("revote", help="re-vote cached predictions under several voting configs and score each")
+    p.add_argument("predictions", nargs="+", metavar="PREDICTIONS", help=preds_help)
+    add_task_args(p, positional=False)
+    p.add_argument("--configs", nargs="+", metavar="CONFIG", default=None,
+                   help="voting configs (paths or shipped names; default: every shipped one); the first is the baseline")
+    p.add_argument("-o", "--output", metavar="DIR", default=None,
+                   help="write DIR/<config>/submission.json and score.json, and DIR/revote.json")
+    p.add_argument("--json", action="store_true", help="print only a JSON object on stdout")
+    p.set_defaults(func=cmd_revote)

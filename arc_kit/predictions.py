@@ -1,0 +1,226 @@
+"""Predictions file: one JSON line per prediction of one augmented view, appended crash-safely and read back."""
+
+import json
+import math
+import os
+from itertools import chain
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import ArcKitError
+
+Grid = list[list[int]]
+
+# The fields every line has; anything else on a line is kept in Prediction.extra.
+FIELDS = ("task_id", "test_index", "augmentation", "grid", "q_halt")
+
+
+@dataclass
+class Prediction:
+    task_id: str
+    test_index: int
+    augmentation: str   # full augmentation name, "TASK|||t1|||0123456789", or plain "TASK" for the identity
+    grid: Grid          # already mapped back to the ORIGINAL (un-augmented) frame
+    q_halt: float       # halting logit of the model; sigmoid(q_halt) is its confidence
+    extra: dict = field(default_factory=dict)  # optional fields (e.g. "step", "checkpoint"); "weight" scales the vote
+
+    @property
+    def weight(self) -> float:
+        return float(self.extra.get("weight", 1.0))
+
+    def to_json(self) -> dict:
+        obj = {"task_id": self.task_id, "test_index": self.test_index, "augmentation": self.augmentation,
+               "grid": self.grid, "q_halt": self.q_halt}
+        obj.update({k: v for k, v in self.extra.items() if k not in FIELDS})
+        return obj
+
+
+_DIGITS = frozenset(range(10))
+_INT = {int}
+_LIST = {list}
+
+
+def grid_problem(grid) -> str | None:
+    """Why `grid` is not a valid ARC grid (rectangular, 1..30 x 1..30, ints 0..9, not bools), or None."""
+    # Fast path, all in C: every row a list of one length 1..30, every cell an int 0..9. The type test
+    # rejects bools (True == 1) and floats (1.0 == 1) that the set comparison alone would let through.
+    if type(grid) is list and 0 < len(grid) <= 30 and set(map(type, grid)) == _LIST:
+        widths = set(map(len, grid))
+        if len(widths) == 1 and 0 < next(iter(widths)) <= 30:
+            cells = list(chain.from_iterable(grid))
+            if set(cells) <= _DIGITS and set(map(type, cells)) == _INT:
+                return None
+    # Slow path: find and describe the first problem.
+    if not isinstance(grid, list) or not grid:
+        return "grid must be a non-empty list of rows"
+    if len(grid) > 30:
+        return f"grid has {len(grid)} rows, at most 30 allowed"
+    width = None
+    for r, row in enumerate(grid):
+        if not isinstance(row, list) or not row:
+            return f"row {r} must be a non-empty list of ints"
+        if width is None:
+            width = len(row)
+            if width > 30:
+                return f"grid has {width} columns, at most 30 allowed"
+        elif len(row) != width:
+            return f"row {r} has {len(row)} cells, expected {width} (grid not rectangular)"
+        for c, v in enumerate(row):
+            if type(v) is not int or not 0 <= v <= 9:
+                return f"cell [{r}][{c}] is {v!r}, expected an int 0..9"
+    return None  # not reached for a list grid: the fast path accepts every valid one
+
+
+def parse_prediction(obj, where: str) -> Prediction:
+    """One decoded JSON line -> Prediction; `where` ("file:line") prefixes every error."""
+    if not isinstance(obj, dict):
+        raise ArcKitError(f"{where}: expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in FIELDS if k not in obj]
+    if missing:
+        raise ArcKitError(f"{where}: task {obj.get('task_id', '?')}: missing field(s) {', '.join(missing)}")
+    task_id, test_index, aug, grid, q = (obj[k] for k in FIELDS)
+    if not isinstance(task_id, str) or not task_id:
+        raise ArcKitError(f"{where}: task_id must be a non-empty string, got {task_id!r}")
+    if type(test_index) is not int or test_index < 0:
+        raise ArcKitError(f"{where}: task {task_id}: test_index must be an int >= 0, got {test_index!r}")
+    if not isinstance(aug, str) or not aug:
+        raise ArcKitError(f"{where}: task {task_id}: augmentation must be a non-empty string, got {aug!r}")
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q):
+        raise ArcKitError(f"{where}: task {task_id}: q_halt must be a finite number, got {q!r}")
+    problem = grid_problem(grid)
+    if problem:
+        raise ArcKitError(f"{where}: task {task_id}: test {test_index}: {problem}")
+    extra = {k: v for k, v in obj.items() if k not in FIELDS}
+    if "weight" in extra:
+        w = extra["weight"]
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
+            raise ArcKitError(f"{where}: task {task_id}: weight must be a finite number >= 0, got {w!r}")
+    return Prediction(task_id, test_index, aug, grid, float(q), extra)
+
+
+class PredictionWriter:
+    """Append predictions to a JSONL file; every write() is flushed and fsynced, so a crash loses nothing written.
+
+    Opening a file whose last line was cut off by a crash drops that partial line first, so appended
+    lines never glue onto it.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._drop_partial_last_line()
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def _drop_partial_last_line(self) -> None:
+        if not self.path.exists():
+            return
+        with open(self.path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            # scan back for the last complete line (files are appended in small writes: blocks are enough)
+            pos = size
+            while pos > 0:
+                step = min(65536, pos)
+                f.seek(pos - step)
+                chunk = f.read(step)
+                nl = chunk.rfind(b"\n")
+                if nl >= 0:
+                    f.truncate(pos - step + nl + 1)
+                    break
+                pos -= step
+            else:
+                f.truncate(0)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def write(self, predictions: Iterable[Prediction]) -> int:
+        lines = []
+        for p in predictions:
+            where = f"{self.path}: prediction"
+            parse_prediction(p.to_json(), where)  # never write a line that could not be read back
+            lines.append(json.dumps(p.to_json(), separators=(",", ":")) + "\n")
+        if lines:
+            self._f.write("".join(lines))
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        return len(lines)
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def parse_weighted_path(spec: str | Path) -> tuple[Path, float]:
+    """`preds.jsonl:2.0` -> (Path("preds.jsonl"), 2.0); a plain path has weight 1.0."""
+    s = str(spec)
+    if Path(s).exists() or ":" not in s:
+        return Path(s), 1.0
+    head, tail = s.rsplit(":", 1)
+    try:
+        w = float(tail)
+    except ValueError:
+        return Path(s), 1.0
+    if not math.isfinite(w) or w < 0:
+        raise ArcKitError(f"{s}: weight must be a finite number >= 0")
+    return Path(head), w
+
+
+def iter_predictions(paths, weights=None, problems: list[str] | None = None) -> Iterator[Prediction]:
+    """Stream predictions from one or several files; file weights multiply each line's own "weight".
+
+    A truncated last line (no final newline: a crash mid-write) is skipped and noted in `problems`;
+    a malformed line anywhere else is an error naming the file and line number.
+    """
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    paths = list(paths)
+    weights = [1.0] * len(paths) if weights is None else list(weights)
+    if len(weights) != len(paths):
+        raise ArcKitError(f"{len(weights)} weights given for {len(paths)} predictions files")
+    for path, fw in zip(paths, weights):
+        path = Path(path)
+        try:
+            f = open(path, "rb")
+        except FileNotFoundError:
+            raise ArcKitError(f"{path}: predictions file not found") from None
+        except IsADirectoryError:
+            raise ArcKitError(f"{path}: expected a predictions file, found a directory") from None
+        except OSError as e:
+            raise ArcKitError(f"{path}: cannot read predictions file: {e.strerror or e}") from None
+        with f:
+            line_no = 0
+            for raw in f:
+                line_no += 1
+                if not raw.strip():
+                    continue
+                complete = raw.endswith(b"\n")
+                where = f"{path}:{line_no}"
+                try:
+                    obj = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    if not complete:  # only the very last line can lack its newline
+                        if problems is not None:
+                            problems.append(f"{where}: truncated last line ignored (interrupted write)")
+                        break
+                    msg = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+                    raise ArcKitError(f"{where}: malformed JSON line: {msg}") from None
+                p = parse_prediction(obj, where)
+                if fw != 1.0:
+                    p.extra["weight"] = p.weight * fw
+                yield p
+
+
+def read_predictions(path_or_paths, weights=None, problems: list[str] | None = None) -> list[Prediction]:
+    """All predictions of one or several files (each line stays its own vote; weight in extra["weight"])."""
+    return list(iter_predictions(path_or_paths, weights, problems))
