@@ -1,5 +1,102 @@
-"""Placeholder: commands are added by the owning work item."""
+"""Commands `arc-kit tasks` (list and summarise tasks) and `arc-kit show` (draw one task)."""
+
+import json
+import sys
+
+from .data import Task, add_task_args, load_tasks, tasks_from_args
+from .errors import ArcKitError
 
 
 def add_commands(subparsers) -> None:
-    pass
+    p = subparsers.add_parser("tasks", help="list and summarise the tasks of a source",
+                              description="List tasks (id, demonstrations, test inputs, largest grid, "
+                                          "solutions) and summary counts.")
+    add_task_args(p)
+    p.add_argument("--lenient", action="store_true", help="skip invalid tasks and list them instead of failing")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    p.set_defaults(func=cmd_tasks)
+
+    p = subparsers.add_parser("show", help="draw a task (and a submission's attempts) as PNG or SVG",
+                              description="Draw a task's pairs; with --submission, its attempts beside the "
+                                          "truth (green frame: right, red: wrong).")
+    p.add_argument("task_id", metavar="TASK_ID")
+    p.add_argument("--tasks", metavar="SOURCE", required=True,
+                   help="challenges JSON file, directory of task JSON files, or bundled set")
+    p.add_argument("--solutions", metavar="FILE", default=None, help="solutions JSON for the truth")
+    p.add_argument("--submission", metavar="FILE", default=None, help="submission.json whose attempts to draw")
+    p.add_argument("-o", "--output", metavar="FILE", default=None, help="picture to write: .png or .svg "
+                   "(default: TASK_ID.png)")
+    p.set_defaults(func=cmd_show)
+
+
+def task_row(task: Task) -> dict:
+    grids = [g for p in task.train + task.test for g in (p.input, p.output) if g is not None]
+    return {"id": task.id, "train": len(task.train), "test": len(task.test),
+            "max_height": max(len(g) for g in grids), "max_width": max(len(g[0]) for g in grids),
+            "has_solutions": task.has_solutions, "version": task.version}
+
+
+def cmd_tasks(args) -> int:
+    ts = tasks_from_args(args, lenient=args.lenient)
+    rows = [task_row(t) for t in ts.tasks.values()]
+    sizes = [max(r["max_height"], r["max_width"]) for r in rows]
+    summary = {
+        "tasks": len(rows),
+        "test_inputs": sum(r["test"] for r in rows),
+        "demonstration_pairs": sum(r["train"] for r in rows),
+        "with_solutions": sum(r["has_solutions"] for r in rows),
+        "multi_test_tasks": sum(r["test"] > 1 for r in rows),
+        "max_grid_size": max(sizes, default=0),
+        "fit": {str(n): sum(s <= n for s in sizes) for n in (10, 15, 20, 30)},  # tasks fitting n x n
+        "invalid": len(ts.invalid),
+    }
+    if args.json:
+        print(json.dumps({"source": ts.source, "summary": summary, "tasks": rows,
+                          "invalid": ts.invalid, "problems": ts.problems}))
+        return 0
+    for line in ts.problems:
+        print(f"warning: {line}", file=sys.stderr)
+    if rows:
+        w = max(8, max(len(r["id"]) for r in rows))
+        print(f"{'task':<{w}}  train  test  max grid  solutions")
+        for r in rows:
+            size = f"{r['max_height']}x{r['max_width']}"
+            print(f"{r['id']:<{w}}  {r['train']:>5}  {r['test']:>4}  {size:>8}  {'yes' if r['has_solutions'] else 'no'}")
+        print()
+    fit = ", ".join(f"{v} fit {k}x{k}" for k, v in summary["fit"].items())
+    print(f"{ts.source}: {summary['tasks']} tasks, {summary['demonstration_pairs']} demonstration pairs, "
+          f"{summary['test_inputs']} test inputs ({summary['multi_test_tasks']} tasks with several), "
+          f"{summary['with_solutions']} with solutions")
+    print(f"grid sizes: largest {summary['max_grid_size']}; {fit}")
+    if ts.invalid:
+        print(f"invalid (skipped): {len(ts.invalid)}: {', '.join(ts.invalid)}")
+    return 0
+
+
+def _submission_attempts(path: str, task: Task) -> list[list]:
+    """The attempts for `task` in a Kaggle submission.json: one list [attempt_1, attempt_2] per test input."""
+    from .files import read_json
+    sub = read_json(path, "submission")
+    if not isinstance(sub, dict):
+        raise ArcKitError(f"{path}: expected a JSON object mapping task ids to attempts")
+    if task.id not in sub:
+        raise ArcKitError(f"{path}: task {task.id}: not in the submission")
+    entries = sub[task.id]
+    if not isinstance(entries, list):
+        raise ArcKitError(f"{path}: task {task.id}: expected a list with one entry per test input")
+    attempts = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise ArcKitError(f"{path}: task {task.id}: entry {i} is not an object with attempt_1 and attempt_2")
+        keys = sorted((k for k in e if k.startswith("attempt_")), key=lambda k: (len(k), k))
+        attempts.append([e[k] for k in keys])
+    return attempts
+
+
+def cmd_show(args) -> int:
+    from .render import save_task_picture
+    task = load_tasks(args.tasks, solutions=args.solutions, ids=[args.task_id]).tasks[args.task_id]
+    attempts = _submission_attempts(args.submission, task) if args.submission else None
+    out = save_task_picture(task, args.output or f"{args.task_id}.png", attempts)
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,205 @@
+"""Augmentations: dihedral transforms and colour permutations with reference TRM names, plus translation."""
+
+import hashlib
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data import Grid, Pair, Task
+from .errors import ArcKitError
+
+SEP = "|||"  # the reference builder's puzzle-name separator: TASK|||t{k}|||{perm}
+IDENTITY_PERM = tuple(range(10))
+_ALL_COLOURS = set(range(10))
+# Inverse of dihedral transform k (rotations by 90 and 270 swap; flips and rot180 are self-inverse).
+DIHEDRAL_INVERSE = (0, 3, 2, 1, 4, 5, 6, 7)
+
+
+def dihedral(a: np.ndarray, k: int) -> np.ndarray:
+    """The reference's 8 dihedral transforms of a 2-D array (views, no copy)."""
+    if k == 0:
+        return a
+    if 1 <= k <= 3:
+        return np.rot90(a, k)
+    if k == 4:
+        return np.fliplr(a)
+    if k == 5:
+        return np.flipud(a)
+    if k == 6:
+        return a.T
+    if k == 7:
+        return np.fliplr(np.rot90(a, 1))  # reflection on the anti-diagonal
+    raise ValueError(f"dihedral transform must be 0..7, got {k}")
+
+
+def _as_2d(a) -> np.ndarray:
+    a = np.asarray(a)
+    return a.reshape(0, 0) if a.size == 0 else a  # an empty prediction ([] from the crop) stays empty
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Colour permutation `perm` (old colour i -> perm[i]) followed by dihedral transform `k`."""
+    k: int = 0
+    perm: tuple[int, ...] = IDENTITY_PERM
+
+    def __post_init__(self):
+        object.__setattr__(self, "perm", tuple(map(int, self.perm)))
+        if not (isinstance(self.k, int) and 0 <= self.k <= 7):
+            raise ArcKitError(f"augmentation: dihedral transform must be 0..7, got {self.k!r}")
+        if len(self.perm) != 10 or set(self.perm) != _ALL_COLOURS:
+            raise ArcKitError(f"augmentation: colour permutation must list 0..9 once each, got {self.perm}")
+
+    @property
+    def is_identity(self) -> bool:
+        return self.k == 0 and self.perm == IDENTITY_PERM
+
+    @classmethod
+    def from_name(cls, name: str) -> "Augmentation":
+        return split_name(name)[1]
+
+    def name(self, task_id: str) -> str:
+        """Reference puzzle name: `TASK|||t{k}|||{perm digits}`, or plain `TASK` for the identity."""
+        if self.is_identity:
+            return task_id
+        return f"{task_id}{SEP}t{self.k}{SEP}{''.join(map(str, self.perm))}"
+
+    def inverse_perm(self) -> np.ndarray:
+        return np.argsort(np.array(self.perm)).astype(np.uint8)
+
+    def apply_array(self, a: np.ndarray) -> np.ndarray:
+        """[H, W] ints 0..9 -> [H', W'] (H'=W, W'=H for transforms 1, 3, 6, 7); a fresh array."""
+        lut = np.array(self.perm, dtype=np.uint8)
+        return np.ascontiguousarray(dihedral(lut[_as_2d(a)], self.k))
+
+    def invert_array(self, a: np.ndarray) -> np.ndarray:
+        """Undo apply_array: inverse dihedral first, then the inverse colour map."""
+        return np.ascontiguousarray(self.inverse_perm()[dihedral(_as_2d(a), DIHEDRAL_INVERSE[self.k])])
+
+    def apply(self, grid) -> Grid:
+        return self.apply_array(np.asarray(grid, dtype=np.uint8)).tolist()
+
+    def invert(self, grid) -> Grid:
+        return self.invert_array(np.asarray(grid, dtype=np.uint8)).tolist()
+
+
+IDENTITY = Augmentation()
+
+
+def split_name(name: str) -> tuple[str, Augmentation]:
+    """`TASK|||t3|||0123456789` -> ("TASK", Augmentation(3, ...)); a plain `TASK` -> ("TASK", identity)."""
+    if SEP not in name:
+        return name, IDENTITY
+    parts = name.split(SEP)
+    t, perm = parts[-2], parts[-1]
+    if len(parts) != 3 or len(t) != 2 or t[0] != "t" or not t[1].isdigit() or len(perm) != 10 or not perm.isdigit():
+        raise ArcKitError(f"augmentation name {name!r}: expected TASK{SEP}t<0-7>{SEP}<10 digits>")
+    try:
+        return parts[0], Augmentation(int(t[1]), tuple(map(int, perm)))
+    except ArcKitError as e:
+        raise ArcKitError(f"augmentation name {name!r}: {str(e).removeprefix('augmentation: ')}") from None
+
+
+def augment_task(task: Task, aug: Augmentation) -> Task:
+    """Every grid of `task` (test outputs too, when known) augmented; the id becomes aug.name(task.id)."""
+    def pair(p: Pair) -> Pair:
+        return Pair(aug.apply(p.input), aug.apply(p.output) if p.output is not None else None)
+    return Task(id=aug.name(task.id), train=[pair(p) for p in task.train], test=[pair(p) for p in task.test],
+                source=task.source, version=task.version)
+
+
+# -----------------------------------------------------------------------------
+# Sampling
+
+
+@dataclass
+class AugmentConfig:
+    num_augmentations: int = 0    # augmented versions per task besides the identity (reference --num-aug)
+    dihedral: bool = True         # sample one of the 8 dihedral transforms
+    colors: bool = True           # sample a colour permutation
+    fix_background: bool = True   # colour 0 stays 0 (the reference's rule)
+    translate: bool = False       # random placement on the canvas for training pairs (see random_offset)
+    seed: int = 42
+    max_trials: int = 0           # sampling attempts per task; 0 -> 5 * num_augmentations (the reference's bound)
+
+
+def _task_seed(seed: int, task_id: str) -> list[int]:
+    # Same seed, different tasks -> different (but reproducible) streams. crc32 is stable across runs,
+    # unlike hash(str).
+    return [int(seed) & 0xFFFFFFFF, zlib.crc32(task_id.encode("utf-8"))]
+
+
+def _task_key(arrays: list[tuple[np.ndarray, np.ndarray | None]], aug: Augmentation) -> bytes:
+    """Digest of the augmented task, order-insensitive over pairs (as the reference's puzzle_hash)."""
+    keys = []
+    for inp, out in arrays:
+        h = hashlib.sha1()
+        for g in (inp, out):
+            if g is None:
+                h.update(b"-")
+                continue
+            a = aug.apply_array(g)
+            h.update(bytes(a.shape) + a.tobytes())
+        keys.append(h.digest())
+    keys.sort()
+    return b"".join(keys)
+
+
+def sample_augmentations(task: Task, n: int, seed: int = 42, config: AugmentConfig | None = None) -> list[Augmentation]:
+    """Identity first, then up to `n` more whose augmented tasks are all distinct. Deterministic for a seed.
+
+    Candidates are drawn at random (transform and/or colour permutation, per `config`); a candidate that
+    yields a task identical to one already taken (all pairs including test inputs, and test outputs when
+    known) is dropped. Stops after `config.max_trials` draws (default 5 * n), so symmetric tasks with few
+    colours simply get fewer augmentations.
+    """
+    config = config or AugmentConfig()
+    out = [IDENTITY]
+    if n <= 0 or not (config.dihedral or config.colors):
+        return out
+    rng = np.random.default_rng(_task_seed(seed, task.id))
+    arrays = [(np.asarray(p.input, dtype=np.uint8), None if p.output is None else np.asarray(p.output, dtype=np.uint8))
+              for p in task.train + task.test]
+    seen = {_task_key(arrays, IDENTITY)}
+    trials = config.max_trials if config.max_trials > 0 else 5 * n
+    first = 0 if not config.fix_background else 1
+    for _ in range(trials):
+        k = int(rng.integers(0, 8)) if config.dihedral else 0
+        perm = list(range(10))
+        if config.colors:
+            perm[first:] = (rng.permutation(10 - first) + first).tolist()
+        aug = Augmentation(k, tuple(perm))
+        key = _task_key(arrays, aug)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(aug)
+        if len(out) >= n + 1:
+            break
+    return out
+
+
+def random_offset(shapes: list[tuple[int, int]], canvas: int = 30, rng: np.random.Generator | None = None,
+                  eos: bool = True) -> tuple[int, int]:
+    """A random top-left (row, col) for grids of `shapes` placed together on a canvas x canvas board.
+
+    With eos=True the grid plus its EOS row below and EOS column to the right fit the canvas whenever
+    the grid is smaller than the canvas (a full-width grid sits at 0 and has no EOS there, as in the
+    reference). eos=False draws from the reference builder's range 0..canvas-size, which may push the
+    EOS row/column off the canvas.
+    """
+    rng = rng if rng is not None else np.random.default_rng()
+    h = max(s[0] for s in shapes)
+    w = max(s[1] for s in shapes)
+    if h > canvas or w > canvas:
+        raise ArcKitError(f"grid {h}x{w} does not fit a {canvas}x{canvas} canvas")
+    slack = 1 if eos else 0
+    max_r = max(0, canvas - h - slack)
+    max_c = max(0, canvas - w - slack)
+    return int(rng.integers(0, max_r + 1)), int(rng.integers(0, max_c + 1))
+
+
+def augmentations_for(task: Task, config: AugmentConfig) -> list[Augmentation]:
+    """sample_augmentations with the count and seed taken from `config`."""
+    return sample_augmentations(task, config.num_augmentations, config.seed, config)
