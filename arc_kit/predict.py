@@ -1,0 +1,249 @@
+"""Full-protocol prediction: every test input under every augmented puzzle a checkpoint was trained on."""
+
+# A TRM checkpoint knows each of its training tasks under up to 1001 augmented puzzles (the identity
+# plus up to 1000 colour-permutation x dihedral versions), one puzzle-embedding row each. The
+# reference evaluation runs every test input under all of them and votes. Here:
+#   puzzles.json (row -> name) -> per selected task its (row, augmentation) views, identity first
+#   -> load only those rows of the table (a compact local table: local row i = global rows[i])
+#   -> batches across tasks, rank-major (every task's view 0, then every view 1, ...)
+#   -> model.predict in eval mode (all halt_max_steps steps, or --early-halt)
+#   -> crop, map back with the view's inverse, append to OUT/predictions.jsonl (resumable).
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .augment import SEP, split_name
+from .data import TaskSet
+from .errors import ArcKitError
+from .files import atomic_write_json, read_json
+
+PREDICTIONS = "predictions.jsonl"
+EMPTY = "predictions_empty.jsonl"  # views whose answer decoded to no grid (kept so a resume skips them)
+RUN_FILE = "predict.json"   # settings of the run that wrote predictions.jsonl: a resume must match them
+
+
+@dataclass
+class PredictConfig:
+    views: int | None = None        # at most this many views per task (identity first); None: all the table has
+    batch_size: int = 256           # sequences per forward pass
+    early_halt: bool = False        # stop a sequence at the first step with q_halt > 0
+    all_steps: bool = False         # one prediction per supervision step instead of only the final one
+    device: str | None = None       # "cpu" / "cuda"; None: cuda when available
+    dtype: str | None = None        # forward dtype override; None: the checkpoint's on GPU, float32 on CPU
+    progress: bool = True           # tqdm bar on stderr
+
+
+def task_views(names: list[str], task_ids) -> dict[str, list[tuple[int, str]]]:
+    """task id -> [(table row, puzzle name), ...]: the puzzles of each task, identity first, then table order.
+
+    `names` is the checkpoint's puzzles.json (row -> name; row 0 is <blank>). Tasks without any row
+    are absent from the result.
+    """
+    wanted = set(task_ids)
+    views: dict[str, list[tuple[int, str]]] = {}
+    for row, name in enumerate(names):
+        base = name.split(SEP, 1)[0]
+        if base in wanted:
+            views.setdefault(base, []).append((row, name))
+    for tid, lst in views.items():
+        lst.sort(key=lambda rn: rn[1] != tid)   # stable: the plain name (identity) first, rest in table order
+    return views
+
+
+def subsample(views: list[tuple[int, str]], n: int | None) -> list[tuple[int, str]]:
+    """The first `n` views (identity first). The table's order is the builder's random draw order, so a
+    prefix is a uniform random sample, and a smaller --views run is a subset of a larger one (resume-friendly)."""
+    return views if n is None else views[:n]
+
+
+def compact_table(chosen: dict[str, list[tuple[int, str]]]) -> tuple[list[int], dict[str, int], dict[str, int]]:
+    """(global rows to load, name -> local row, name -> global row). Local row 0 is global row 0 (<blank>), then
+    the needed rows in table order: the model gets a table of len(rows) rows instead of the checkpoint's ~1M."""
+    rows = sorted({0} | {r for lst in chosen.values() for r, _ in lst})
+    local = {g: i for i, g in enumerate(rows)}
+    local_row = {name: local[r] for lst in chosen.values() for r, name in lst}
+    global_row = {name: r for lst in chosen.values() for r, name in lst}
+    return rows, local_row, global_row
+
+
+def _done_keys(out_dir: Path) -> set[tuple[str, int, str]]:
+    """(task, test_index, augmentation) of every view already predicted: the lines of predictions.jsonl and of
+    the sidecar listing views whose answer decoded to no grid. Reads only the key fields (fast on 400k lines)."""
+    keys = set()
+    for name in (PREDICTIONS, EMPTY):
+        path = out_dir / name
+        if not path.exists():
+            continue
+        with open(path, "rb") as f:
+            for n, line in enumerate(f, 1):
+                if not line.endswith(b"\n"):
+                    break                   # cut off by a crash: the writer drops it, the view runs again
+                if not line.strip():
+                    continue
+                try:
+                    o = json.loads(line)
+                    keys.add((o["task_id"], o["test_index"], o["augmentation"]))
+                except (ValueError, KeyError, TypeError):
+                    raise ArcKitError(f"{path}:{n}: not a prediction line (task_id, test_index, augmentation)") from None
+    return keys
+
+
+def _check_run_file(out_dir: Path, settings: dict) -> None:
+    """Refuse to append to predictions made by another model or with other step settings."""
+    path = out_dir / RUN_FILE
+    if (out_dir / PREDICTIONS).exists() and path.exists():
+        old = read_json(path, "predict run file")
+        for key in ("model", "early_halt", "all_steps"):
+            if old.get(key) != settings[key]:
+                raise ArcKitError(f"{path}: {out_dir / PREDICTIONS} was written with {key}={old.get(key)!r}, "
+                                  f"this run has {key}={settings[key]!r}: use another --out")
+    atomic_write_json(path, settings, indent=1)
+
+
+def _model_fingerprint(model_dir: Path) -> str:
+    """Identifies a checkpoint across moves: hash of its config and puzzle list files."""
+    h = hashlib.sha256()
+    for name in ("config.yaml", "puzzles.json"):
+        p = model_dir / name
+        if p.exists():
+            h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def load_model(model_dir: Path, rows: list[int], device: str, dtype: str | None):
+    """The checkpoint's model with a compact puzzle table holding only `rows` (local row i = global rows[i])."""
+    from .checkpoint import load_checkpoint
+    model, info = load_checkpoint(model_dir, puzzle_rows=rows, device=device, forward_dtype=dtype)
+    model.eval()
+    return model, info
+
+
+def decode(views, out: dict, all_steps: bool) -> tuple[list, list]:
+    """Predictions (original frame) for one batch's model outputs; also the views whose final answer decoded empty."""
+    from .encoding import crop_tokens
+    from .predictions import Prediction
+    preds, empty = [], []
+    steps_run = out["steps_run"].tolist()
+    if all_steps:   # [S, B, L] -> per step
+        per_step = [(s + 1, out["all_preds"][s].cpu().numpy(), out["all_q_halt"][s].tolist())
+                    for s in range(out["all_preds"].shape[0])]
+    else:
+        per_step = [(None, out["preds"].cpu().numpy(), out["q_halt"].tolist())]
+    for b, v in enumerate(views):
+        aug = split_name(v.name)[1]
+        for step, tokens, q in per_step:
+            if step is not None and step > steps_run[b]:
+                break                       # early-halted: later steps repeat the answer
+            grid = crop_tokens(tokens[b], v.canvas)
+            if grid.size == 0:
+                if step is None or step == steps_run[b]:
+                    empty.append(v)
+                continue
+            qb = float(q[b]) if np.isfinite(q[b]) else 0.0
+            preds.append(Prediction(v.task_id, v.test_index, v.name, aug.invert(grid), qb,
+                                    {"step": int(step or steps_run[b]), "rank": v.rank}))
+    return preds, empty
+
+
+def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: PredictConfig) -> dict:
+    """Run every test input of `task_set` under the checkpoint's augmented puzzles; append to OUT/predictions.jsonl.
+
+    Returns a summary dict (views planned, run, skipped as done, predictions written, seconds, views/s).
+    """
+    import torch
+    from tqdm import tqdm
+
+    from .checkpoint import read_checkpoint_info
+    from .infer import encode_views, make_batches, plan_views
+    from .predictions import PredictionWriter
+
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    if cfg.views is not None and cfg.views < 1:
+        raise ArcKitError(f"--views must be at least 1, got {cfg.views}")
+    if cfg.batch_size < 1:
+        raise ArcKitError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    info = read_checkpoint_info(model_dir)     # config + row names, no tensors
+    names = info.puzzle_names
+    tasks = task_set.tasks
+    if task_set.invalid:
+        print(f"predict: {len(task_set.invalid)} invalid task(s) skipped (the vote's fallback covers them)",
+              file=sys.stderr)
+    per_task = task_views(names, tasks)
+    unknown = [t for t in tasks if t not in per_task]
+    if unknown:
+        if len(unknown) == len(tasks):
+            raise ArcKitError(f"{model_dir / 'puzzles.json'}: none of the {len(tasks)} selected tasks is in the "
+                              f"checkpoint's puzzle table (wrong --tasks for this checkpoint?)")
+        print(f"predict: warning: {len(unknown)} of {len(tasks)} tasks are not in the checkpoint's puzzle table; "
+              f"they run once, untransformed, on the blank puzzle row 0 (e.g. {', '.join(unknown[:5])})", file=sys.stderr)
+    chosen = {t: subsample(per_task.get(t, [(0, t)]), cfg.views) for t in tasks}
+
+    rows, local_row, global_row = compact_table(chosen)
+
+    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = cfg.dtype
+    if dtype is None and str(device).startswith("cpu") and info.config.forward_dtype != "float32":
+        dtype = "float32"   # bfloat16 matmuls are slow on most CPUs
+    settings = {"model": _model_fingerprint(model_dir), "model_dir": str(model_dir.resolve()),
+                "early_halt": cfg.early_halt, "all_steps": cfg.all_steps, "config": asdict(cfg)}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_run_file(out_dir, settings)
+    done = _done_keys(out_dir)
+
+    model, _ = load_model(model_dir, rows, device, dtype)
+    canvas = int(round(model.config.seq_len ** 0.5))
+    if canvas * canvas != model.config.seq_len:
+        raise ArcKitError(f"{model_dir}: seq_len {model.config.seq_len} is not a square canvas")
+    too_big = [t for t, task in tasks.items()
+               if any(len(p.input) > canvas or len(p.input[0]) > canvas for p in task.test)]
+    if too_big:
+        print(f"predict: warning: {len(too_big)} task(s) have a test input larger than the model's {canvas}x{canvas} "
+              f"canvas and are skipped (e.g. {', '.join(too_big[:5])})", file=sys.stderr)
+        tasks = {t: task for t, task in tasks.items() if t not in too_big}
+    names_by_task = {t: [n for _, n in lst] for t, lst in chosen.items()}
+    todo = plan_views(tasks, names_by_task, local_row, {t: canvas for t in tasks}, cfg.views or 10 ** 9, done)
+    total = sum(len(task.test) * len(chosen[t]) for t, task in tasks.items())
+    print(f"predict: {len(tasks)} tasks, {total:,} views ({total - len(todo):,} already in {out_dir / PREDICTIONS}), "
+          f"{len(rows) - 1:,} puzzle rows loaded, device {device}, batch {cfg.batch_size}, "
+          f"{model.config.forward_dtype}, {model.config.halt_max_steps} steps"
+          f"{' (early halt)' if cfg.early_halt else ''}", file=sys.stderr)
+
+    t0, written, empty, ran, steps = time.time(), 0, 0, 0, 0
+    bar = tqdm(total=len(todo), desc="predict", unit="view", file=sys.stderr, disable=not cfg.progress,
+               mininterval=1.0, dynamic_ncols=True, leave=False)
+    try:
+        with PredictionWriter(out_dir / PREDICTIONS) as writer:
+            for batch in make_batches(todo, cfg.batch_size):
+                arrays = encode_views(batch, tasks)
+                tb = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
+                out = model.predict(tb, early_halt=cfg.early_halt, return_all_steps=cfg.all_steps)
+                preds, empty_views = decode(batch, out, cfg.all_steps)
+                for p in preds:
+                    p.extra["row"] = global_row.get(p.augmentation, 0)
+                written += writer.write(preds)
+                if empty_views:
+                    with open(out_dir / EMPTY, "a", encoding="utf-8") as f:
+                        f.writelines(json.dumps({"task_id": v.task_id, "test_index": v.test_index,
+                                                 "augmentation": v.name}) + "\n" for v in empty_views)
+                empty += len(empty_views)
+                ran += len(batch)
+                steps += int(out["steps_run"].sum())
+                bar.update(len(batch))
+    finally:
+        bar.close()
+    seconds = time.time() - t0
+    summary = {"tasks": len(tasks), "too_big": len(too_big), "unknown_tasks": len(unknown), "views": total,
+               "skipped_done": total - len(todo), "ran": ran, "written": written, "empty": empty,
+               "rows_loaded": len(rows) - 1, "mean_steps": round(steps / ran, 3) if ran else 0.0,
+               "seconds": round(seconds, 2), "views_per_s": round(ran / seconds, 2) if seconds > 0 else 0.0,
+               "out": str(out_dir / PREDICTIONS)}
+    print(f"predict: {ran:,} views in {seconds:.1f}s ({summary['views_per_s']} views/s, {summary['mean_steps']} "
+          f"steps per view), {written:,} predictions written{f', {empty} decoded empty' if empty else ''} "
+          f"-> {out_dir / PREDICTIONS}", file=sys.stderr)
+    return summary

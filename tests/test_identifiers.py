@@ -1,0 +1,83 @@
+"""Reference TRM puzzle identifiers: exact reproduction of the reference builder's lists."""
+
+import gzip
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from arc_kit.cli import main
+from arc_kit.identifiers import RECIPES, augmentation_names, build_identifiers, recipe_for_rows
+
+SHARED = Path(__file__).parents[2] / "shared"
+MINI = SHARED / "fixtures" / "trm-dataset-mini"
+COMBINED = SHARED / "data" / "trm-kaggle-combined"
+FIXTURES = SHARED / "fixtures" / "trm-identifiers"
+
+
+def test_mini_fixture_identifiers_and_test_split():
+    names, test_split = build_identifiers(MINI / "source", ["training", "evaluation"], "evaluation", num_aug=3)
+    assert names == json.loads((MINI / "identifiers.json").read_text())
+    # the reference test split stores one puzzle per augmentation of each evaluation task
+    ids = np.load(MINI / "test" / "all__puzzle_identifiers.npy").tolist()
+    starts = np.load(MINI / "test" / "all__puzzle_indices.npy")
+    assert test_split == [[i, int(n)] for i, n in zip(ids, np.diff(starts))]
+
+
+def test_cli_writes_identifiers_and_test_split(tmp_path, capsys):
+    out, split = tmp_path / "ids.json", tmp_path / "split.json"
+    rc = main(["trm-identifiers", "--data", str(MINI / "source"), "--subsets", "training", "evaluation",
+               "--test-set", "evaluation", "--num-aug", "3", "-o", str(out), "--test-split-out", str(split),
+               "--json"])
+    assert rc == 0
+    assert json.loads(out.read_text()) == json.loads((MINI / "identifiers.json").read_text())
+    assert json.loads(split.read_text())[0] == [13, 1]
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["identifiers"] == 21 and summary["tasks"] == 5 and summary["test_split_puzzles"] == 8
+
+
+def test_cli_missing_subset_is_one_line_error(tmp_path, capsys):
+    rc = main(["trm-identifiers", "--data", str(MINI / "source"), "--subsets", "training", "concept",
+               "--test-set", "evaluation", "-o", str(tmp_path / "x.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "arc-agi_concept_challenges.json" in err and "not found" in err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_bad_grid_names_file_and_task(tmp_path):
+    (tmp_path / "arc-agi_training_challenges.json").write_text(json.dumps(
+        {"abc": {"train": [{"input": [[1, 12]], "output": [[1]]}], "test": [{"input": [[1]]}]}}))
+    with pytest.raises(Exception) as e:
+        build_identifiers(tmp_path, ["training"], "evaluation", num_aug=2)
+    assert "arc-agi_training_challenges.json" in str(e.value) and "task abc" in str(e.value)
+
+
+def test_dedupe_is_by_multiset_of_pairs():
+    # A single 1x1 grid of colour 1 (input and output): 9 colours x 1 shape -> 9 distinct versions at most;
+    # every dihedral transform of a 1x1 grid is the same, so only the colour matters.
+    task = {"train": [{"input": [[1]], "output": [[1]]}], "test": [{"input": [[1]], "output": [[1]]}]}
+    names = augmentation_names("x", task, 50, np.random.RandomState(0))
+    colours = {n.split("|||")[2][1] for n in names[1:]}
+    assert names[0] == "x" and len(names) == 9 and len(colours) == 8 and "1" not in colours
+
+
+def test_recipes():
+    assert recipe_for_rows(876_406) == RECIPES["arc1"] and recipe_for_rows(1_191_730) == RECIPES["arc2"]
+    assert recipe_for_rows(5) is None
+
+
+@pytest.mark.parametrize("build", ["arc1", "arc2"])
+def test_full_reference_lists_match_exactly(build):
+    # ~20-30 s per build on the 2-core CI machine (the limit is 5 minutes)
+    recipe = RECIPES[build]
+    t0 = time.time()
+    names, test_split = build_identifiers(COMBINED, recipe.subsets, recipe.test_set)
+    seconds = time.time() - t0
+    ref = json.load(gzip.open(FIXTURES / f"{build}_identifiers.json.gz"))
+    ref_split = json.load(gzip.open(FIXTURES / f"{build}_test_split_puzzles.json.gz"))
+    assert len(names) == len(ref) == recipe.rows
+    assert names == ref
+    assert test_split == ref_split
+    assert seconds < 300, f"{build} build took {seconds:.0f} s"
