@@ -1,5 +1,110 @@
-"""Placeholder: commands are added by the owning work item."""
+"""Command `train`: train (or fine-tune) a TRM on tasks with the kit's trainer, writing a resumable checkpoint."""
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ArcKitError
+
+
+def _pretrain_config_class():
+    """The YAML schema of `arc-kit train` (built lazily: model.py imports torch)."""
+    from .dataset import DataConfig
+    from .model import TRMConfig
+    from .train import TrainConfig
+
+    @dataclass
+    class PretrainConfig:
+        model: TRMConfig = field(default_factory=TRMConfig)   # seq_len and num_puzzle_identifiers come from the data
+        data: DataConfig = field(default_factory=DataConfig)
+        train: TrainConfig = field(default_factory=TrainConfig)
+    return PretrainConfig
 
 
 def add_commands(subparsers) -> None:
-    pass
+    from .cli import add_config_args
+    p = subparsers.add_parser(
+        "train", help="train a TRM (pretraining recipe or your own) and write a checkpoint directory",
+        description="Train a TRM with the kit's trainer. The config has model:, data: and train: sections "
+                    "(shipped: pretrain-arc-agi-1, pretrain-arc-agi-2); key=value overrides follow, e.g. "
+                    "train.lr=3e-4 data.canvas=12. Writes OUT (checkpoint: EMA weights, optimiser state), "
+                    "OUT/metrics.jsonl and OUT/train.yaml. Run under `accelerate launch -m arc_kit.cli train ...` "
+                    "(or torchrun) for data parallel training over several GPUs/processes.")
+    add_config_args(p, default="pretrain-arc-agi-1")
+    p.add_argument("--tasks", metavar="SOURCE", action="append", default=[],
+                   help="tasks to train on (demonstration pairs only); repeatable; added to data.demo_sources")
+    p.add_argument("--checkpoint", metavar="DIR", help="start from this kit checkpoint (its architecture and "
+                                                       "puzzle rows; new puzzles get the mean embedding)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output checkpoint directory")
+    p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget; stops (and saves) before it")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args) -> int:
+    import math
+    import os
+
+    import torch
+
+    from .checkpoint import add_puzzles, load_checkpoint, read_checkpoint_info
+    from .config import load_config, save_config, to_dict
+    from .dataset import load_train_data
+    from .model import TRM
+    from .train import Trainer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = load_config(_pretrain_config_class(), args.config, args.overrides)
+    cfg.data.demo_sources = list(cfg.data.demo_sources) + list(args.tasks)
+    out = Path(args.out)
+    if args.resume and args.checkpoint:
+        raise ArcKitError("--resume continues the run in --out; drop --checkpoint")
+    if (out / "config.yaml").exists() and not args.resume:
+        raise ArcKitError(f"{out}: already holds a checkpoint (use --resume to continue it, or another --out)")
+
+    accelerator = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:   # launched by accelerate launch / torchrun
+        from accelerate import Accelerator
+        accelerator = Accelerator(cpu=cfg.train.device == "cpu")
+    is_main = accelerator is None or accelerator.is_main_process
+
+    t0 = time.time()
+    base = args.checkpoint or (str(out) if args.resume else None)
+    names = read_checkpoint_info(base).puzzle_names if base else None
+    if base:
+        mcfg = read_checkpoint_info(base).config
+        cfg.data.canvas = math.isqrt(mcfg.seq_len)
+    data = load_train_data(cfg.data, puzzle_names=names)
+    if is_main:
+        print(f"train: {len(data.groups)} tasks, {data.num_puzzles} puzzles, {len(data.puzzle_names)} embedding rows, "
+              f"{data.canvas}x{data.canvas} canvas ({time.time() - t0:.1f}s)", file=sys.stderr)
+
+    if base:
+        model, _ = load_checkpoint(base)
+        if args.checkpoint:
+            add_puzzles(model, data.puzzle_names[len(names):], init="mean", puzzle_names=list(names))
+    else:
+        torch.manual_seed(cfg.train.seed)
+        mc = dict(to_dict(cfg.model), seq_len=data.seq_len, num_puzzle_identifiers=len(data.puzzle_names))
+        from .config import from_dict
+        from .model import TRMConfig
+        model = TRM(from_dict(TRMConfig, mc))
+    trainer = Trainer(model, data, cfg.train, accelerator=accelerator, log_path=out / "metrics.jsonl")
+    if args.resume:
+        trainer.load_state(out)
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, out / "train.yaml")
+        print(f"train: {model.num_params():,} parameters, {trainer.total_steps} steps of {cfg.train.global_batch_size} "
+              f"sequences on {trainer.device}" + (f" x {trainer.world} processes" if trainer.world > 1 else ""),
+              file=sys.stderr)
+    until = t0 + 60 * args.minutes if args.minutes else None
+    last = trainer.train(until=until, checkpoint_dir=out, extra_config={"data": to_dict(cfg.data)})
+    if is_main:
+        print(f"train: stopped at step {trainer.step_count}/{trainer.total_steps} ({last.get('stopped')}); "
+              f"loss {last.get('loss', float('nan')):.4f}, exact accuracy {last.get('exact_accuracy', 0):.3f}; "
+              f"checkpoint in {out}", file=sys.stderr)
+    return 0
