@@ -43,7 +43,8 @@ def _print_report(report, as_json: bool) -> None:
 
 
 def cmd_bundle(args) -> int:
-    from .kaggle_api import BundleNames, DEFAULT_WHEELS, bundle
+    from .kaggle_bundle import DEFAULT_WHEELS, bundle
+    from .kaggle_meta import BundleNames
     owner = args.owner or os.environ.get("KAGGLE_USERNAME", "")
     if not owner:
         raise ArcKitError("kaggle bundle: no owner: pass --owner USER (your Kaggle username) or set KAGGLE_USERNAME")
@@ -88,7 +89,7 @@ def cmd_simulate(args) -> int:
 
 
 def cmd_notebook(args) -> int:
-    from .kaggle import notebook_json, write_notebook
+    from .kaggle_bundle import notebook_json, write_notebook
     src, dst = Path(args.source), Path(args.target)
     if args.check:
         if not dst.is_file() or dst.read_text(encoding="utf-8") != notebook_json(src):

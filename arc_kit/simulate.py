@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 from .errors import ArcKitError
-from .kaggle import TEST_FILE, DEFAULT_SAFETY_MINUTES, submission_problems
+from .kaggle import TEST_FILE, DEFAULT_SAFETY_MINUTES
+from .kaggle_job import submission_problems
 
 
 def mock_competition(path: Path, n_tasks: int, seed: int = 0) -> dict:
@@ -97,7 +98,7 @@ def _fmt(s: float) -> str:
 
 def simulate(args) -> int:
     """`arc-kit kaggle simulate`: mock folder, notebook run at a scaled budget, projection table."""
-    from .kaggle_api import kit_source_root, NOTEBOOK
+    from .kaggle_bundle import shipped_notebook
     from .run_config import load_run_config
     from .kaggle import choose_config, detect_gpus
     out = Path(args.out).resolve()
@@ -120,7 +121,7 @@ def simulate(args) -> int:
         env["ARC_KIT_CONFIG"] = args.config
     if args.checkpoint:
         env["ARC_KIT_CHECKPOINT_DIR"] = Path(args.checkpoint).resolve()
-    notebook = kit_source_root() / "submission" / NOTEBOOK
+    notebook = shipped_notebook()
     print(f"running {notebook.name} with a {args.budget_minutes:g}-minute limit (safety {safety:.2f} min) ...",
           file=sys.stderr)
     t = time.time()

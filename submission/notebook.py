@@ -13,7 +13,9 @@
 # `KAGGLE_IS_COMPETITION_RERUN` means the scored rerun: the full job; otherwise a short one.
 
 # %%
-# Start the clock, then write a fallback submission (every attempt = the test input). Standard library only.
+# Start the clock, then write a fallback submission (every attempt = the test input). Standard library only:
+# the kit is not installed yet, so this cell repeats, in small, what arc_kit.kaggle.find_competition_dir and
+# arc_kit.submission.fallback_submission do; the kit's own versions take over once it is importable.
 import glob, json, os, subprocess, sys, time
 T0 = time.time()
 os.environ.setdefault("ARC_KIT_T0", repr(T0))
@@ -50,13 +52,17 @@ def fallback_submission(path):
     return sub
 
 
+def write_fallback():
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, "submission.json"), "w") as f:
+        json.dump(FALLBACK, f)
+
+
 FALLBACK = {}
 try:
     TEST_FILE = find_test_file()
     FALLBACK = fallback_submission(TEST_FILE) if TEST_FILE else {}
-    os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, "submission.json"), "w") as f:
-        json.dump(FALLBACK, f)
+    write_fallback()
     print(f"fallback submission.json: {len(FALLBACK)} tasks from {TEST_FILE}")
 except Exception as e:
     print(f"WARNING: fallback submission failed: {type(e).__name__}: {e}")
@@ -95,12 +101,12 @@ except Exception as e:
 
 # %%
 # Resolve inputs, hardware and budget (arc_kit.kaggle.resolve_settings reads the environment).
-ak = settings = None
+ak = kj = settings = None
 try:
     import importlib
     importlib.invalidate_caches()
     import arc_kit
-    from arc_kit import kaggle as ak
+    from arc_kit import kaggle as ak, kaggle_job as kj
     settings = ak.resolve_settings(t0=T0)
     print(f"arc-kit {arc_kit.__version__} from {arc_kit.__file__}")
     print(ak.describe(settings))
@@ -112,7 +118,7 @@ except Exception as e:
 job = None
 try:
     if settings is not None:
-        job = ak.run_job(settings)
+        job = kj.run_job(settings)
 except Exception as e:
     print(f"WARNING: the job failed: {type(e).__name__}: {e}")
 
@@ -120,16 +126,14 @@ except Exception as e:
 # Final check: submission.json must be valid for the test file, else the fallback is restored. Summary.
 try:
     if settings is not None:
-        print(ak.format_summary(ak.finish(settings, FALLBACK, job)))
+        print(kj.format_summary(kj.finish(settings, FALLBACK, job)))
     else:
-        with open(os.path.join(OUT, "submission.json"), "w") as f:
-            json.dump(FALLBACK, f)
+        write_fallback()
         print(f"submission.json: the fallback ({len(FALLBACK)} tasks)")
 except Exception as e:
     print(f"WARNING: final check failed: {type(e).__name__}: {e}")
     try:
-        with open(os.path.join(OUT, "submission.json"), "w") as f:
-            json.dump(FALLBACK, f)
+        write_fallback()
     except Exception:
         pass
 print(f"notebook time: {(time.time() - T0) / 60:.1f} min")

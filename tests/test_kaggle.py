@@ -10,6 +10,9 @@ import pytest
 
 from arc_kit import kaggle as ak
 from arc_kit import kaggle_api as kapi
+from arc_kit import kaggle_bundle as kb
+from arc_kit import kaggle_job as kj
+from arc_kit import kaggle_meta as km
 from arc_kit.cli import main
 from arc_kit.errors import ArcKitError
 
@@ -75,14 +78,14 @@ def test_settings_rerun_budget_and_notes(tmp_path):
 def test_overrides_follow_hardware(tmp_path):
     _layout(tmp_path / "input")
     s = _settings(tmp_path, ARC_KIT_OVERRIDES="ttt.max_steps=5")
-    ov = ak.job_overrides(s, 2.0)
+    ov = kj.job_overrides(s, 2.0)
     assert "runtime.device=cpu" in ov and "runtime.precision=float32" in ov and ov[-1] == "ttt.max_steps=5"
     assert "budget.total_minutes=2.000" in ov
     s.gpus, s.bf16 = 2, False                                                # T4 x2
-    ov = ak.job_overrides(s, 2.0)
+    ov = kj.job_overrides(s, 2.0)
     assert "runtime.num_processes=2" in ov and "runtime.precision=float32" in ov
     s.gpus, s.bf16 = 4, True                                                 # L4 x4: the preset's bf16 stays
-    assert not any(o.startswith("runtime.precision") for o in ak.job_overrides(s, 2.0))
+    assert not any(o.startswith("runtime.precision") for o in kj.job_overrides(s, 2.0))
     assert ak.choose_config(4, True) == "kaggle-l4" and ak.choose_config(2, False) == "kaggle-t4"
 
 
@@ -104,108 +107,107 @@ def test_submission_problems(tmp_path):
     test.write_text(_challenges(TASKS))
     sub = tmp_path / "s.json"
     sub.write_text(json.dumps(_fallback()))
-    assert ak.submission_problems(sub, test) == []
+    assert kj.submission_problems(sub, test) == []
     bad = _fallback()
     bad["t2"] = bad["t2"][:1]
     bad["t1"][0]["attempt_2"] = [[10]]
     del bad["t2"]
     sub.write_text(json.dumps(bad))
-    problems = ak.submission_problems(sub, test)
+    problems = kj.submission_problems(sub, test)
     assert any("t2: missing" in p for p in problems) and any("t1: test 0" in p for p in problems)
     sub.write_text("{not json")
-    assert ak.submission_problems(sub, test)
+    assert kj.submission_problems(sub, test)
 
 
 def _fake_job(monkeypatch, code: str):
-    monkeypatch.setattr(ak, "job_command", lambda s, minutes: [sys.executable, "-c", code])
+    monkeypatch.setattr(kj, "job_command", lambda s, minutes: [sys.executable, "-c", code])
+
+
+def _rerun(tmp_path, budget: str, safety: str):
+    """A rerun's settings with the fallback already written: (settings, output dir, fallback, the job's run dir)."""
+    _layout(tmp_path / "input")
+    s = _settings(tmp_path, KAGGLE_IS_COMPETITION_RERUN="1", ARC_KIT_BUDGET_MINUTES=budget, ARC_KIT_SAFETY_MINUTES=safety)
+    out = Path(s.output_dir)
+    out.mkdir(parents=True)
+    fb = _fallback()
+    (out / "submission.json").write_text(json.dumps(fb))
+    return s, out, fb, out / "arc-kit-run"
 
 
 def test_run_job_syncs_valid_results_and_finish_keeps_them(tmp_path, monkeypatch):
-    _layout(tmp_path / "input")
-    s = _settings(tmp_path, KAGGLE_IS_COMPETITION_RERUN="1", ARC_KIT_BUDGET_MINUTES="5", ARC_KIT_SAFETY_MINUTES="1")
-    out = Path(s.output_dir)
-    out.mkdir(parents=True)
-    fb = _fallback()
-    (out / "submission.json").write_text(json.dumps(fb))
+    s, out, fb, run_dir = _rerun(tmp_path, budget="5", safety="1")
     better = json.loads(json.dumps(fb))
     better["t1"][0]["attempt_1"] = [[2, 2]]
-    run_dir = out / "arc-kit-run"
     _fake_job(monkeypatch, f"import json, pathlib; p = pathlib.Path({str(run_dir)!r}); p.mkdir(); "
                            f"(p / 'submission.json').write_text(json.dumps({better!r})); print('done')")
     lines = []
-    job = ak.run_job(s, echo=lines.append)
+    job = kj.run_job(s, echo=lines.append)
     assert job.started and job.returncode == 0 and not job.timed_out and job.syncs == 1 and "done" in lines
-    summary = ak.finish(s, fb, job)
+    summary = kj.finish(s, fb, job)
     assert summary["source"] == "arc-kit run" and not summary["restored_fallback"]
     assert summary["answered_by_model"] == 1 and summary["test_inputs"] == 3
     assert json.loads((out / "submission.json").read_text()) == better
-    assert "answered by the model: 1 of 3" in ak.format_summary(summary)
+    assert "answered by the model: 1 of 3" in kj.format_summary(summary)
 
 
 def test_run_job_kills_a_hung_child_and_invalid_output_is_never_copied(tmp_path, monkeypatch):
-    _layout(tmp_path / "input")
-    monkeypatch.setattr(ak, "MIN_RUN_MINUTES", 0.01)
-    s = _settings(tmp_path, KAGGLE_IS_COMPETITION_RERUN="1", ARC_KIT_BUDGET_MINUTES="0.15", ARC_KIT_SAFETY_MINUTES="0.05")
-    out = Path(s.output_dir)
-    out.mkdir(parents=True)
-    fb = _fallback()
-    (out / "submission.json").write_text(json.dumps(fb))
-    run_dir = out / "arc-kit-run"
+    monkeypatch.setattr(kj, "MIN_RUN_MINUTES", 0.01)
+    s, out, fb, run_dir = _rerun(tmp_path, budget="0.15", safety="0.05")
     # writes an INVALID submission, then hangs (with a grandchild) far past its budget
     _fake_job(monkeypatch, f"import pathlib, subprocess, sys, time; p = pathlib.Path({str(run_dir)!r}); p.mkdir(); "
                            f"(p / 'submission.json').write_text('{{}}'); "
                            f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); time.sleep(300)")
     t = time.time()
-    job = ak.run_job(s, sync_seconds=0.5, grace_seconds=1.0, echo=lambda line: None)
+    job = kj.run_job(s, sync_seconds=0.5, grace_seconds=1.0, echo=lambda line: None)
     assert job.timed_out and time.time() - t < 0.15 * 60
     assert json.loads((out / "submission.json").read_text()) == fb
-    summary = ak.finish(s, fb, job)
+    summary = kj.finish(s, fb, job)
     assert summary["source"] == "fallback" and summary["elapsed_minutes"] < 0.15
 
 
 def test_finish_restores_the_fallback_and_short_budget_skips_the_job(tmp_path):
     _layout(tmp_path / "input")
     s = _settings(tmp_path, KAGGLE_IS_COMPETITION_RERUN="1", ARC_KIT_BUDGET_MINUTES="0.1", ARC_KIT_SAFETY_MINUTES="0")
-    job = ak.run_job(s)
+    job = kj.run_job(s)
     assert not job.started and "fallback" in job.problems[0]
     out = Path(s.output_dir)
     out.mkdir(parents=True)
     (out / "submission.json").write_text('{"t1": []}')
-    summary = ak.finish(s, _fallback(), job)
+    summary = kj.finish(s, _fallback(), job)
     assert summary["restored_fallback"] and json.loads((out / "submission.json").read_text()) == _fallback()
 
 
 # ---------------------------------------------------------------- metadata rules
 
 def _kernel_meta(**kw):
-    meta = kapi.kernel_metadata(kapi.BundleNames(owner="alice"), ["alice/arc-kit-wheels"])
+    meta = km.kernel_metadata(km.BundleNames(owner="alice"), ["alice/arc-kit-wheels"])
     meta.update(kw)
     return meta
 
 
 def test_kernel_metadata_rules():
-    assert kapi.check_kernel_metadata(_kernel_meta()) == []
+    assert km.check_kernel_metadata(_kernel_meta()) == []
     meta = _kernel_meta()
     del meta["enable_internet"]                     # the client would send enable_internet=True
-    assert any("enable_internet" in p for p in kapi.check_kernel_metadata(meta))
+    assert any("enable_internet" in p for p in km.check_kernel_metadata(meta))
     for bad, word in ((dict(enable_gpu="true"), "enable_gpu"), (dict(id="alice/ab"), "5-50"),
                       (dict(id="Alice/arc-kit-submission"), "owner"), (dict(id="alice/arc--kit"), "slug"),
                       (dict(title="Another title"), "resolve"), (dict(kernel_type="script"), "kernel_type"),
                       (dict(dataset_sources=["nowner"]), "owner/slug"), (dict(competition_sources=[]), "competition"),
                       (dict(machine_shape="L4 x4"), "machine_shape")):
-        problems = kapi.check_kernel_metadata(_kernel_meta(**bad))
+        problems = km.check_kernel_metadata(_kernel_meta(**bad))
         assert len(problems) >= 1 and word in problems[0], (bad, problems)
         assert all("\n" not in p for p in problems)
 
 
 def test_dataset_metadata_rules():
-    good = kapi.dataset_metadata("alice/arc-kit-wheels", "arc-kit wheels", "apache-2.0", "d")
-    assert kapi.check_dataset_metadata(good) == []
+    good = km.dataset_metadata("alice/arc-kit-wheels", "arc-kit wheels", "apache-2.0", "d")
+    assert km.check_dataset_metadata(good) == []
     for bad, word in ((dict(licenses=[{"name": "CC0-1.0"}, {"name": "MIT"}]), "exactly one"),
                       (dict(licenses=[{"name": "MIT"}]), "not a Kaggle licence"), (dict(title="wh"), "6-50"),
                       (dict(id="alice/whl"), "6-50"), (dict(subtitle="short"), "subtitle"),
                       (dict(resources=[{"path": "a"}, {"path": "a"}]), "twice")):
-        problems = kapi.check_dataset_metadata({**good, **bad})
+        problems = km.check_dataset_metadata({**good, **bad})
         assert problems and word in problems[0], (bad, problems)
 
 
@@ -246,15 +248,15 @@ def test_bundle_folders(bundle_dir, tiny_checkpoint):
         assert not [p for p in f.iterdir() if p.is_dir()], f"{f} has a subfolder an upload would skip"
     wheels = sorted(p.name for p in (bundle_dir / "wheels").iterdir())
     assert wheels[0].startswith("arc_kit-") and "drawsvg-2.4.2-py3-none-any.whl" in wheels
-    nb = (bundle_dir / "kernel" / kapi.NOTEBOOK).read_bytes()
-    assert nb == (ROOT / "submission" / kapi.NOTEBOOK).read_bytes()                # copied verbatim
+    nb = (bundle_dir / "kernel" / km.NOTEBOOK).read_bytes()
+    assert nb == (ROOT / "submission" / km.NOTEBOOK).read_bytes()                # copied verbatim
     meta = json.loads((bundle_dir / "kernel" / "kernel-metadata.json").read_text())
     assert meta["enable_internet"] is False and meta["enable_gpu"] is True and meta["machine_shape"] == "NvidiaL4"
     assert meta["dataset_sources"] == ["alice/arc-kit-wheels", "alice/arc-kit-checkpoint"]
     assert meta["competition_sources"] == ["arc-prize-2025"]
     for name in ("wheels", "checkpoint"):
         assert len(json.loads((bundle_dir / name / "dataset-metadata.json").read_text())["licenses"]) == 1
-    assert kapi.check_bundle(bundle_dir) == []
+    assert km.check_bundle(bundle_dir) == []
     # --strip-puzzles: the network is unchanged, the table is its mean row
     import torch
     model, info = load_checkpoint(bundle_dir / "checkpoint")
@@ -310,7 +312,8 @@ def test_submit_dry_run_and_missing_credentials(bundle_dir, monkeypatch, tmp_pat
 
 
 def test_bundle_ships_a_run_config_the_notebook_finds(tmp_path):
-    from arc_kit.kaggle_api import BundleNames, bundle
+    from arc_kit.kaggle_bundle import bundle
+    from arc_kit.kaggle_meta import BundleNames
     wheel = tmp_path / "arc_kit-0.0.1-py3-none-any.whl"
     wheel.write_bytes(b"PK")
     cfg = tmp_path / "mine.yaml"
@@ -334,9 +337,20 @@ def test_bundle_ships_a_run_config_the_notebook_finds(tmp_path):
 
 def test_kernel_metadata_template_matches_what_bundle_writes():
     tpl = json.loads((ROOT / "submission" / "kernel-metadata.json").read_text())
-    assert kapi.check_kernel_metadata(tpl) == []
-    assert tpl == kapi.kernel_metadata(kapi.BundleNames(owner=tpl["id"].split("/")[0]), tpl["dataset_sources"])
+    assert km.check_kernel_metadata(tpl) == []
+    assert tpl == km.kernel_metadata(km.BundleNames(owner=tpl["id"].split("/")[0]), tpl["dataset_sources"])
 
+
+
+def test_shipped_notebook_checkout_then_package_data(tmp_path, monkeypatch):
+    assert kb.shipped_notebook() == ROOT / "submission" / km.NOTEBOOK            # a checkout: submission/
+    site = tmp_path / "site-packages" / "arc_kit"                                # a pip install: package data
+    monkeypatch.setattr(kb, "__file__", str(site / "kaggle_bundle.py"))
+    with pytest.raises(ArcKitError, match="notebook not found"):
+        kb.shipped_notebook()
+    (site / "kaggle_notebook").mkdir(parents=True)
+    (site / "kaggle_notebook" / km.NOTEBOOK).write_text("{}")
+    assert kb.shipped_notebook() == site / "kaggle_notebook" / km.NOTEBOOK
 
 def test_simulate_projection_arithmetic(tmp_path):
     from arc_kit.run_config import load_run_config

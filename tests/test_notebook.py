@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from arc_kit import kaggle as ak
+from arc_kit import kaggle_bundle as kb
+from arc_kit import kaggle_job as kj
 from arc_kit.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +40,7 @@ output: {progress: false, keep_checkpoint: false}
 
 
 def test_notebook_matches_its_source():
-    assert NOTEBOOK.read_text(encoding="utf-8") == ak.notebook_json(SOURCE), "run `arc-kit kaggle notebook`"
+    assert NOTEBOOK.read_text(encoding="utf-8") == kb.notebook_json(SOURCE), "run `arc-kit kaggle notebook`"
     assert main(["kaggle", "notebook", "--check"]) == 0
     import nbformat
     nbformat.validate(nbformat.read(NOTEBOOK, as_version=4))
@@ -94,7 +96,7 @@ def run_notebook(tmp_path, kit, monkeypatch, budget: float, steps: int = 30, vie
     import nbformat
     test_file = kaggle_layout(tmp_path, kit, corrupt)
     if checkpoint is not None:  # an attached checkpoint dataset, 2026 layout
-        from arc_kit.kaggle_api import copy_checkpoint
+        from arc_kit.kaggle_bundle import copy_checkpoint
         copy_checkpoint(checkpoint, tmp_path / "input" / "datasets" / "tester" / "arc-kit-checkpoint", strip_puzzles=True)
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG % {"steps": steps, "views": views})
@@ -117,7 +119,7 @@ def run_notebook(tmp_path, kit, monkeypatch, budget: float, steps: int = 30, vie
     check = subprocess.run([sys.executable, "-m", "arc_kit.cli", "validate", str(sub), "--tasks", str(test_file)],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
-    assert ak.submission_problems(sub, test_file) == []
+    assert kj.submission_problems(sub, test_file) == []
     return text, wall, json.loads(sub.read_text()), json.loads(test_file.read_text())
 
 

@@ -1,0 +1,210 @@
+"""Kaggle notebook job guard: run `arc-kit run` with a hard timeout, keep submission.json valid, summarise."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .kaggle import MIN_RUN_MINUTES, NotebookSettings
+
+
+def submission_problems(path: str | Path, test_file: str | Path) -> list[str]:
+    """What makes `path` unacceptable for `test_file` (empty list: valid), by the kit's own validator
+    (`arc-kit validate`); a broken task in the test file still expects one entry per test input."""
+    from .data import load_tasks
+    from .errors import ArcKitError
+    from .submission import read_submission, validate_submission
+    try:
+        task_set = load_tasks(test_file, lenient=True)
+    except Exception as e:
+        return [f"{test_file}: unreadable: {type(e).__name__}"]
+    try:
+        sub = read_submission(path)
+    except ArcKitError as e:
+        return [str(e)]
+    return [f"{path}: {p}" for p in validate_submission(sub, task_set)]
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+# ---------------------------------------------------------------- the job
+
+@dataclass
+class JobResult:
+    started: bool = False
+    returncode: int | None = None
+    timed_out: bool = False
+    minutes: float = 0.0
+    used_run_submission: bool = False   # submission.json came from the job (else: the fallback)
+    syncs: int = 0                      # times a better submission was copied in while the job ran
+    problems: list[str] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)
+
+
+def job_overrides(s: NotebookSettings, job_minutes: float) -> list[str]:
+    """`key=value` overrides for `arc-kit run`: budget, devices and dtype from what the notebook found."""
+    margin = 0.5
+    try:  # the config's own margin, capped so it stays below a small budget (the config check demands it)
+        from .run_config import load_run_config
+        margin = load_run_config(s.config).budget.safety_margin_minutes
+    except Exception:
+        pass
+    ov = [f"budget.total_minutes={job_minutes:.3f}",
+          f"budget.safety_margin_minutes={min(margin, 0.25 * job_minutes):.3f}"]
+    if s.gpus:
+        ov += ["runtime.device=cuda", f"runtime.num_processes={s.gpus}"]
+        if not s.bf16:
+            ov.append("runtime.precision=float32")   # T4/P100: no bfloat16
+    else:
+        ov += ["runtime.device=cpu", "runtime.num_processes=1", "runtime.precision=float32"]
+    return ov + list(s.overrides)
+
+
+def job_command(s: NotebookSettings, job_minutes: float) -> list[str]:
+    cmd = [sys.executable, "-m", "arc_kit.cli", "run", "--config", s.config, "--tasks", str(s.test_file),
+           "--out", str(Path(s.output_dir) / "arc-kit-run")]
+    if s.checkpoint_dir:
+        cmd += ["--checkpoint", s.checkpoint_dir]
+    return cmd + job_overrides(s, job_minutes)
+
+
+def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run_job(s: NotebookSettings, sync_seconds: float = 30.0, grace_seconds: float | None = None,
+            echo=print) -> JobResult:
+    """Run `arc-kit run` as a child process group with a hard timeout; relay its output; every
+    `sync_seconds` copy its submission.json over ours when valid. Never raises."""
+    res = JobResult()
+    try:
+        if not s.test_file:
+            res.problems.append("no test file: kept the fallback submission")
+            return res
+        minutes = s.job_minutes()
+        if minutes < MIN_RUN_MINUTES:
+            res.problems.append(f"only {minutes:.2f} min left for the job: kept the fallback submission")
+            return res
+        out = Path(s.output_dir)
+        run_sub = out / "arc-kit-run" / "submission.json"
+        final = out / "submission.json"
+        # The child's own watchdog ends it at `minutes`; we kill at minutes + grace (half the safety margin,
+        # at most 2 min) so a hung child cannot push the notebook past its limit.
+        grace = grace_seconds if grace_seconds is not None else min(120.0, 30.0 * s.safety_minutes)
+        deadline = time.time() + 60.0 * minutes + grace
+        res.command = job_command(s, minutes)
+        echo("$ " + " ".join(res.command))
+        out.mkdir(parents=True, exist_ok=True)
+        log = open(out / "arc-kit-run.log", "a", encoding="utf-8")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        t_start = time.time()
+        try:
+            proc = subprocess.Popen(res.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                    errors="replace", env=env, start_new_session=True)
+        except BaseException:
+            log.close()
+            raise
+        res.started = True
+
+        def relay():  # a thread, so a silent child cannot block the timeout below
+            for line in proc.stdout:
+                log.write(line)
+                log.flush()
+                echo(line.rstrip("\n"))
+        reader = threading.Thread(target=relay, daemon=True)
+        reader.start()
+        last_sync = 0.0
+        while proc.poll() is None:
+            if time.time() > deadline:
+                res.timed_out = True
+                echo("WARNING: arc-kit run passed its deadline: stopping it")
+                _kill_group(proc, signal.SIGTERM)
+                try:
+                    proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    _kill_group(proc, signal.SIGKILL)
+                    proc.wait(10)
+                break
+            if time.time() - last_sync > sync_seconds:
+                last_sync = time.time()
+                res.syncs += _sync(run_sub, final, s.test_file)
+            time.sleep(0.5)
+        _kill_group(proc, signal.SIGKILL)  # stray grandchildren of a finished job
+        reader.join(5)
+        log.close()
+        res.returncode = proc.returncode
+        res.minutes = (time.time() - t_start) / 60.0
+        res.syncs += _sync(run_sub, final, s.test_file)
+    except Exception as e:
+        res.problems.append(f"job failed to run: {type(e).__name__}: {e}")
+    return res
+
+
+def _sync(run_sub: Path, final: Path, test_file) -> int:
+    """Copy the job's submission over ours when it is newer and valid; 1 when copied."""
+    try:
+        if not run_sub.is_file() or (final.is_file() and run_sub.stat().st_mtime <= final.stat().st_mtime):
+            return 0
+        if submission_problems(run_sub, test_file):
+            return 0
+        _atomic_copy(run_sub, final)
+        return 1
+    except Exception:
+        return 0
+
+
+def finish(s: NotebookSettings, fallback: dict, job: JobResult | None = None) -> dict:
+    """Last word on submission.json: keep it if valid, else restore the fallback. Returns a summary."""
+    final = Path(s.output_dir) / "submission.json"
+    summary = {"submission": str(final), "source": "fallback", "restored_fallback": False,
+               "elapsed_minutes": round(s.elapsed_minutes(), 2),
+               "limit_minutes": s.limit_minutes, "tasks": s.n_tasks, "problems": []}
+    try:
+        problems = submission_problems(final, s.test_file) if s.test_file else ["no test file"]
+        if problems and s.test_file:
+            summary["problems"] = problems[:5]
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.with_name(".submission.json.tmp")
+            tmp.write_text(json.dumps(fallback))
+            os.replace(tmp, final)
+            summary["restored_fallback"] = True
+        elif job is not None and job.syncs:
+            summary["source"] = "arc-kit run"
+        if s.test_file and not summary["restored_fallback"]:
+            sub = json.loads(final.read_text())
+            summary["answered_by_model"] = sum(a != fb for t in fallback for a, fb in zip(sub.get(t, []), fallback[t]))
+            summary["test_inputs"] = sum(len(v) for v in fallback.values())
+    except Exception as e:
+        summary["problems"].append(f"{type(e).__name__}: {e}")
+    if job is not None:
+        summary["job"] = {k: v for k, v in asdict(job).items() if k != "command"}
+    summary["elapsed_minutes"] = round(s.elapsed_minutes(), 2)
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    job = summary.get("job") or {}
+    lines = [f"submission.json: {summary['submission']} (from {summary['source']}"
+             f"{', fallback restored' if summary['restored_fallback'] else ''})",
+             f"answered by the model: {summary.get('answered_by_model', 0)} of {summary.get('test_inputs', '?')} "
+             f"test inputs ({summary['tasks']} tasks); the rest keep fallback attempts",
+             f"time: {summary['elapsed_minutes']:.1f} of {summary['limit_minutes']:g} min"]
+    if job:
+        lines.append(f"job: started {job.get('started')}, exit {job.get('returncode')}, "
+                     f"timed out {job.get('timed_out')}, {job.get('minutes', 0):.1f} min")
+    lines += [f"problem: {p}" for p in summary["problems"] + job.get("problems", [])]
+    return "\n".join(lines)
+
