@@ -1,6 +1,5 @@
-"""Augmentations: dihedral transforms and colour permutations with reference TRM names, plus translation."""
+"""Augmentations: dihedral transforms and colour permutations with reference TRM names, sampled per task."""
 
-import hashlib
 import zlib
 from dataclasses import dataclass
 
@@ -119,7 +118,9 @@ class AugmentConfig:
     dihedral: bool = True         # sample one of the 8 dihedral transforms
     colors: bool = True           # sample a colour permutation
     fix_background: bool = True   # colour 0 stays 0 (the reference's rule)
-    translate: bool = False       # random placement on the canvas for training pairs (see random_offset)
+    # Read by no code: training translation is DataConfig.translate / TTTConfig.translate (dataset.BatchSampler).
+    # Kept so the shipped presets, which set it, still load.
+    translate: bool = False
     seed: int = 42
     max_trials: int = 0           # sampling attempts per task; 0 -> 5 * num_augmentations (the reference's bound)
 
@@ -130,20 +131,40 @@ def _task_seed(seed: int, task_id: str) -> list[int]:
     return [int(seed) & 0xFFFFFFFF, zlib.crc32(task_id.encode("utf-8"))]
 
 
-def _task_key(arrays: list[tuple[np.ndarray, np.ndarray | None]], aug: Augmentation) -> bytes:
-    """Digest of the augmented task, order-insensitive over pairs (as the reference's puzzle_hash)."""
-    keys = []
-    for inp, out in arrays:
-        h = hashlib.sha1()
-        for g in (inp, out):
-            if g is None:
-                h.update(b"-")
-                continue
-            a = aug.apply_array(g)
-            h.update(bytes(a.shape) + a.tobytes())
-        keys.append(h.digest())
-    keys.sort()
-    return b"".join(keys)
+class TaskVersions:
+    """Canonical keys of a task's augmented versions, to drop duplicates: the multiset of its (input, output)
+    pairs, demonstrations and tests together, order and split ignored (the reference builder's rule).
+
+    Dihedral transforms commute with a colour map, so the task's 8 transformed copies are computed once
+    (one flat uint8 buffer each) and a key costs one lookup-table gather plus a sort of per-pair byte
+    strings: fast enough for the ~1M trials of a reference identifier replay.
+    """
+
+    def __init__(self, task: Task):
+        pairs = [(np.asarray(p.input, dtype=np.uint8),
+                  np.asarray(p.output if p.output is not None else np.zeros((0, 0)), dtype=np.uint8))
+                 for p in task.train + task.test]          # an unknown test output counts as a 0x0 grid
+        # Per transform: all grids in one buffer, and per pair (shape header, start, end). A pair's key is
+        # its header + its bytes; the header fixes both grids' lengths, so keys are unambiguous.
+        self.buffers, self.slices = [], []
+        for k in range(8):
+            chunks, slices, pos = [], [], 0
+            for inp, out in pairs:
+                a, b = dihedral(inp, k), dihedral(out, k)
+                n = a.size + b.size
+                chunks += [a.ravel(), b.ravel()]
+                slices.append((bytes([*a.shape, *b.shape]), pos, pos + n))
+                pos += n
+            self.buffers.append(np.concatenate(chunks) if chunks else np.zeros(0, np.uint8))
+            self.slices.append(slices)
+
+    def key(self, k: int, lut: np.ndarray) -> bytes:
+        """Key of the version with colour map `lut` (uint8 [10]: new colour of old colour i), then transform `k`."""
+        mapped = lut[self.buffers[k]].tobytes()
+        return b"".join(sorted(h + mapped[s:e] for h, s, e in self.slices[k]))
+
+    def key_of(self, aug: Augmentation) -> bytes:
+        return self.key(aug.k, np.array(aug.perm, dtype=np.uint8))
 
 
 def sample_augmentations(task: Task, n: int, seed: int = 42, config: AugmentConfig | None = None) -> list[Augmentation]:
@@ -159,9 +180,8 @@ def sample_augmentations(task: Task, n: int, seed: int = 42, config: AugmentConf
     if n <= 0 or not (config.dihedral or config.colors):
         return out
     rng = np.random.default_rng(_task_seed(seed, task.id))
-    arrays = [(np.asarray(p.input, dtype=np.uint8), None if p.output is None else np.asarray(p.output, dtype=np.uint8))
-              for p in task.train + task.test]
-    seen = {_task_key(arrays, IDENTITY)}
+    versions = TaskVersions(task)
+    seen = {versions.key_of(IDENTITY)}
     trials = config.max_trials if config.max_trials > 0 else 5 * n
     first = 0 if not config.fix_background else 1
     for _ in range(trials):
@@ -170,7 +190,7 @@ def sample_augmentations(task: Task, n: int, seed: int = 42, config: AugmentConf
         if config.colors:
             perm[first:] = (rng.permutation(10 - first) + first).tolist()
         aug = Augmentation(k, tuple(perm))
-        key = _task_key(arrays, aug)
+        key = versions.key_of(aug)
         if key in seen:
             continue
         seen.add(key)
@@ -178,28 +198,3 @@ def sample_augmentations(task: Task, n: int, seed: int = 42, config: AugmentConf
         if len(out) >= n + 1:
             break
     return out
-
-
-def random_offset(shapes: list[tuple[int, int]], canvas: int = 30, rng: np.random.Generator | None = None,
-                  eos: bool = True) -> tuple[int, int]:
-    """A random top-left (row, col) for grids of `shapes` placed together on a canvas x canvas board.
-
-    With eos=True the grid plus its EOS row below and EOS column to the right fit the canvas whenever
-    the grid is smaller than the canvas (a full-width grid sits at 0 and has no EOS there, as in the
-    reference). eos=False draws from the reference builder's range 0..canvas-size, which may push the
-    EOS row/column off the canvas.
-    """
-    rng = rng if rng is not None else np.random.default_rng()
-    h = max(s[0] for s in shapes)
-    w = max(s[1] for s in shapes)
-    if h > canvas or w > canvas:
-        raise ArcKitError(f"grid {h}x{w} does not fit a {canvas}x{canvas} canvas")
-    slack = 1 if eos else 0
-    max_r = max(0, canvas - h - slack)
-    max_c = max(0, canvas - w - slack)
-    return int(rng.integers(0, max_r + 1)), int(rng.integers(0, max_c + 1))
-
-
-def augmentations_for(task: Task, config: AugmentConfig) -> list[Augmentation]:
-    """sample_augmentations with the count and seed taken from `config`."""
-    return sample_augmentations(task, config.num_augmentations, config.seed, config)

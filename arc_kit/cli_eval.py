@@ -29,14 +29,13 @@ def _split_items(items: list[str]) -> tuple[list[str], list[str]]:
 
 def _read_all_predictions(specs: list[str], problems: list[str]):
     """Stream the predictions of FILE[:WEIGHT] specs (voting keeps only distinct grids in memory)."""
+    from .files import open_read
     from .predictions import iter_predictions, parse_weighted_path
     if not specs:
         raise ArcKitError("no predictions file given")
     paths, weights = zip(*(parse_weighted_path(s) for s in specs))
-    for p in paths:  # fail on a missing file before any work
-        if not p.is_file():
-            raise ArcKitError(f"{p}: predictions file not found" if not p.exists() else
-                              f"{p}: expected a predictions file, found a directory")
+    for p in paths:  # the stream is lazy: fail on a missing or unreadable file before any work
+        open_read(p, "predictions file").close()
     return iter_predictions(list(paths), list(weights), problems)
 
 

@@ -52,8 +52,9 @@ def add_commands(subparsers) -> None:
 
 
 def run_identifiers(args) -> int:
+    from .augment import SEP
     from .files import atomic_write_json
-    from .identifiers import build_identifiers
+    from .identifiers import BLANK, build_identifiers
 
     t0 = time.time()
     names, test_split = build_identifiers(args.data, args.subsets, args.test_set, seed=args.seed,
@@ -61,7 +62,7 @@ def run_identifiers(args) -> int:
     atomic_write_json(args.out, names)
     if args.test_split_out:
         atomic_write_json(args.test_split_out, test_split)
-    summary = {"identifiers": len(names), "tasks": sum(1 for n in names if "|||" not in n and n != "<blank>"),
+    summary = {"identifiers": len(names), "tasks": sum(1 for n in names if SEP not in n and n != BLANK),
                "test_split_puzzles": len(test_split), "out": args.out, "seconds": round(time.time() - t0, 1)}
     print(f"wrote {args.out}: {len(names):,} identifiers (incl. <blank>), test split {len(test_split):,} puzzles, "
           f"{summary['seconds']} s", file=sys.stderr)

@@ -75,10 +75,8 @@ def cmd_tasks(args) -> int:
 
 def _submission_attempts(path: str, task: Task) -> list[list]:
     """The attempts for `task` in a Kaggle submission.json: one list [attempt_1, attempt_2] per test input."""
-    from .files import read_json
-    sub = read_json(path, "submission")
-    if not isinstance(sub, dict):
-        raise ArcKitError(f"{path}: expected a JSON object mapping task ids to attempts")
+    from .submission import read_submission
+    sub = read_submission(path)
     if task.id not in sub:
         raise ArcKitError(f"{path}: task {task.id}: not in the submission")
     entries = sub[task.id]

@@ -50,9 +50,9 @@ def run_train(args) -> int:
     import torch
 
     from .checkpoint import add_puzzles, load_checkpoint, read_checkpoint_info
-    from .config import load_config, save_config, to_dict
+    from .config import from_dict, load_config, save_config, to_dict
     from .dataset import load_train_data
-    from .model import TRM
+    from .model import TRM, TRMConfig
     from .train import Trainer
 
     if args.threads:
@@ -73,10 +73,11 @@ def run_train(args) -> int:
 
     t0 = time.time()
     base = args.checkpoint or (str(out) if args.resume else None)
-    names = read_checkpoint_info(base).puzzle_names if base else None
-    if base:
-        mcfg = read_checkpoint_info(base).config
-        cfg.data.canvas = math.isqrt(mcfg.seq_len)
+    names = None
+    if base:   # the checkpoint fixes the canvas and the first puzzle rows
+        info = read_checkpoint_info(base)
+        names = info.puzzle_names
+        cfg.data.canvas = math.isqrt(info.config.seq_len)
     data = load_train_data(cfg.data, puzzle_names=names)
     if is_main:
         print(f"train: {len(data.groups)} tasks, {data.num_puzzles} puzzles, {len(data.puzzle_names)} embedding rows, "
@@ -89,8 +90,6 @@ def run_train(args) -> int:
     else:
         torch.manual_seed(cfg.train.seed)
         mc = dict(to_dict(cfg.model), seq_len=data.seq_len, num_puzzle_identifiers=len(data.puzzle_names))
-        from .config import from_dict
-        from .model import TRMConfig
         model = TRM(from_dict(TRMConfig, mc))
     trainer = Trainer(model, data, cfg.train, accelerator=accelerator, log_path=out / "metrics.jsonl")
     if args.resume:

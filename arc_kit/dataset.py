@@ -6,10 +6,9 @@ import numpy as np
 import torch
 
 from .augment import IDENTITY, Augmentation
+from .encoding import encode_pair, loss_labels
 from .errors import ArcKitError
-
-BLANK = "<blank>"          # puzzle-embedding row 0, as the reference builder numbers them
-IGNORE_LABEL_ID = -100     # label value the loss skips (PAD positions)
+from .identifiers import BLANK   # puzzle-embedding row 0, as the reference builder numbers them
 
 
 @dataclass
@@ -133,18 +132,18 @@ class TrainData:
         return len(self.groups) * self.mean_puzzle_examples / global_batch_size
 
     def encode(self, examples: list[tuple[Puzzle, int]], offsets: np.ndarray) -> dict[str, np.ndarray]:
-        """Encode (puzzle, pair index) examples at canvas offsets [B, 2] -> inputs/labels [B, L], puzzle_identifiers [B]."""
-        from .encoding import encode_pair
+        """Encode (puzzle, pair index) examples at canvas offsets [B, 2] -> inputs/labels [B, L], puzzle_identifiers [B].
+
+        int32 throughout; label PAD positions become IGNORE_LABEL_ID (not trained), EOS stays (trained)."""
         B, L = len(examples), self.seq_len
         inputs = np.zeros((B, L), dtype=np.int32)
-        labels = np.zeros((B, L), dtype=np.int32)
+        labels = np.zeros((B, L), dtype=np.uint8)
         ids = np.zeros((B,), dtype=np.int32)
         for b, (puzzle, j) in enumerate(examples):
             inp, out = puzzle.pair(j)
             x, y = encode_pair(inp, out, canvas=self.canvas, offset=(int(offsets[b, 0]), int(offsets[b, 1])))
             inputs[b], labels[b], ids[b] = x, y, puzzle.identifier
-        labels[labels == 0] = IGNORE_LABEL_ID   # PAD is not trained; EOS is
-        return {"inputs": inputs, "labels": labels, "puzzle_identifiers": ids}
+        return {"inputs": inputs, "labels": loss_labels(labels, np.int32), "puzzle_identifiers": ids}
 
 
 class BatchSampler:

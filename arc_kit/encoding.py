@@ -1,14 +1,12 @@
 """Encoding: grids <-> token sequences on the reference TRM canvas, and the reference test-split rebuild."""
 
-import gzip
-import json
 from pathlib import Path
 
 import numpy as np
 
-from .augment import SEP, Augmentation, split_name
-from .data import Grid, Task, load_tasks
+from .data import Grid, load_tasks
 from .errors import ArcKitError
+from .identifiers import plan_test_split, read_identifiers
 
 PAD = 0           # empty canvas cell; PAD label positions are ignored by the loss
 EOS = 1           # marks the row below and the column right of a grid
@@ -65,9 +63,9 @@ def decode_grid(tokens, canvas: int = CANVAS) -> Grid:
     return crop_tokens(tokens, canvas).tolist()
 
 
-def loss_labels(labels: np.ndarray) -> np.ndarray:
-    """uint8 labels -> int64 with PAD positions set to IGNORE_LABEL_ID (EOS positions are trained)."""
-    out = np.asarray(labels).astype(np.int64)
+def loss_labels(labels: np.ndarray, dtype=np.int64) -> np.ndarray:
+    """uint8 label tokens [..., L] -> `dtype` with PAD positions set to IGNORE_LABEL_ID (EOS positions are trained)."""
+    out = np.asarray(labels).astype(dtype)
     out[out == PAD] = IGNORE_LABEL_ID
     return out
 
@@ -75,32 +73,7 @@ def loss_labels(labels: np.ndarray) -> np.ndarray:
 # -----------------------------------------------------------------------------
 # Reference test split rebuild. The reference builder puts each test-set task's test pairs, untranslated,
 # into one puzzle per augmentation (identity first), one group per task; tasks appear in the order of the
-# identifier list (the builder numbers puzzles in the same order it stores them).
-
-
-def read_identifiers(path: str | Path) -> list[str]:
-    """identifiers.json (or .json.gz): puzzle identifier index -> puzzle name; index 0 is `<blank>`."""
-    path = Path(path)
-    try:
-        with (gzip.open(path, "rt", encoding="utf-8") if path.suffix == ".gz" else open(path, encoding="utf-8")) as f:
-            ids = json.load(f)
-    except (OSError, EOFError) as e:
-        raise ArcKitError(f"{path}: cannot read identifiers: {e}") from None
-    except json.JSONDecodeError as e:
-        raise ArcKitError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
-    if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
-        raise ArcKitError(f"{path}: expected a JSON list of puzzle names")
-    return ids
-
-
-def plan_test_split(tasks: dict[str, Task], identifiers: list[str]) -> list[tuple[str, list[tuple[int, Augmentation]]]]:
-    """[(task_id, [(identifier index, augmentation), ...]), ...] for the tasks in `tasks`, in stored order."""
-    groups: dict[str, list[tuple[int, Augmentation]]] = {}
-    for idx, name in enumerate(identifiers):
-        base = name.split(SEP, 1)[0]
-        if base in tasks:
-            groups.setdefault(base, []).append((idx, split_name(name)[1]))
-    return list(groups.items())
+# identifier list (the builder numbers puzzles in the same order it stores them): identifiers.plan_test_split.
 
 
 def _find_challenges(source_dir: Path, test_set: str) -> Path:

@@ -1,8 +1,10 @@
 """Small file helpers shared by every stage: atomic writes and JSON reads with one-line errors."""
 
+import gzip
 import json
 import os
 import tempfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -36,17 +38,30 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = None) -> 
     atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
-def read_json(path: str | Path, what: str = "file") -> Any:
-    """Parse a JSON file; any failure becomes an ArcKitError naming the file (and line/column)."""
+def open_read(path: str | Path, what: str = "file"):
+    """Open `path` for binary reading; a missing file, a directory or an unreadable file becomes an
+    ArcKitError naming it."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return open(path, "rb")
     except FileNotFoundError:
         raise ArcKitError(f"{path}: {what} not found") from None
     except IsADirectoryError:
         raise ArcKitError(f"{path}: expected a {what}, found a directory") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ArcKitError(f"{path}: cannot read {what}: {e}") from None
+    except OSError as e:
+        raise ArcKitError(f"{path}: cannot read {what}: {e.strerror or e}") from None
+
+
+def read_json(path: str | Path, what: str = "file") -> Any:
+    """Parse a JSON file (gzip-compressed when it ends in .gz); any failure becomes an ArcKitError naming
+    the file (and line/column)."""
+    path = Path(path)
+    with open_read(path, what) as f:
+        try:
+            data = f.read()
+            text = (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8")
+        except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:  # gzip.BadGzipFile is an OSError
+            raise ArcKitError(f"{path}: cannot read {what}: {e}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:

@@ -15,23 +15,21 @@
 # in order of first appearance, 0 is `<blank>`. Nothing else draws from the RNG before the
 # identifiers are fixed (the translation draws come later, when the arrays are written).
 #
-# Speed: dihedral transforms commute with a colour map, so each task's 8 transformed copies are
-# computed once (a flat uint8 buffer each) and a trial is one lookup-table gather plus a sort of
-# per-pair byte strings. A full ARC-AGI-1 build (~1M trials) takes well under a minute.
+# Speed: augment.TaskVersions makes a trial one lookup-table gather plus a sort of per-pair byte
+# strings; a full ARC-AGI-1 build (~1M trials) takes well under a minute.
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .augment import SEP, Augmentation, TaskVersions, split_name
+from .data import Task, load_tasks
 from .errors import ArcKitError
 from .files import read_json
 
-SEPARATOR = "|||"
 RETRIES_FACTOR = 5      # reference ARCAugmentRetriesFactor
-MAX_GRID = 30           # reference ARCMaxGridSize
-BLANK = "<blank>"
+BLANK = "<blank>"       # identifier 0: the reference builder's padding puzzle
 
 
 @dataclass(frozen=True)
@@ -54,98 +52,33 @@ def recipe_for_rows(rows: int) -> Recipe | None:
     return next((r for r in RECIPES.values() if r.rows == rows), None)
 
 
-def dihedral(arr: np.ndarray, k: int) -> np.ndarray:
-    """Reference dihedral_transform: 0 id, 1-3 rot90 k times, 4 fliplr, 5 flipud, 6 transpose, 7 fliplr(rot90)."""
-    if k == 0:
-        return arr
-    if k <= 3:
-        return np.rot90(arr, k=k)
-    if k == 4:
-        return np.fliplr(arr)
-    if k == 5:
-        return np.flipud(arr)
-    if k == 6:
-        return arr.T
-    return np.fliplr(np.rot90(arr, k=1))
+def load_subset(data_dir: str | Path, subset: str, prefix: str = "arc-agi") -> dict[str, Task]:
+    """`{prefix}_{subset}_challenges.json` (validated) with test outputs from the solutions file beside it.
 
-
-def _grid(grid, where: str) -> np.ndarray:
-    try:
-        arr = np.array(grid)
-    except Exception:
-        arr = None
-    if arr is None or arr.ndim != 2 or arr.size == 0 or arr.shape[0] > MAX_GRID or arr.shape[1] > MAX_GRID \
-            or not np.issubdtype(arr.dtype, np.integer) or arr.min() < 0 or arr.max() > 9:
-        raise ArcKitError(f"{where}: not a grid of colours 0-9 at most {MAX_GRID}x{MAX_GRID}")
-    return arr.astype(np.uint8)
-
-
-def load_subset(data_dir: str | Path, subset: str, prefix: str = "arc-agi") -> dict[str, dict]:
-    """`{prefix}_{subset}_challenges.json` with test outputs filled from the solutions file.
-
-    Like the reference, a missing solutions file fills every test output with [[0]].
-    Returns {task_id: {"train": [...], "test": [...]}} in file order.
+    Like the reference, a subset without a solutions file gets the dummy output [[0]] for every test
+    input; a solutions file that lacks a task is an error (the reference builder would stop there too).
     """
     path = Path(data_dir) / f"{prefix}_{subset}_challenges.json"
-    puzzles = read_json(path, "challenges file")
-    if not isinstance(puzzles, dict):
-        raise ArcKitError(f"{path}: expected an object of tasks")
-    sols_path = Path(data_dir) / f"{prefix}_{subset}_solutions.json"
-    sols = read_json(sols_path, "solutions file") if os.path.isfile(sols_path) else None
-    for task_id, task in puzzles.items():
-        if not isinstance(task, dict) or not isinstance(task.get("train"), list) or not isinstance(task.get("test"), list):
-            raise ArcKitError(f"{path}: task {task_id}: expected 'train' and 'test' lists")
-        for idx, pair in enumerate(task["test"]):
-            if sols is None:
-                pair.setdefault("output", [[0]])
-                continue
-            grids = sols.get(task_id) if isinstance(sols, dict) else None
-            if not isinstance(grids, list) or idx >= len(grids):
-                raise ArcKitError(f"{sols_path}: task {task_id}: no solution for test input {idx}")
-            pair["output"] = grids[idx]
-    return puzzles
+    tasks = load_tasks(path).tasks
+    sols_path = path.with_name(f"{prefix}_{subset}_solutions.json")
+    for task_id, task in tasks.items():
+        for pair in task.test:
+            if pair.output is None:
+                if sols_path.is_file():
+                    raise ArcKitError(f"{sols_path}: task {task_id}: no solution for its test inputs")
+                pair.output = [[0]]
+    return tasks
 
 
-class _TaskVersions:
-    """A task's (input, output) pairs under each of the 8 dihedral transforms, ready for colour maps."""
+def augmentation_names(task: Task, num_aug: int, rng: np.random.RandomState) -> list[str]:
+    """Names of the kept versions of one task, the original first, drawing from `rng` as the reference does.
 
-    def __init__(self, task_id: str, task: dict, where: str):
-        pairs = []
-        for split in ("train", "test"):     # the multiset ignores split and order
-            for i, p in enumerate(task[split]):
-                w = f"{where}: task {task_id}: {split} pair {i}"
-                if not isinstance(p, dict) or "input" not in p or "output" not in p:
-                    raise ArcKitError(f"{w}: expected 'input' and 'output'")
-                pairs.append((_grid(p["input"], w + " input"), _grid(p["output"], w + " output")))
-        self.n_pairs = len(pairs)
-        # Per transform: one flat buffer of all grids, and per pair (shape header, start, end).
-        # A pair's key is header + its bytes; the header fixes the lengths, so keys are unambiguous.
-        self.buffers, self.slices = [], []
-        for k in range(8):
-            chunks, slices, pos = [], [], 0
-            for inp, out in pairs:
-                a, b = dihedral(inp, k), dihedral(out, k)
-                header = bytes([*a.shape, *b.shape])
-                n = a.size + b.size
-                chunks += [a.ravel(), b.ravel()]
-                slices.append((header, pos, pos + n))
-                pos += n
-            self.buffers.append(np.concatenate(chunks) if chunks else np.zeros(0, np.uint8))
-            self.slices.append(slices)
-
-    def key(self, k: int, lut: np.ndarray) -> bytes:
-        """Canonical bytes of the version (colour map `lut`, then transform `k`): sorted pair keys."""
-        mapped = lut[self.buffers[k]].tobytes()
-        return b"".join(sorted(h + mapped[s:e] for h, s, e in self.slices[k]))
-
-
-def augmentation_names(task_id: str, task: dict, num_aug: int, rng: np.random.RandomState,
-                       where: str = "") -> list[str]:
-    """Names of the kept versions of one task, the original first, drawing from `rng` as the reference does."""
+    Test outputs count (the reference augments them too): load_subset fills unknown ones with [[0]]."""
+    task_id = task.id
     names = [task_id]
     if num_aug <= 0:
         return names
-    versions = _TaskVersions(task_id, task, where or "tasks")
+    versions = TaskVersions(task)
     identity = np.arange(10, dtype=np.uint8)
     seen = {versions.key(0, identity)}
     digits = np.frombuffer(b"0123456789", dtype=np.uint8)
@@ -157,7 +90,7 @@ def augmentation_names(task_id: str, task: dict, num_aug: int, rng: np.random.Ra
         key = versions.key(trans, lut)
         if key not in seen:
             seen.add(key)
-            names.append(f"{task_id}{SEPARATOR}t{trans}{SEPARATOR}{digits[lut].tobytes().decode()}")
+            names.append(f"{task_id}{SEP}t{trans}{SEP}{digits[lut].tobytes().decode()}")
         if len(names) >= num_aug + 1:
             break
     return names
@@ -176,33 +109,70 @@ def build_identifiers(data_dir: str | Path, subsets, test_set: str, seed: int = 
     subsets = list(subsets)
     if not subsets:
         raise ArcKitError("trm-identifiers: no subsets given")
-    rng = np.random.RandomState(seed)
-    groups = []             # (names of one task's versions, number of test pairs, goes to test split)
+    if num_aug < 0:
+        raise ArcKitError(f"trm-identifiers: --num-aug must be at least 0, got {num_aug}")
     loaded = [(s, load_subset(data_dir, s, prefix)) for s in subsets]   # read everything first: fail fast
+    rng = np.random.RandomState(seed)
+    ids: dict[str, int] = {}       # name -> identifier, in order of first appearance
+    test_tasks: dict[str, Task] = {}
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=sum(len(p) for _, p in loaded), desc="identifiers", unit="task", file=None)
-    for subset, puzzles in loaded:
-        where = str(Path(data_dir) / f"{prefix}_{subset}_challenges.json")
-        items = list(puzzles.items())
+        bar = tqdm(total=sum(len(p) for _, p in loaded), desc="identifiers", unit="task")
+    for subset, tasks in loaded:
+        items = list(tasks.items())
         rng.shuffle(items)  # same draws as the reference's np.random.shuffle of the (id, task) list
-        to_test = subset in (test_set, test_set2)
         for task_id, task in items:
-            groups.append((augmentation_names(task_id, task, num_aug, rng, where), len(task["test"]), to_test))
+            for name in augmentation_names(task, num_aug, rng):
+                ids.setdefault(name, len(ids) + 1)
+            if subset in (test_set, test_set2):
+                test_tasks[task_id] = task
             if bar is not None:
                 bar.update(1)
     if bar is not None:
         bar.close()
-
-    # Identifiers in order of first appearance: the train split (every task) comes first, then the
-    # test split, whose puzzles all appeared already. (The reference inserts "train" first whenever
-    # the first subset is not the test set; otherwise its order depends on Python's hash seed.)
-    ids = {}
-    for names, _, _ in groups:
-        for name in names:
-            if name not in ids:
-                ids[name] = len(ids) + 1
+    # The train split (every task) numbers every puzzle; the test split's puzzles all appeared there
+    # already. (The reference numbers "train" first whenever the first subset is not the test set;
+    # otherwise its order depends on Python's hash seed.)
     table = [BLANK] + list(ids)
-    test_split = [[ids[name], n_test] for names, n_test, to_test in groups if to_test for name in names]
+    test_split = [[row, len(test_tasks[t].test)] for t, puzzles in plan_test_split(test_tasks, table)
+                  for row, _ in puzzles]
     return table, test_split
+
+
+# -----------------------------------------------------------------------------
+# Reading an identifier list: the row -> puzzle table of a checkpoint or dataset build.
+
+
+def read_identifiers(path: str | Path) -> list[str]:
+    """identifiers.json (or .json.gz): puzzle identifier index -> puzzle name; index 0 is `<blank>`."""
+    ids = read_json(path, "identifier list")
+    if not isinstance(ids, list) or not all(isinstance(x, str) for x in ids):
+        raise ArcKitError(f"{path}: expected a JSON list of puzzle names")
+    return ids
+
+
+def task_puzzles(names: list[str], task_ids) -> dict[str, list[tuple[int, str]]]:
+    """task id -> [(row, puzzle name), ...] of each task in `task_ids`: identity first, then table order.
+
+    Tasks are in order of their first row; tasks without any row are absent.
+    """
+    wanted = set(task_ids)
+    out: dict[str, list[tuple[int, str]]] = {}
+    for row, name in enumerate(names):
+        base = name.split(SEP, 1)[0]
+        if base in wanted:
+            out.setdefault(base, []).append((row, name))
+    for tid, puzzles in out.items():
+        puzzles.sort(key=lambda rn: rn[1] != tid)   # stable: the plain name (identity) first
+    return out
+
+
+def plan_test_split(tasks: dict[str, Task], names: list[str]) -> list[tuple[str, list[tuple[int, Augmentation]]]]:
+    """The reference test split's layout: [(task id, [(identifier, augmentation), ...]), ...] in stored order.
+
+    The builder stores each test-set task's test pairs once per augmented puzzle (identity first), one
+    group per task, tasks in the order the identifier list first names them.
+    """
+    return [(tid, [(row, split_name(name)[1]) for row, name in puzzles])
+            for tid, puzzles in task_puzzles(names, tasks).items()]

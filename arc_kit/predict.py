@@ -18,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .augment import SEP, split_name
+from .augment import split_name
 from .data import TaskSet
 from .errors import ArcKitError
 from .files import atomic_write_json, read_json
+from .identifiers import task_puzzles
 
 PREDICTIONS = "predictions.jsonl"
 EMPTY = "predictions_empty.jsonl"  # views whose answer decoded to no grid (kept so a resume skips them)
@@ -37,23 +38,6 @@ class PredictConfig:
     device: str | None = None       # "cpu" / "cuda"; None: cuda when available
     dtype: str | None = None        # forward dtype override; None: the checkpoint's on GPU, float32 on CPU
     progress: bool = True           # tqdm bar on stderr
-
-
-def task_views(names: list[str], task_ids) -> dict[str, list[tuple[int, str]]]:
-    """task id -> [(table row, puzzle name), ...]: the puzzles of each task, identity first, then table order.
-
-    `names` is the checkpoint's puzzles.json (row -> name; row 0 is <blank>). Tasks without any row
-    are absent from the result.
-    """
-    wanted = set(task_ids)
-    views: dict[str, list[tuple[int, str]]] = {}
-    for row, name in enumerate(names):
-        base = name.split(SEP, 1)[0]
-        if base in wanted:
-            views.setdefault(base, []).append((row, name))
-    for tid, lst in views.items():
-        lst.sort(key=lambda rn: rn[1] != tid)   # stable: the plain name (identity) first, rest in table order
-    return views
 
 
 def subsample(views: list[tuple[int, str]], n: int | None) -> list[tuple[int, str]]:
@@ -174,7 +158,7 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
     if task_set.invalid:
         print(f"predict: {len(task_set.invalid)} invalid task(s) skipped (the vote's fallback covers them)",
               file=sys.stderr)
-    per_task = task_views(names, tasks)
+    per_task = task_puzzles(names, tasks)   # task -> [(row, name)], identity first
     unknown = [t for t in tasks if t not in per_task]
     if unknown:
         if len(unknown) == len(tasks):

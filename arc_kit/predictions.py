@@ -3,14 +3,13 @@
 import json
 import math
 import os
-from itertools import chain
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from .data import Grid, grid_problem
 from .errors import ArcKitError
-
-Grid = list[list[int]]
+from .files import open_read
 
 # The fields every line has; anything else on a line is kept in Prediction.extra.
 FIELDS = ("task_id", "test_index", "augmentation", "grid", "q_halt")
@@ -34,42 +33,6 @@ class Prediction:
                "grid": self.grid, "q_halt": self.q_halt}
         obj.update({k: v for k, v in self.extra.items() if k not in FIELDS})
         return obj
-
-
-_DIGITS = frozenset(range(10))
-_INT = {int}
-_LIST = {list}
-
-
-def grid_problem(grid) -> str | None:
-    """Why `grid` is not a valid ARC grid (rectangular, 1..30 x 1..30, ints 0..9, not bools), or None."""
-    # Fast path, all in C: every row a list of one length 1..30, every cell an int 0..9. The type test
-    # rejects bools (True == 1) and floats (1.0 == 1) that the set comparison alone would let through.
-    if type(grid) is list and 0 < len(grid) <= 30 and set(map(type, grid)) == _LIST:
-        widths = set(map(len, grid))
-        if len(widths) == 1 and 0 < next(iter(widths)) <= 30:
-            cells = list(chain.from_iterable(grid))
-            if set(cells) <= _DIGITS and set(map(type, cells)) == _INT:
-                return None
-    # Slow path: find and describe the first problem.
-    if not isinstance(grid, list) or not grid:
-        return "grid must be a non-empty list of rows"
-    if len(grid) > 30:
-        return f"grid has {len(grid)} rows, at most 30 allowed"
-    width = None
-    for r, row in enumerate(grid):
-        if not isinstance(row, list) or not row:
-            return f"row {r} must be a non-empty list of ints"
-        if width is None:
-            width = len(row)
-            if width > 30:
-                return f"grid has {width} columns, at most 30 allowed"
-        elif len(row) != width:
-            return f"row {r} has {len(row)} cells, expected {width} (grid not rectangular)"
-        for c, v in enumerate(row):
-            if type(v) is not int or not 0 <= v <= 9:
-                return f"cell [{r}][{c}] is {v!r}, expected an int 0..9"
-    return None  # not reached for a list grid: the fast path accepts every valid one
 
 
 def parse_prediction(obj, where: str) -> Prediction:
@@ -190,15 +153,7 @@ def iter_predictions(paths, weights=None, problems: list[str] | None = None) -> 
         raise ArcKitError(f"{len(weights)} weights given for {len(paths)} predictions files")
     for path, fw in zip(paths, weights):
         path = Path(path)
-        try:
-            f = open(path, "rb")
-        except FileNotFoundError:
-            raise ArcKitError(f"{path}: predictions file not found") from None
-        except IsADirectoryError:
-            raise ArcKitError(f"{path}: expected a predictions file, found a directory") from None
-        except OSError as e:
-            raise ArcKitError(f"{path}: cannot read predictions file: {e.strerror or e}") from None
-        with f:
+        with open_read(path, "predictions file") as f:
             line_no = 0
             for raw in f:
                 line_no += 1

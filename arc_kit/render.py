@@ -9,7 +9,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import Grid, Task
+from .data import Grid, Task, grid_problem
 from .errors import ArcKitError
 from .files import atomic_write_bytes
 
@@ -48,12 +48,6 @@ def _size(grid: Grid | None) -> tuple[int, int]:
     return (len(grid), len(grid[0])) if grid else (3, 3)  # placeholders take a small square
 
 
-def _valid(grid) -> bool:
-    return (isinstance(grid, list) and 0 < len(grid) <= 30 and all(isinstance(r, list) for r in grid)
-            and 0 < len(grid[0]) <= 30 and all(len(r) == len(grid[0]) for r in grid)
-            and all(type(v) is int and 0 <= v <= 9 for r in grid for v in r))
-
-
 def task_figure(task: Task, attempts: list[list[Grid]] | None = None) -> Figure:
     """Lay out the task: one column per pair (input above output); test columns add attempt rows.
 
@@ -66,7 +60,7 @@ def task_figure(task: Task, attempts: list[list[Grid]] | None = None) -> Figure:
     for i, p in enumerate(task.test):
         col = [(p.input, f"test {i + 1}", NEUTRAL), (p.output, "truth" if p.output is not None else "?", NEUTRAL)]
         for j, a in enumerate((attempts[i] if attempts and i < len(attempts) else None) or []):
-            if not _valid(a):
+            if grid_problem(a) is not None:
                 col.append((None, f"attempt {j + 1} invalid", WRONG))
             else:
                 border = NEUTRAL if p.output is None else (RIGHT if a == p.output else WRONG)

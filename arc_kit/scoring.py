@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ArcKitError
-from .predictions import grid_problem
+from .data import grid_problem
 
 N_RESAMPLES = 10_000   # bootstrap resamples: fixed so that intervals are reproducible
 SEED = 0
@@ -200,14 +200,14 @@ def score_submission(sub: dict, task_set) -> ScoreReport:
 def score_votes(votes: dict, task_set, fallback: str = "input") -> ScoreReport:
     """Score voted predictions: the ranked list is the candidates, then the fallback grids, so that
     pass@2 equals the score of the submission build_submission makes from the same votes."""
-    from .submission import _fallback_grids
+    from .submission import fallback_grids
     ranked, max_k = {}, 2
     for tid, task in task_set.tasks.items():
         per_test = []
         for i, pair in enumerate(task.test):
             cands = votes.get(tid, [])
             grids = [c.grid for c in (cands[i] if i < len(cands) else [])]
-            for g in _fallback_grids(pair.input, fallback):
+            for g in fallback_grids(pair.input, fallback):
                 if g not in grids:
                     grids.append(g)
             per_test.append(grids)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from .errors import ArcKitError
 from .files import atomic_write_json, read_json
-from .predictions import grid_problem
+from .data import grid_problem
 
 ATTEMPT_KEYS = ("attempt_1", "attempt_2")
 ZEROS = [[0]]
@@ -30,7 +30,8 @@ class FillReport:
         return s
 
 
-def _fallback_grids(test_input, fallback: str) -> list:
+def fallback_grids(test_input, fallback: str) -> list:
+    """The grids that fill attempts no vote covers, in order (shared with scoring.score_votes)."""
     # "input": ARC outputs often resemble their input (same size, most cells kept), so the input is a
     # better blind guess than a constant; [[0]] comes next so the two attempts differ when possible.
     if fallback == "input" and test_input is not None and grid_problem(test_input) is None:
@@ -42,7 +43,7 @@ def _attempts(candidate_grids: list, test_input, fallback: str, n: int = 2) -> t
     """First `n` attempts: ranked candidates, then fallback grids not used yet (the last one repeats)."""
     out = list(candidate_grids[:n])
     n_voted = len(out)
-    for g in _fallback_grids(test_input, fallback):
+    for g in fallback_grids(test_input, fallback):
         if len(out) >= n:
             break
         if g not in out:

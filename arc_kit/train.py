@@ -18,7 +18,6 @@ from .optim import (EMA, SparseEmbeddingSignSGD, build_optimizer, load_optimizer
                     optimizer_state_tensors)
 
 
-
 class NonFiniteLoss(ArcKitError):
     """The loss became NaN or infinite: training diverged (lower the learning rate)."""
 

@@ -5,9 +5,8 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Iterable
 
+from .data import Grid
 from .errors import ArcKitError
-
-Grid = list[list[int]]
 
 STRATEGIES = ("reference", "plurality", "confidence", "filtered")
 ATTEMPTS = 2  # attempts per test input in a Kaggle submission

@@ -1,11 +1,27 @@
-"""Shared test fixtures: the ../shared folder and small ARC task-file builders."""
+"""Shared test fixtures: one torch thread, the ../shared folder and small ARC task-file builders."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test runs torch on one thread: CI has 2 cores shared with other jobs, where 2 threads run a
+    TRM step several times slower than 1. Only when a test module already imported torch (importing it
+    here would slow every data-only test)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture

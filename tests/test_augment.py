@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from arc_kit.augment import (DIHEDRAL_INVERSE, IDENTITY, AugmentConfig, Augmentation, augment_task,
-                             augmentations_for, dihedral, random_offset, sample_augmentations, split_name)
+from arc_kit.augment import (DIHEDRAL_INVERSE, IDENTITY, AugmentConfig, Augmentation, TaskVersions, augment_task,
+                             dihedral, sample_augmentations, split_name)
 from arc_kit.config import load_config
 from arc_kit.data import Pair, Task, load_tasks
 from arc_kit.errors import ArcKitError
@@ -104,6 +104,18 @@ def _key(task):
     return sorted(json.dumps([p.input, p.output]) for p in task.train + task.test)
 
 
+def test_version_keys_are_the_multiset_of_pairs():
+    a = Task("x", [Pair([[1]], [[2]]), Pair([[3, 3]], [[4]])], [Pair([[5]], [[6]])])
+    b = Task("x", [Pair([[5]], [[6]]), Pair([[3, 3]], [[4]])], [Pair([[1]], [[2]])])   # same pairs, shuffled
+    assert TaskVersions(a).key_of(IDENTITY) == TaskVersions(b).key_of(IDENTITY)
+    unknown = Task("x", a.train, [Pair([[5]], None)])
+    assert TaskVersions(unknown).key_of(IDENTITY) != TaskVersions(a).key_of(IDENTITY)
+    for k in range(8):   # the key of a version is the key of the augmented task itself
+        aug = Augmentation(k, (0, 2, 1, 3, 4, 5, 6, 7, 9, 8))
+        assert TaskVersions(a).key_of(aug) == TaskVersions(augment_task(a, aug)).key_of(IDENTITY)
+    assert TaskVersions(a).key_of(Augmentation(1)) != TaskVersions(a).key_of(IDENTITY)   # [[3, 3]] turns
+
+
 def test_sampling_deterministic_identity_first_and_distinct():
     task = load_tasks("arc-agi-1/evaluation", ids=["00576224"]).tasks["00576224"]
     a = sample_augmentations(task, 20, seed=7)
@@ -149,18 +161,4 @@ def test_shipped_presets_load(name):
     assert isinstance(cfg, AugmentConfig)
     task = _task([[[1, 2], [3, 4]]], [[[5, 6]]], [[7, 8], [9, 0]])
     if name != "reference":
-        assert len(augmentations_for(task, cfg)) == cfg.num_augmentations + 1
-
-
-def test_random_offset_keeps_eos_on_canvas():
-    rng = np.random.default_rng(0)
-    seen = set()
-    for _ in range(500):
-        r, c = random_offset([(3, 5), (4, 2)], canvas=10, rng=rng)
-        assert 0 <= r and r + 4 + 1 <= 10 and 0 <= c and c + 5 + 1 <= 10
-        seen.add((r, c))
-    assert len(seen) == 6 * 5  # every allowed offset is reachable
-    assert random_offset([(10, 10)], canvas=10, rng=rng) == (0, 0)
-    assert max(random_offset([(9, 9)], canvas=10, rng=rng, eos=False)[0] for _ in range(100)) == 1
-    with pytest.raises(ArcKitError, match="does not fit a 10x10 canvas"):
-        random_offset([(11, 2)], canvas=10)
+        assert len(sample_augmentations(task, cfg.num_augmentations, cfg.seed, cfg)) == cfg.num_augmentations + 1

@@ -96,8 +96,9 @@ def test_validate_verdicts_and_exit_codes(tmp_path, capsys, src):
     assert rc == 1
     lines = out.strip().splitlines()
     assert len(lines) == 5 and all(line.startswith(f"{path}: task ") for line in lines)
-    for want in ("task a: test 0: attempt_2: row 1 has 2 cells", "task b: 1 entries, expected 2",
-                 "task b: test 0: attempt_2: cell [0][0] is True", "task c: missing",
+    for want in ("task a: test 0: attempt_2: ragged grid: row 1 has 2 cells, row 0 has 1",
+                 "task b: 1 entries, expected 2",
+                 "task b: test 0: attempt_2: cell [0][0] is true (a boolean)", "task c: missing",
                  "task zzz: not in the tasks"):
         assert any(want in line for line in lines), want
     assert "5 problem(s)" in err

@@ -5,8 +5,8 @@ import pytest
 
 from arc_kit.augment import Augmentation, AugmentConfig
 from arc_kit.data import Pair, Task
-from arc_kit.dataset import BLANK, IGNORE_LABEL_ID, BatchSampler, TrainData, build_puzzle_names
-from arc_kit.encoding import COLOR_OFFSET, EOS
+from arc_kit.dataset import BLANK, BatchSampler, TrainData, build_puzzle_names
+from arc_kit.encoding import COLOR_OFFSET, EOS, IGNORE_LABEL_ID
 from arc_kit.errors import ArcKitError
 
 
@@ -58,7 +58,7 @@ def test_batches_encode_translated_pairs():
     for _ in range(4):
         b = sampler.next_batch()
         assert b["inputs"].shape == (16, 36) and b["labels"].shape == (16, 36) and b["puzzle_identifiers"].shape == (16,)
-        assert b["inputs"].dtype == np.int32 and np.all(b["puzzle_identifiers"] == 1)
+        assert b["inputs"].dtype == b["labels"].dtype == np.int32 and np.all(b["puzzle_identifiers"] == 1)
         for x, y in zip(b["inputs"], b["labels"]):
             board = x.reshape(6, 6)
             r, c = np.argwhere(board >= COLOR_OFFSET).min(0)

@@ -7,9 +7,10 @@ import pytest
 
 from arc_kit.augment import split_name
 from arc_kit.data import load_tasks
-from arc_kit.encoding import (CANVAS, EOS, IGNORE_LABEL_ID, PAD, build_test_split, crop_tokens, decode_grid,
-                              encode_grid, encode_pair, loss_labels, read_identifiers, plan_test_split)
+from arc_kit.encoding import (EOS, IGNORE_LABEL_ID, PAD, build_test_split, crop_tokens, decode_grid,
+                              encode_grid, encode_pair, loss_labels)
 from arc_kit.errors import ArcKitError
+from arc_kit.identifiers import plan_test_split, read_identifiers
 
 
 def test_layout_small_canvas():
@@ -115,9 +116,10 @@ def test_bad_identifier_files(tmp_path):
     p.write_text("[")
     with pytest.raises(ArcKitError, match="ids.json: malformed JSON"):
         read_identifiers(p)
+    gz = tmp_path / "ids.json.gz"
+    gz.write_bytes(b"not gzip")
+    with pytest.raises(ArcKitError, match="ids.json.gz: cannot read identifier list"):
+        read_identifiers(gz)
     with pytest.raises(ArcKitError, match="no \\*_evaluation_challenges.json"):
         build_test_split(tmp_path, ["<blank>"])
 
-
-def test_canvas_constant():
-    assert CANVAS == 30

@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 
 from arc_kit.cli import main
-from arc_kit.identifiers import RECIPES, augmentation_names, build_identifiers, recipe_for_rows
+from arc_kit.data import Pair, Task
+from arc_kit.errors import ArcKitError
+from arc_kit.identifiers import RECIPES, augmentation_names, build_identifiers, load_subset, recipe_for_rows
 
 SHARED = Path(__file__).parents[2] / "shared"
 MINI = SHARED / "fixtures" / "trm-dataset-mini"
@@ -49,16 +51,26 @@ def test_cli_missing_subset_is_one_line_error(tmp_path, capsys):
 def test_bad_grid_names_file_and_task(tmp_path):
     (tmp_path / "arc-agi_training_challenges.json").write_text(json.dumps(
         {"abc": {"train": [{"input": [[1, 12]], "output": [[1]]}], "test": [{"input": [[1]]}]}}))
-    with pytest.raises(Exception) as e:
+    with pytest.raises(ArcKitError) as e:
         build_identifiers(tmp_path, ["training"], "evaluation", num_aug=2)
     assert "arc-agi_training_challenges.json" in str(e.value) and "task abc" in str(e.value)
+
+
+def test_missing_solutions_file_means_dummy_outputs_but_a_gap_in_one_is_an_error(tmp_path):
+    task = {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[3]]}]}
+    (tmp_path / "arc-agi_x_challenges.json").write_text(json.dumps({"a": task, "b": task}))
+    tasks = load_subset(tmp_path, "x")
+    assert [p.output for t in tasks.values() for p in t.test] == [[[0]], [[0]]]   # the reference's dummy
+    (tmp_path / "arc-agi_x_solutions.json").write_text(json.dumps({"a": [[[4]]]}))
+    with pytest.raises(ArcKitError, match=r"arc-agi_x_solutions.json: task b: no solution"):
+        load_subset(tmp_path, "x")
 
 
 def test_dedupe_is_by_multiset_of_pairs():
     # A single 1x1 grid of colour 1 (input and output): 9 colours x 1 shape -> 9 distinct versions at most;
     # every dihedral transform of a 1x1 grid is the same, so only the colour matters.
-    task = {"train": [{"input": [[1]], "output": [[1]]}], "test": [{"input": [[1]], "output": [[1]]}]}
-    names = augmentation_names("x", task, 50, np.random.RandomState(0))
+    task = Task("x", [Pair([[1]], [[1]])], [Pair([[1]], [[1]])])
+    names = augmentation_names(task, 50, np.random.RandomState(0))
     colours = {n.split("|||")[2][1] for n in names[1:]}
     assert names[0] == "x" and len(names) == 9 and len(colours) == 8 and "1" not in colours
 

@@ -24,8 +24,8 @@ def test_adam_atan2_matches_hand_computation():
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
         x = x - lr / (1 - b1 ** t) * np.arctan2(m, np.sqrt(v) / math.sqrt(1 - b2 ** t))
+        # element 3 has a zero gradient at t=1: it still decays but takes no Adam step (atan2(0, 0) = 0)
         np.testing.assert_allclose(p.detach().numpy(), x, rtol=0, atol=1e-12)
-    # a zero gradient still decays the weight but takes no Adam step (atan2(0, 0) = 0)
     assert opt.state[p]["step"].item() == 2
 
 

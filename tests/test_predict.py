@@ -13,7 +13,8 @@ from arc_kit.augment import Augmentation
 from arc_kit.cli import main
 from arc_kit.data import load_tasks
 from arc_kit.encoding import encode_grid
-from arc_kit.predict import PredictConfig, predict, subsample, task_views
+from arc_kit.identifiers import task_puzzles
+from arc_kit.predict import PredictConfig, predict, subsample
 from arc_kit.predictions import read_predictions
 
 SHARED = Path(__file__).parents[2] / "shared"
@@ -81,7 +82,7 @@ def _rows_of(task_id: str) -> set[int]:
 
 def test_task_views_identity_first_and_subsample():
     names = ["<blank>", "a|||t1|||0123456789", "b", "a", "a|||t4|||0987654321", "ab"]
-    views = task_views(names, ["a", "b", "zz"])
+    views = task_puzzles(names, ["a", "b", "zz"])
     assert views == {"a": [(3, "a"), (1, "a|||t1|||0123456789"), (4, "a|||t4|||0987654321")], "b": [(2, "b")]}
     assert subsample(views["a"], 2) == [(3, "a"), (1, "a|||t1|||0123456789")]
     assert subsample(views["a"], None) == views["a"]

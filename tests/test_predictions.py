@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from arc_kit.data import grid_problem
 from arc_kit.errors import ArcKitError
-from arc_kit.predictions import (Prediction, PredictionWriter, grid_problem, iter_predictions, parse_weighted_path,
-                                 read_predictions)
+from arc_kit.predictions import Prediction, PredictionWriter, iter_predictions, parse_weighted_path, read_predictions
 
 
 def pred(task="t1", i=0, grid=None, q=0.5, aug=None, **extra):
@@ -75,13 +75,14 @@ def test_malformed_line_in_the_middle_names_file_and_line(tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"grid": [[1, 2], [3]]}, "not rectangular"),
-    ({"grid": [[True]]}, "expected an int 0..9"),
-    ({"grid": [[10]]}, "expected an int 0..9"),
-    ({"grid": [["1"]]}, "expected an int 0..9"),
-    ({"grid": [[0]] * 31}, "31 rows"),
-    ({"grid": [[0] * 31]}, "31 columns"),
-    ({"grid": []}, "non-empty"),
+    ({"grid": [[1, 2], [3]]}, "ragged grid: row 1 has 1 cells, row 0 has 2"),
+    ({"grid": [[True]]}, r"cell \[0\]\[0\] is true \(a boolean\), expected an integer 0..9"),
+    ({"grid": [[10]]}, "is 10, expected an integer 0..9"),
+    ({"grid": [["1"]]}, "is '1' \\(a string\\), expected an integer 0..9"),
+    ({"grid": [[1, [2]]]}, r"cell \[0\]\[1\] is a list"),
+    ({"grid": [[0]] * 31}, "grid is 31x1, at most 30x30 allowed"),
+    ({"grid": [[0] * 31]}, "grid is 1x31, at most 30x30 allowed"),
+    ({"grid": []}, "empty grid"),
     ({"q_halt": None}, "q_halt"),
     ({"q_halt": True}, "q_halt"),
     ({"test_index": -1}, "test_index"),
@@ -150,7 +151,9 @@ def test_missing_file_and_directory(tmp_path):
         list(iter_predictions(tmp_path))
 
 
-def test_grid_problem_accepts_valid_grids():
+def test_grid_problem_accepts_valid_grids_only():
     assert grid_problem([[0] * 30] * 30) is None
     assert grid_problem([[9]]) is None
-    assert grid_problem([[1, 1.0]]) is not None  # a float equal to 1 is not an int
+    assert grid_problem([[1, 1.0]]) == "cell [0][1] is 1.0 (a float), expected an integer 0..9"  # 1.0 == 1
+    assert grid_problem([[1, {}]]) == "cell [0][1] is an object, expected an integer 0..9"      # unhashable
+    assert grid_problem(((1,),)) == "expected a grid (list of rows), got ((1,),)"

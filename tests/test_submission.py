@@ -99,16 +99,16 @@ def good():
     (lambda s: s["one"].__setitem__(0, [[1]]), "task one: test 0: expected a dict with attempt_1 and attempt_2"),
     (lambda s: s["one"][0].pop("attempt_2"), "task one: test 0: missing attempt_2"),
     (lambda s: s["one"][0].update(attempt_3=[[1]]), "task one: test 0: unexpected key 'attempt_3'"),
-    (lambda s: s["one"][0].update(attempt_1=[[1, 2], [3]]), "task one: test 0: attempt_1: row 1 has 1 cells"),
-    (lambda s: s["one"][0].update(attempt_1=[[True]]), "task one: test 0: attempt_1: cell [0][0] is True"),
+    (lambda s: s["one"][0].update(attempt_1=[[1, 2], [3]]), "task one: test 0: attempt_1: ragged grid: row 1 has 1 cells"),
+    (lambda s: s["one"][0].update(attempt_1=[[True]]), "task one: test 0: attempt_1: cell [0][0] is true (a boolean)"),
     (lambda s: s["one"][0].update(attempt_2=[[10]]), "task one: test 0: attempt_2: cell [0][0] is 10"),
     (lambda s: s["one"][0].update(attempt_2=[[1.0]]), "task one: test 0: attempt_2: cell [0][0] is 1.0"),
     (lambda s: s["one"][0].update(attempt_2=[["1"]]), "attempt_2: cell [0][0] is '1'"),
-    (lambda s: s["one"][0].update(attempt_2=[[0]] * 31), "attempt_2: grid has 31 rows"),
-    (lambda s: s["one"][0].update(attempt_2=[[0] * 31]), "attempt_2: grid has 31 columns"),
-    (lambda s: s["one"][0].update(attempt_2=[]), "attempt_2: grid must be a non-empty list"),
-    (lambda s: s["one"][0].update(attempt_2=[[]]), "attempt_2: row 0 must be a non-empty list"),
-    (lambda s: s["one"][0].update(attempt_2=None), "attempt_2: grid must be a non-empty list"),
+    (lambda s: s["one"][0].update(attempt_2=[[0]] * 31), "attempt_2: grid is 31x1, at most 30x30 allowed"),
+    (lambda s: s["one"][0].update(attempt_2=[[0] * 31]), "attempt_2: grid is 1x31, at most 30x30 allowed"),
+    (lambda s: s["one"][0].update(attempt_2=[]), "attempt_2: empty grid (no rows)"),
+    (lambda s: s["one"][0].update(attempt_2=[[]]), "attempt_2: row 0 is empty"),
+    (lambda s: s["one"][0].update(attempt_2=None), "attempt_2: expected a grid (list of rows), got null"),
 ])
 def test_every_validation_rule(mutate, expected):
     ts = make_set()

@@ -16,14 +16,6 @@ from arc_kit.model import TRM, TRMConfig
 from arc_kit.train import NonFiniteLoss, TrainConfig, Trainer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _task(tid="t1", size=3, n_train=3):
     def grid(i):
         return [[(r * size + c + i) % 5 + 1 for c in range(size)] for r in range(size)]
@@ -182,7 +174,7 @@ def test_learns_an_arc_task_and_solves_its_test_input():
 
 def test_cli_train_writes_checkpoint_and_resumes(tmp_path, capsys):
     from arc_kit.cli import main
-    from tests.conftest import simple_task, write_task_dir
+    from conftest import simple_task, write_task_dir
     tasks = write_task_dir(tmp_path / "tasks", {"x1": simple_task(), "x2": simple_task(colour=3)})
     out = tmp_path / "run"
     tiny = ["model.hidden_size=32", "model.num_heads=2", "model.L_layers=1", "model.H_cycles=1", "model.L_cycles=1",
