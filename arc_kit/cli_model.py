@@ -1,5 +1,154 @@
-"""Placeholder: commands are added by the owning work item."""
+"""Model commands: `import-trm` (reference checkpoint -> kit checkpoint) and `forward` (raw model outputs for checking)."""
+
+import sys
+from pathlib import Path
+
+from .errors import ArcKitError
 
 
 def add_commands(subparsers) -> None:
-    pass
+    p = subparsers.add_parser(
+        "import-trm", help="convert a reference TRM checkpoint (step_N + all_config.yaml) into a kit checkpoint",
+        description="Convert a checkpoint written by the reference TRM trainer into the kit's checkpoint directory. "
+                    "Without identifiers the puzzle rows are named row0, row1, ...")
+    p.add_argument("step_file", metavar="STEP_FILE", help="reference checkpoint (torch.save state dict, e.g. step_518071)")
+    p.add_argument("--config", required=True, help="the run's all_config.yaml (its arch: section is used)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--identifiers", help="identifiers.json of the dataset build: row -> puzzle name")
+    g.add_argument("--rebuild-identifiers", metavar="DATA_DIR",
+                   help="rebuild the identifier list from the reference builder's input files in DATA_DIR")
+    p.add_argument("--subsets", nargs="+", help="with --rebuild-identifiers: subsets in build order "
+                                                "(default: inferred from the table size)")
+    p.add_argument("--test-set", help="with --rebuild-identifiers: the test subset (default: inferred)")
+    p.add_argument("--num-aug", type=int, default=1000, help="with --rebuild-identifiers: augmentations per task "
+                                                            "of the build (reference 1000)")
+    p.add_argument("--seq-len", type=int, default=None, help="canvas tokens (default 900, the reference 30x30)")
+    p.add_argument("-o", "--out", required=True, metavar="MODEL_DIR", help="output checkpoint directory")
+    p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint in MODEL_DIR")
+    p.set_defaults(func=run_import)
+
+    p = subparsers.add_parser(
+        "forward", help="run N evaluation supervision steps on inputs from an npz and save the raw outputs",
+        description="Reads inputs [B, L] and puzzle_identifiers [B] (and optional labels [B, L]) from an npz, runs N "
+                    "supervision steps in evaluation mode from the initial state and writes logits [N, B, L, V], "
+                    "q_halt_logits and q_continue_logits [N, B] (and loss [N] with labels).")
+    p.add_argument("model_dir", metavar="MODEL_DIR")
+    p.add_argument("--inputs", required=True, metavar="IO.npz")
+    p.add_argument("--steps", type=int, default=None, help="supervision steps (default: the model's halt_max_steps; "
+                                                         "more steps keep recursing without a reset)")
+    p.add_argument("-o", "--out", required=True, metavar="OUT.npz")
+    p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="forward dtype (default: saved)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--states", action="store_true", help="also write z_H_step{k}, z_L_step{k} [B, T, D]")
+    p.set_defaults(func=run_forward)
+
+
+def _identifiers(args, rows: int | None):
+    """(names or None, description) from --identifiers / --rebuild-identifiers."""
+    from .files import read_json
+    if args.identifiers:
+        names = read_json(args.identifiers, "identifier list")
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ArcKitError(f"{args.identifiers}: expected a JSON array of puzzle names")
+        return names, args.identifiers
+    if args.rebuild_identifiers:
+        from .identifiers import RECIPES, build_identifiers, recipe_for_rows
+        subsets, test_set = args.subsets, args.test_set
+        if subsets is None or test_set is None:
+            recipe = recipe_for_rows(rows) if rows is not None else None
+            if recipe is None:
+                known = ", ".join(f"{r.rows:,}" for r in RECIPES.values())
+                raise ArcKitError(f"{args.step_file}: a puzzle table of {rows} rows matches no known reference build "
+                                  f"({known} rows): give --subsets and --test-set")
+            subsets, test_set = subsets or list(recipe.subsets), test_set or recipe.test_set
+        print(f"import-trm: rebuilding identifiers from {args.rebuild_identifiers} "
+              f"(subsets {' '.join(subsets)}, test set {test_set}, {args.num_aug} augmentations)", file=sys.stderr)
+        result = build_identifiers(args.rebuild_identifiers, subsets, test_set, num_aug=args.num_aug)
+        names = result[0] if isinstance(result, tuple) else result  # (names, test split)
+        return names, f"rebuilt from {args.rebuild_identifiers}: subsets {' '.join(subsets)}, test set {test_set}"
+    return None, ""
+
+
+def _table_rows(step_file: str) -> int | None:
+    """Rows of the reference checkpoint's puzzle table (memory-mapped peek), None if it cannot tell."""
+    import torch
+    try:
+        sd = torch.load(step_file, map_location="cpu", weights_only=True, mmap=True)
+        return next((v.shape[0] for k, v in sd.items() if str(k).endswith("puzzle_emb.weights")), None)
+    except Exception:
+        return None  # import_reference reports the real problem
+
+
+def run_import(args) -> int:
+    from .checkpoint import CONFIG_FILE, import_reference
+    out = Path(args.out)
+    if (out / CONFIG_FILE).exists() and not args.force:
+        raise ArcKitError(f"{out}: already holds a checkpoint (use --force to overwrite)")
+    if (args.subsets or args.test_set) and not args.rebuild_identifiers:
+        raise ArcKitError("import-trm: --subsets/--test-set only go with --rebuild-identifiers")
+    rows = _table_rows(args.step_file) if args.rebuild_identifiers else None
+    names, source = _identifiers(args, rows)
+    info = import_reference(args.step_file, args.config, out, identifiers=names, identifiers_source=source,
+                            seq_len=args.seq_len)
+    c = info.config
+    print(f"import-trm: {args.step_file} -> {out}: hidden {c.hidden_size}, {c.L_layers} layers, H_cycles {c.H_cycles}, "
+          f"L_cycles {c.L_cycles}, halt_max_steps {c.halt_max_steps}, {len(info.puzzle_names):,} puzzle rows "
+          f"({'named' if names is not None else 'numbered row0..'})", file=sys.stderr)
+    return 0
+
+
+def run_forward(args) -> int:
+    import numpy as np
+    import torch
+
+    from .checkpoint import load_checkpoint
+    from .files import atomic_write_bytes
+    from .loss import compute_loss
+    path = Path(args.inputs)
+    try:
+        data = dict(np.load(path))
+    except Exception as e:
+        raise ArcKitError(f"{path}: cannot read npz ({' '.join(str(e).split())})") from None
+    for key in ("inputs", "puzzle_identifiers"):
+        if key not in data:
+            raise ArcKitError(f"{path}: missing array '{key}'")
+    inputs, ids = data["inputs"], data["puzzle_identifiers"].reshape(-1)
+    if inputs.ndim != 2 or ids.shape[0] != inputs.shape[0]:
+        raise ArcKitError(f"{path}: expected inputs [B, L] and puzzle_identifiers [B], got {inputs.shape} and {ids.shape}")
+    # load only the table rows this batch uses; local id i <-> stored row rows[i]
+    rows, local_ids = np.unique(ids, return_inverse=True)
+    model, info = load_checkpoint(args.model_dir, device=args.device, puzzle_rows=rows.tolist(), forward_dtype=args.dtype)
+    cfg = model.config
+    if inputs.shape[1] != cfg.seq_len:
+        raise ArcKitError(f"{path}: inputs have {inputs.shape[1]} tokens but the model's seq_len is {cfg.seq_len}")
+    n_rows = len(info.puzzle_names)
+    if cfg.puzzle_emb_ndim > 0 and (rows.min() < 0 or rows.max() >= n_rows):
+        raise ArcKitError(f"{path}: puzzle identifier {int(rows.max())} out of range (table has {n_rows} rows)")
+    dev = torch.device(args.device)
+    batch = {"inputs": torch.from_numpy(inputs.astype(np.int64)).to(dev),
+             "puzzle_identifiers": torch.from_numpy(local_ids.astype(np.int64)).to(dev)}
+    labels = torch.from_numpy(data["labels"].astype(np.int64)).to(dev) if "labels" in data else None
+    steps = args.steps or cfg.halt_max_steps
+    res = {k: [] for k in ("logits", "q_halt_logits", "q_continue_logits", "loss")}
+    with torch.no_grad():
+        x = model.embed(batch["inputs"], batch["puzzle_identifiers"])
+        z_H, z_L = model.initial_state(inputs.shape[0])
+        for k in range(steps):  # continuous recursion: same as the ACT loop for the first halt_max_steps steps
+            z_H, z_L = model.recurse(z_H, z_L, x)
+            logits, q_halt, q_cont = model.heads(z_H)
+            outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_cont}
+            for key in ("logits", "q_halt_logits", "q_continue_logits"):
+                res[key].append(outputs[key].float().cpu().numpy())
+            if labels is not None:
+                res["loss"].append(compute_loss(outputs, labels)[0].item())
+            if args.states:
+                res[f"z_H_step{k}"] = z_H.float().cpu().numpy()
+                res[f"z_L_step{k}"] = z_L.float().cpu().numpy()
+    arrays = {k: (np.stack(v) if k in ("logits", "q_halt_logits", "q_continue_logits") else
+                  np.asarray(v, dtype=np.float64) if k == "loss" else v) for k, v in res.items() if len(v) or k != "loss"}
+    import io
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(args.out, buf.getvalue())
+    print(f"forward: {inputs.shape[0]} sequences x {steps} steps -> {args.out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,371 @@
+"""Checkpoints: the kit's directory format (safetensors + YAML + JSON), reference TRM import, growing the puzzle table.
+
+A checkpoint directory holds
+    config.yaml            format, model (TRMConfig), then whatever extra sections the caller passed
+    model.safetensors      every tensor except the puzzle table (reference names, see model.py)
+    puzzle_emb.safetensors the puzzle table, one tensor `puzzle_emb.weights` [rows, ndim] float32
+    puzzles.json           JSON array: row -> augmented puzzle name (`TASK|||t{k}|||{perm}`, `TASK`, `<blank>`)
+    optimizer.safetensors, ema.safetensors   optional, flat name -> tensor dicts for resuming
+The table has its own file so prediction can memory-map it and read only the rows it needs.
+No file is ever unpickled except the reference checkpoint, with torch.load(weights_only=True).
+"""
+
+import dataclasses
+import json
+import os
+import struct
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import yaml
+
+from .config import from_dict, read_yaml, to_dict
+from .errors import ArcKitError
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from .model import TRM, TRMConfig
+
+FORMAT = "arc-kit-trm/1"
+MODEL_FILE, TABLE_FILE, CONFIG_FILE, PUZZLES_FILE = "model.safetensors", "puzzle_emb.safetensors", "config.yaml", "puzzles.json"
+STATE_FILES = {"optimizer": "optimizer.safetensors", "ema": "ema.safetensors"}
+TABLE_KEY = "puzzle_emb.weights"
+REFERENCE_PREFIXES = ("_orig_mod.model.inner.", "model.inner.")
+_CHUNK_BYTES = 64 << 20
+
+
+@dataclass
+class Checkpoint:
+    """What load_checkpoint found besides the model."""
+    path: Path
+    config: TRMConfig
+    puzzle_names: list[str]                        # every row of the stored table
+    extra: dict = field(default_factory=dict)      # config.yaml sections other than format/model
+    puzzle_rows: list[int] | None = None           # table rows loaded into the model (None: all, in order)
+
+    def state(self, kind: str, device="cpu") -> dict[str, torch.Tensor] | None:
+        """Saved "optimizer" or "ema" tensors, or None when the checkpoint has none."""
+        path = self.path / STATE_FILES[kind]
+        return _load_safetensors(path, device) if path.exists() else None
+
+
+# ---- safetensors helpers --------------------------------------------------------------------------
+def _load_safetensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path), device=str(device))
+    except FileNotFoundError:
+        raise ArcKitError(f"{path}: missing") from None
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise ArcKitError(f"{path}: not a readable safetensors file ({' '.join(str(e).split())})") from None
+
+
+def _save_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    from safetensors.torch import save
+    atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata={"format": "pt"}))
+
+
+def _release_pages(t: torch.Tensor) -> None:
+    """Drop the resident pages of a memory-mapped, unmodified tensor (they re-read from the file if touched
+    again), so streaming a 2 GB mapped table does not leave 2 GB resident. Linux only; a no-op elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return
+    page = os.sysconf("SC_PAGE_SIZE")
+    start, end = t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+    start, end = -(start // -page) * page, end // page * page  # whole pages inside the range only
+    if end > start:
+        import ctypes
+        ctypes.CDLL(None).madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 4)  # MADV_DONTNEED
+
+
+def write_table(path: str | Path, table: torch.Tensor, release_source: bool = False) -> None:
+    """Write `table` [N, D] as a one-tensor float32 safetensors file, streaming it in chunks: `table` may be
+    memory-mapped (reference import) and is never copied whole. `release_source` (only for a read-only
+    file mapping!) drops each source chunk's pages once written."""
+    path = Path(path)
+    N, D = table.shape
+    header = {"__metadata__": {"format": "pt"},
+              TABLE_KEY: {"dtype": "F32", "shape": [N, D], "data_offsets": [0, N * D * 4]}}
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)  # data starts 8-byte aligned
+    rows = max(1, _CHUNK_BYTES // max(1, D * 4))
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(struct.pack("<Q", len(blob)) + blob)
+            for i in range(0, N, rows):
+                src = table[i:i + rows].detach()
+                chunk = src.to("cpu", torch.float32).contiguous()
+                f.write(chunk.numpy().data)
+                if release_source and chunk.data_ptr() == src.data_ptr():
+                    _release_pages(src)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _table_memmap(path: Path) -> np.memmap:
+    """The puzzle table file as a read-only [N, D] float32 memory map."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            meta = json.loads(f.read(n))[TABLE_KEY]
+    except FileNotFoundError:
+        raise ArcKitError(f"{path}: missing") from None
+    except (OSError, ValueError, KeyError, struct.error):
+        raise ArcKitError(f"{path}: not a puzzle-table safetensors file") from None
+    if meta["dtype"] != "F32" or len(meta["shape"]) != 2:
+        raise ArcKitError(f"{path}: expected a float32 [rows, ndim] table, found {meta['dtype']} {meta['shape']}")
+    shape = tuple(meta["shape"])
+    if shape[0] * shape[1] == 0:
+        return np.zeros(shape, np.float32)
+    return np.memmap(path, dtype="<f4", mode="r", offset=8 + n + meta["data_offsets"][0], shape=shape)
+
+
+def load_puzzle_rows(directory: str | Path, rows: Sequence[int] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Rows of a checkpoint's puzzle table [len(rows), ndim] (all rows when None), read through a memory map
+    so only those rows are touched. `out` (a float32 tensor of that shape) is filled in place if given."""
+    path = Path(directory) / TABLE_FILE
+    mm = _table_memmap(path)
+    n = mm.shape[0] if rows is None else len(rows)
+    if out is None:
+        out = torch.empty(n, mm.shape[1], dtype=torch.float32)
+    elif tuple(out.shape) != (n, mm.shape[1]):
+        want = f"{out.shape[0]} rows of {out.shape[1]}" if rows is None else f"rows of {out.shape[1]}"
+        raise ArcKitError(f"{path}: table is {list(mm.shape)}, expected {want} (does not match config.yaml)")
+    dst = out.numpy()
+    if rows is None:
+        step = max(1, _CHUNK_BYTES // max(1, mm.shape[1] * 4))
+        for i in range(0, n, step):
+            dst[i:i + step] = mm[i:i + step]
+    else:
+        idx = np.asarray(rows, dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= mm.shape[0]):
+            raise ArcKitError(f"{path}: row {int(idx.max() if idx.max() >= mm.shape[0] else idx.min())} "
+                              f"out of range (table has {mm.shape[0]} rows)")
+        if idx.size > 1 and idx[-1] - idx[0] == idx.size - 1 and (np.diff(idx) == 1).all():
+            dst[:] = mm[idx[0]:idx[-1] + 1]  # a contiguous range: one sequential read
+        else:
+            dst[:] = mm[idx]
+    return out
+
+
+# ---- save / load ----------------------------------------------------------------------------------
+def _write_checkpoint(directory: Path, cfg: TRMConfig, state: dict, table, names: list[str], extra: dict | None,
+                      states: dict[str, dict | None], release_table: bool = False) -> None:
+    extra = dict(extra or {})
+    for reserved in ("format", "model"):
+        if reserved in extra:
+            raise ArcKitError(f"{directory}: extra config may not use the reserved key '{reserved}'")
+    rows = 0 if table is None else table.shape[0]
+    if len(names) != rows:
+        raise ArcKitError(f"{directory}: {len(names)} puzzle names for a puzzle table of {rows} rows")
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_FILE).unlink(missing_ok=True)  # written last: a directory without it is incomplete
+    _save_safetensors(directory / MODEL_FILE, state)
+    if table is not None:
+        write_table(directory / TABLE_FILE, table, release_source=release_table)
+    else:
+        (directory / TABLE_FILE).unlink(missing_ok=True)
+    atomic_write_json(directory / PUZZLES_FILE, list(names))
+    for kind, tensors in states.items():
+        if tensors is None:
+            (directory / STATE_FILES[kind]).unlink(missing_ok=True)  # never leave a stale one behind
+        else:
+            _save_safetensors(directory / STATE_FILES[kind], tensors)
+    doc = {"format": FORMAT, "model": to_dict(cfg), **extra}
+    atomic_write_text(directory / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))
+
+
+def save_checkpoint(directory: str | Path, model: TRM, puzzle_names: Sequence[str], extra_config: dict | None = None,
+                    optimizer_state: dict[str, torch.Tensor] | None = None,
+                    ema_state: dict[str, torch.Tensor] | None = None) -> None:
+    """Write `model` (+ row names, extra config sections such as train/data, resume state) to `directory`.
+    Saving the same model twice gives byte-identical files."""
+    state = dict(model.state_dict())
+    table = state.pop(TABLE_KEY, None)
+    _write_checkpoint(Path(directory), model.config, state, table, list(puzzle_names), extra_config,
+                      {"optimizer": optimizer_state, "ema": ema_state})
+
+
+def read_checkpoint_info(directory: str | Path) -> Checkpoint:
+    """config.yaml and puzzles.json of a checkpoint, without loading any tensor."""
+    d = Path(directory)
+    if not (d / CONFIG_FILE).is_file():
+        raise ArcKitError(f"{d}: not an arc-kit checkpoint directory (no {CONFIG_FILE})")
+    doc = read_yaml(d / CONFIG_FILE)
+    if doc.get("format") != FORMAT:
+        raise ArcKitError(f"{d / CONFIG_FILE}: unknown checkpoint format {doc.get('format')!r} (expected {FORMAT})")
+    try:
+        cfg = from_dict(TRMConfig, doc.get("model"), prefix="model.")
+    except ArcKitError as e:
+        raise ArcKitError(f"{d / CONFIG_FILE}: {e}") from None
+    names = read_json(d / PUZZLES_FILE, "puzzle name list")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ArcKitError(f"{d / PUZZLES_FILE}: expected a JSON array of puzzle names")
+    expected = cfg.num_puzzle_identifiers if cfg.puzzle_emb_ndim > 0 else 0
+    if len(names) != expected:
+        raise ArcKitError(f"{d / PUZZLES_FILE}: {len(names)} names but the model has {expected} puzzle rows")
+    extra = {k: v for k, v in doc.items() if k not in ("format", "model")}
+    return Checkpoint(d, cfg, names, extra)
+
+
+def load_checkpoint(directory: str | Path, device="cpu", puzzle_rows: Sequence[int] | None = None,
+                    forward_dtype: str | None = None) -> tuple[TRM, Checkpoint]:
+    """Load a checkpoint into a TRM (eval mode). `puzzle_rows`: load only these table rows, in this order (the
+    model's puzzle id i is then stored row puzzle_rows[i]; the rest of a 1.8 GB table is never read). `forward_dtype`
+    overrides the saved one (e.g. float32 on CPU). Does not touch the global RNG."""
+    rows = puzzle_rows
+    info = read_checkpoint_info(directory)
+    cfg = info.config
+    if forward_dtype is not None:
+        cfg = dataclasses.replace(cfg, forward_dtype=forward_dtype)
+    if rows is not None and cfg.puzzle_emb_ndim > 0:
+        rows = [int(r) for r in rows]
+        cfg = dataclasses.replace(cfg, num_puzzle_identifiers=max(1, len(rows)))
+    state = _load_safetensors(info.path / MODEL_FILE)
+    with torch.random.fork_rng(devices=[]):  # init values are overwritten; keep the caller's RNG stream
+        model = TRM(cfg)
+    if cfg.puzzle_emb_ndim > 0 and (rows is None or rows):  # no rows asked: a single zero row
+        load_puzzle_rows(info.path, rows, out=model.puzzle_emb.weights)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ArcKitError(f"{info.path / MODEL_FILE}: does not match its config: {' '.join(str(e).split())[:300]}") from None
+    missing = [k for k in missing if k != TABLE_KEY]
+    if missing or unexpected:
+        raise ArcKitError(f"{info.path / MODEL_FILE}: does not match its config: "
+                          f"missing {missing or 'nothing'}, unexpected {unexpected or 'nothing'}")
+    info.config, info.puzzle_rows = cfg, rows
+    return model.to(device).eval(), info
+
+
+def load_model_tensors(directory: str | Path, device="cpu") -> dict[str, torch.Tensor]:
+    """The full model state dict of a checkpoint (model.safetensors + the puzzle table), e.g. to resume training."""
+    d = Path(directory)
+    state = _load_safetensors(d / MODEL_FILE, device)
+    if (d / TABLE_FILE).exists():
+        state[TABLE_KEY] = load_puzzle_rows(d).to(device)
+    return state
+
+
+def add_puzzles(model: TRM, names: Sequence[str], init: str = "mean", puzzle_names: list[str] | None = None) -> list[int]:
+    """Grow the puzzle table for new puzzles (test-time training) and return their rows. New rows are the mean
+    of the existing rows (the reference's choice when its table changes) or zeros (`init="zero"`). When
+    `puzzle_names` (the row -> name list) is given, names already in it keep their row and it is extended in place.
+    Trainers holding `model.puzzle_emb.weights` must fetch it again: the buffer is replaced."""
+    if init not in ("mean", "zero"):
+        raise ArcKitError(f"add_puzzles: init must be 'mean' or 'zero', got {init!r}")
+    if not hasattr(model, "puzzle_emb"):
+        raise ArcKitError("add_puzzles: the model has no puzzle embedding (puzzle_emb_ndim 0)")
+    table = model.puzzle_emb.weights
+    known = {n: i for i, n in enumerate(puzzle_names)} if puzzle_names is not None else {}
+    out, new = [], []
+    for name in names:
+        if name not in known:
+            known[name] = table.shape[0] + len(new)
+            new.append(name)
+        out.append(known[name])
+    if new:
+        fill = table.mean(0, keepdim=True) if init == "mean" else torch.zeros_like(table[:1])
+        model.puzzle_emb.weights = torch.cat([table, fill.expand(len(new), -1)]).contiguous()
+        model.config = dataclasses.replace(model.config, num_puzzle_identifiers=model.puzzle_emb.weights.shape[0])
+        if puzzle_names is not None:
+            puzzle_names.extend(new)
+    return out
+
+
+# ---- reference import -------------------------------------------------------------------------------
+_REFERENCE_DEFAULTS = {"puzzle_emb_ndim": 0, "puzzle_emb_len": 16, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+                       "forward_dtype": "bfloat16", "mlp_t": False, "no_ACT_continue": True}
+_REFERENCE_REQUIRED = ("hidden_size", "num_heads", "L_layers", "H_cycles", "L_cycles", "expansion", "pos_encodings",
+                       "halt_max_steps", "halt_exploration_prob")
+
+
+def _shape(t) -> list[int]:
+    return list(t.shape)
+
+
+def import_reference(step_file: str | Path, config_file: str | Path, out_dir: str | Path,
+                     identifiers: Sequence[str] | None = None, identifiers_source: str = "",
+                     seq_len: int | None = None) -> Checkpoint:
+    """Convert a checkpoint written by the reference trainer (torch.save of the compiled loss head's state
+    dict) plus its all_config.yaml into a kit checkpoint directory. Without `identifiers` rows are named
+    `row{i}`. The table is memory-mapped from the input and streamed to the output, never copied whole."""
+    step_file, config_file, out_dir = Path(step_file), Path(config_file), Path(out_dir)
+    doc = read_yaml(config_file)
+    arch = doc.get("arch")
+    if not isinstance(arch, dict):
+        raise ArcKitError(f"{config_file}: no 'arch:' section (expected the reference all_config.yaml)")
+    lacking = [k for k in _REFERENCE_REQUIRED if k not in arch]
+    if lacking:
+        raise ArcKitError(f"{config_file}: arch section lacks {', '.join(lacking)}")
+    if not step_file.is_file():
+        raise ArcKitError(f"{step_file}: checkpoint file not found")
+    mapped = True
+    try:
+        try:
+            raw = torch.load(step_file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as e:
+            if "mmap" not in str(e):
+                raise
+            raw = torch.load(step_file, map_location="cpu", weights_only=True)  # legacy (non-zip) torch.save format
+            mapped = False
+    except Exception as e:
+        raise ArcKitError(f"{step_file}: not a PyTorch checkpoint that loads safely "
+                          f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
+        raise ArcKitError(f"{step_file}: not a state dict (expected a mapping of names to tensors)")
+    sd = {}
+    for k, v in raw.items():
+        p = next((p for p in REFERENCE_PREFIXES if str(k).startswith(p)), None)
+        if p is None:
+            raise ArcKitError(f"{step_file}: key '{k}' is not under '{REFERENCE_PREFIXES[0]}': "
+                              "not a TRM checkpoint written by the reference trainer")
+        if not k.startswith(p + "rotary_emb."):  # RoPE tables are recomputed (some forks save them)
+            sd[k[len(p):]] = v
+    for key in ("embed_tokens.embedding_weight", "H_init"):
+        if key not in sd:
+            raise ArcKitError(f"{step_file}: missing key '{REFERENCE_PREFIXES[0]}{key}'")
+
+    # seq_len, vocab_size and table rows come from the dataset in the reference, so read them off the tensors
+    kw = {**_REFERENCE_DEFAULTS, **{k: v for k, v in arch.items() if v is not None}}
+    table = sd.get(TABLE_KEY)
+    P = int(kw["puzzle_emb_len"]) or -(int(kw["puzzle_emb_ndim"]) // -int(kw["hidden_size"]))
+    if seq_len is None:  # readable from learned positions or the sequence MLP; RoPE checkpoints: the ARC 900
+        pos, mix = sd.get("embed_pos.embedding_weight"), sd.get("L_level.layers.0.mlp_t.gate_up_proj.weight")
+        seq_len = (pos.shape[0] - P if pos is not None and pos.ndim == 2 else
+                   mix.shape[1] - P if mix is not None and mix.ndim == 2 else 900)
+    cfg = TRMConfig.from_reference(kw, seq_len=seq_len, vocab_size=sd["embed_tokens.embedding_weight"].shape[0],
+                                   num_puzzle_identifiers=max(1, table.shape[0]) if table is not None and table.ndim == 2 else 1)
+    with torch.device("meta"), torch.random.fork_rng(devices=[]):
+        expected = {k: _shape(v) for k, v in TRM(cfg).state_dict().items()}
+    missing = [k for k in expected if k not in sd]
+    unexpected = [k for k in sd if k not in expected]
+    if missing or unexpected:
+        raise ArcKitError(f"{step_file}: does not match {config_file.name}: missing keys {missing or 'none'}, "
+                          f"unexpected keys {unexpected or 'none'}")
+    for k, shape in expected.items():
+        if _shape(sd[k]) != shape:
+            raise ArcKitError(f"{step_file}: '{k}' has shape {_shape(sd[k])} but {config_file.name} implies {shape}")
+
+    rows = table.shape[0] if table is not None else 0
+    if identifiers is None:
+        names = [f"row{i}" for i in range(rows)]
+    else:
+        names = [str(n) for n in identifiers]
+        if len(names) != rows:
+            raise ArcKitError(f"{identifiers_source or 'identifiers'}: {len(names)} identifiers but the puzzle table "
+                              f"of {step_file} has {rows} rows")
+    state = {k: v for k, v in sd.items() if k != TABLE_KEY}
+    extra = {"source": {"checkpoint": str(step_file), "config": str(config_file),
+                        "identifiers": identifiers_source or ("numbered rows" if identifiers is None else "given")},
+             "reference_config": doc}
+    _write_checkpoint(out_dir, cfg, state, table, names, extra, {"optimizer": None, "ema": None}, release_table=mapped)
+    return read_checkpoint_info(out_dir)

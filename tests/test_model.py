@@ -1,0 +1,272 @@
+"""TRM model: conformance with the reference fixture, parameter layout, halting, gradients, dtypes, variants."""
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from arc_kit.errors import ArcKitError
+from arc_kit.loss import act_loss, compute_loss, stablemax_cross_entropy
+from arc_kit.model import TRM, TRMConfig
+
+REF = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "trm-reference"
+PREFIX = "_orig_mod.model.inner."
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """2 shared cores: one thread is several times faster than two here."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def reference_model() -> tuple[TRM, dict]:
+    """The fixture's step_0 loaded directly (prefix strip) into a kit TRM, plus reference_io.npz."""
+    sd = torch.load(REF / "step_0", map_location="cpu", weights_only=True)
+    sd = {k.removeprefix(PREFIX): v for k, v in sd.items()}
+    arch = yaml.safe_load((REF / "all_config.yaml").read_text())["arch"]
+    cfg = TRMConfig.from_reference(arch, seq_len=900, vocab_size=12,
+                                   num_puzzle_identifiers=sd["puzzle_emb.weights"].shape[0])
+    model = TRM(cfg)
+    model.load_state_dict(sd, strict=True)
+    return model.eval(), dict(np.load(REF / "reference_io.npz"))
+
+
+def tiny_config(**kw) -> TRMConfig:
+    base = dict(hidden_size=32, num_heads=2, L_layers=1, H_cycles=2, L_cycles=2, expansion=2.0, seq_len=16,
+                puzzle_emb_ndim=32, puzzle_emb_len=2, num_puzzle_identifiers=5, halt_max_steps=3)
+    base.update(kw)
+    return TRMConfig(**base)
+
+
+def tiny_batch(cfg: TRMConfig, B: int = 4, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randint(0, cfg.vocab_size, (B, cfg.seq_len), generator=g)
+    labels = torch.randint(0, cfg.vocab_size, (B, cfg.seq_len), generator=g)
+    labels[:, -3:] = -100
+    return {"inputs": inputs, "labels": labels,
+            "puzzle_identifiers": torch.randint(0, cfg.num_puzzle_identifiers, (B,), generator=g)}
+
+
+def test_conformance_with_reference_fixture():
+    model, ref = reference_model()
+    batch = {k: torch.from_numpy(ref[k]) for k in ("inputs", "labels", "puzzle_identifiers")}
+    carry = model.initial_carry(batch)
+    steps = ref["logits"].shape[0]
+    assert steps == model.config.halt_max_steps
+    with torch.no_grad():
+        for k in range(steps):
+            carry, out = model(carry, batch)
+            loss, _ = act_loss(carry, out)
+            for key in ("logits", "q_halt_logits", "q_continue_logits"):
+                np.testing.assert_allclose(out[key].numpy(), ref[key][k], rtol=0, atol=1e-4, err_msg=f"{key} step {k}")
+            np.testing.assert_allclose(carry.z_H.numpy(), ref[f"z_H_step{k}"], rtol=0, atol=1e-4)
+            np.testing.assert_allclose(carry.z_L.numpy(), ref[f"z_L_step{k}"], rtol=0, atol=1e-4)
+            assert abs(loss.item() / ref["loss"][k] - 1) < 1e-6
+            assert carry.halted.tolist() == ref["halted"][k].tolist()
+    assert carry.halted.all()  # eval: everyone ran exactly halt_max_steps
+
+
+def test_predict_matches_act_loop_and_early_halt():
+    torch.manual_seed(0)
+    model, ref = reference_model()
+    batch = {k: torch.from_numpy(ref[k]) for k in ("inputs", "puzzle_identifiers")}
+    out = model.predict(batch, return_logits=True, return_all_steps=True)
+    np.testing.assert_allclose(out["logits"].numpy(), ref["logits"][-1], atol=1e-4, rtol=0)
+    np.testing.assert_allclose(out["q_halt"].numpy(), ref["q_halt_logits"][-1], atol=1e-4, rtol=0)
+    assert out["preds"].tolist() == ref["logits"][-1].argmax(-1).tolist()
+    assert out["steps_run"].tolist() == [4] * 4
+    assert out["all_preds"].shape == (4, 4, 900) and out["all_q_halt"].shape == (4, 4)
+    np.testing.assert_allclose(out["all_q_halt"].numpy(), ref["q_halt_logits"], atol=1e-4, rtol=0)
+
+    # early halt: shift the q_halt bias so that q_halt > 0 exactly where the reference q_halt > thresh
+    with torch.no_grad():
+        thresh = float(np.median(ref["q_halt_logits"][1]))
+        model.q_head.bias[0] -= thresh - 1e-4  # q_halt' = q_halt - thresh: > 0 exactly where q_halt > thresh
+    q = ref["q_halt_logits"] - thresh + 1e-4
+    first = [next((s + 1 for s in range(4) if q[s, b] > 0), 4) for b in range(4)]
+    assert 1 < len(set(first))  # the test exercises mixed halting
+    out = model.predict(batch, early_halt=True, return_all_steps=True)
+    assert out["steps_run"].tolist() == first
+    for b, s in enumerate(first):
+        assert out["preds"][b].tolist() == ref["logits"][s - 1, b].argmax(-1).tolist()
+        np.testing.assert_allclose(out["q_halt"][b].item(), q[s - 1, b], atol=1e-4)
+        assert out["all_preds"][-1, b].tolist() == out["preds"][b].tolist()
+    assert not model.training
+
+
+def test_full_size_parameter_count_and_layout():
+    spec = json.loads((REF / "arc_full_size_state_dict_shapes.json").read_text())
+    cfg = TRMConfig.from_reference(spec["arch"])
+    with torch.device("meta"):
+        model = TRM(cfg)
+    assert model.num_params() == spec["num_parameters_excluding_puzzle_embeddings"] == 6_829_058
+    shapes = {PREFIX + k: list(v.shape) for k, v in model.state_dict().items()}
+    assert shapes == spec["state_dict_shapes"]
+    assert model.H_init.dtype == torch.bfloat16  # stored in the forward dtype, like the reference
+    assert dict(model.named_buffers())["puzzle_emb.weights"].shape == (1000, 512)
+
+
+def test_initialisation():
+    torch.manual_seed(0)
+    model = TRM(tiny_config(hidden_size=256, num_heads=4))
+    w = model.L_level.layers[0].mlp.gate_up_proj.weight
+    assert abs(w.std().item() - 256 ** -0.5) < 0.05 * 256 ** -0.5  # truncated LeCun normal, true std
+    assert w.abs().max().item() <= 2 * 256 ** -0.5 / 0.87  # truncated at 2 (rescaled) std
+    assert model.q_head.weight.abs().sum() == 0 and model.q_head.bias.tolist() == [-5.0, -5.0]
+    assert model.puzzle_emb.weights.abs().sum() == 0
+    assert "puzzle_emb.weights" not in dict(model.named_parameters())  # a buffer: not in the dense optimiser
+    assert abs(model.H_init.std().item() - 1) < 0.25
+
+
+def test_training_step_gradients_and_detached_carry():
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    model = TRM(cfg).train()
+    batch = tiny_batch(cfg)
+    carry = model.initial_carry(batch)
+    carry, out = model(carry, batch)
+    loss, metrics = act_loss(carry, out)
+    loss.backward()
+    assert not carry.z_H.requires_grad and not carry.z_L.requires_grad
+    assert all(p.grad is not None for p in model.parameters())
+    emb = model.puzzle_emb
+    assert emb.local_weights.grad is not None and emb.local_weights.grad.shape == (4, cfg.puzzle_emb_ndim)
+    assert emb.local_ids.tolist() == batch["puzzle_identifiers"].tolist()
+    assert metrics["count"].item() == int(carry.halted.sum())
+
+
+def test_only_last_h_cycle_has_gradient():
+    torch.manual_seed(0)
+    cfg = tiny_config(H_cycles=3)
+    model = TRM(cfg).train()
+    batch = tiny_batch(cfg)
+    x = model.embed(batch["inputs"], batch["puzzle_identifiers"])
+    z_H, z_L = model.initial_state(4)
+    z_H2, z_L2 = model.recurse(z_H, z_L, x)
+    grads = torch.autograd.grad(z_H2.float().pow(2).sum(), list(model.parameters()), allow_unused=True,
+                                retain_graph=True)
+    # by hand: H_cycles-1 cycles without grad, the last with grad
+    cs = model.rotary_emb()
+    with torch.no_grad():
+        for _ in range(cfg.H_cycles - 1):
+            for _ in range(cfg.L_cycles):
+                z_L = model.L_level(z_L, z_H + x, cs)
+            z_H = model.L_level(z_H, z_L, cs)
+    for _ in range(cfg.L_cycles):
+        z_L = model.L_level(z_L, z_H + x, cs)
+    z_H = model.L_level(z_H, z_L, cs)
+    expect = torch.autograd.grad(z_H.float().pow(2).sum(), list(model.parameters()), allow_unused=True)
+    for g, e in zip(grads, expect):
+        assert (g is None) == (e is None)
+        if g is not None:
+            torch.testing.assert_close(g, e)
+
+
+def test_training_halting_rules():
+    cfg = tiny_config(halt_max_steps=4, halt_exploration_prob=0.0)
+    model = TRM(cfg).train()
+    batch = tiny_batch(cfg)
+    with torch.no_grad():
+        model.q_head.bias.fill_(5.0)  # q_halt > 0 everywhere: halt after one step
+    carry, _ = model(model.initial_carry(batch), batch)
+    assert carry.halted.all() and carry.steps.tolist() == [1] * 4
+    model.eval()  # evaluation ignores q: runs all steps
+    carry = model.initial_carry(batch)
+    for s in range(4):
+        carry, _ = model(carry, batch)
+        assert carry.halted.all() == (s == 3)
+    # exploration forces a random minimum of 2..max steps
+    model = TRM(dataclasses.replace(cfg, halt_exploration_prob=1.0)).train()
+    with torch.no_grad():
+        model.q_head.bias.fill_(5.0)
+    carry, _ = model(model.initial_carry(batch), batch)
+    assert not carry.halted.any()
+    # q_halt < 0: training runs to halt_max_steps, then halted sequences restart on new data
+    model = TRM(cfg).train()
+    carry = model.initial_carry(batch)
+    for s in range(4):
+        carry, _ = model(carry, batch)
+    assert carry.halted.all() and carry.steps.tolist() == [4] * 4
+    new = tiny_batch(cfg, seed=1)
+    carry, _ = model(carry, new)
+    assert carry.steps.tolist() == [1] * 4
+    assert torch.equal(carry.current_data["inputs"], new["inputs"])
+
+
+def test_act_continue_target():
+    torch.manual_seed(0)
+    cfg = tiny_config(no_ACT_continue=False)
+    model = TRM(cfg).train()
+    batch = tiny_batch(cfg)
+    carry, out = model(model.initial_carry(batch), batch)
+    assert out["target_q_continue"].shape == (4,)
+    assert ((out["target_q_continue"] >= 0) & (out["target_q_continue"] <= 1)).all()
+    loss, metrics = act_loss(carry, out)
+    assert "q_continue_loss" in metrics
+    expect = metrics["lm_loss"] + 0.5 * (metrics["q_halt_loss"] + metrics["q_continue_loss"])
+    assert abs(loss.item() - expect.item()) < 1e-9
+
+
+def test_loss_formula():
+    logits = torch.tensor([[[2.0, -1.0, 0.5], [0.0, 3.0, -2.0]], [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]])
+    labels = torch.tensor([[0, 1], [1, -100]])
+    s = lambda x: np.where(x < 0, 1 / (1 - np.minimum(x, 0)), x + 1)  # noqa: E731
+    p = s(logits.double().numpy())
+    p = p / p.sum(-1, keepdims=True)
+    ce = -np.log([[p[0, 0, 0], p[0, 1, 1]], [p[1, 0, 1], 1.0]])
+    torch.testing.assert_close(stablemax_cross_entropy(logits, labels).numpy(), ce * [[1, 1], [1, 0]])
+    q = torch.tensor([0.3, -0.2])
+    loss, m = compute_loss({"logits": logits, "q_halt_logits": q, "q_continue_logits": q}, labels)
+    seq_correct = [1.0, 0.0]  # seq 0 argmax [0, 1] right; seq 1 predicts 0 for label 1
+    bce = sum(np.log1p(np.exp(-qi)) if y else np.log1p(np.exp(qi)) for qi, y in zip(q.tolist(), seq_correct))
+    assert abs(loss.item() - (ce[0].mean() + ce[1, 0] + 0.5 * bce)) < 1e-6
+    assert m["exact_accuracy"].item() == 1 and m["count"].item() == 2
+
+
+def test_bfloat16_forward_close_to_float32():
+    torch.manual_seed(0)
+    cfg = tiny_config()
+    m32 = TRM(cfg).eval()
+    m16 = TRM(dataclasses.replace(cfg, forward_dtype="bfloat16")).eval()
+    m16.load_state_dict(m32.state_dict())
+    batch = tiny_batch(cfg)
+    o32, o16 = m32.predict(batch, return_logits=True), m16.predict(batch, return_logits=True)
+    assert o16["q_halt"].dtype == torch.float32
+    assert (o16["logits"] - o32["logits"]).abs().mean() < 0.05  # bf16 rounding compounds over the recursion
+    assert (o16["preds"] == o32["preds"]).float().mean() > 0.9
+    carry, out = m16(m16.initial_carry(batch), batch)
+    assert out["logits"].dtype == torch.bfloat16 and carry.z_H.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("variant", [dict(mlp_t=True), dict(pos_encodings="learned"), dict(pos_encodings="none"),
+                                     dict(puzzle_emb_ndim=0, puzzle_emb_len=0), dict(puzzle_emb_len=0)])
+def test_variants_run_and_train(variant):
+    torch.manual_seed(0)
+    cfg = tiny_config(**variant)
+    model = TRM(cfg).train()
+    batch = tiny_batch(cfg, B=3)
+    carry, out = model(model.initial_carry(batch), batch)
+    assert out["logits"].shape == (3, cfg.seq_len, cfg.vocab_size)
+    assert carry.z_H.shape == (3, cfg.seq_len + cfg.prefix_len, cfg.hidden_size)
+    act_loss(carry, out)[0].backward()
+    assert model.embed_tokens.embedding_weight.grad is not None
+    if variant.get("mlp_t"):
+        assert "L_level.layers.0.mlp_t.gate_up_proj.weight" in model.state_dict()
+    if variant.get("pos_encodings") == "learned":
+        assert model.state_dict()["embed_pos.embedding_weight"].shape == (cfg.seq_len + cfg.prefix_len, 32)
+
+
+def test_config_errors():
+    with pytest.raises(ArcKitError, match="forward_dtype"):
+        tiny_config(forward_dtype="float64")
+    with pytest.raises(ArcKitError, match="multiple of num_heads"):
+        tiny_config(num_heads=3)
+    with pytest.raises(ArcKitError, match="does not fit"):
+        tiny_config(puzzle_emb_ndim=100, puzzle_emb_len=1)
