@@ -15,7 +15,6 @@ import json
 import os
 import struct
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -26,7 +25,8 @@ import yaml
 
 from .config import from_dict, read_yaml, to_dict
 from .errors import ArcKitError
-from .files import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from .files import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
+from .identifiers import read_identifiers
 from .model import TRM, TRMConfig
 
 FORMAT = "arc-kit-trm/1"
@@ -92,22 +92,14 @@ def write_table(path: str | Path, table: torch.Tensor, release_source: bool = Fa
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # data starts 8-byte aligned
     rows = max(1, _CHUNK_BYTES // max(1, D * 4))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(blob)) + blob)
-            for i in range(0, N, rows):
-                src = table[i:i + rows].detach()
-                chunk = src.to("cpu", torch.float32).contiguous()
-                f.write(chunk.numpy().data)
-                if release_source and chunk.data_ptr() == src.data_ptr():
-                    _release_pages(src)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as f:
+        f.write(struct.pack("<Q", len(blob)) + blob)
+        for i in range(0, N, rows):
+            src = table[i:i + rows].detach()
+            chunk = src.to("cpu", torch.float32).contiguous()
+            f.write(chunk.numpy().data)
+            if release_source and chunk.data_ptr() == src.data_ptr():
+                _release_pages(src)
 
 
 def _table_memmap(path: Path) -> np.memmap:
@@ -206,9 +198,7 @@ def read_checkpoint_info(directory: str | Path) -> Checkpoint:
         cfg = from_dict(TRMConfig, doc.get("model"), prefix="model.")
     except ArcKitError as e:
         raise ArcKitError(f"{d / CONFIG_FILE}: {e}") from None
-    names = read_json(d / PUZZLES_FILE, "puzzle name list")
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise ArcKitError(f"{d / PUZZLES_FILE}: expected a JSON array of puzzle names")
+    names = read_identifiers(d / PUZZLES_FILE)
     expected = cfg.num_puzzle_identifiers if cfg.puzzle_emb_ndim > 0 else 0
     if len(names) != expected:
         raise ArcKitError(f"{d / PUZZLES_FILE}: {len(names)} names but the model has {expected} puzzle rows")

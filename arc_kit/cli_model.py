@@ -14,7 +14,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("step_file", metavar="STEP_FILE", help="reference checkpoint (torch.save state dict, e.g. step_518071)")
     p.add_argument("--config", required=True, help="the run's all_config.yaml (its arch: section is used)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--identifiers", help="identifiers.json of the dataset build: row -> puzzle name")
+    g.add_argument("--identifiers", help="identifiers.json (or .json.gz) of the dataset build: row -> puzzle name")
     g.add_argument("--rebuild-identifiers", metavar="DATA_DIR",
                    help="rebuild the identifier list from the reference builder's input files in DATA_DIR")
     p.add_argument("--subsets", nargs="+", help="with --rebuild-identifiers: subsets in build order "
@@ -45,14 +45,10 @@ def add_commands(subparsers) -> None:
 
 def _identifiers(args, rows: int | None):
     """(names or None, description) from --identifiers / --rebuild-identifiers."""
-    from .files import read_json
+    from .identifiers import RECIPES, build_identifiers, read_identifiers, recipe_for_rows
     if args.identifiers:
-        names = read_json(args.identifiers, "identifier list")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise ArcKitError(f"{args.identifiers}: expected a JSON array of puzzle names")
-        return names, args.identifiers
+        return read_identifiers(args.identifiers), args.identifiers
     if args.rebuild_identifiers:
-        from .identifiers import RECIPES, build_identifiers, recipe_for_rows
         subsets, test_set = args.subsets, args.test_set
         if subsets is None or test_set is None:
             recipe = recipe_for_rows(rows) if rows is not None else None
@@ -63,8 +59,7 @@ def _identifiers(args, rows: int | None):
             subsets, test_set = subsets or list(recipe.subsets), test_set or recipe.test_set
         print(f"import-trm: rebuilding identifiers from {args.rebuild_identifiers} "
               f"(subsets {' '.join(subsets)}, test set {test_set}, {args.num_aug} augmentations)", file=sys.stderr)
-        result = build_identifiers(args.rebuild_identifiers, subsets, test_set, num_aug=args.num_aug)
-        names = result[0] if isinstance(result, tuple) else result  # (names, test split)
+        names, _ = build_identifiers(args.rebuild_identifiers, subsets, test_set, num_aug=args.num_aug)  # + test split
         return names, f"rebuilt from {args.rebuild_identifiers}: subsets {' '.join(subsets)}, test set {test_set}"
     return None, ""
 

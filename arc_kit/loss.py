@@ -3,7 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from .model import IGNORE_LABEL_ID, Carry
+from .encoding import IGNORE_LABEL_ID
+from .model import Carry
 
 
 def _stablemax_s(x: torch.Tensor) -> torch.Tensor:

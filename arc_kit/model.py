@@ -21,7 +21,6 @@ from .config import from_dict
 from .errors import ArcKitError
 from .layers import Attention, CastedEmbedding, CastedLinear, RotaryEmbedding, SwiGLU, rms_norm, trunc_normal_
 
-IGNORE_LABEL_ID = -100
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 

@@ -15,15 +15,6 @@ FILES = ("config.yaml", "model.safetensors", "puzzle_emb.safetensors", "puzzles.
          "ema.safetensors")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """2 shared cores: one thread is several times faster than two here."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_model(rows: int = 6, seed: int = 0, **kw) -> TRM:
     torch.manual_seed(seed)
     cfg = TRMConfig(hidden_size=32, num_heads=2, L_layers=1, H_cycles=2, L_cycles=2, expansion=2.0, seq_len=16,
@@ -59,6 +50,8 @@ def test_save_load_save_is_bit_exact(tmp_path):
                     optimizer_state=info.state("optimizer"), ema_state=info.state("ema"))
     for f in FILES:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+    # the streamed table gets the same permissions as the other files (not mkstemp's 0600)
+    assert len({(tmp_path / "a" / f).stat().st_mode for f in FILES}) == 1
     for k, v in model.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
     b = batch(model, [1, 3])
@@ -136,6 +129,9 @@ def test_errors(tmp_path):
     save_checkpoint(tmp_path / "c", model, names(6))
     (tmp_path / "c" / "puzzles.json").write_text(json.dumps(names(3)))
     with pytest.raises(ArcKitError, match="3 names but the model has 6 puzzle rows"):
+        load_checkpoint(tmp_path / "c")
+    (tmp_path / "c" / "puzzles.json").write_text(json.dumps([0, 1, 2, 3, 4, 5]))
+    with pytest.raises(ArcKitError, match="puzzles.json: expected a JSON list of puzzle names"):
         load_checkpoint(tmp_path / "c")
     (tmp_path / "c" / "puzzles.json").write_text(json.dumps(names(6)))
     save_checkpoint(tmp_path / "d", small_model(rows=4), names(4))

@@ -1,5 +1,6 @@
 """`arc-kit import-trm` and `arc-kit forward`: reference checkpoints (built here in the reference format) -> kit."""
 
+import gzip
 import json
 import subprocess
 import sys
@@ -22,14 +23,6 @@ PREFIX = "_orig_mod.model.inner."
 ARCH_KEYS = ("hidden_size", "num_heads", "L_layers", "H_cycles", "L_cycles", "expansion", "puzzle_emb_ndim",
              "puzzle_emb_len", "pos_encodings", "rope_theta", "rms_norm_eps", "halt_max_steps",
              "halt_exploration_prob", "forward_dtype", "mlp_t", "no_ACT_continue")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def write_reference(directory: Path, cfg: TRMConfig, table: torch.Tensor | None = None, drop=(), prefix=PREFIX) -> tuple[Path, Path]:
@@ -146,6 +139,12 @@ def test_import_errors(tmp_path, capsys):
     ids.write_text(json.dumps(["<blank>", "a", "b"]))
     err = _import_error(tmp_path, capsys, step, conf, "--identifiers", str(ids))
     assert f"{ids}: 3 identifiers but the puzzle table of {step} has 5 rows" in err
+    gz = tmp_path / "ids.json.gz"  # gzip-compressed lists are read too
+    gz.write_bytes(gzip.compress(json.dumps(["<blank>", "a"]).encode()))
+    err = _import_error(tmp_path, capsys, step, conf, "--identifiers", str(gz))
+    assert f"{gz}: 2 identifiers but the puzzle table of {step} has 5 rows" in err
+    ids.write_text(json.dumps({"rows": 5}))
+    assert f"{ids}: expected a JSON list of puzzle names" in _import_error(tmp_path, capsys, step, conf, "--identifiers", str(ids))
 
     bad_conf = tmp_path / "noarch.yaml"
     bad_conf.write_text("lr: 1\n")
