@@ -1,7 +1,10 @@
 """Trainer: determinism, exact resume, stop conditions, frozen network, data parallel, and learning a real task."""
 
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,9 +138,13 @@ def _dp_worker(out_path):
 
 
 def test_two_process_data_parallel_follows_single_process(tmp_path):
-    from accelerate import debug_launcher
+    # debug_launcher forks: a parent whose OpenMP pool already ran (earlier tests) can deadlock its
+    # children, so launch from a fresh interpreter.
     out = tmp_path / "dp.json"
-    debug_launcher(_dp_worker, args=(out,), num_processes=2)
+    script = (f"import sys, pathlib; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_train; "
+              f"from accelerate import debug_launcher; "
+              f"debug_launcher(test_train._dp_worker, args=(pathlib.Path({str(out)!r}),), num_processes=2)")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=240)
     dp = json.loads(out.read_text())
     data = _data()
     single = Trainer(_model(data, halt_exploration_prob=0.0), data, _config())
