@@ -1,0 +1,321 @@
+"""Augmented inference: every test input under M augmented views, batched across tasks, decoded back to the original frame."""
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .augment import Augmentation, split_name
+from .data import Task
+
+
+@dataclass(frozen=True)
+class View:
+    """One model call's worth of work: test input `test_index` of `task_id` under augmentation `name`."""
+    task_id: str
+    test_index: int
+    name: str        # full augmentation name: "TASK|||t1|||0123456789" or plain "TASK"
+    rank: int        # position of this augmentation in the task's view list (0 = identity)
+    row: int         # puzzle-embedding row the model uses for this augmented puzzle (0 = <blank>)
+    canvas: int      # canvas side the input is encoded on
+
+    @property
+    def key(self) -> tuple[str, int, str]:
+        return (self.task_id, self.test_index, self.name)
+
+
+@dataclass
+class InferStats:
+    planned: int = 0          # views this call was asked to run (finished ones excluded)
+    written: int = 0          # predictions written (main process: all processes together)
+    empty: int = 0            # views whose output decoded to no grid (nothing written)
+    skipped_cap: int = 0      # views dropped by the per-task time cap
+    skipped_time: int = 0     # views not run because the deadline came first
+    seconds: float = 0.0
+    seq_per_s: float = 0.0
+    capped_tasks: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        s = f"{self.written} predictions written in {self.seconds:.1f}s ({self.seq_per_s:.1f} views/s)"
+        if self.empty:
+            s += f", {self.empty} decoded empty"
+        if self.skipped_cap:
+            s += f", {self.skipped_cap} dropped by the per-task cap ({len(self.capped_tasks)} tasks)"
+        if self.skipped_time:
+            s += f", {self.skipped_time} not run (deadline)"
+        return s
+
+
+def plan_views(tasks: dict[str, Task], names: dict[str, list[str]], rows: dict[str, int], canvases: dict[str, int],
+               n_views: int, done: set | None = None) -> list[View]:
+    """Views to run, rank-major: every test input's view 0, then every view 1, ...
+
+    Rank-major order means that a run cut short by its deadline has the same number of views for
+    every task (the augmentation count is trimmed evenly) instead of all views for some tasks and none
+    for others. `names[task]` lists the task's augmentation names, identity first; a name without a
+    row in `rows` uses row 0 (the reference's <blank> puzzle). `done` holds keys already predicted.
+    """
+    done = done or set()
+    per_rank: list[list[View]] = []
+    for tid, task in tasks.items():
+        for r, name in enumerate(names.get(tid, [tid])[:n_views]):
+            while len(per_rank) <= r:
+                per_rank.append([])
+            for i in range(len(task.test)):
+                v = View(tid, i, name, r, rows.get(name, 0), canvases[tid])
+                if v.key not in done:
+                    per_rank[r].append(v)
+    return [v for views in per_rank for v in views]
+
+
+def split_views(views: list[View], num_processes: int, tasks: dict[str, Task]) -> list[list[View]]:
+    """Deal whole tasks to processes, balancing estimated cost (views x canvas cells); deterministic."""
+    cost: dict[str, int] = {}
+    for v in views:
+        cost[v.task_id] = cost.get(v.task_id, 0) + v.canvas * v.canvas
+    load = [0] * num_processes
+    owner = {}
+    for tid in sorted(cost, key=lambda t: (-cost[t], t)):
+        p = min(range(num_processes), key=lambda i: (load[i], i))
+        owner[tid] = p
+        load[p] += cost[tid]
+    out: list[list[View]] = [[] for _ in range(num_processes)]
+    for v in views:
+        out[owner[v.task_id]].append(v)
+    return out
+
+
+def make_batches(views: list[View], batch_size: int) -> list[list[View]]:
+    """Consecutive chunks of at most `batch_size` views sharing one canvas (order kept)."""
+    batches, cur = [], []
+    for v in views:
+        if cur and (len(cur) >= batch_size or v.canvas != cur[0].canvas):
+            batches.append(cur)
+            cur = []
+        cur.append(v)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def encode_views(views: list[View], tasks: dict[str, Task]) -> dict[str, np.ndarray]:
+    """Batch arrays: inputs [B, canvas^2] int32 (augmented test input at the top-left), puzzle_identifiers [B]."""
+    from .encoding import encode_grid
+    c = views[0].canvas
+    inputs = np.zeros((len(views), c * c), dtype=np.int32)
+    for b, v in enumerate(views):
+        aug = split_name(v.name)[1]
+        inputs[b] = encode_grid(aug.apply_array(np.asarray(tasks[v.task_id].test[v.test_index].input, dtype=np.uint8)), c)
+    ids = np.array([v.row for v in views], dtype=np.int32)
+    return {"inputs": inputs, "labels": np.full_like(inputs, -100), "puzzle_identifiers": ids}
+
+
+def run_model(model, batch: dict[str, np.ndarray], device, autocast=None) -> tuple[np.ndarray, np.ndarray]:
+    """Evaluation-mode TRM on one batch: every sequence runs up to halt_max_steps supervision steps.
+
+    Returns predicted tokens [B, L] (argmax of the last step's logits) and q_halt logits [B] as float64.
+    `autocast` (e.g. torch.bfloat16) runs the forward under CUDA autocast, as training did.
+    """
+    import contextlib
+
+    import torch
+    tb = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
+    ctx = torch.autocast("cuda", dtype=autocast) if autocast is not None else contextlib.nullcontext()
+    with torch.inference_mode(), ctx:
+        if hasattr(model, "predict"):
+            out = model.predict(tb)
+            tokens = out["preds"].to(torch.uint8).cpu().numpy()
+            q = out["q_halt"].float().cpu().numpy().astype(np.float64)
+        else:  # any module with the reference ACT interface
+            carry = model.initial_carry(tb)
+            outputs = None
+            for _ in range(int(model.config.halt_max_steps)):
+                carry, outputs = model(carry, tb)
+                if bool(carry.halted.all()):
+                    break
+            tokens = outputs["logits"].argmax(-1).to(torch.uint8).cpu().numpy()
+            q = outputs["q_halt_logits"].float().cpu().numpy().astype(np.float64)
+    return tokens, q
+
+
+def decode_views(views: list[View], tokens: np.ndarray, q: np.ndarray, extra: dict | None = None) -> tuple[list, int]:
+    """(Prediction list, number decoded empty): crop by the reference rule, map back to the original frame."""
+    from .encoding import crop_tokens
+    from .predictions import Prediction
+    preds, empty = [], 0
+    for b, v in enumerate(views):
+        grid = crop_tokens(tokens[b], v.canvas)
+        if grid.size == 0:
+            empty += 1
+            continue
+        aug: Augmentation = split_name(v.name)[1]
+        q_b = float(q[b]) if np.isfinite(q[b]) else 0.0
+        preds.append(Prediction(v.task_id, v.test_index, v.name, aug.invert(grid), q_b,
+                                dict(extra or {}, rank=v.rank)))
+    return preds, empty
+
+
+def predict_views(model, views: list[View], tasks: dict[str, Task], batch_size: int, device="cpu", autocast=None) -> list:
+    """All predictions for `views` in memory (no file, no deadline): for tests and small jobs."""
+    out = []
+    for batch in make_batches(views, batch_size):
+        tokens, q = run_model(model, encode_views(batch, tasks), device, autocast)
+        out.extend(decode_views(batch, tokens, q)[0])
+    return out
+
+
+def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: str | Path | None, *,
+                  batch_size: int = 256, device="cpu", autocast=None, deadline: float | None = None,
+                  task_time_cap: float = 0.0, accelerator=None, show_progress: bool = True,
+                  extra: dict | None = None, log: Callable[[str], None] = lambda s: None,
+                  fault: Callable[[str], None] = lambda s: None) -> InferStats:
+    """Run `views` and append their predictions to `out_path` batch by batch (crash-safe).
+
+    Data parallel when `accelerator` has several processes: whole tasks are dealt to processes, every
+    process runs its own batches, and after each round the main process gathers everyone's predictions
+    and alone writes them. All processes take the same number of rounds and stop together (deadline).
+    `deadline` (epoch seconds): no batch starts that would likely end after it. `task_time_cap`
+    (seconds, 0 = none): a task's share of batch time beyond it drops that task's remaining views.
+    """
+    from .budget import progress
+    from .predictions import PredictionWriter
+    world = accelerator.num_processes if accelerator is not None else 1
+    rank = accelerator.process_index if accelerator is not None else 0
+    is_main = rank == 0
+    all_batches = [make_batches(p, batch_size) for p in (split_views(views, world, tasks) if world > 1 else [views])]
+    n_rounds = max((len(b) for b in all_batches), default=0)
+    batches = all_batches[rank]
+    stats = InferStats(planned=len(views))
+    spent: dict[str, float] = {}
+    capped: set[str] = set()
+    writer = PredictionWriter(out_path) if (is_main and out_path is not None) else None
+    bar = progress(len(views), "inference", show_progress and is_main, unit="view")
+    t0 = time.time()
+    last_batch_s = 0.0
+    done_local = 0
+    try:
+        for r in range(n_rounds):
+            batch = batches[r] if r < len(batches) else []
+            n_all = len(batch)
+            batch = [v for v in batch if v.task_id not in capped]
+            n_cut = n_all - len(batch)
+            want_stop = deadline is not None and time.time() + 1.2 * last_batch_s > deadline
+            preds: list = []
+            empty = 0
+            if batch and not want_stop:
+                fault("infer")
+                tb = time.time()
+                tokens, q = run_model(model, encode_views(batch, tasks), device, autocast)
+                preds, empty = decode_views(batch, tokens, q, extra)
+                last_batch_s = time.time() - tb
+                for v in batch:  # charge each task its share of the batch time
+                    spent[v.task_id] = spent.get(v.task_id, 0.0) + last_batch_s / len(batch)
+                    if task_time_cap > 0 and spent[v.task_id] > task_time_cap and v.task_id not in capped:
+                        capped.add(v.task_id)
+                        log(f"inference: task {v.task_id} reached its {task_time_cap:.0f}s cap; its remaining views are dropped")
+                done_local += len(batch)
+            if world > 1:
+                from accelerate.utils import gather_object
+                gathered = gather_object([(want_stop, [p.to_json() for p in preds], empty, len(batch), n_cut)])
+                stop = any(g[0] for g in gathered)
+                if is_main:
+                    from .predictions import parse_prediction
+                    preds = [parse_prediction(o, "gathered prediction") for g in gathered for o in g[1]]
+                    empty = sum(g[2] for g in gathered)
+                    n_batch = sum(g[3] for g in gathered)
+                    n_cut = sum(g[4] for g in gathered)
+                else:
+                    n_batch = len(batch)
+            else:
+                stop, n_batch = want_stop, (len(batch) if not want_stop else 0)
+            if stop:
+                break
+            if writer is not None:
+                writer.write(preds)
+            stats.written += len(preds)
+            stats.empty += empty
+            stats.skipped_cap += n_cut
+            bar.update(n_batch + n_cut)
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+    stats.seconds = time.time() - t0
+    ran = stats.written + stats.empty if is_main else done_local
+    stats.seq_per_s = ran / stats.seconds if stats.seconds > 0 else 0.0
+    stats.capped_tasks = sorted(capped)
+    stats.skipped_time = max(0, stats.planned - ran - stats.skipped_cap) if is_main else 0
+    return stats
+
+
+def measure_infer_rate(model, canvas: int, batch_size: int, device="cpu", repeats: int = 1, autocast=None) -> float:
+    """Views per second of evaluation-mode inference on a blank batch of `batch_size` at `canvas` (all halt steps)."""
+    c = canvas
+    batch = {"inputs": np.full((batch_size, c * c), 2, dtype=np.int32),
+             "labels": np.full((batch_size, c * c), -100, dtype=np.int32),
+             "puzzle_identifiers": np.zeros(batch_size, dtype=np.int32)}
+    run_model(model, batch, device, autocast)  # warm-up (allocations, kernels)
+    t = time.time()
+    for _ in range(repeats):
+        run_model(model, batch, device, autocast)
+    return batch_size * repeats / max(time.time() - t, 1e-6)
+
+
+# ---------------------------------------------------------------- the run's inference stage
+
+def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -> dict:
+    """Augmented inference with the test-time-trained model (or the given checkpoint) into predictions.jsonl."""
+    from .augment import SEP, sample_augmentations
+    from .budget import inject_fault
+    from .files import read_json
+    from .predictions import iter_predictions
+    from .stages import PLAN_FILE, PREDICTIONS_FILE, TTT_DIR, hardware, load_model_dir, setup_torch, task_fits_canvas
+    world = accelerator.num_processes if accelerator is not None else 1
+    device, autocast, threads = setup_torch(cfg, world, accelerator)
+    ck = out / TTT_DIR / "model"
+    src = ck if (ck / "model.safetensors").is_file() else (Path(cfg.model.checkpoint) if cfg.model.checkpoint else None)
+    if src is None:
+        return {"status": "skipped", "message": "no model: training produced no checkpoint and no --checkpoint given"}
+    model, names = load_model_dir(src)
+    if "halt_max_steps" in cfg.model.arch:
+        model.config.halt_max_steps = int(cfg.model.arch["halt_max_steps"])
+    model.to(device).eval()
+    canvas = math.isqrt(model.config.seq_len)
+    tasks = {tid: t for tid, t in task_set.tasks.items() if task_fits_canvas(t, canvas)}
+    if len(tasks) < len(task_set.tasks):
+        log.info(f"infer: {len(task_set.tasks) - len(tasks)} task(s) do not fit the {canvas}x{canvas} canvas: fallback only")
+    plan = read_json(out / PLAN_FILE, "plan") if (out / PLAN_FILE).is_file() else {}
+    n_views = int(plan.get("infer_views", cfg.inference.views))
+    n_views = min(n_views, cfg.inference.views)
+    rows = {n: i for i, n in enumerate(names)}
+    per_task: dict[str, list[str]] = {}
+    for n in names:  # table order: identity first for tables the kit builds
+        per_task.setdefault(n.split(SEP, 1)[0], []).append(n)
+    blank = 0
+    for tid, task in tasks.items():
+        if tid not in per_task:
+            per_task[tid] = [a.name(tid) for a in sample_augmentations(task, n_views - 1, cfg.inference.seed)]
+            blank += 1
+        elif tid in per_task[tid]:  # identity first
+            per_task[tid] = [tid] + [n for n in per_task[tid] if n != tid]
+    if blank:
+        log.info(f"infer: {blank} task(s) have no trained puzzle row in {src}: their views use row 0 (<blank>)")
+    done = set()
+    pred_path = out / PREDICTIONS_FILE
+    if pred_path.is_file():
+        done = {(p.task_id, p.test_index, p.augmentation) for p in iter_predictions(pred_path, problems=[])}
+    views = plan_views(tasks, per_task, rows, {tid: canvas for tid in tasks}, n_views, done)
+    log.info(f"infer: {len(views)} views to run ({n_views} per test input, {len(done)} already done) "
+             f"with {src} on {device}")
+    stats = run_inference(model, views, tasks, pred_path, batch_size=cfg.inference.batch_size, device=device,
+                          autocast=autocast, deadline=until, task_time_cap=cfg.inference.task_time_cap_seconds,
+                          accelerator=accelerator if world > 1 else None, show_progress=cfg.output.progress,
+                          log=log.info, fault=inject_fault)
+    log.info(f"infer: {stats.summary()}")
+    return {"status": "done", "hardware": hardware(device, threads), "model": str(src), "views_per_input": n_views,
+            "already_done": len(done), "planned": stats.planned, "written": stats.written, "empty": stats.empty,
+            "skipped_cap": stats.skipped_cap, "skipped_time": stats.skipped_time, "seconds": stats.seconds,
+            "views_per_s": stats.seq_per_s, "capped_tasks": stats.capped_tasks}

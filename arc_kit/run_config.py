@@ -1,0 +1,152 @@
+"""RunConfig: the dataclass tree behind `arc-kit run` (tasks, model, test-time training, inference, voting, budget, output)."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import from_dict, load_config, to_dict
+from .errors import ArcKitError
+
+
+@dataclass
+class TasksConfig:
+    source: str = "arc-agi-1/evaluation"  # file, directory or bundled name; `--tasks` replaces only this
+    solutions: str | None = None          # Kaggle solutions file (picked up beside the challenges when None)
+    ids: list[str] | None = None          # keep only these task ids (None: all)
+    max_size: int | None = None           # keep tasks whose every grid fits NxN
+    limit: int | None = None              # keep the first N tasks
+
+
+@dataclass
+class ModelConfig:
+    checkpoint: str | None = None   # model dir to start from (`--checkpoint`); None trains from scratch
+    # TRMConfig fields for a model built from scratch (reference names: hidden_size, H_cycles, ...).
+    # With a checkpoint the architecture comes from the checkpoint; only halt_max_steps may be set here.
+    arch: dict[str, Any] = field(default_factory=dict)
+    # Canvas side in cells for a model built by this run: 30 is the reference (900 tokens); "task" pads
+    # every batch only to the canvas the selected tasks need (largest grid side + 1 for the EOS border,
+    # at most 30), with translation inside it. A checkpoint brings its own canvas.
+    canvas: str = "30"
+
+
+@dataclass
+class TTTConfig:
+    enabled: bool = True
+    augmentations: int = 16      # augmented versions per task besides the identity (reference --num-aug); one puzzle row each
+    augment: str = ""            # augmentation preset (configs/augmentation/NAME.yaml); "" = kit defaults
+    translate: bool = True       # random translation of each training pair on the canvas
+    seed: int = 0
+    max_steps: int = 2000        # stop here even when time is left
+    embeddings_only_steps: int = 0  # phase 1: train only the puzzle embeddings (network frozen)
+    freeze_network: bool = False    # phase 2 trains the embeddings only as well (network never changes)
+    min_epochs: float = 2.0      # trim `augmentations` when the planned steps cannot show each example this often
+    extra_sources: list[str] = field(default_factory=list)  # more task sources mixed into training (demos+tests)
+    extra_augmentations: int = 0  # augmentations per extra task
+    checkpoint_minutes: float = 2.0  # save the latest checkpoint this often (resume and watchdog kills)
+    train: dict[str, Any] = field(default_factory=dict)  # Trainer config keys (lr, batch_size, ...): arc_kit.train.TrainConfig
+
+
+@dataclass
+class InferenceConfig:
+    enabled: bool = True
+    views: int = 8               # views per test input: the task's first M trained puzzles, identity first
+    batch_size: int = 256
+    task_time_cap_seconds: float = 0.0  # per-task compute cap (0: none); a huge task cannot starve the rest
+    seed: int = 1                # view sampling when the views are not taken from training
+
+
+@dataclass
+class BudgetConfig:
+    total_minutes: float = 10.0          # hard wall-clock limit of this invocation
+    safety_margin_minutes: float = 0.5   # kept free at the end (final vote, report, scheduler jitter)
+    train_share: float = 0.8             # most of the time left that training may take
+    min_infer_share: float = 0.1         # inference always keeps at least this share
+    stage_grace_seconds: float = 10.0    # a stage past its deadline gets SIGTERM, then SIGKILL after this
+    revote_seconds: float = 30.0         # re-vote submission.json this often while predictions arrive
+    startup_seconds: float = 15.0        # expected child start-up (imports, model build): planning reserve
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"       # auto | cpu | cuda
+    threads: int = 0           # torch threads per process; 0 = cores free / processes
+    num_processes: int = 1     # data-parallel processes (GPUs) for training and inference
+    precision: str = "float32"  # float32 | bfloat16 (forward dtype on GPUs that support it)
+    seed: int = 0
+
+
+@dataclass
+class OutputConfig:
+    dir: str = "runs/{name}"   # `--out`; {name} is the config's name
+    progress: bool = True      # progress bars on stderr
+    keep_checkpoint: bool = True  # keep the test-time-trained model in OUT/ttt/
+
+
+@dataclass
+class RunConfig:
+    name: str = ""
+    tasks: TasksConfig = field(default_factory=TasksConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ttt: TTTConfig = field(default_factory=TTTConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    voting: str = "reference"   # shipped voting config name (configs/voting/) or a YAML path
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+def check_run_config(cfg: RunConfig, where: str = "config") -> RunConfig:
+    """Value checks that the type system cannot express; errors name the dotted key."""
+    def bad(key, msg):
+        raise ArcKitError(f"{where}: config key '{key}': {msg}")
+    if cfg.model.canvas != "task":
+        try:
+            c = int(cfg.model.canvas)
+        except ValueError:
+            bad("model.canvas", f"expected 2..30 or 'task', got {cfg.model.canvas!r}")
+        if not 2 <= c <= 30:
+            bad("model.canvas", f"expected 2..30, got {c}")
+    if cfg.ttt.augmentations < 0:
+        bad("ttt.augmentations", "must be >= 0")
+    if cfg.inference.views < 1:
+        bad("inference.views", "must be >= 1")
+    if cfg.inference.batch_size < 1:
+        bad("inference.batch_size", "must be >= 1")
+    if cfg.budget.total_minutes <= 0:
+        bad("budget.total_minutes", "must be > 0")
+    if not 0 <= cfg.budget.safety_margin_minutes < cfg.budget.total_minutes:
+        bad("budget.safety_margin_minutes", "must be >= 0 and below budget.total_minutes")
+    if not 0 < cfg.budget.train_share < 1:
+        bad("budget.train_share", "must be between 0 and 1")
+    if cfg.runtime.device not in ("auto", "cpu", "cuda"):
+        bad("runtime.device", f"expected auto, cpu or cuda, got {cfg.runtime.device!r}")
+    if cfg.runtime.precision not in ("float32", "bfloat16", "float16"):
+        bad("runtime.precision", f"expected float32, bfloat16 or float16, got {cfg.runtime.precision!r}")
+    if cfg.runtime.num_processes < 1:
+        bad("runtime.num_processes", "must be >= 1")
+    return cfg
+
+
+def load_run_config(source: str | Path | None, overrides=()) -> RunConfig:
+    """Load a run config (path or shipped name) with `key=value` overrides; name defaults to the file stem."""
+    cfg = load_config(RunConfig, source, overrides)
+    if not cfg.name and source is not None:
+        cfg.name = Path(str(source)).name.removesuffix(".yaml").removesuffix(".yml")
+    return check_run_config(cfg, str(source) if source else "config")
+
+
+def run_config_from_dict(data: dict) -> RunConfig:
+    return check_run_config(from_dict(RunConfig, data))
+
+
+def canvas_for_grids(grids, canvas: str) -> int:
+    """Canvas side for a task: fixed int, or its largest grid side + 1 (EOS border), at most 30."""
+    if canvas != "task":
+        return int(canvas)
+    side = max((max(len(g), max((len(r) for r in g), default=0)) for g in grids), default=1)
+    return min(30, side + 1)
+
+
+__all__ = ["RunConfig", "TasksConfig", "ModelConfig", "TTTConfig", "InferenceConfig", "BudgetConfig",
+           "RuntimeConfig", "OutputConfig", "load_run_config", "run_config_from_dict", "check_run_config",
+           "canvas_for_grids", "to_dict"]

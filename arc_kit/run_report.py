@@ -1,0 +1,116 @@
+"""End of `arc-kit run`: score.json and report.md when solutions are known, the per-stage summary, the exit status."""
+
+import sys
+import time
+
+import yaml
+
+from . import __version__
+from .budget import fmt_seconds
+from .config import to_dict
+from .files import atomic_write_json, atomic_write_text, read_json
+from .stages import PLAN_FILE, REPORT_FILE, SCORE_FILE, SUBMISSION_FILE
+
+
+def _hardware(r) -> dict:
+    for stage in ("train", "infer"):
+        hw = r.state["stages"].get(stage, {}).get("hardware")
+        if hw:
+            return hw
+    import os
+    import platform
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu_cores": os.cpu_count()}
+
+
+def stage_lines(r) -> list[str]:
+    """One line per stage: status, time and what it produced."""
+    lines = []
+    for t in r.timings:
+        d = r.state["stages"].get(t.name, {})
+        what = ""
+        if t.name == "train" and d.get("steps") is not None:
+            loss = d.get("loss")
+            what = f"{d['steps']} steps" + (f", loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
+            if d.get("puzzles"):
+                what += f", {d['puzzles']} puzzles, canvas {d.get('canvas')}"
+        elif t.name == "infer" and d.get("written") is not None:
+            what = (f"{d['written']} predictions ({d.get('views_per_input')} views/input"
+                    + (f", {d['already_done']} resumed" if d.get("already_done") else "")
+                    + (f", {d['skipped_time']} cut by the deadline" if d.get("skipped_time") else "") + ")")
+        elif t.name == "vote" and hasattr(r, "fill"):
+            what = r.fill.summary()
+        msg = f" ({t.message})" if t.message else ""
+        lines.append(f"{t.name:<9} {t.status:<8} {fmt_seconds(t.seconds):>8}  {what}{msg}")
+    return lines
+
+
+def write_report(r, report) -> None:
+    """report.md: provenance, time per stage, score and the best and worst tasks."""
+    cfg, m = r.cfg, read_json(r.out / "run.json", "run manifest")
+    hw = _hardware(r)
+    plan = read_json(r.out / PLAN_FILE, "plan") if (r.out / PLAN_FILE).is_file() else {}
+    lines = [f"# arc-kit run: {cfg.name or 'run'}", "",
+             f"- kit version: {__version__}",
+             f"- config: {m.get('config_label') or cfg.name} (hash {m['config_hash']}, resume key {m['resume_key']})",
+             f"- tasks: {r.task_set.source}: {len(r.task_set.tasks)} tasks (hash {m['tasks_hash']})"
+             + (f", {len(r.task_set.invalid)} invalid" if r.task_set.invalid else ""),
+             f"- checkpoint: {cfg.model.checkpoint or 'none (trained from scratch)'}"
+             + (f" (hash {m['checkpoint_hash']})" if m.get("checkpoint_hash") else ""),
+             f"- hardware: {hw.get('device', '?')}" + (f" {hw['gpu']} x{hw.get('gpus', 1)}" if hw.get("gpu") else "")
+             + f", {hw.get('cpu_cores', '?')} cores ({hw.get('cores_free', '?')} free), {hw.get('threads', '?')} "
+             f"torch threads x {cfg.runtime.num_processes} process(es); {hw.get('platform', '')}; torch {hw.get('torch', '?')}",
+             f"- budget: {cfg.budget.total_minutes} min (margin {cfg.budget.safety_margin_minutes} min); "
+             f"wall time {fmt_seconds(r.budget.elapsed())}",
+             f"- finished: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}", ""]
+    if plan:
+        lines += [f"Plan: {plan.get('train_steps')} training steps, {plan.get('ttt_augmentations')} augmentations "
+                  f"per task, {plan.get('infer_views')} views per test input (measured {plan.get('train_seq_per_s', 0):.1f} "
+                  f"train / {plan.get('infer_seq_per_s', 0):.1f} inference sequences/s, canvas {plan.get('canvas')})."]
+        lines += [f"- {n}" for n in plan.get("notes", [])] + [""]
+    lines += ["## Stages", "", "```"] + stage_lines(r) + ["```", ""]
+    if report is not None:
+        lo, hi = report.ci95()
+        fr = report.fractions(2)
+        ranked = sorted(fr.items(), key=lambda kv: (-kv[1], kv[0]))
+        lines += ["## Score", "", "```", report.summary(), "```", "",
+                  "Best tasks: " + (", ".join(f"{t} ({v:.2f})" for t, v in ranked[:5] if v > 0) or "none solved"),
+                  "", "Worst tasks: " + ", ".join(f"{t} ({v:.2f})" for t, v in ranked[::-1][:5]), ""]
+    lines += ["## Config", "", "```yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip(), "```", ""]
+    atomic_write_text(r.out / REPORT_FILE, "\n".join(lines))
+
+
+def finish(r) -> int:
+    """Score (when every selected task has its solutions), write report.md, print the summary; the exit status."""
+    from .submission import read_submission, validate_submission
+    log, out = r.log, r.out
+    try:
+        sub = read_submission(out / SUBMISSION_FILE)
+        problems = validate_submission(sub, r.task_set)
+    except Exception as e:
+        log.error(f"submission: unreadable at the end ({type(e).__name__}: {e})")
+        return 1
+    if problems:
+        log.error(f"submission: invalid at the end: {problems[0]}")
+        return 1
+    report = None
+    if r.task_set.tasks and all(t.has_solutions for t in r.task_set.tasks.values()):
+        try:
+            from .scoring import score_submission
+            report = score_submission(sub, r.task_set)
+            atomic_write_json(out / SCORE_FILE, report.to_json())
+        except Exception as e:
+            log.info(f"score: failed ({type(e).__name__}: {e})")
+    try:
+        write_report(r, report)
+    except Exception as e:
+        log.info(f"report: failed ({type(e).__name__}: {e})")
+    print("\n".join(["stage     status       time  result"] + stage_lines(r)), file=sys.stderr)
+    print(f"wall time {fmt_seconds(r.budget.elapsed())} of {fmt_seconds(60 * r.cfg.budget.total_minutes)}; "
+          f"outputs in {out}", file=sys.stderr)
+    if report is not None:
+        lo, hi = report.ci95()
+        print(f"score: {report.score_per_task:.4f} per task (95% CI [{lo:.4f}, {hi:.4f}]), "
+              f"{report.score_per_output:.4f} per output, {len(report.ranks)} tasks")
+    else:
+        print(f"submission: {out / SUBMISSION_FILE} (no solutions known: not scored)")
+    return 0

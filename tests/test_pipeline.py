@@ -1,0 +1,207 @@
+"""`arc-kit run` end to end on tiny tasks and a tiny TRM: budget, broken tasks, kills and resume, injected faults, revote."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import simple_task, write_task_dir
+
+from arc_kit.data import load_tasks
+from arc_kit.submission import read_submission, validate_submission
+
+ROOT = Path(__file__).resolve().parents[1]
+BROKEN = '{"train": [{"input": [[1, 12]], "output": [[1]]}], "test": [{"input": [[1]]}, {"input": [[2]]}]}'
+
+
+def tiny_config(tasks_dir: Path, **over) -> dict:
+    """A TRM small enough that a training step takes milliseconds on one CPU thread (4x4 canvas)."""
+    cfg = {"name": "tiny", "tasks": {"source": str(tasks_dir)},
+           "model": {"canvas": "task", "arch": {"hidden_size": 16, "num_heads": 2, "L_layers": 1, "H_cycles": 1,
+                                                "L_cycles": 1, "expansion": 2, "puzzle_emb_ndim": 16,
+                                                "puzzle_emb_len": 1, "halt_max_steps": 2}},
+           "ttt": {"augmentations": 3, "max_steps": 30,
+                   "train": {"global_batch_size": 16, "lr": 3e-3, "lr_warmup_steps": 2, "ema": False, "log_every": 10}},
+           "inference": {"views": 4, "batch_size": 4},
+           "budget": {"total_minutes": 2.0, "safety_margin_minutes": 0.05, "startup_seconds": 2, "revote_seconds": 1},
+           "runtime": {"device": "cpu", "threads": 1}, "output": {"progress": False}}
+    for key, value in over.items():
+        node = cfg
+        *head, last = key.split(".")
+        for h in head:
+            node = node.setdefault(h, {})
+        node[last] = value
+    return cfg
+
+
+@pytest.fixture
+def tasks_dir(tmp_path) -> Path:
+    tasks = {f"t{i}": simple_task(n_train=2, n_test=1 + (i == 1), size=3, colour=1 + i) for i in range(4)}
+    return write_task_dir(tmp_path / "tasks", tasks)
+
+
+def run_cli(cfg: dict, out: Path, *extra: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    path = out.parent / f"{out.name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return subprocess.run([sys.executable, "-m", "arc_kit.cli", "run", "--config", str(path), "--out", str(out), *extra],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+                          env=dict(os.environ, **(env or {})))
+
+
+def assert_valid_submission(out: Path, tasks_dir: Path) -> dict:
+    sub = read_submission(out / "submission.json")
+    assert validate_submission(sub, load_tasks(tasks_dir, lenient=True)) == []
+    return sub
+
+
+def prediction_lines(out: Path) -> list[str]:
+    p = out / "predictions.jsonl"
+    return p.read_text().splitlines() if p.is_file() else []
+
+
+def test_run_end_to_end_scores_and_revote_reproduces_it(tmp_path, tasks_dir):
+    out = tmp_path / "run"
+    res = run_cli(tiny_config(tasks_dir, **{"ttt.max_steps": 150}), out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "score:" in res.stdout
+    for name in ("submission.json", "predictions.jsonl", "score.json", "report.md", "run.log", "state.json"):
+        assert (out / name).is_file(), name
+    assert_valid_submission(out, tasks_dir)
+    state = json.loads((out / "state.json").read_text())["stages"]
+    assert state["train"]["status"] == "done" and state["train"]["steps"] > 0
+    assert state["infer"]["status"] == "done" and state["infer"]["written"] > 0
+    report = (out / "report.md").read_text()
+    for needle in ("kit version", "hash", "hardware", "threads", "## Stages", "## Score", "Best tasks"):
+        assert needle in report, needle
+
+    # score.json holds exactly what `arc-kit score --json` prints for the same submission and tasks
+    score = subprocess.run([sys.executable, "-m", "arc_kit.cli", "score", str(out / "submission.json"),
+                            "--tasks", str(tasks_dir), "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert json.loads(score.stdout) == json.loads((out / "score.json").read_text())
+
+    # `arc-kit revote` on the run's predictions reproduces the submission the run voted
+    rv = subprocess.run([sys.executable, "-m", "arc_kit.cli", "revote", str(out / "predictions.jsonl"),
+                         "--tasks", str(tasks_dir), "--configs", "reference", "--output", str(tmp_path / "rv")],
+                        capture_output=True, text=True, cwd=ROOT)
+    assert rv.returncode == 0, rv.stderr
+    assert json.loads((tmp_path / "rv" / "reference" / "submission.json").read_text()) == \
+           json.loads((out / "submission.json").read_text())
+
+    # same --out, same everything: resumes, keeps every prediction, runs nothing again
+    before = prediction_lines(out)
+    res = run_cli(tiny_config(tasks_dir, **{"ttt.max_steps": 150}), out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming" in res.stderr
+    assert prediction_lines(out) == before
+    # a different config in the same --out is refused clearly, unless --fresh
+    res = run_cli(tiny_config(tasks_dir, **{"ttt.augmentations": 2}), out)
+    assert res.returncode == 2 and "--fresh" in res.stderr and "Traceback" not in res.stderr
+    res = run_cli(tiny_config(tasks_dir, **{"ttt.augmentations": 2, "ttt.max_steps": 5}), out, "--fresh")
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+def test_one_minute_budget_ends_in_time_with_a_valid_submission(tmp_path, tasks_dir):
+    # training could go on for 10^6 steps: only the budget stops it; inference is slowed down too
+    cfg = tiny_config(tasks_dir, **{"ttt.max_steps": 1_000_000, "budget.total_minutes": 1.0,
+                                    "budget.safety_margin_minutes": 0.1, "inference.views": 4})
+    t0 = time.time()
+    res = run_cli(cfg, tmp_path / "run", env={"ARC_KIT_FAULT": "infer:sleep0.5"})
+    wall = time.time() - t0
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert wall < 62, f"took {wall:.1f}s for a 1-minute budget"
+    assert_valid_submission(tmp_path / "run", tasks_dir)
+    state = json.loads((tmp_path / "run" / "state.json").read_text())["stages"]
+    assert state["train"]["steps"] > 30
+
+
+def test_broken_task_gets_fallback_attempts(tmp_path):
+    tasks = {"good": simple_task(colour=2), "bad": BROKEN, "also_good": simple_task(colour=4)}
+    tasks_dir = write_task_dir(tmp_path / "tasks", tasks)
+    res = run_cli(tiny_config(tasks_dir, **{"ttt.max_steps": 10}), tmp_path / "run")
+    assert res.returncode == 0, res.stderr[-3000:]
+    sub = assert_valid_submission(tmp_path / "run", tasks_dir)
+    assert sub["bad"] == [{"attempt_1": [[0]], "attempt_2": [[0]]}] * 2
+    assert {"good", "also_good"} <= set(sub)
+    assert "bad" in res.stderr  # reported, never fatal
+
+
+@pytest.mark.parametrize("fault", ["train", "train:nan", "train:hang", "infer", "infer_start:exit"])
+def test_injected_fault_costs_only_its_stage(tmp_path, tasks_dir, fault):
+    cfg = tiny_config(tasks_dir, **{"ttt.max_steps": 20, "budget.total_minutes": 0.75,
+                                    "budget.stage_grace_seconds": 2})
+    res = run_cli(cfg, tmp_path / "run", env={"ARC_KIT_FAULT": fault})
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_valid_submission(tmp_path / "run", tasks_dir)
+    state = json.loads((tmp_path / "run" / "state.json").read_text())["stages"]
+    stage = fault.split(":")[0].removesuffix("_start")
+    assert state[stage]["status"] in ("failed", "timeout"), state
+    if stage == "infer":
+        assert state["train"]["status"] == "done"
+
+
+def test_run_killed_during_inference_resumes_without_losing_predictions(tmp_path, tasks_dir):
+    out = tmp_path / "run"
+    cfg = tiny_config(tasks_dir, **{"ttt.max_steps": 10, "inference.batch_size": 1})
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "arc_kit.cli", "run", "--config", str(path), "--out", str(out)]
+    # slow inference (0.3 s per batch of one view) so that the kill lands in the middle of it
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, ARC_KIT_FAULT="infer:sleep0.3"), start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while len(prediction_lines(out)) < 3 and time.time() < deadline:
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGKILL)  # the supervisor dies; its stage child must die with it
+    finally:
+        proc.wait()
+    time.sleep(1.5)
+    before = prediction_lines(out)
+    assert 3 <= len(before) < 20, len(before)
+    time.sleep(1.0)
+    assert prediction_lines(out) == before, "the inference child outlived the killed run"
+
+    res = run_cli(cfg, out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    after = prediction_lines(out)
+    assert after[:len(before)] == before  # nothing finished was lost or rewritten
+    keys = [(o["task_id"], o["test_index"], o["augmentation"]) for o in map(json.loads, after)]
+    assert len(keys) == len(set(keys)), "a finished view was predicted again"
+    state = json.loads((out / "state.json").read_text())["stages"]
+    assert state["infer"]["already_done"] == len(before)
+    assert state["train"]["status"] == "done"
+    assert_valid_submission(out, tasks_dir)
+
+
+def test_run_killed_during_training_resumes_from_its_latest_checkpoint(tmp_path, tasks_dir):
+    out = tmp_path / "run"
+    cfg = tiny_config(tasks_dir, **{"ttt.max_steps": 100_000, "ttt.checkpoint_minutes": 1e-4})  # save every 10 steps
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    cmd = [sys.executable, "-m", "arc_kit.cli", "run", "--config", str(path), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, ARC_KIT_FAULT="train:sleep0.02"), start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while not (out / "ttt" / "model" / "optimizer.safetensors").is_file() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert not (out / "predictions.jsonl").is_file()
+    res = run_cli(tiny_config(tasks_dir, **{"ttt.max_steps": 100_000, "ttt.checkpoint_minutes": 1e-4,
+                                            "budget.total_minutes": 0.5}), out)  # the budget may change on resume
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resumed phase 'full' at step" in res.stderr
+    step = int(res.stderr.split("resumed phase 'full' at step ")[1].split()[0])
+    state = json.loads((out / "state.json").read_text())["stages"]
+    assert step >= 10 and state["train"]["steps"] > step
+    assert state["infer"]["written"] > 0
+    assert_valid_submission(out, tasks_dir)
