@@ -4,8 +4,7 @@
                                   [--checkpoint DIR] [--table evaluation/README.md] [--note "..."] [key=value ...]
 
 The row (date, config + hash, hardware, budget and wall time, steps, per-output and per-task score with the
-95% bootstrap interval) goes under the `<!-- results -->` marker of the table file: evaluation/README.md
-when it has the marker, else evaluation/results.md (created with its header).
+95% bootstrap interval) goes under the `<!-- results -->` marker of evaluation/README.md (or of --table).
 """
 
 import argparse
@@ -25,10 +24,7 @@ HEADER = ("| date | config | tasks | hardware | budget / wall | training | per-o
 def table_path(explicit: str | None) -> Path:
     if explicit:
         return Path(explicit)
-    readme = HERE / "README.md"
-    if readme.is_file() and MARKER in readme.read_text(encoding="utf-8"):
-        return readme
-    return HERE / "results.md"
+    return HERE / "README.md"
 
 
 def append_row(path: Path, row: str) -> None:
