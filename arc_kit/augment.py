@@ -114,15 +114,12 @@ def augment_task(task: Task, aug: Augmentation) -> Task:
 
 @dataclass
 class AugmentConfig:
-    num_augmentations: int = 0    # augmented versions per task besides the identity (reference --num-aug)
+    """An augmentation set: which transforms are drawn (configs/augmentation/*.yaml). How many versions,
+    the seed and canvas translation belong to the run or training config that uses the set."""
     dihedral: bool = True         # sample one of the 8 dihedral transforms
     colors: bool = True           # sample a colour permutation
     fix_background: bool = True   # colour 0 stays 0 (the reference's rule)
-    # Read by no code: training translation is DataConfig.translate / TTTConfig.translate (dataset.BatchSampler).
-    # Kept so the shipped presets, which set it, still load.
-    translate: bool = False
-    seed: int = 42
-    max_trials: int = 0           # sampling attempts per task; 0 -> 5 * num_augmentations (the reference's bound)
+    max_trials: int = 0           # sampling attempts per task; 0 -> 5 * n (the reference's bound)
 
 
 def _task_seed(seed: int, task_id: str) -> list[int]:

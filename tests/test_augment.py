@@ -160,5 +160,10 @@ def test_shipped_presets_load(name):
     cfg = load_config(AugmentConfig, name, subdir="augmentation")
     assert isinstance(cfg, AugmentConfig)
     task = _task([[[1, 2], [3, 4]]], [[[5, 6]]], [[7, 8], [9, 0]])
-    if name != "reference":
-        assert len(sample_augmentations(task, cfg.num_augmentations, cfg.seed, cfg)) == cfg.num_augmentations + 1
+    augs = sample_augmentations(task, 5, 0, cfg)
+    assert augs[0] == IDENTITY and len(set(augs)) == len(augs)
+    for a in augs[1:]:
+        assert cfg.dihedral or a.k == 0
+        assert cfg.colors or a.perm == tuple(range(10))
+        assert not cfg.fix_background or a.perm[0] == 0
+    assert (len(augs) == 1) == (not cfg.dihedral and not cfg.colors)
