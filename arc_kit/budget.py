@@ -152,7 +152,8 @@ def watch_parent(interval: float = 1.0) -> None:
     threading.Thread(target=loop, daemon=True, name="watch-parent").start()
 
 
-def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+def kill_group(proc: subprocess.Popen, sig: int) -> None:
+    """Send `sig` to the process group of `proc` (started with start_new_session=True); gone already is fine."""
     try:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
@@ -161,17 +162,28 @@ def _kill_group(proc: subprocess.Popen, sig: int) -> None:
 
 def run_child(name: str, cmd: list[str], deadline: float, *, grace_seconds: float = 10.0,
               env: dict | None = None, cwd: str | None = None, poll: Callable[[], None] | None = None,
-              poll_every: float = 30.0, log: Callable[[str], None] = lambda s: None) -> StageResult:
+              poll_every: float = 30.0, log: Callable[[str], None] = lambda s: None,
+              output: Callable[[str], None] | None = None) -> StageResult:
     """Run `cmd` in its own process group and own its deadline (epoch seconds).
 
     At the deadline the group gets SIGTERM, and SIGKILL `grace_seconds` later: a stuck GPU call or a
     step that never returns cannot overrun the budget. `poll` runs every `poll_every` seconds while the
     child works (the pipeline re-votes submission.json there); its exceptions are logged, never raised.
+    `output`: when given, gets each line the child prints (stdout and stderr, newline stripped) from a
+    reader thread, so a silent child cannot hold up the deadline; else the child shares our stdout/stderr.
     """
     t0 = time.time()
     if time.time() >= deadline:
         return StageResult(name, "skipped", 0.0, None, "no time left")
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent)
+    pipe = {} if output is None else dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent, **pipe)
+    reader = None
+    if output is not None:
+        def relay():
+            for line in proc.stdout:
+                output(line.rstrip("\n"))
+        reader = threading.Thread(target=relay, daemon=True, name=f"{name}-output")
+        reader.start()
     last_poll = time.time()
     status, message = None, ""
     try:
@@ -183,12 +195,12 @@ def run_child(name: str, cmd: list[str], deadline: float, *, grace_seconds: floa
                 pass
             if time.time() >= deadline:
                 log(f"{name}: deadline reached, stopping the stage (SIGTERM)")
-                _kill_group(proc, signal.SIGTERM)
+                kill_group(proc, signal.SIGTERM)
                 try:
                     rc = proc.wait(timeout=grace_seconds)
                 except subprocess.TimeoutExpired:
                     log(f"{name}: still running {grace_seconds:.0f}s after SIGTERM, killing it (SIGKILL)")
-                    _kill_group(proc, signal.SIGKILL)
+                    kill_group(proc, signal.SIGKILL)
                     rc = proc.wait()
                 status, message = "timeout", "stopped at its deadline"
                 break
@@ -200,10 +212,12 @@ def run_child(name: str, cmd: list[str], deadline: float, *, grace_seconds: floa
                     log(f"{name}: periodic update failed: {type(e).__name__}: {e}")
     finally:
         if proc.poll() is None:  # an exception or Ctrl-C in the parent: never leave the child behind
-            _kill_group(proc, signal.SIGKILL)
+            kill_group(proc, signal.SIGKILL)
             proc.wait()
     # Whatever the child did, its whole process group goes (stray grandchildren of a launcher).
-    _kill_group(proc, signal.SIGKILL)
+    kill_group(proc, signal.SIGKILL)
+    if reader is not None:
+        reader.join(5)   # the last lines; a grandchild holding the pipe open cannot keep us here
     if status is None:
         status = "done" if rc == 0 else "failed"
         message = "" if rc == 0 else f"exit status {rc}"
@@ -277,6 +291,6 @@ def ceil_div(a: int, b: int) -> int:
     return -(-a // b) if b else 0
 
 
-__all__ = ["Budget", "Plan", "plan_run", "StageResult", "run_child", "watch_parent", "free_cores",
+__all__ = ["Budget", "Plan", "plan_run", "StageResult", "run_child", "kill_group", "watch_parent", "free_cores",
            "inject_fault", "fault_requested", "measure_train_rate",
            "progress", "fmt_seconds", "ceil_div"]

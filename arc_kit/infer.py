@@ -10,6 +10,7 @@ import numpy as np
 
 from .augment import Augmentation, split_name
 from .data import Task
+from .encoding import IGNORE_LABEL_ID
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def encode_views(views: list[View], tasks: dict[str, Task]) -> dict[str, np.ndar
         aug = split_name(v.name)[1]
         inputs[b] = encode_grid(aug.apply_array(np.asarray(tasks[v.task_id].test[v.test_index].input, dtype=np.uint8)), c)
     ids = np.array([v.row for v in views], dtype=np.int32)
-    return {"inputs": inputs, "labels": np.full_like(inputs, -100), "puzzle_identifiers": ids}
+    return {"inputs": inputs, "labels": np.full_like(inputs, IGNORE_LABEL_ID), "puzzle_identifiers": ids}
 
 
 def run_model(model, batch: dict[str, np.ndarray], device, autocast=None) -> tuple[np.ndarray, np.ndarray]:
@@ -141,20 +142,37 @@ def run_model(model, batch: dict[str, np.ndarray], device, autocast=None) -> tup
     return tokens, q
 
 
-def decode_views(views: list[View], tokens: np.ndarray, q: np.ndarray, extra: dict | None = None) -> tuple[list, int]:
-    """(Prediction list, number decoded empty): crop by the reference rule, map back to the original frame."""
+def decode_views(views: list[View], tokens: np.ndarray, q: np.ndarray, extra: dict | None = None,
+                 steps_run: np.ndarray | None = None) -> tuple[list, list[View]]:
+    """(Predictions, views decoded empty) of one batch: crop by the reference rule, map back to the original frame.
+
+    tokens [B, L] and q_halt logits [B]: each view's final answer; or [S, B, L] and [S, B]: one answer per
+    supervision step, each prediction's extra["step"] saying which (1-based). `steps_run` [B] (steps each
+    sequence ran; early halt): a final answer's extra["step"], and with all steps the last step kept (later
+    steps repeat the answer). A view is "empty" when its final answer crops to no grid (nothing written).
+    """
     from .encoding import crop_tokens
     from .predictions import Prediction
-    preds, empty = [], 0
+    all_steps = tokens.ndim == 3
+    per_step = [(s + 1, tokens[s], q[s]) for s in range(tokens.shape[0])] if all_steps else [(None, tokens, q)]
+    preds, empty = [], []
     for b, v in enumerate(views):
-        grid = crop_tokens(tokens[b], v.canvas)
-        if grid.size == 0:
-            empty += 1
-            continue
         aug: Augmentation = split_name(v.name)[1]
-        q_b = float(q[b]) if np.isfinite(q[b]) else 0.0
-        preds.append(Prediction(v.task_id, v.test_index, v.name, aug.invert(grid), q_b,
-                                dict(extra or {}, rank=v.rank)))
+        last = int(steps_run[b]) if steps_run is not None else (len(per_step) if all_steps else None)
+        for step, tok, q_s in per_step:
+            if step is not None and step > last:
+                break                       # early-halted: later steps repeat the answer
+            grid = crop_tokens(tok[b], v.canvas)
+            if grid.size == 0:
+                if step is None or step == last:    # the view's final answer
+                    empty.append(v)
+                continue
+            x = dict(extra or {})
+            if (step or last) is not None:
+                x["step"] = int(step or last)
+            x["rank"] = v.rank
+            q_b = float(q_s[b]) if np.isfinite(q_s[b]) else 0.0
+            preds.append(Prediction(v.task_id, v.test_index, v.name, aug.invert(grid), q_b, x))
     return preds, empty
 
 
@@ -209,7 +227,8 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
                 fault("infer")
                 tb = time.time()
                 tokens, q = run_model(model, encode_views(batch, tasks), device, autocast)
-                preds, empty = decode_views(batch, tokens, q, extra)
+                preds, empty_views = decode_views(batch, tokens, q, extra)
+                empty = len(empty_views)
                 last_batch_s = time.time() - tb
                 for v in batch:  # charge each task its share of the batch time
                     spent[v.task_id] = spent.get(v.task_id, 0.0) + last_batch_s / len(batch)
@@ -255,7 +274,7 @@ def measure_infer_rate(model, canvas: int, batch_size: int, device="cpu", repeat
     """Views per second of evaluation-mode inference on a blank batch of `batch_size` at `canvas` (all halt steps)."""
     c = canvas
     batch = {"inputs": np.full((batch_size, c * c), 2, dtype=np.int32),
-             "labels": np.full((batch_size, c * c), -100, dtype=np.int32),
+             "labels": np.full((batch_size, c * c), IGNORE_LABEL_ID, dtype=np.int32),
              "puzzle_identifiers": np.zeros(batch_size, dtype=np.int32)}
     run_model(model, batch, device, autocast)  # warm-up (allocations, kernels)
     t = time.time()
@@ -268,9 +287,10 @@ def measure_infer_rate(model, canvas: int, batch_size: int, device="cpu", repeat
 
 def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -> dict:
     """Augmented inference with the test-time-trained model (or the given checkpoint) into predictions.jsonl."""
-    from .augment import SEP, sample_augmentations
+    from .augment import sample_augmentations
     from .budget import inject_fault
     from .files import read_json
+    from .identifiers import task_puzzles
     from .predictions import iter_predictions
     from .stages import PLAN_FILE, PREDICTIONS_FILE, TTT_DIR, hardware, load_model_dir, setup_torch, task_fits_canvas
     world = accelerator.num_processes if accelerator is not None else 1
@@ -291,16 +311,13 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
     n_views = int(plan.get("infer_views", cfg.inference.views))
     n_views = min(n_views, cfg.inference.views)
     rows = {n: i for i, n in enumerate(names)}
-    per_task: dict[str, list[str]] = {}
-    for n in names:  # table order: identity first for tables the kit builds
-        per_task.setdefault(n.split(SEP, 1)[0], []).append(n)
+    # each task's trained puzzles, identity first, then table order
+    per_task = {tid: [n for _, n in puzzles] for tid, puzzles in task_puzzles(names, tasks).items()}
     blank = 0
     for tid, task in tasks.items():
         if tid not in per_task:
             per_task[tid] = [a.name(tid) for a in sample_augmentations(task, n_views - 1, cfg.inference.seed)]
             blank += 1
-        elif tid in per_task[tid]:  # identity first
-            per_task[tid] = [tid] + [n for n in per_task[tid] if n != tid]
     if blank:
         log.info(f"infer: {blank} task(s) have no trained puzzle row in {src}: their views use row 0 (<blank>)")
     done = set()

@@ -3,14 +3,12 @@
 import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .budget import run_child
 from .kaggle import MIN_RUN_MINUTES, NotebookSettings
 
 
@@ -78,13 +76,6 @@ def job_command(s: NotebookSettings, job_minutes: float) -> list[str]:
     return cmd + job_overrides(s, job_minutes)
 
 
-def _kill_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def run_job(s: NotebookSettings, sync_seconds: float = 30.0, grace_seconds: float | None = None,
             echo=print) -> JobResult:
     """Run `arc-kit run` as a child process group with a hard timeout; relay its output; every
@@ -108,46 +99,23 @@ def run_job(s: NotebookSettings, sync_seconds: float = 30.0, grace_seconds: floa
         res.command = job_command(s, minutes)
         echo("$ " + " ".join(res.command))
         out.mkdir(parents=True, exist_ok=True)
-        log = open(out / "arc-kit-run.log", "a", encoding="utf-8")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        t_start = time.time()
-        try:
-            proc = subprocess.Popen(res.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                    errors="replace", env=env, start_new_session=True)
-        except BaseException:
-            log.close()
-            raise
-        res.started = True
-
-        def relay():  # a thread, so a silent child cannot block the timeout below
-            for line in proc.stdout:
-                log.write(line)
+        with open(out / "arc-kit-run.log", "a", encoding="utf-8") as log:
+            def relay(line: str) -> None:   # the job's output: to the log file and the notebook
+                log.write(line + "\n")
                 log.flush()
-                echo(line.rstrip("\n"))
-        reader = threading.Thread(target=relay, daemon=True)
-        reader.start()
-        last_sync = 0.0
-        while proc.poll() is None:
-            if time.time() > deadline:
-                res.timed_out = True
-                echo("WARNING: arc-kit run passed its deadline: stopping it")
-                _kill_group(proc, signal.SIGTERM)
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    _kill_group(proc, signal.SIGKILL)
-                    proc.wait(10)
-                break
-            if time.time() - last_sync > sync_seconds:
-                last_sync = time.time()
+                echo(line)
+
+            def sync() -> None:
                 res.syncs += _sync(run_sub, final, s.test_file)
-            time.sleep(0.5)
-        _kill_group(proc, signal.SIGKILL)  # stray grandchildren of a finished job
-        reader.join(5)
-        log.close()
-        res.returncode = proc.returncode
-        res.minutes = (time.time() - t_start) / 60.0
-        res.syncs += _sync(run_sub, final, s.test_file)
+
+            job = run_child("arc-kit run", res.command, deadline, env=env, poll=sync, poll_every=sync_seconds,
+                            log=lambda m: echo(f"WARNING: {m}"), output=relay)
+        res.started = job.status != "skipped"
+        res.timed_out = job.status == "timeout"
+        res.returncode = job.returncode
+        res.minutes = job.seconds / 60.0
+        sync()
     except Exception as e:
         res.problems.append(f"job failed to run: {type(e).__name__}: {e}")
     return res

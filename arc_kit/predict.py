@@ -16,9 +16,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
-from .augment import split_name
 from .data import TaskSet
 from .errors import ArcKitError
 from .files import atomic_write_json, read_json
@@ -108,33 +105,6 @@ def load_model(model_dir: Path, rows: list[int], device: str, dtype: str | None)
     return model, info
 
 
-def decode(views, out: dict, all_steps: bool) -> tuple[list, list]:
-    """Predictions (original frame) for one batch's model outputs; also the views whose final answer decoded empty."""
-    from .encoding import crop_tokens
-    from .predictions import Prediction
-    preds, empty = [], []
-    steps_run = out["steps_run"].tolist()
-    if all_steps:   # [S, B, L] -> per step
-        per_step = [(s + 1, out["all_preds"][s].cpu().numpy(), out["all_q_halt"][s].tolist())
-                    for s in range(out["all_preds"].shape[0])]
-    else:
-        per_step = [(None, out["preds"].cpu().numpy(), out["q_halt"].tolist())]
-    for b, v in enumerate(views):
-        aug = split_name(v.name)[1]
-        for step, tokens, q in per_step:
-            if step is not None and step > steps_run[b]:
-                break                       # early-halted: later steps repeat the answer
-            grid = crop_tokens(tokens[b], v.canvas)
-            if grid.size == 0:
-                if step is None or step == steps_run[b]:
-                    empty.append(v)
-                continue
-            qb = float(q[b]) if np.isfinite(q[b]) else 0.0
-            preds.append(Prediction(v.task_id, v.test_index, v.name, aug.invert(grid), qb,
-                                    {"step": int(step or steps_run[b]), "rank": v.rank}))
-    return preds, empty
-
-
 def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: PredictConfig) -> dict:
     """Run every test input of `task_set` under the checkpoint's augmented puzzles; append to OUT/predictions.jsonl.
 
@@ -144,7 +114,7 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
     from tqdm import tqdm
 
     from .checkpoint import read_checkpoint_info
-    from .infer import encode_views, make_batches, plan_views
+    from .infer import decode_views, encode_views, make_batches, plan_views
     from .predictions import PredictionWriter
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
@@ -207,7 +177,9 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
                 arrays = encode_views(batch, tasks)
                 tb = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
                 out = model.predict(tb, early_halt=cfg.early_halt, return_all_steps=cfg.all_steps)
-                preds, empty_views = decode(batch, out, cfg.all_steps)
+                tokens, q = (out["all_preds"], out["all_q_halt"]) if cfg.all_steps else (out["preds"], out["q_halt"])
+                preds, empty_views = decode_views(batch, tokens.cpu().numpy(), q.float().cpu().numpy(),
+                                                  steps_run=out["steps_run"].cpu().numpy())
                 for p in preds:
                     p.extra["row"] = global_row.get(p.augmentation, 0)
                 written += writer.write(preds)

@@ -169,11 +169,11 @@ def train_stage(out: Path, cfg: RunConfig, task_set: TaskSet, until: float, trai
     base_names: list[str] | None = None
     if cfg.model.checkpoint:
         # Only the table rows of the target tasks (and <blank>) are loaded: a published table has ~1M rows.
-        from .augment import SEP
         from .checkpoint import load_checkpoint, read_checkpoint_info
-        wanted = set(task_set.tasks)
+        from .identifiers import task_puzzles
         all_names = read_checkpoint_info(cfg.model.checkpoint).puzzle_names
-        keep = [0] + [i for i, n in enumerate(all_names) if i and n.split(SEP, 1)[0] in wanted]
+        per_task = task_puzzles(all_names, task_set.tasks)
+        keep = sorted({0} | {row for puzzles in per_task.values() for row, _ in puzzles})
         model, _ = load_checkpoint(cfg.model.checkpoint, puzzle_rows=keep)
         base_names = [all_names[i] for i in keep]
         canvas = math.isqrt(model.config.seq_len)
@@ -289,9 +289,8 @@ def train_stage(out: Path, cfg: RunConfig, task_set: TaskSet, until: float, trai
                     for prm in trainer.model.parameters():
                         prm.fill_(float("nan"))
             # Re-plan: the schedule's length follows the measured step time and the time left
-            recent = trainer._step_seconds[-20:]
-            if recent:
-                fit = trainer.step_count + int((until - time.time()) / (sum(recent) / len(recent)))
+            fit = trainer.steps_by(until)
+            if fit is not None:
                 trainer.total_steps = max(trainer.step_count + 1, min(trainer.config.max_steps, fit))
             return False
 

@@ -222,11 +222,18 @@ class Trainer:
         out["loss"] = out["lm_loss"] + 0.5 * (out["q_halt_loss"] + out.get("q_continue_loss", 0.0))
         return out
 
+    def steps_by(self, until: float) -> int | None:
+        """The step count reached by the deadline `until` (time.time() seconds) at the recent step time;
+        None before the first step."""
+        recent = self._step_seconds[-20:]
+        if not recent:
+            return None
+        return self.step_count + int(max(0.0, until - time.time()) / (sum(recent) / len(recent)))
+
     def _should_stop(self, until: float | None, should_stop: Callable[[], bool] | None, max_steps: int) -> bool:
         stop = self.step_count >= max_steps
         if until is not None and self._step_seconds:
-            recent = self._step_seconds[-20:]
-            stop |= time.time() + sum(recent) / len(recent) > until   # do not start a step that cannot finish
+            stop |= self.steps_by(until) <= self.step_count   # do not start a step that cannot finish
         elif until is not None:
             stop |= time.time() >= until
         if should_stop is not None:
@@ -251,6 +258,8 @@ class Trainer:
                 last = self.step()
                 if self.step_count % max(1, self.config.log_every) == 0:
                     self.log(last)
+                if until is not None:   # time left: the steps that fit by the deadline, not max_steps
+                    bar.total = max(self.step_count, min(limit, self.steps_by(until)))
                 bar.update(1)
                 bar.set_postfix(loss=f"{last['loss']:.4f}", exact=f"{last['exact_accuracy']:.3f}",
                                 steps=f"{last['steps']:.2f}", refresh=False)

@@ -2,6 +2,7 @@
 
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -90,6 +91,30 @@ def test_watchdog_survives_a_failing_poll():
     res = run_child("ok", [sys.executable, "-c", "import time; time.sleep(0.8)"], deadline=time.time() + 30,
                     poll=boom, poll_every=0.2)
     assert res.status == "done"
+
+
+def _alive(pid: int) -> bool:
+    try:   # a killed process not yet reaped by init is a zombie: dead
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_watchdog_relays_output_and_kills_grandchildren():
+    # the grandchild keeps the output pipe open: the reader must not wait for it, the group kill ends it
+    lines = []
+    code = ("import subprocess, sys; print('out'); print('err', file=sys.stderr, flush=True); "
+            "print(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']).pid, flush=True)")
+    t0 = time.time()
+    res = run_child("talk", [sys.executable, "-c", code], deadline=time.time() + 30, output=lines.append)
+    assert res.status == "done" and time.time() - t0 < 8.0
+    assert sorted(lines[:2]) == ["err", "out"] and len(lines) == 3   # stdout and stderr, newlines stripped
+    grandchild = int(lines[2])
+    for _ in range(50):
+        if not _alive(grandchild):
+            break
+        time.sleep(0.1)
+    assert not _alive(grandchild)
 
 
 def test_watchdog_skips_a_stage_with_no_time_left():

@@ -90,7 +90,24 @@ def test_empty_decodes_are_counted_not_written():
     views = [View("a", 0, "a", 0, 0, 3)]
     tokens = np.zeros((1, 9), dtype=np.uint8)  # all PAD: nothing to crop
     preds, empty = decode_views(views, tokens, np.zeros(1))
-    assert preds == [] and empty == 1
+    assert preds == [] and empty == views
+
+
+def test_decode_all_steps_stops_at_each_views_last_step():
+    # two views, three supervision steps; view 1 halted after step 2 and its step-1 answer is blank
+    views = [View("a", 0, "a", 0, 0, 3), View("a", 0, "a|||t6|||0123456789", 1, 0, 3)]
+    grid = np.array([[2, 3, 1], [4, 5, 1], [1, 1, 1]], dtype=np.uint8).reshape(-1)  # 2x2 grid, EOS frame
+    tokens = np.stack([np.stack([grid, grid])] * 3)                                  # [S=3, B=2, L=9]
+    tokens[0, 1] = 0
+    q = np.array([[0.5, np.nan], [1.0, 2.0], [1.5, 9.0]])                            # [S, B]
+    preds, empty = decode_views(views, tokens, q, {"model": "m"}, steps_run=np.array([3, 2]))
+    assert empty == []
+    assert [(p.augmentation, p.extra["step"], p.q_halt) for p in preds] == [
+        ("a", 1, 0.5), ("a", 2, 1.0), ("a", 3, 1.5), ("a|||t6|||0123456789", 2, 2.0)]
+    assert preds[-1].grid == [[0, 2], [1, 3]] and preds[0].extra == {"model": "m", "step": 1, "rank": 0}
+    # final answers only: steps_run names the step; a blank final answer makes the view empty
+    preds, empty = decode_views(views, tokens[0], q[0], steps_run=np.array([3, 2]))
+    assert [p.extra for p in preds] == [{"step": 3, "rank": 0}] and empty == [views[1]]
 
 
 def test_run_inference_appends_every_prediction(tmp_path):

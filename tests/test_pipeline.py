@@ -46,11 +46,15 @@ def tasks_dir(tmp_path) -> Path:
     return write_task_dir(tmp_path / "tasks", tasks)
 
 
-def run_cli(cfg: dict, out: Path, *extra: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+def run_command(cfg: dict, out: Path) -> list[str]:
+    """`arc-kit run` of `cfg` (written next to OUT) into OUT."""
     path = out.parent / f"{out.name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    return subprocess.run([sys.executable, "-m", "arc_kit.cli", "run", "--config", str(path), "--out", str(out), *extra],
-                          capture_output=True, text=True, timeout=timeout, cwd=ROOT,
+    return [sys.executable, "-m", "arc_kit.cli", "run", "--config", str(path), "--out", str(out)]
+
+
+def run_cli(cfg: dict, out: Path, *extra: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([*run_command(cfg, out), *extra], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
                           env=dict(os.environ, **(env or {})))
 
 
@@ -58,6 +62,21 @@ def assert_valid_submission(out: Path, tasks_dir: Path) -> dict:
     sub = read_submission(out / "submission.json")
     assert validate_submission(sub, load_tasks(tasks_dir, lenient=True)) == []
     return sub
+
+
+def kill_run_when(cfg: dict, out: Path, fault: str, ready, settle: float = 0.0) -> None:
+    """Start `arc-kit run` with ARC_KIT_FAULT=`fault`; once `ready()` (at most 90 s) and `settle` seconds more,
+    SIGKILL the supervisor's process group (its stage child must die with it)."""
+    proc = subprocess.Popen(run_command(cfg, out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=dict(os.environ, ARC_KIT_FAULT=fault), start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while not ready() and time.time() < deadline:
+            time.sleep(0.1)
+        time.sleep(settle)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
 
 
 def prediction_lines(out: Path) -> list[str]:
@@ -148,19 +167,8 @@ def test_injected_fault_costs_only_its_stage(tmp_path, tasks_dir, fault):
 def test_run_killed_during_inference_resumes_without_losing_predictions(tmp_path, tasks_dir):
     out = tmp_path / "run"
     cfg = tiny_config(tasks_dir, **{"ttt.max_steps": 10, "inference.batch_size": 1})
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "arc_kit.cli", "run", "--config", str(path), "--out", str(out)]
     # slow inference (0.3 s per batch of one view) so that the kill lands in the middle of it
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, ARC_KIT_FAULT="infer:sleep0.3"), start_new_session=True)
-    try:
-        deadline = time.time() + 90
-        while len(prediction_lines(out)) < 3 and time.time() < deadline:
-            time.sleep(0.1)
-        os.killpg(proc.pid, signal.SIGKILL)  # the supervisor dies; its stage child must die with it
-    finally:
-        proc.wait()
+    kill_run_when(cfg, out, "infer:sleep0.3", lambda: len(prediction_lines(out)) >= 3)
     time.sleep(1.5)
     before = prediction_lines(out)
     assert 3 <= len(before) < 20, len(before)
@@ -182,19 +190,8 @@ def test_run_killed_during_inference_resumes_without_losing_predictions(tmp_path
 def test_run_killed_during_training_resumes_from_its_latest_checkpoint(tmp_path, tasks_dir):
     out = tmp_path / "run"
     cfg = tiny_config(tasks_dir, **{"ttt.max_steps": 100_000, "ttt.checkpoint_minutes": 1e-4})  # save every 10 steps
-    path = tmp_path / "run.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    cmd = [sys.executable, "-m", "arc_kit.cli", "run", "--config", str(path), "--out", str(out)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, ARC_KIT_FAULT="train:sleep0.02"), start_new_session=True)
-    try:
-        deadline = time.time() + 90
-        while not (out / "ttt" / "model" / "optimizer.safetensors").is_file() and time.time() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.5)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
+    kill_run_when(cfg, out, "train:sleep0.02", lambda: (out / "ttt" / "model" / "optimizer.safetensors").is_file(),
+                  settle=0.5)
     assert not (out / "predictions.jsonl").is_file()
     res = run_cli(tiny_config(tasks_dir, **{"ttt.max_steps": 100_000, "ttt.checkpoint_minutes": 1e-4,
                                             "budget.total_minutes": 0.5}), out)  # the budget may change on resume

@@ -97,6 +97,30 @@ def test_stop_conditions_and_log(tmp_path):
     assert {"loss", "exact_accuracy", "steps", "lr", "accuracy", "count"} <= set(lines[-1])
 
 
+def test_progress_bar_counts_the_steps_that_fit_by_the_deadline(monkeypatch):
+    import tqdm
+    totals = []
+
+    class Bar(tqdm.tqdm):
+        def update(self, n=1):
+            totals.append(self.total)
+            return super().update(n)
+    monkeypatch.setattr(tqdm, "tqdm", Bar)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = _data()
+        tr = Trainer(_model(data), data, _config(max_steps=1_000_000, progress=True))
+        tr.train(until=time.time() + 1.5)
+    finally:
+        torch.set_num_threads(threads)
+    # the deadline stops training after a few steps: the bar's total (its time left) follows it, not max_steps
+    assert len(totals) == tr.step_count >= 2
+    assert all(t < 1_000_000 for t in totals)
+    assert tr.step_count <= totals[-1] <= tr.step_count + 2
+    assert tr.steps_by(time.time() - 1) == tr.step_count and Trainer(_model(data), data, _config()).steps_by(0) is None
+
+
 def test_nan_loss_raises_clear_error():
     data = _data()
     model = _model(data)
