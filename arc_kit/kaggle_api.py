@@ -2,7 +2,6 @@
 
 import contextlib
 import io
-import json
 import os
 import shutil
 import sys
@@ -11,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import ArcKitError
+from .files import read_json
 from .kaggle_meta import _check_ref, check_bundle
 
 CREDENTIALS_HELP = ("no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN), or put "
@@ -148,14 +148,14 @@ def push(bundle_dir: str | Path, dry_run: bool = False, notes: str = "arc-kit bu
     problems = check_bundle(out)
     if problems:
         raise ArcKitError(problems[0])
-    meta = json.loads((out / "kernel" / "kernel-metadata.json").read_text())
+    meta = read_json(out / "kernel" / "kernel-metadata.json", "kernel metadata")
     api, fake = kaggle_api(dry_run, owner=meta["id"].split("/")[0])
     report = PushReport(dry_run)
     for name in ("wheels", "checkpoint") if datasets else ():
         folder = out / name
         if not folder.is_dir():
             continue
-        ref = json.loads((folder / "dataset-metadata.json").read_text())["id"]
+        ref = read_json(folder / "dataset-metadata.json", "dataset metadata")["id"]
         try:
             exists = not dry_run and bool(api.dataset_status(ref))
         except Exception:
@@ -181,7 +181,7 @@ def submit(bundle_dir: str | Path, dry_run: bool = False, message: str = "arc-ki
            file_name: str = "submission.json", log=print) -> PushReport:
     """Submit a pushed kernel's output to the (code) competition named in the kernel metadata."""
     meta_file = Path(bundle_dir) / "kernel" / "kernel-metadata.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    meta = read_json(meta_file, "kernel metadata") if meta_file.is_file() else {}
     kernel = kernel or meta.get("id")
     competition = competition or (meta.get("competition_sources") or [None])[0]
     if not kernel or not competition:

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import ArcKitError
-from .files import atomic_write_json
+from .files import atomic_write_json, atomic_write_text
 from .kaggle_meta import NOTEBOOK, BundleNames, check_bundle, dataset_metadata, kernel_metadata
 
 # What the Kaggle image lacks (arc-kit's own dependencies torch, numpy, scipy, pyyaml, safetensors,
@@ -108,7 +108,7 @@ def strip_puzzle_rows(directory: Path, chunk: int = 65536) -> int:
     doc = yaml.safe_load((directory / CONFIG_FILE).read_text())
     doc["model"]["num_puzzle_identifiers"] = 1
     doc["stripped_puzzles"] = {"rows_dropped": n, "kept": "row 0 <blank> = the mean of the dropped table"}
-    (directory / CONFIG_FILE).write_text(yaml.safe_dump(doc, sort_keys=False))
+    atomic_write_text(directory / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))
     (directory / STATE_FILES["optimizer"]).unlink(missing_ok=True)
     read_checkpoint_info(directory)  # still a valid checkpoint
     return n
@@ -211,5 +211,5 @@ def write_notebook(source: str | Path, target: str | Path) -> bool:
     target = Path(target)
     if target.is_file() and target.read_text(encoding="utf-8") == text:
         return False
-    target.write_text(text, encoding="utf-8")
+    atomic_write_text(target, text)
     return True

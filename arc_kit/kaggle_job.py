@@ -1,14 +1,13 @@
 """Kaggle notebook job guard: run `arc-kit run` with a hard timeout, keep submission.json valid, summarise."""
 
-import json
 import os
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .budget import run_child
+from .files import atomic_write_bytes
 from .kaggle import MIN_RUN_MINUTES, NotebookSettings
 
 
@@ -27,12 +26,6 @@ def submission_problems(path: str | Path, test_file: str | Path) -> list[str]:
     except ArcKitError as e:
         return [str(e)]
     return [f"{path}: {p}" for p in validate_submission(sub, task_set)]
-
-
-def _atomic_copy(src: Path, dst: Path) -> None:
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
 
 
 # ---------------------------------------------------------------- the job
@@ -128,7 +121,7 @@ def _sync(run_sub: Path, final: Path, test_file) -> int:
             return 0
         if submission_problems(run_sub, test_file):
             return 0
-        _atomic_copy(run_sub, final)
+        atomic_write_bytes(final, run_sub.read_bytes())
         return 1
     except Exception:
         return 0
@@ -140,20 +133,22 @@ def finish(s: NotebookSettings, fallback: dict, job: JobResult | None = None) ->
     summary = {"submission": str(final), "source": "fallback", "restored_fallback": False,
                "elapsed_minutes": round(s.elapsed_minutes(), 2),
                "limit_minutes": s.limit_minutes, "tasks": s.n_tasks, "problems": []}
+    from .submission import ATTEMPT_KEYS, ZEROS, read_submission, write_submission
     try:
         problems = submission_problems(final, s.test_file) if s.test_file else ["no test file"]
         if problems and s.test_file:
             summary["problems"] = problems[:5]
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = final.with_name(".submission.json.tmp")
-            tmp.write_text(json.dumps(fallback))
-            os.replace(tmp, final)
+            write_submission(final, fallback)
             summary["restored_fallback"] = True
         elif job is not None and job.syncs:
             summary["source"] = "arc-kit run"
         if s.test_file and not summary["restored_fallback"]:
-            sub = json.loads(final.read_text())
-            summary["answered_by_model"] = sum(a != fb for t in fallback for a, fb in zip(sub.get(t, []), fallback[t]))
+            sub = read_submission(final)
+            # An entry is the model's when some attempt is neither the test input nor [[0]]: the kit's
+            # fallback ([input, [[0]]]) differs from the notebook's ([input, input]) yet answers nothing.
+            summary["answered_by_model"] = sum(
+                any(a.get(k) not in (fb["attempt_1"], ZEROS) for k in ATTEMPT_KEYS)
+                for t in fallback for a, fb in zip(sub.get(t, []), fallback[t]))
             summary["test_inputs"] = sum(len(v) for v in fallback.values())
     except Exception as e:
         summary["problems"].append(f"{type(e).__name__}: {e}")

@@ -5,6 +5,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import ArcKitError
+from .files import read_json
+
 # Rules the kaggle client (kaggle_api_extended.py, 2.x) and Kaggle's metadata docs enforce.
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")          # _validate_slug_syntax
 OWNER_RE = re.compile(r"^[a-z0-9]+(?:[_-][a-z0-9]+)*$")      # owner slugs may hold underscores
@@ -139,17 +142,21 @@ def check_bundle(out_dir: str | Path) -> list[str]:
     """Every problem of a bundle folder (wheels/, checkpoint/, kernel/), one line each."""
     out_dir = Path(out_dir)
     problems = []
-    for name in ("wheels", "checkpoint"):
+    checks = [("wheels", "dataset-metadata.json", check_dataset_metadata),
+              ("checkpoint", "dataset-metadata.json", check_dataset_metadata),
+              ("kernel", "kernel-metadata.json", check_kernel_metadata)]
+    for name, meta_name, check in checks:
         folder = out_dir / name
         if name == "checkpoint" and not folder.exists():
             continue  # bundled without a checkpoint: the notebook trains from scratch
-        problems += check_folder(folder, "dataset-metadata.json")
-        if (folder / "dataset-metadata.json").is_file():
-            problems += check_dataset_metadata(json.loads((folder / "dataset-metadata.json").read_text()), folder)
-    problems += check_folder(out_dir / "kernel", "kernel-metadata.json")
-    if (out_dir / "kernel" / "kernel-metadata.json").is_file():
-        meta = json.loads((out_dir / "kernel" / "kernel-metadata.json").read_text())
-        problems += check_kernel_metadata(meta, out_dir / "kernel")
+        problems += check_folder(folder, meta_name)
+        if (folder / meta_name).is_file():
+            try:  # a hand-edited, malformed metadata file is a problem line, not a traceback
+                meta = read_json(folder / meta_name, meta_name)
+            except ArcKitError as e:
+                problems.append(str(e))
+                continue
+            problems += check(meta if isinstance(meta, dict) else {}, folder)
     if not list((out_dir / "wheels").glob("arc_kit-*.whl")):
         problems.append(f"{out_dir / 'wheels'}: no arc_kit wheel")
     return problems

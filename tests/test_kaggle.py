@@ -177,6 +177,19 @@ def test_finish_restores_the_fallback_and_short_budget_skips_the_job(tmp_path):
     assert summary["restored_fallback"] and json.loads((out / "submission.json").read_text()) == _fallback()
 
 
+def test_finish_does_not_count_the_kits_own_fallback_as_answers(tmp_path):
+    # `arc-kit run` writes [input, [[0]]] before it has predictions; that answers nothing
+    _layout(tmp_path / "input")
+    s = _settings(tmp_path, KAGGLE_IS_COMPETITION_RERUN="1")
+    out = Path(s.output_dir)
+    out.mkdir(parents=True)
+    kit_fb = {t: [{"attempt_1": e["attempt_1"], "attempt_2": [[0]]} for e in v] for t, v in _fallback().items()}
+    kit_fb["t2"][1]["attempt_2"] = [[5]]          # one real prediction (ranked second)
+    (out / "submission.json").write_text(json.dumps(kit_fb))
+    summary = kj.finish(s, _fallback())
+    assert not summary["restored_fallback"] and summary["answered_by_model"] == 1 and summary["test_inputs"] == 3
+
+
 # ---------------------------------------------------------------- metadata rules
 
 def _kernel_meta(**kw):
@@ -257,6 +270,12 @@ def test_bundle_folders(bundle_dir, tiny_checkpoint):
     for name in ("wheels", "checkpoint"):
         assert len(json.loads((bundle_dir / name / "dataset-metadata.json").read_text())["licenses"]) == 1
     assert km.check_bundle(bundle_dir) == []
+    broken = bundle_dir.parent / "broken"                  # a hand-edited, malformed metadata file: one line
+    import shutil
+    shutil.copytree(bundle_dir, broken)
+    (broken / "kernel" / "kernel-metadata.json").write_text('{"id": ')
+    problems = km.check_bundle(broken)
+    assert len(problems) == 1 and "kernel-metadata.json: malformed JSON at line 1" in problems[0]
     # --strip-puzzles: the network is unchanged, the table is its mean row
     import torch
     model, info = load_checkpoint(bundle_dir / "checkpoint")
