@@ -130,17 +130,25 @@ def _task_seed(seed: int, task_id: str) -> list[int]:
 
 class TaskVersions:
     """Canonical keys of a task's augmented versions, to drop duplicates: the multiset of its (input, output)
-    pairs, demonstrations and tests together, order and split ignored (the reference builder's rule).
+    pairs, demonstrations and tests together, order and split ignored.
+
+    A solver's keys are answer-blind: test outputs are never looked at (`test_outputs=False`), so whether a
+    solutions file sits beside the tasks cannot change which augmentations a run draws. The reference
+    builder's rule also compares known test outputs: only the exact identifier replay (identifiers.py) asks
+    for it with `test_outputs=True`.
 
     Dihedral transforms commute with a colour map, so the task's 8 transformed copies are computed once
     (one flat uint8 buffer each) and a key costs one lookup-table gather plus a sort of per-pair byte
     strings: fast enough for the ~1M trials of a reference identifier replay.
     """
 
-    def __init__(self, task: Task):
-        pairs = [(np.asarray(p.input, dtype=np.uint8),
-                  np.asarray(p.output if p.output is not None else np.zeros((0, 0)), dtype=np.uint8))
-                 for p in task.train + task.test]          # an unknown test output counts as a 0x0 grid
+    def __init__(self, task: Task, test_outputs: bool = False):
+        def output(p: Pair, is_test: bool):
+            known = p.output is not None and (test_outputs or not is_test)
+            return np.asarray(p.output if known else np.zeros((0, 0)), dtype=np.uint8)
+        # a test output left out (or unknown) counts as a 0x0 grid
+        pairs = [(np.asarray(p.input, dtype=np.uint8), output(p, i >= len(task.train)))
+                 for i, p in enumerate(task.train + task.test)]
         # Per transform: all grids in one buffer, and per pair (shape header, start, end). A pair's key is
         # its header + its bytes; the header fixes both grids' lengths, so keys are unambiguous.
         self.buffers, self.slices = [], []
@@ -168,8 +176,8 @@ def sample_augmentations(task: Task, n: int, seed: int = 42, config: AugmentConf
     """Identity first, then up to `n` more whose augmented tasks are all distinct. Deterministic for a seed.
 
     Candidates are drawn at random (transform and/or colour permutation, per `config`); a candidate that
-    yields a task identical to one already taken (all pairs including test inputs, and test outputs when
-    known) is dropped. Stops after `config.max_trials` draws (default 5 * n), so symmetric tasks with few
+    yields a task identical to one already taken (demonstration pairs and test inputs; test outputs are never
+    looked at, even when known) is dropped. Stops after `config.max_trials` draws (default 5 * n), so symmetric tasks with few
     colours simply get fewer augmentations.
     """
     config = config or AugmentConfig()

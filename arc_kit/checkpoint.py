@@ -11,6 +11,7 @@ No file is ever unpickled except the reference checkpoint, with torch.load(weigh
 """
 
 import dataclasses
+import hashlib
 import json
 import os
 import struct
@@ -33,6 +34,7 @@ FORMAT = "arc-kit-trm/1"
 MODEL_FILE, TABLE_FILE, CONFIG_FILE, PUZZLES_FILE = "model.safetensors", "puzzle_emb.safetensors", "config.yaml", "puzzles.json"
 STATE_FILES = {"optimizer": "optimizer.safetensors", "ema": "ema.safetensors"}
 TABLE_KEY = "puzzle_emb.weights"
+TABLE_HASH_KEY = "table_sha256"   # config.yaml: sha256 of puzzle_emb.safetensors, recorded when the kit writes it
 REFERENCE_PREFIXES = ("_orig_mod.model.inner.", "model.inner.")
 _CHUNK_BYTES = 64 << 20
 
@@ -45,6 +47,7 @@ class Checkpoint:
     puzzle_names: list[str]                        # every row of the stored table
     extra: dict = field(default_factory=dict)      # config.yaml sections other than format/model
     puzzle_rows: list[int] | None = None           # table rows loaded into the model (None: all, in order)
+    table_sha256: str | None = None                # recorded by the kit when it wrote the table
 
     def state(self, kind: str, device="cpu") -> dict[str, torch.Tensor] | None:
         """Saved "optimizer" or "ema" tensors, or None when the checkpoint has none."""
@@ -81,10 +84,11 @@ def _release_pages(t: torch.Tensor) -> None:
         ctypes.CDLL(None).madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 4)  # MADV_DONTNEED
 
 
-def write_table(path: str | Path, table: torch.Tensor, release_source: bool = False) -> None:
+def write_table(path: str | Path, table: torch.Tensor, release_source: bool = False) -> str:
     """Write `table` [N, D] as a one-tensor float32 safetensors file, streaming it in chunks: `table` may be
     memory-mapped (reference import) and is never copied whole. `release_source` (only for a read-only
-    file mapping!) drops each source chunk's pages once written."""
+    file mapping!) drops each source chunk's pages once written. Returns the sha256 of the whole file,
+    computed as it is written (recorded in config.yaml so a fingerprint never re-reads a 2 GB table)."""
     path = Path(path)
     N, D = table.shape
     header = {"__metadata__": {"format": "pt"},
@@ -92,14 +96,19 @@ def write_table(path: str | Path, table: torch.Tensor, release_source: bool = Fa
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # data starts 8-byte aligned
     rows = max(1, _CHUNK_BYTES // max(1, D * 4))
+    digest = hashlib.sha256()
     with atomic_open(path) as f:
-        f.write(struct.pack("<Q", len(blob)) + blob)
+        head = struct.pack("<Q", len(blob)) + blob
+        f.write(head)
+        digest.update(head)
         for i in range(0, N, rows):
             src = table[i:i + rows].detach()
             chunk = src.to("cpu", torch.float32).contiguous()
             f.write(chunk.numpy().data)
+            digest.update(chunk.numpy().data)
             if release_source and chunk.data_ptr() == src.data_ptr():
                 _release_pages(src)
+    return digest.hexdigest()
 
 
 def _table_memmap(path: Path) -> np.memmap:
@@ -152,6 +161,7 @@ def load_puzzle_rows(directory: str | Path, rows: Sequence[int] | None = None, o
 def _write_checkpoint(directory: Path, cfg: TRMConfig, state: dict, table, names: list[str], extra: dict | None,
                       states: dict[str, dict | None], release_table: bool = False) -> None:
     extra = dict(extra or {})
+    extra.pop(TABLE_HASH_KEY, None)  # recomputed below: never carried over from a loaded checkpoint
     for reserved in ("format", "model"):
         if reserved in extra:
             raise ArcKitError(f"{directory}: extra config may not use the reserved key '{reserved}'")
@@ -162,9 +172,10 @@ def _write_checkpoint(directory: Path, cfg: TRMConfig, state: dict, table, names
     (directory / CONFIG_FILE).unlink(missing_ok=True)  # written last: a directory without it is incomplete
     _save_safetensors(directory / MODEL_FILE, state)
     if table is not None:
-        write_table(directory / TABLE_FILE, table, release_source=release_table)
+        extra[TABLE_HASH_KEY] = write_table(directory / TABLE_FILE, table, release_source=release_table)
     else:
         (directory / TABLE_FILE).unlink(missing_ok=True)
+        extra.pop(TABLE_HASH_KEY, None)
     atomic_write_json(directory / PUZZLES_FILE, list(names))
     for kind, tensors in states.items():
         if tensors is None:
@@ -202,8 +213,8 @@ def read_checkpoint_info(directory: str | Path) -> Checkpoint:
     expected = cfg.num_puzzle_identifiers if cfg.puzzle_emb_ndim > 0 else 0
     if len(names) != expected:
         raise ArcKitError(f"{d / PUZZLES_FILE}: {len(names)} names but the model has {expected} puzzle rows")
-    extra = {k: v for k, v in doc.items() if k not in ("format", "model")}
-    return Checkpoint(d, cfg, names, extra)
+    extra = {k: v for k, v in doc.items() if k not in ("format", "model", TABLE_HASH_KEY)}
+    return Checkpoint(d, cfg, names, extra, table_sha256=doc.get(TABLE_HASH_KEY))
 
 
 def load_checkpoint(directory: str | Path, device="cpu", puzzle_rows: Sequence[int] | None = None,
@@ -245,13 +256,15 @@ def load_model_tensors(directory: str | Path, device="cpu") -> dict[str, torch.T
     return state
 
 
-def add_puzzles(model: TRM, names: Sequence[str], init: str = "mean", puzzle_names: list[str] | None = None) -> list[int]:
+def add_puzzles(model: TRM, names: Sequence[str], init: "str | torch.Tensor" = "mean",
+                puzzle_names: list[str] | None = None) -> list[int]:
     """Grow the puzzle table for new puzzles (test-time training) and return their rows. New rows are the mean
-    of the existing rows (the reference's choice when its table changes) or zeros (`init="zero"`). When
-    `puzzle_names` (the row -> name list) is given, names already in it keep their row and it is extended in place.
+    of the rows loaded now (`init="mean"`), zeros (`"zero"`), or a given [ndim] row such as the whole pretrained
+    table's mean (`table_mean`, the reference's choice for unseen tasks). When `puzzle_names` (the row -> name
+    list) is given, names already in it keep their row and it is extended in place.
     Trainers holding `model.puzzle_emb.weights` must fetch it again: the buffer is replaced."""
-    if init not in ("mean", "zero"):
-        raise ArcKitError(f"add_puzzles: init must be 'mean' or 'zero', got {init!r}")
+    if not torch.is_tensor(init) and init not in ("mean", "zero"):
+        raise ArcKitError(f"add_puzzles: init must be 'mean', 'zero' or a row tensor, got {init!r}")
     if not hasattr(model, "puzzle_emb"):
         raise ArcKitError("add_puzzles: the model has no puzzle embedding (puzzle_emb_ndim 0)")
     table = model.puzzle_emb.weights
@@ -263,12 +276,55 @@ def add_puzzles(model: TRM, names: Sequence[str], init: str = "mean", puzzle_nam
             new.append(name)
         out.append(known[name])
     if new:
-        fill = table.mean(0, keepdim=True) if init == "mean" else torch.zeros_like(table[:1])
+        if torch.is_tensor(init):
+            fill = init.to(table.device, table.dtype).reshape(1, -1)
+        else:
+            fill = table.mean(0, keepdim=True) if init == "mean" else torch.zeros_like(table[:1])
         model.puzzle_emb.weights = torch.cat([table, fill.expand(len(new), -1)]).contiguous()
         model.config = dataclasses.replace(model.config, num_puzzle_identifiers=model.puzzle_emb.weights.shape[0])
         if puzzle_names is not None:
             puzzle_names.extend(new)
     return out
+
+
+def table_mean(directory: str | Path, chunk: int = 65536) -> torch.Tensor:
+    """The mean row [ndim] float32 of a checkpoint's whole puzzle table, streamed through the memory map in
+    float64 chunks (a 1.2M-row table is never resident). A stripped checkpoint stores that mean as its only row."""
+    d = Path(directory)
+    info = read_checkpoint_info(d)
+    mm = _table_memmap(d / TABLE_FILE)
+    if info.extra.get("stripped_puzzles") or mm.shape[0] == 1:
+        return torch.from_numpy(np.array(mm[0], dtype=np.float32))
+    total = np.zeros(mm.shape[1], dtype=np.float64)
+    for i in range(0, mm.shape[0], chunk):
+        total += mm[i:i + chunk].sum(0, dtype=np.float64)
+    return torch.from_numpy((total / max(1, mm.shape[0])).astype(np.float32))
+
+
+def fingerprint(directory: str | Path, full_bytes: int = 64 << 20) -> str:
+    """A checkpoint's identity for resume checks, without reading a multi-GB table: every file's name and size,
+    the full bytes of files up to `full_bytes` (config.yaml holds the table's sha256 when the kit wrote it),
+    and of larger files their safetensors header plus their first, middle and last MiB."""
+    p = Path(directory)
+    if not p.exists():
+        raise ArcKitError(f"{p}: checkpoint directory not found")
+    files = sorted(f for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file() and not f.name.startswith("."))
+    h = hashlib.sha256()
+    for f in files:
+        size = f.stat().st_size
+        h.update(f"{f.relative_to(p) if p.is_dir() else f.name}\0{size}\0".encode())
+        with open(f, "rb") as fh:
+            if size <= full_bytes:
+                for block in iter(lambda: fh.read(1 << 22), b""):
+                    h.update(block)
+                continue
+            if f.suffix == ".safetensors":
+                (n,) = struct.unpack("<Q", fh.read(8))
+                h.update(fh.read(min(n, full_bytes)))
+            for at in (0, size // 2, max(0, size - (1 << 20))):
+                fh.seek(at)
+                h.update(fh.read(1 << 20))
+    return h.hexdigest()[:16]
 
 
 # ---- reference import -------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 import json
 import sys
 
-from .data import Task, add_task_args, load_tasks, tasks_from_args
+from .data import Task, add_task_args, load_tasks, tasks_from_args, visible_grids
 from .errors import ArcKitError
 
 
@@ -30,7 +30,7 @@ def add_commands(subparsers) -> None:
 
 
 def task_row(task: Task) -> dict:
-    grids = [g for p in task.train + task.test for g in (p.input, p.output) if g is not None]
+    grids = visible_grids(task)  # test outputs are answers: sizes, like selections, never look at them
     return {"id": task.id, "train": len(task.train), "test": len(task.test),
             "max_height": max(len(g) for g in grids), "max_width": max(len(g[0]) for g in grids),
             "has_solutions": task.has_solutions, "version": task.version}

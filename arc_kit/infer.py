@@ -189,7 +189,7 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
                   batch_size: int = 256, device="cpu", autocast=None, deadline: float | None = None,
                   task_time_cap: float = 0.0, accelerator=None, show_progress: bool = True,
                   extra: dict | None = None, log: Callable[[str], None] = lambda s: None,
-                  fault: Callable[[str], None] = lambda s: None) -> InferStats:
+                  fault: Callable[[str], None] = lambda s: None, empty_path: str | Path | None = None) -> InferStats:
     """Run `views` and append their predictions to `out_path` batch by batch (crash-safe).
 
     Data parallel when `accelerator` has several processes: whole tasks are dealt to processes, every
@@ -197,6 +197,7 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
     and alone writes them. All processes take the same number of rounds and stop together (deadline).
     `deadline` (epoch seconds): no batch starts that would likely end after it. `task_time_cap`
     (seconds, 0 = none): a task's share of batch time beyond it drops that task's remaining views.
+    `empty_path`: the keys of views whose answer decoded to no grid are appended there (a resume skips them).
     """
     from .budget import progress
     from .predictions import PredictionWriter
@@ -222,13 +223,14 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
             n_cut = n_all - len(batch)
             want_stop = deadline is not None and time.time() + 1.2 * last_batch_s > deadline
             preds: list = []
-            empty = 0
+            empty_keys: list = []
+            ran_batch = 0
             if batch and not want_stop:
                 fault("infer")
                 tb = time.time()
                 tokens, q = run_model(model, encode_views(batch, tasks), device, autocast)
                 preds, empty_views = decode_views(batch, tokens, q, extra)
-                empty = len(empty_views)
+                empty_keys = [v.key for v in empty_views]
                 last_batch_s = time.time() - tb
                 for v in batch:  # charge each task its share of the batch time
                     spent[v.task_id] = spent.get(v.task_id, 0.0) + last_batch_s / len(batch)
@@ -236,28 +238,34 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
                         capped.add(v.task_id)
                         log(f"inference: task {v.task_id} reached its {task_time_cap:.0f}s cap; its remaining views are dropped")
                 done_local += len(batch)
+                ran_batch = len(batch)
             if world > 1:
                 from accelerate.utils import gather_object
-                gathered = gather_object([(want_stop, [p.to_json() for p in preds], empty, len(batch), n_cut)])
+                gathered = gather_object([(want_stop, [p.to_json() for p in preds], empty_keys, ran_batch, n_cut)])
                 stop = any(g[0] for g in gathered)
                 if is_main:
                     from .predictions import parse_prediction
                     preds = [parse_prediction(o, "gathered prediction") for g in gathered for o in g[1]]
-                    empty = sum(g[2] for g in gathered)
+                    empty_keys = [tuple(k) for g in gathered for k in g[2]]
                     n_batch = sum(g[3] for g in gathered)
                     n_cut = sum(g[4] for g in gathered)
                 else:
-                    n_batch = len(batch)
+                    n_batch = ran_batch
             else:
-                stop, n_batch = want_stop, (len(batch) if not want_stop else 0)
-            if stop:
-                break
+                stop, n_batch = want_stop, ran_batch
+            # What finished is kept even in the round that hits the deadline (other processes may have run
+            # their batch while one process decided to stop).
             if writer is not None:
                 writer.write(preds)
+                if empty_path is not None:
+                    from .predictions import record_empty_views
+                    record_empty_views(empty_path, empty_keys)
             stats.written += len(preds)
-            stats.empty += empty
+            stats.empty += len(empty_keys)
             stats.skipped_cap += n_cut
             bar.update(n_batch + n_cut)
+            if stop:
+                break
     finally:
         bar.close()
         if writer is not None:
@@ -285,34 +293,47 @@ def measure_infer_rate(model, canvas: int, batch_size: int, device="cpu", repeat
 
 # ---------------------------------------------------------------- the run's inference stage
 
+def load_for_views(src: Path, tasks: dict[str, Task], n_views: int, device="cpu"):
+    """The model of checkpoint `src` with only the puzzle rows that `n_views` views per task use.
+
+    Returns (model, names per task: the task's puzzles identity first then table order, at most n_views,
+    rows: puzzle name -> row of the loaded compact table). A test-time-trained model's table holds exactly the
+    puzzles that run trained, in the order they were sampled; a published table holds ~1M rows, of which only
+    the selected tasks' are read (memory-mapped)."""
+    from .checkpoint import load_checkpoint, read_checkpoint_info
+    from .identifiers import task_puzzles
+    names = read_checkpoint_info(src).puzzle_names
+    per_task = {tid: puzzles[:n_views] for tid, puzzles in task_puzzles(names, tasks).items()}
+    keep = sorted({0} | {row for puzzles in per_task.values() for row, _ in puzzles}) if names else None
+    model, _ = load_checkpoint(src, device=device, puzzle_rows=keep)
+    rows = {names[r]: i for i, r in enumerate(keep)} if keep else {}
+    return model, {tid: [n for _, n in puzzles] for tid, puzzles in per_task.items()}, rows
+
+
 def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -> dict:
     """Augmented inference with the test-time-trained model (or the given checkpoint) into predictions.jsonl."""
     from .augment import sample_augmentations
     from .budget import inject_fault
+    from .data import task_fits
     from .files import read_json
-    from .identifiers import task_puzzles
-    from .predictions import iter_predictions
-    from .stages import PLAN_FILE, PREDICTIONS_FILE, TTT_DIR, hardware, load_model_dir, setup_torch, task_fits_canvas
+    from .predictions import EMPTY_VIEWS_FILE, PREDICTIONS_FILE, done_view_keys
+    from .stages import PLAN_FILE, TTT_DIR, hardware, setup_torch
     world = accelerator.num_processes if accelerator is not None else 1
     device, autocast, threads = setup_torch(cfg, world, accelerator)
     ck = out / TTT_DIR / "model"
     src = ck if (ck / "model.safetensors").is_file() else (Path(cfg.model.checkpoint) if cfg.model.checkpoint else None)
     if src is None:
         return {"status": "skipped", "message": "no model: training produced no checkpoint and no --checkpoint given"}
-    model, names = load_model_dir(src)
+    plan = read_json(out / PLAN_FILE, "plan") if (out / PLAN_FILE).is_file() else {}
+    n_views = min(int(plan.get("infer_views", cfg.inference.views)), cfg.inference.views)
+    model, per_task, rows = load_for_views(src, task_set.tasks, n_views)
     if "halt_max_steps" in cfg.model.arch:
         model.config.halt_max_steps = int(cfg.model.arch["halt_max_steps"])
     model.to(device).eval()
     canvas = math.isqrt(model.config.seq_len)
-    tasks = {tid: t for tid, t in task_set.tasks.items() if task_fits_canvas(t, canvas)}
+    tasks = {tid: t for tid, t in task_set.tasks.items() if task_fits(t, canvas)}
     if len(tasks) < len(task_set.tasks):
         log.info(f"infer: {len(task_set.tasks) - len(tasks)} task(s) do not fit the {canvas}x{canvas} canvas: fallback only")
-    plan = read_json(out / PLAN_FILE, "plan") if (out / PLAN_FILE).is_file() else {}
-    n_views = int(plan.get("infer_views", cfg.inference.views))
-    n_views = min(n_views, cfg.inference.views)
-    rows = {n: i for i, n in enumerate(names)}
-    # each task's trained puzzles, identity first, then table order
-    per_task = {tid: [n for _, n in puzzles] for tid, puzzles in task_puzzles(names, tasks).items()}
     blank = 0
     for tid, task in tasks.items():
         if tid not in per_task:
@@ -320,19 +341,18 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
             blank += 1
     if blank:
         log.info(f"infer: {blank} task(s) have no trained puzzle row in {src}: their views use row 0 (<blank>)")
-    done = set()
-    pred_path = out / PREDICTIONS_FILE
-    if pred_path.is_file():
-        done = {(p.task_id, p.test_index, p.augmentation) for p in iter_predictions(pred_path, problems=[])}
+    done = done_view_keys(out)
     views = plan_views(tasks, per_task, rows, {tid: canvas for tid in tasks}, n_views, done)
     log.info(f"infer: {len(views)} views to run ({n_views} per test input, {len(done)} already done) "
              f"with {src} on {device}")
-    stats = run_inference(model, views, tasks, pred_path, batch_size=cfg.inference.batch_size, device=device,
-                          autocast=autocast, deadline=until, task_time_cap=cfg.inference.task_time_cap_seconds,
+    stats = run_inference(model, views, tasks, out / PREDICTIONS_FILE, batch_size=cfg.inference.batch_size,
+                          device=device, autocast=autocast, deadline=until,
+                          task_time_cap=cfg.inference.task_time_cap_seconds,
                           accelerator=accelerator if world > 1 else None, show_progress=cfg.output.progress,
-                          log=log.info, fault=inject_fault)
+                          log=log.info, fault=inject_fault, empty_path=out / EMPTY_VIEWS_FILE)
     log.info(f"infer: {stats.summary()}")
     return {"status": "done", "hardware": hardware(device, threads), "model": str(src), "views_per_input": n_views,
-            "already_done": len(done), "planned": stats.planned, "written": stats.written, "empty": stats.empty,
-            "skipped_cap": stats.skipped_cap, "skipped_time": stats.skipped_time, "seconds": stats.seconds,
-            "views_per_s": stats.seq_per_s, "capped_tasks": stats.capped_tasks}
+            "puzzle_rows_loaded": max(0, len(rows) - 1), "already_done": len(done), "planned": stats.planned,
+            "written": stats.written, "empty": stats.empty, "skipped_cap": stats.skipped_cap,
+            "skipped_time": stats.skipped_time, "seconds": stats.seconds, "views_per_s": stats.seq_per_s,
+            "capped_tasks": stats.capped_tasks}

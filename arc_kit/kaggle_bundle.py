@@ -94,20 +94,18 @@ def strip_puzzle_rows(directory: Path, chunk: int = 65536) -> int:
     are 1.8-2.5 GB of a published checkpoint and useless on hidden tasks. Optimizer state goes too (it is
     per row). Returns the number of rows dropped."""
     import yaml
-    from .checkpoint import CONFIG_FILE, PUZZLES_FILE, STATE_FILES, TABLE_FILE, load_puzzle_rows, read_checkpoint_info, write_table
+    from .checkpoint import (CONFIG_FILE, PUZZLES_FILE, STATE_FILES, TABLE_FILE, TABLE_HASH_KEY, read_checkpoint_info,
+                             table_mean, write_table)
     info = read_checkpoint_info(directory)
     n = len(info.puzzle_names)
     if n == 0 or not (directory / TABLE_FILE).is_file():
         return 0
-    total = None
-    for i in range(0, n, chunk):  # chunked float64 sum: a 1.2M-row table is never loaded whole
-        part = load_puzzle_rows(directory, list(range(i, min(n, i + chunk)))).double().sum(0)
-        total = part if total is None else total + part
-    write_table(directory / TABLE_FILE, (total / n).float()[None])
+    table_hash = write_table(directory / TABLE_FILE, table_mean(directory, chunk)[None])
     atomic_write_json(directory / PUZZLES_FILE, ["<blank>"])
     doc = yaml.safe_load((directory / CONFIG_FILE).read_text())
     doc["model"]["num_puzzle_identifiers"] = 1
     doc["stripped_puzzles"] = {"rows_dropped": n, "kept": "row 0 <blank> = the mean of the dropped table"}
+    doc[TABLE_HASH_KEY] = table_hash
     atomic_write_text(directory / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))
     (directory / STATE_FILES["optimizer"]).unlink(missing_ok=True)
     read_checkpoint_info(directory)  # still a valid checkpoint

@@ -166,8 +166,16 @@ def format_summary(summary: dict) -> str:
              f"test inputs ({summary['tasks']} tasks); the rest keep fallback attempts",
              f"time: {summary['elapsed_minutes']:.1f} of {summary['limit_minutes']:g} min"]
     if job:
-        lines.append(f"job: started {job.get('started')}, exit {job.get('returncode')}, "
+        rc = job.get("returncode")
+        # `arc-kit run` exits 0 when every stage finished and 4 when it wrote a valid submission although a
+        # stage failed: both mean "submission written"; 4 is said loudly so the user looks at the log
+        meaning = {0: "every stage finished", 4: "submission written, BUT A STAGE FAILED (see arc-kit-run.log)",
+                   2: "bad configuration or input (see arc-kit-run.log)"}.get(rc, "")
+        lines.append(f"job: started {job.get('started')}, exit {rc}{f' ({meaning})' if meaning else ''}, "
                      f"timed out {job.get('timed_out')}, {job.get('minutes', 0):.1f} min")
+        if rc == 4:
+            lines.insert(0, "!" * 72 + "\nWARNING: arc-kit run reported a failed stage; the submission is valid but "
+                         "may hold fewer model answers than planned\n" + "!" * 72)
     lines += [f"problem: {p}" for p in summary["problems"] + job.get("problems", [])]
     return "\n".join(lines)
 

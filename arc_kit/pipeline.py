@@ -15,12 +15,18 @@ from .config import config_hash, save_config, to_dict
 from .errors import ArcKitError
 from .files import atomic_write_json, read_json
 from .run_config import RunConfig
+from .predictions import EMPTY_VIEWS_FILE
 from .stages import (CONFIG_FILE, MANIFEST_FILE, PLAN_FILE, PREDICTIONS_FILE, REPORT_FILE, SCORE_FILE,
                      STATE_FILE, SUBMISSION_FILE, TASKS_FILE, TTT_DIR, save_tasks, setup_logging)
 
 # What a fresh start removes from an existing run directory (nothing else is touched).
-RUN_FILES = (CONFIG_FILE, TASKS_FILE, MANIFEST_FILE, STATE_FILE, PLAN_FILE, PREDICTIONS_FILE, SUBMISSION_FILE,
-             SCORE_FILE, REPORT_FILE, "stage_train.json", "stage_infer.json")
+RUN_FILES = (CONFIG_FILE, TASKS_FILE, MANIFEST_FILE, STATE_FILE, PLAN_FILE, PREDICTIONS_FILE, EMPTY_VIEWS_FILE,
+             SUBMISSION_FILE, SCORE_FILE, REPORT_FILE, "stage_train.json", "stage_infer.json")
+
+# Exit statuses of `arc-kit run` (a bad config, task source or run directory is an ArcKitError: 2).
+EXIT_OK = 0             # every stage finished (a planned deadline and views trimmed by the plan are normal)
+EXIT_STAGE_FAILED = 4   # a valid submission.json was written, but a stage raised, produced NaN or was killed
+EXIT_NO_SUBMISSION = 1  # the final submission.json is unreadable or invalid (never expected)
 
 
 # ---------------------------------------------------------------- provenance hashes
@@ -33,20 +39,11 @@ def tasks_hash(task_set) -> str:
 
 
 def checkpoint_hash(path: str | Path | None) -> str | None:
-    """sha256 over a checkpoint directory's files (names and bytes), or None without a checkpoint."""
+    """The checkpoint's fingerprint (checkpoint.fingerprint: bounded cost, never the whole table), or None."""
     if not path:
         return None
-    p = Path(path)
-    if not p.exists():
-        raise ArcKitError(f"{p}: checkpoint directory not found")
-    files = sorted(f for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file() and not f.name.startswith("."))
-    h = hashlib.sha256()
-    for f in files:
-        h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 22), b""):
-                h.update(chunk)
-    return h.hexdigest()[:16]
+    from .checkpoint import fingerprint
+    return fingerprint(path)
 
 
 def resume_key(cfg: RunConfig) -> str:
@@ -97,16 +94,19 @@ class Run:
     def __init__(self, cfg: RunConfig, out: Path, task_set, budget: Budget, log: logging.Logger, config_label: str):
         self.cfg, self.out, self.task_set, self.budget, self.log = cfg, out, task_set, budget, log
         self.config_label = config_label
-        self.state = {"stages": {}}
+        self.state = {"deadline": budget.deadline, "stages": {}}
         self.timings: list[StageResult] = []
         self._pred_size = -1
         self.vote_config = None
         self.score = None
+        from .predictions import PredictionTail
+        self.tail = PredictionTail(out / PREDICTIONS_FILE)  # parses only the lines added since the last vote
+        self.failures: list[str] = []   # "stage status: reason" of every stage that did not finish normally
+        self.manifest: dict = {}
 
     # ---- submission ------------------------------------------------------------------------------
     def update_submission(self, force: bool = False) -> dict:
         """Vote predictions.jsonl (when it changed) into submission.json; with no predictions the fallback."""
-        from .predictions import iter_predictions
         from .submission import FillReport, build_submission, fallback_submission, validate_submission, write_submission
         from .vote import vote
         pred = self.out / PREDICTIONS_FILE
@@ -115,8 +115,9 @@ class Run:
             return {}
         fill = FillReport()
         try:
-            problems: list[str] = []
-            votes = vote(iter_predictions(pred, problems=problems), self.task_set, self.vote_config) if size else {}
+            self.tail.read()
+            preds = self.tail.predictions
+            votes = vote(preds, self.task_set, self.vote_config) if preds else {}
             sub = build_submission(votes, self.task_set, self.vote_config.fallback, fill)
         except Exception as e:  # a broken predictions file or a voting bug must not cost the submission
             self.log.info(f"vote: failed ({type(e).__name__}: {e}); writing the fallback submission")
@@ -159,11 +160,16 @@ class Run:
             res.status, res.message = "skipped", detail.get("message", "")
         if res.status == "failed" and detail.get("message"):
             res.message = detail["message"]
-        self.state["stages"][stage] = dict(detail, status=res.status, seconds=res.seconds, message=res.message,
-                                           returncode=res.returncode)
+        started = self.state["stages"][stage]["started"]
+        self.state["stages"][stage] = dict(detail, status=res.status, started=started, seconds=res.seconds,
+                                           message=res.message, returncode=res.returncode)
         self.save_state()
         self.timings.append(res)
         self.log.info(f"{stage}: {res.status} in {fmt_seconds(res.seconds)}" + (f" ({res.message})" if res.message else ""))
+        if res.status not in ("done", "skipped"):
+            # stages stop themselves at their planned deadlines ("done"); a watchdog kill ("timeout"), an
+            # exception, a NaN loss or a crash is a failure the exit status and the report say
+            self.failures.append(f"{stage} {res.status}" + (f": {res.message}" if res.message else ""))
         return res
 
     def run_train(self, resuming: bool, prev: dict) -> None:
@@ -193,41 +199,132 @@ class Run:
         self.child("infer", ["--until", f"{soft:.3f}"], self.budget.deadline, poll=self.update_submission)
 
 
-def check_stage_configs(cfg: RunConfig) -> None:
-    """Fail now, naming the key, on a bad `ttt.train` or `model.arch` key (the stages would fail much later)."""
-    from .config import from_dict
+def check_run_inputs(cfg: RunConfig, where: str = "config") -> None:
+    """Everything `arc-kit run` reads besides the tasks, checked before anything runs or any directory is made:
+    the training and architecture keys with their ranges, every preset name and every path. Errors name the key."""
+    import math
+
+    from .augment import AugmentConfig
+    from .config import from_dict, load_config
     from .model import TRMConfig
     from .train import TrainConfig
-    from_dict(TrainConfig, dict(cfg.ttt.train), prefix="ttt.train.")
-    if not cfg.model.checkpoint:
-        from_dict(TRMConfig, dict(cfg.model.arch), prefix="model.arch.")
-    elif set(cfg.model.arch) - {"halt_max_steps"}:
-        logging.getLogger("arc_kit.run").info("model.arch: a checkpoint brings its architecture; only "
-                                              "halt_max_steps is taken from the config")
+    from .vote import load_vote_config
+
+    def bad(key, msg):
+        raise ArcKitError(f"{where}: config key '{key}': {msg}")
+    try:
+        train = from_dict(TrainConfig, dict(cfg.ttt.train), prefix="ttt.train.")
+    except ArcKitError as e:
+        raise ArcKitError(f"{where}: {e}") from None
+    for key in ("precision", "device", "progress", "max_steps", "seed"):
+        if key in cfg.ttt.train:
+            bad(f"ttt.train.{key}", "is set by the run (runtime.precision, runtime.device, output.progress, "
+                                    "ttt.max_steps, ttt.seed): set it there")
+    for key in ("global_batch_size", "log_every"):
+        if getattr(train, key) < 1:
+            bad(f"ttt.train.{key}", f"must be >= 1, got {getattr(train, key)}")
+    for key, positive in (("lr", True), ("puzzle_emb_lr", False), ("weight_decay", False),
+                          ("puzzle_emb_weight_decay", False), ("lr_min_ratio", False)):
+        v = getattr(train, key)
+        if not math.isfinite(v) or v < 0 or (positive and v == 0):
+            bad(f"ttt.train.{key}", f"must be a finite number {'> 0' if positive else '>= 0'}, got {v}")
+    if train.lr_warmup_steps < 0:
+        bad("ttt.train.lr_warmup_steps", f"must be >= 0, got {train.lr_warmup_steps}")
+    for key in ("beta1", "beta2", "ema_rate"):
+        if not 0 <= getattr(train, key) < 1:
+            bad(f"ttt.train.{key}", f"must be in [0, 1), got {getattr(train, key)}")
+    if train.optimizer not in ("adam_atan2", "adamw"):
+        bad("ttt.train.optimizer", f"expected adam_atan2 or adamw, got {train.optimizer!r}")
+    if train.loss_type not in ("stablemax_cross_entropy", "softmax_cross_entropy"):
+        bad("ttt.train.loss_type", f"expected stablemax_cross_entropy or softmax_cross_entropy, got {train.loss_type!r}")
+    if cfg.model.checkpoint:
+        ck = Path(cfg.model.checkpoint)
+        if not (ck / "config.yaml").is_file():
+            raise ArcKitError(f"{ck}: not an arc-kit checkpoint directory (no config.yaml)")
+        if set(cfg.model.arch) - {"halt_max_steps"}:
+            bad("model.arch", "a checkpoint brings its architecture: only halt_max_steps may be set")
+    else:
+        for key in ("hidden_size", "num_heads", "L_layers", "H_cycles", "L_cycles", "halt_max_steps", "expansion"):
+            v = cfg.model.arch.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and not v > 0:
+                bad(f"model.arch.{key}", f"must be > 0, got {v}")
+        try:
+            from_dict(TRMConfig, dict(cfg.model.arch), prefix="model.arch.")
+        except ArcKitError as e:
+            raise ArcKitError(f"{where}: model.arch: {str(e).removeprefix('model config: ')}") from None
+    if "halt_max_steps" in cfg.model.arch and not (isinstance(cfg.model.arch["halt_max_steps"], int)
+                                                   and cfg.model.arch["halt_max_steps"] >= 1):
+        bad("model.arch.halt_max_steps", f"must be an integer >= 1, got {cfg.model.arch['halt_max_steps']!r}")
+    if cfg.ttt.augment:
+        try:
+            load_config(AugmentConfig, cfg.ttt.augment, subdir="augmentation")
+        except ArcKitError as e:
+            raise ArcKitError(f"{where}: config key 'ttt.augment': {e}") from None
+    try:
+        load_vote_config(cfg.voting)
+    except ArcKitError as e:
+        raise ArcKitError(f"{where}: config key 'voting': {e}") from None
+    from .data import BUNDLED
+    for i, src in enumerate(cfg.ttt.extra_sources):
+        if src not in BUNDLED and not Path(src).exists():
+            bad(f"ttt.extra_sources[{i}]", f"{src}: no such file or directory, and not a bundled set")
+    if cfg.tasks.solutions and not Path(cfg.tasks.solutions).is_file():
+        bad("tasks.solutions", f"{cfg.tasks.solutions}: no such file")
+
+
+def load_run_tasks(cfg: RunConfig):
+    """The run's tasks, leniently (a broken task gets fallback attempts); an empty selection is an error."""
+    from .data import load_tasks, parse_ids
+    t = cfg.tasks
+    ids = t.ids
+    if ids is not None and len(ids) == 1 and ids[0].startswith("@"):
+        ids = parse_ids(ids[0])
+    task_set = load_tasks(t.source, solutions=t.solutions, ids=ids, max_size=t.max_size, limit=t.limit, lenient=True)
+    if not task_set.tasks and not task_set.invalid:
+        sel = ", ".join(f"{k}={v}" for k, v in (("ids", t.ids), ("max_size", t.max_size), ("limit", t.limit))
+                        if v is not None)
+        raise ArcKitError(f"{t.source}: the selection ({sel or 'all tasks'}) leaves no task to run")
+    return task_set
 
 
 def run(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: str = "") -> int:
-    """The whole `arc-kit run`. Returns 0 when a valid submission.json was written."""
-    from .data import load_tasks, parse_ids
+    """The whole `arc-kit run`; returns its exit status (EXIT_OK, or EXIT_STAGE_FAILED with a valid submission).
+
+    Order matters: every input is checked before anything is created, the fallback submission is written
+    before anything slow (the checkpoint fingerprint, the stages), and the test outputs stay in this
+    process: the stages get the tasks without them (stages.save_tasks)."""
     from .vote import load_vote_config
-    budget = Budget(cfg.budget.total_minutes, cfg.budget.safety_margin_minutes)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ArcKitError(f"{out}: --out exists and is not a directory")
+    check_run_inputs(cfg, config_label or "config")
+    task_set = load_run_tasks(cfg)
+    vote_config = load_vote_config(cfg.voting)
+    budget = Budget(cfg.budget.total_minutes, cfg.budget.safety_margin_minutes)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ArcKitError(f"{out}: cannot create the run directory: {e.strerror or e}") from None
     log = setup_logging(out, "run")
     log.info(f"arc-kit {__version__} run '{cfg.name}' -> {out} (budget {fmt_seconds(60 * cfg.budget.total_minutes)}, "
              f"stages end by {time.strftime('%H:%M:%S', time.localtime(budget.deadline))})")
-    ids = cfg.tasks.ids
-    if ids is not None and len(ids) == 1 and ids[0].startswith("@"):
-        ids = parse_ids(ids[0])
-    task_set = load_tasks(cfg.tasks.source, solutions=cfg.tasks.solutions, ids=ids, max_size=cfg.tasks.max_size,
-                          limit=cfg.tasks.limit, lenient=True)
     n_inputs = sum(len(t.test) for t in task_set.tasks.values())
     log.info(f"tasks: {len(task_set.tasks)} from {task_set.source} ({n_inputs} test inputs)"
-             + (f", {len(task_set.invalid)} invalid (fallback attempts)" if task_set.invalid else ""))
+             + (f", {len(task_set.invalid)} invalid (fallback attempts)" if task_set.invalid else "")
+             + (f", {len(task_set.unselected)} outside the selection (fallback attempts)" if task_set.unselected else ""))
     for p in task_set.problems:
         log.info(f"tasks: problem: {p}")
-    vote_config = load_vote_config(cfg.voting)
-    check_stage_configs(cfg)
+
+    r = Run(cfg, out, task_set, budget, log, config_label)
+    r.vote_config = vote_config
+    manifest_path = out / MANIFEST_FILE
+    if not fresh and not manifest_path.is_file() and not any(
+            (out / f).exists() for f in (PREDICTIONS_FILE, STATE_FILE, TTT_DIR)):
+        # A new run: a valid submission.json before anything slow (a resumed run re-votes its predictions below).
+        t0 = time.time()
+        r.update_submission(force=True)
+        r.timings.append(StageResult("fallback", "done", time.time() - t0))
+        log.info(f"submission: {out / SUBMISSION_FILE} written (fallback attempts)")
     manifest = {"kit_version": __version__, "config_hash": config_hash(cfg), "resume_key": resume_key(cfg),
                 "tasks_hash": tasks_hash(task_set), "checkpoint_hash": checkpoint_hash(cfg.model.checkpoint),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config_label": config_label}
@@ -238,27 +335,32 @@ def run(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: str = "
             prev = read_json(out / STATE_FILE, "run state").get("stages", {}) if (out / STATE_FILE).is_file() else {}
         except ArcKitError:
             prev = {}
-        manifest["created"] = read_json(out / MANIFEST_FILE, "run manifest").get("created", manifest["created"])
+        manifest["created"] = read_json(manifest_path, "run manifest").get("created", manifest["created"])
         log.info(f"resuming the run in {out} (same config, tasks and checkpoint)")
     save_config(cfg, out / CONFIG_FILE)
-    save_tasks(out / TASKS_FILE, task_set)
-    atomic_write_json(out / MANIFEST_FILE, manifest, indent=1)
-
-    r = Run(cfg, out, task_set, budget, log, config_label)
-    r.vote_config = vote_config
-    t0 = time.time()
-    r.update_submission(force=True)  # valid from the first moments: fallback, or the resumed predictions' vote
-    r.timings.append(StageResult("fallback", "done", time.time() - t0))
-    log.info(f"submission: {out / SUBMISSION_FILE} written ({'votes of the resumed predictions' if r._pred_size > 0 else 'fallback attempts'})")
+    save_tasks(out / TASKS_FILE, task_set)   # without test outputs
+    atomic_write_json(manifest_path, manifest, indent=1)
+    r.manifest = manifest
+    if not any(t.name == "fallback" for t in r.timings):
+        t0 = time.time()
+        r.update_submission(force=True)  # the fallback, or the resumed predictions' vote
+        r.timings.append(StageResult("fallback", "done", time.time() - t0))
+        log.info(f"submission: {out / SUBMISSION_FILE} written "
+                 f"({'votes of the resumed predictions' if r.tail.predictions else 'fallback attempts'})")
     try:
         r.run_train(resuming, prev)
         r.run_infer()
     except KeyboardInterrupt:
         log.info("interrupted: voting what has been predicted so far")
+        r.failures.append("run interrupted")
     except Exception as e:  # a supervisor bug costs the remaining stages, never the submission
         log.error(f"run: internal error ({type(e).__name__}: {e}); voting what has been predicted so far")
+        r.failures.append(f"run internal error: {type(e).__name__}: {e}")
     t0 = time.time()
     r.update_submission(force=True)
     r.timings.append(StageResult("vote", "done", time.time() - t0))
+    if not cfg.output.keep_checkpoint and (out / TTT_DIR / "model").is_dir():
+        shutil.rmtree(out / TTT_DIR / "model", ignore_errors=True)   # output.keep_checkpoint: false
+        log.info(f"output.keep_checkpoint is false: removed {out / TTT_DIR / 'model'}")
     from .run_report import finish
     return finish(r)

@@ -10,7 +10,6 @@
 #   -> crop, map back with the view's inverse, append to OUT/predictions.jsonl (resumable).
 
 import hashlib
-import json
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -21,8 +20,9 @@ from .errors import ArcKitError
 from .files import atomic_write_json, read_json
 from .identifiers import task_puzzles
 
-PREDICTIONS = "predictions.jsonl"
-EMPTY = "predictions_empty.jsonl"  # views whose answer decoded to no grid (kept so a resume skips them)
+from .predictions import EMPTY_VIEWS_FILE as EMPTY
+from .predictions import PREDICTIONS_FILE as PREDICTIONS
+from .predictions import done_view_keys, record_empty_views
 RUN_FILE = "predict.json"   # settings of the run that wrote predictions.jsonl: a resume must match them
 
 
@@ -51,28 +51,6 @@ def compact_table(chosen: dict[str, list[tuple[int, str]]]) -> tuple[list[int], 
     local_row = {name: local[r] for lst in chosen.values() for r, name in lst}
     global_row = {name: r for lst in chosen.values() for r, name in lst}
     return rows, local_row, global_row
-
-
-def _done_keys(out_dir: Path) -> set[tuple[str, int, str]]:
-    """(task, test_index, augmentation) of every view already predicted: the lines of predictions.jsonl and of
-    the sidecar listing views whose answer decoded to no grid. Reads only the key fields (fast on 400k lines)."""
-    keys = set()
-    for name in (PREDICTIONS, EMPTY):
-        path = out_dir / name
-        if not path.exists():
-            continue
-        with open(path, "rb") as f:
-            for n, line in enumerate(f, 1):
-                if not line.endswith(b"\n"):
-                    break                   # cut off by a crash: the writer drops it, the view runs again
-                if not line.strip():
-                    continue
-                try:
-                    o = json.loads(line)
-                    keys.add((o["task_id"], o["test_index"], o["augmentation"]))
-                except (ValueError, KeyError, TypeError):
-                    raise ArcKitError(f"{path}:{n}: not a prediction line (task_id, test_index, augmentation)") from None
-    return keys
 
 
 def _check_run_file(out_dir: Path, settings: dict) -> None:
@@ -148,7 +126,7 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
                 "early_halt": cfg.early_halt, "all_steps": cfg.all_steps, "config": asdict(cfg)}
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_run_file(out_dir, settings)
-    done = _done_keys(out_dir)
+    done = done_view_keys(out_dir)
 
     model, _ = load_model(model_dir, rows, device, dtype)
     canvas = int(round(model.config.seq_len ** 0.5))
@@ -183,10 +161,7 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
                 for p in preds:
                     p.extra["row"] = global_row.get(p.augmentation, 0)
                 written += writer.write(preds)
-                if empty_views:
-                    with open(out_dir / EMPTY, "a", encoding="utf-8") as f:
-                        f.writelines(json.dumps({"task_id": v.task_id, "test_index": v.test_index,
-                                                 "augmentation": v.name}) + "\n" for v in empty_views)
+                record_empty_views(out_dir / EMPTY, [v.key for v in empty_views])
                 empty += len(empty_views)
                 ran += len(batch)
                 steps += int(out["steps_run"].sum())

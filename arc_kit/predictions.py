@@ -179,3 +179,81 @@ def iter_predictions(paths, weights=None, problems: list[str] | None = None) -> 
 def read_predictions(path_or_paths, weights=None, problems: list[str] | None = None) -> list[Prediction]:
     """All predictions of one or several files (each line stays its own vote; weight in extra["weight"])."""
     return list(iter_predictions(path_or_paths, weights, problems))
+
+
+class PredictionTail:
+    """Follow a predictions file that a writer is appending to: each read() parses only the complete lines added
+    since the last one (the run's periodic re-vote no longer re-parses the whole file every time)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.offset = 0
+        self.line_no = 0
+        self.predictions: list[Prediction] = []
+
+    def read(self) -> int:
+        """Parse the new complete lines; returns how many predictions were added. A shrunk file starts over."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+        if size < self.offset:  # replaced or truncated (a partial last line dropped by a new writer)
+            self.offset, self.line_no, self.predictions = 0, 0, []
+        if size == self.offset:
+            return 0
+        with open(self.path, "rb") as f:
+            f.seek(self.offset)
+            data = f.read(size - self.offset)
+        end = data.rfind(b"\n") + 1       # complete lines only: a line being written is read next time
+        n0 = len(self.predictions)
+        for raw in data[:end].splitlines():
+            self.line_no += 1
+            if not raw.strip():
+                continue
+            where = f"{self.path}:{self.line_no}"
+            try:
+                obj = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                msg = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
+                raise ArcKitError(f"{where}: malformed JSON line: {msg}") from None
+            self.predictions.append(parse_prediction(obj, where))
+        self.offset += end
+        return len(self.predictions) - n0
+
+
+# A directory that predictions are appended to (a run's OUT, `arc-kit predict`'s OUT) holds these two files.
+PREDICTIONS_FILE = "predictions.jsonl"
+EMPTY_VIEWS_FILE = "predictions_empty.jsonl"  # views whose answer decoded to no grid: done, skipped on resume
+
+
+def record_empty_views(path: str | Path, keys: Iterable[tuple[str, int, str]]) -> None:
+    """Append (task, test_index, augmentation) keys of views that decoded to no grid, fsynced like predictions."""
+    lines = [json.dumps({"task_id": t, "test_index": i, "augmentation": a}) + "\n" for t, i, a in keys]
+    if not lines:
+        return
+    with open(path, "a", encoding="utf-8") as f:
+        f.writelines(lines)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def done_view_keys(directory: str | Path) -> set[tuple[str, int, str]]:
+    """(task, test_index, augmentation) of every view already predicted in `directory`: the lines of
+    predictions.jsonl and of the empty-views sidecar. Reads only the key fields (fast on 400k lines)."""
+    keys = set()
+    for name in (PREDICTIONS_FILE, EMPTY_VIEWS_FILE):
+        path = Path(directory) / name
+        if not path.exists():
+            continue
+        with open(path, "rb") as f:
+            for n, line in enumerate(f, 1):
+                if not line.endswith(b"\n"):
+                    break                   # cut off by a crash: the writer drops it, the view runs again
+                if not line.strip():
+                    continue
+                try:
+                    o = json.loads(line)
+                    keys.add((o["task_id"], o["test_index"], o["augmentation"]))
+                except (ValueError, KeyError, TypeError):
+                    raise ArcKitError(f"{path}:{n}: not a prediction line (task_id, test_index, augmentation)") from None
+    return keys

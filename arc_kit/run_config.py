@@ -1,5 +1,6 @@
 """RunConfig: the dataclass tree behind `arc-kit run` (tasks, model, test-time training, inference, voting, budget, output)."""
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,13 @@ from .errors import ArcKitError
 
 @dataclass
 class TasksConfig:
-    source: str = "arc-agi-1/evaluation"  # file, directory or bundled name; `--tasks` replaces only this
-    solutions: str | None = None          # Kaggle solutions file (picked up beside the challenges when None)
-    ids: list[str] | None = None          # keep only these task ids (None: all)
-    max_size: int | None = None           # keep tasks whose every grid fits NxN
+    # file, directory or bundled name. `--tasks` starts a fresh selection: it clears solutions/ids/max_size/limit
+    # unless they are given again as overrides. The selection picks what the model works on; the submission
+    # always covers every task of the source (the others get fallback attempts).
+    source: str = "arc-agi-1/evaluation"
+    solutions: str | None = None          # Kaggle solutions file, for scoring only (picked up beside the challenges when None)
+    ids: list[str] | None = None          # keep only these task ids (None: all; ["@file.txt"] reads them from a file)
+    max_size: int | None = None           # keep tasks whose visible grids (demonstrations, test inputs) fit NxN
     limit: int | None = None              # keep the first N tasks
 
 
@@ -24,9 +28,12 @@ class ModelConfig:
     # With a checkpoint the architecture comes from the checkpoint; only halt_max_steps may be set here.
     arch: dict[str, Any] = field(default_factory=dict)
     # Canvas side in cells for a model built by this run: 30 is the reference (900 tokens); "task" pads
-    # every batch only to the canvas the selected tasks need (largest grid side + 1 for the EOS border,
-    # at most 30), with translation inside it. A checkpoint brings its own canvas.
+    # every batch only to the canvas the selected tasks need (largest visible grid side + 1 for the EOS
+    # border + canvas_margin, at most 30), with translation inside it. A checkpoint brings its own canvas.
     canvas: str = "30"
+    # Extra cells on a "task" canvas. The run never sees test outputs, so an answer larger than every
+    # visible grid cannot be produced on a canvas sized without a margin (2 of the 29 dev-bench outputs).
+    canvas_margin: int = 0
 
 
 @dataclass
@@ -41,7 +48,7 @@ class TTTConfig:
     freeze_network: bool = False    # phase 2 trains the embeddings only as well (network never changes)
     min_epochs: float = 2.0      # trim `augmentations` when the planned steps cannot show each example this often
     extra_sources: list[str] = field(default_factory=list)  # more task sources mixed into training (demos+tests)
-    extra_augmentations: int = 0  # augmentations per extra task
+    extra_augmentations: int = 0  # augmented versions per extra-source task besides the identity
     checkpoint_minutes: float = 2.0  # save the latest checkpoint this often (resume and watchdog kills)
     train: dict[str, Any] = field(default_factory=dict)  # Trainer config keys (lr, batch_size, ...): arc_kit.train.TrainConfig
 
@@ -71,7 +78,8 @@ class RuntimeConfig:
     device: str = "auto"       # auto | cpu | cuda
     threads: int = 0           # torch threads per process; 0 = cores free / processes
     num_processes: int = 1     # data-parallel processes (GPUs) for training and inference
-    precision: str = "float32"  # float32 | bfloat16 (forward dtype on GPUs that support it)
+    precision: str = "float32"  # float32 | bfloat16: autocast for training and inference alike, on GPUs that
+                                # support bfloat16 (elsewhere float32)
     seed: int = 0
 
 
@@ -79,7 +87,8 @@ class RuntimeConfig:
 class OutputConfig:
     dir: str = "runs/{name}"   # `--out`; {name} is the config's name
     progress: bool = True      # progress bars on stderr
-    keep_checkpoint: bool = True  # keep the test-time-trained model in OUT/ttt/
+    keep_checkpoint: bool = True  # keep the test-time-trained model in OUT/ttt/model once the run has finished
+                                  # (false: removed at the end; an interrupted run keeps it to resume)
 
 
 @dataclass
@@ -96,9 +105,18 @@ class RunConfig:
 
 
 def check_run_config(cfg: RunConfig, where: str = "config") -> RunConfig:
-    """Value checks that the type system cannot express; errors name the dotted key."""
+    """Value checks that the type system cannot express; errors name the dotted key. Pure: touches no file."""
     def bad(key, msg):
         raise ArcKitError(f"{where}: config key '{key}': {msg}")
+
+    def finite(key, v, lo=None, hi=None, lo_open=False, hi_open=False):
+        if not math.isfinite(v):
+            bad(key, f"must be a finite number, got {v}")
+        if lo is not None and (v <= lo if lo_open else v < lo):
+            bad(key, f"must be {'>' if lo_open else '>='} {lo}, got {v}")
+        if hi is not None and (v >= hi if hi_open else v > hi):
+            bad(key, f"must be {'<' if hi_open else '<='} {hi}, got {v}")
+
     if cfg.model.canvas != "task":
         try:
             c = int(cfg.model.canvas)
@@ -106,25 +124,48 @@ def check_run_config(cfg: RunConfig, where: str = "config") -> RunConfig:
             bad("model.canvas", f"expected 2..30 or 'task', got {cfg.model.canvas!r}")
         if not 2 <= c <= 30:
             bad("model.canvas", f"expected 2..30, got {c}")
-    if cfg.ttt.augmentations < 0:
-        bad("ttt.augmentations", "must be >= 0")
+    if not 0 <= cfg.model.canvas_margin <= 28:
+        bad("model.canvas_margin", f"expected 0..28 cells, got {cfg.model.canvas_margin}")
+    t = cfg.tasks
+    if t.max_size is not None and not 1 <= t.max_size <= 30:
+        bad("tasks.max_size", f"expected 1..30, got {t.max_size}")
+    if t.limit is not None and t.limit < 1:
+        bad("tasks.limit", f"must be >= 1, got {t.limit}")
+    if t.ids is not None and not t.ids:
+        bad("tasks.ids", "an empty list selects nothing (leave it unset for every task)")
+    for key in ("augmentations", "extra_augmentations", "max_steps", "embeddings_only_steps"):
+        if getattr(cfg.ttt, key) < 0:
+            bad(f"ttt.{key}", f"must be >= 0, got {getattr(cfg.ttt, key)}")
+    finite("ttt.min_epochs", cfg.ttt.min_epochs, lo=0)
+    finite("ttt.checkpoint_minutes", cfg.ttt.checkpoint_minutes, lo=0, lo_open=True)
     if cfg.inference.views < 1:
         bad("inference.views", "must be >= 1")
     if cfg.inference.batch_size < 1:
         bad("inference.batch_size", "must be >= 1")
-    if cfg.budget.total_minutes <= 0:
-        bad("budget.total_minutes", "must be > 0")
-    if not 0 <= cfg.budget.safety_margin_minutes < cfg.budget.total_minutes:
-        bad("budget.safety_margin_minutes", "must be >= 0 and below budget.total_minutes")
-    if not 0 < cfg.budget.train_share < 1:
-        bad("budget.train_share", "must be between 0 and 1")
+    finite("inference.task_time_cap_seconds", cfg.inference.task_time_cap_seconds, lo=0)
+    b = cfg.budget
+    finite("budget.total_minutes", b.total_minutes, lo=0, lo_open=True)
+    finite("budget.safety_margin_minutes", b.safety_margin_minutes, lo=0)
+    if b.safety_margin_minutes >= b.total_minutes:
+        bad("budget.safety_margin_minutes", "must be below budget.total_minutes")
+    finite("budget.train_share", b.train_share, lo=0, hi=1, lo_open=True, hi_open=True)
+    finite("budget.min_infer_share", b.min_infer_share, lo=0, hi=1)
+    for key in ("stage_grace_seconds", "startup_seconds"):
+        finite(f"budget.{key}", getattr(b, key), lo=0)
+    finite("budget.revote_seconds", b.revote_seconds, lo=0, lo_open=True)
     if cfg.runtime.device not in ("auto", "cpu", "cuda"):
         bad("runtime.device", f"expected auto, cpu or cuda, got {cfg.runtime.device!r}")
-    if cfg.runtime.precision not in ("float32", "bfloat16", "float16"):
-        bad("runtime.precision", f"expected float32, bfloat16 or float16, got {cfg.runtime.precision!r}")
+    if cfg.runtime.precision not in PRECISIONS:
+        bad("runtime.precision", f"expected {' or '.join(PRECISIONS)}, got {cfg.runtime.precision!r}")
+    if cfg.runtime.threads < 0:
+        bad("runtime.threads", f"must be >= 0 (0: cores free / processes), got {cfg.runtime.threads}")
     if cfg.runtime.num_processes < 1:
         bad("runtime.num_processes", "must be >= 1")
     return cfg
+
+
+# float16 is not offered: training has no loss scaler, and inference must run in the dtype training used.
+PRECISIONS = ("float32", "bfloat16")
 
 
 def load_run_config(source: str | Path | None, overrides=()) -> RunConfig:
@@ -139,14 +180,6 @@ def run_config_from_dict(data: dict) -> RunConfig:
     return check_run_config(from_dict(RunConfig, data))
 
 
-def canvas_for_grids(grids, canvas: str) -> int:
-    """Canvas side for a task: fixed int, or its largest grid side + 1 (EOS border), at most 30."""
-    if canvas != "task":
-        return int(canvas)
-    side = max((max(len(g), max((len(r) for r in g), default=0)) for g in grids), default=1)
-    return min(30, side + 1)
-
-
 __all__ = ["RunConfig", "TasksConfig", "ModelConfig", "TTTConfig", "InferenceConfig", "BudgetConfig",
            "RuntimeConfig", "OutputConfig", "load_run_config", "run_config_from_dict", "check_run_config",
-           "canvas_for_grids", "to_dict"]
+           "PRECISIONS", "to_dict"]

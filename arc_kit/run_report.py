@@ -46,14 +46,16 @@ def stage_lines(r) -> list[str]:
 
 def write_report(r, report) -> None:
     """report.md: provenance, time per stage, score and the best and worst tasks."""
-    cfg, m = r.cfg, read_json(r.out / "run.json", "run manifest")
+    cfg, m = r.cfg, r.manifest
     hw = _hardware(r)
     plan = read_json(r.out / PLAN_FILE, "plan") if (r.out / PLAN_FILE).is_file() else {}
     lines = [f"# arc-kit run: {cfg.name or 'run'}", "",
              f"- kit version: {__version__}",
              f"- config: {m.get('config_label') or cfg.name} (hash {m['config_hash']}, resume key {m['resume_key']})",
              f"- tasks: {r.task_set.source}: {len(r.task_set.tasks)} tasks (hash {m['tasks_hash']})"
-             + (f", {len(r.task_set.invalid)} invalid" if r.task_set.invalid else ""),
+             + (f", {len(r.task_set.invalid)} invalid" if r.task_set.invalid else "")
+             + (f"; {len(r.task_set.unselected)} more outside the selection (fallback attempts, not scored)"
+                if r.task_set.unselected else ""),
              f"- checkpoint: {cfg.model.checkpoint or 'none (trained from scratch)'}"
              + (f" (hash {m['checkpoint_hash']})" if m.get("checkpoint_hash") else ""),
              f"- hardware: {hw.get('device', '?')}" + (f" {hw['gpu']} x{hw.get('gpus', 1)}" if hw.get("gpu") else "")
@@ -68,6 +70,9 @@ def write_report(r, report) -> None:
                   f"train / {plan.get('infer_seq_per_s', 0):.1f} inference sequences/s, canvas {plan.get('canvas')})."]
         lines += [f"- {n}" for n in plan.get("notes", [])] + [""]
     lines += ["## Stages", "", "```"] + stage_lines(r) + ["```", ""]
+    if r.failures:
+        lines += ["**Failed:** " + "; ".join(r.failures) + " (exit status 4: the submission is valid but not what "
+                  "the plan intended; see run.log)", ""]
     if report is not None:
         lo, hi = report.ci95()
         fr = report.fractions(2)
@@ -80,7 +85,9 @@ def write_report(r, report) -> None:
 
 
 def finish(r) -> int:
-    """Score (when every selected task has its solutions), write report.md, print the summary; the exit status."""
+    """Score (when every selected task has its solutions), write report.md, print the summary; the exit status:
+    0 when every stage finished, 4 when the submission is valid but a stage failed, 1 when it is not valid."""
+    from .pipeline import EXIT_NO_SUBMISSION, EXIT_OK, EXIT_STAGE_FAILED
     from .submission import read_submission, validate_submission
     log, out = r.log, r.out
     try:
@@ -88,10 +95,10 @@ def finish(r) -> int:
         problems = validate_submission(sub, r.task_set)
     except Exception as e:
         log.error(f"submission: unreadable at the end ({type(e).__name__}: {e})")
-        return 1
+        return EXIT_NO_SUBMISSION
     if problems:
         log.error(f"submission: invalid at the end: {problems[0]}")
-        return 1
+        return EXIT_NO_SUBMISSION
     report = None
     if r.task_set.tasks and all(t.has_solutions for t in r.task_set.tasks.values()):
         try:
@@ -113,4 +120,8 @@ def finish(r) -> int:
               f"{report.score_per_output:.4f} per output, {len(report.ranks)} tasks")
     else:
         print(f"submission: {out / SUBMISSION_FILE} (no solutions known: not scored)")
-    return 0
+    if r.failures:
+        log.error("FAILED: " + "; ".join(r.failures) + f" -- {out / SUBMISSION_FILE} is valid (exit status "
+                  f"{EXIT_STAGE_FAILED}); see {out / 'run.log'}")
+        return EXIT_STAGE_FAILED
+    return EXIT_OK

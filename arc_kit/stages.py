@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 from .budget import fault_requested, free_cores, inject_fault, measure_train_rate, plan_run, watch_parent
-from .data import Pair, Task, TaskSet
+from .data import Pair, Task, TaskSet, task_fits, visible_side
 from .files import atomic_write_json, read_json
-from .run_config import RunConfig, canvas_for_grids, run_config_from_dict
+from .run_config import RunConfig, run_config_from_dict
 
 # Files of a run directory (`--out`).
 CONFIG_FILE = "config.yaml"        # the resolved RunConfig of this run
@@ -27,21 +27,25 @@ LOG_FILE = "run.log"
 TTT_DIR = "ttt"                    # ttt/model: the test-time-trained checkpoint (+ training state)
 
 
+
 # ---------------------------------------------------------------- shared helpers
 
 def save_tasks(path: Path, task_set: TaskSet) -> None:
+    """The stages' task file: the selected tasks' demonstrations and test inputs. Test outputs are never written:
+    they exist for scoring only, in the parent process."""
     def pair(p: Pair) -> dict:
         return {"input": p.input, "output": p.output}
+    blind = task_set.without_solutions()
     atomic_write_json(path, {
-        "source": task_set.source, "invalid": task_set.invalid, "problems": task_set.problems,
-        "tasks": {tid: {"train": [pair(p) for p in t.train], "test": [pair(p) for p in t.test],
-                        "source": t.source, "version": t.version} for tid, t in task_set.tasks.items()}})
+        "source": blind.source, "invalid": blind.invalid, "problems": blind.problems,
+        "tasks": {tid: {"train": [pair(p) for p in t.train], "test": [{"input": p.input} for p in t.test],
+                        "source": t.source, "version": t.version} for tid, t in blind.tasks.items()}})
 
 
 def load_saved_tasks(path: Path) -> TaskSet:
     obj = read_json(path, "run tasks file")
     tasks = {tid: Task(tid, [Pair(p["input"], p["output"]) for p in t["train"]],
-                       [Pair(p["input"], p["output"]) for p in t["test"]], t.get("source", ""), t.get("version", ""))
+                       [Pair(p["input"]) for p in t["test"]], t.get("source", ""), t.get("version", ""))
              for tid, t in obj["tasks"].items()}
     return TaskSet(tasks=tasks, problems=obj.get("problems", []), source=obj.get("source", ""),
                    invalid={k: int(v) for k, v in obj.get("invalid", {}).items()})
@@ -69,21 +73,17 @@ def setup_logging(out: Path, tag: str) -> logging.Logger:
 
 
 def run_canvas(cfg: RunConfig, tasks: list[Task]) -> int:
-    """The canvas side of a model trained by this run: fixed, or the smallest that fits every selected task."""
+    """The canvas side of a model trained by this run: fixed, or the smallest that fits every selected task's
+    visible grids plus the EOS border and `model.canvas_margin` (answer-blind: test outputs never count)."""
     if cfg.model.canvas == "task":
-        grids = [g for t in tasks for p in t.train + t.test for g in (p.input, p.output) if g is not None]
-        return canvas_for_grids(grids, "task")
+        side = max((visible_side(t) for t in tasks), default=1)
+        return min(30, side + 1 + cfg.model.canvas_margin)
     return int(cfg.model.canvas)
 
 
-def task_fits_canvas(task: Task, canvas: int) -> bool:
-    # test outputs are unknown in general: inputs and demonstrations decide
-    grids = [g for p in task.train for g in (p.input, p.output)] + [p.input for p in task.test]
-    return all(len(g) <= canvas and len(g[0]) <= canvas for g in grids)
-
-
 def setup_torch(cfg: RunConfig, world: int, accelerator=None):
-    """Threads, device and autocast dtype of this process."""
+    """Threads, device and autocast dtype of this process. The one precision rule, for training and inference:
+    bfloat16 autocast on a CUDA device that supports it, float32 everywhere else."""
     import torch
     threads = cfg.runtime.threads or max(1, free_cores() // max(1, world))
     torch.set_num_threads(threads)
@@ -94,8 +94,9 @@ def setup_torch(cfg: RunConfig, world: int, accelerator=None):
     else:
         device = torch.device(cfg.runtime.device)
     autocast = None
-    if device.type == "cuda" and cfg.runtime.precision in ("bfloat16", "float16"):
-        autocast = torch.bfloat16 if cfg.runtime.precision == "bfloat16" else torch.float16
+    if (device.type == "cuda" and cfg.runtime.precision == "bfloat16"
+            and torch.cuda.is_bf16_supported(including_emulation=False)):
+        autocast = torch.bfloat16
     return device, autocast, threads
 
 
@@ -111,14 +112,6 @@ def hardware(device, threads: int) -> dict:
     return info
 
 
-def load_model_dir(path: str | Path):
-    """(model, puzzle names) from a checkpoint directory written by the kit."""
-    from .checkpoint import load_checkpoint
-    model, info = load_checkpoint(path)
-    names = info.get("puzzle_names") if isinstance(info, dict) else getattr(info, "puzzle_names", None)
-    return model, list(names or [])
-
-
 def scratch_model(cfg: RunConfig, canvas: int, rows: int):
     import torch
 
@@ -128,6 +121,28 @@ def scratch_model(cfg: RunConfig, canvas: int, rows: int):
     arch.update(seq_len=canvas * canvas, num_puzzle_identifiers=max(1, rows))
     torch.manual_seed(cfg.runtime.seed)  # every process (and a resumed run) builds the same initial weights
     return TRM(from_dict(TRMConfig, arch, prefix="model.arch."))
+
+
+def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger):
+    """The checkpoint's network with a puzzle table of exactly `names` (row 0 `<blank>`): a name the checkpoint
+    already has starts from its stored row, a new one from the mean of the whole stored table (streamed)."""
+    import torch
+
+    from .checkpoint import load_checkpoint, read_checkpoint_info, table_mean
+    stored = read_checkpoint_info(cfg.model.checkpoint).puzzle_names
+    row_of = {n: i for i, n in enumerate(stored)}
+    rows = [row_of.get(n, 0) for n in names]
+    model, _ = load_checkpoint(cfg.model.checkpoint, puzzle_rows=rows)
+    new = [i for i, n in enumerate(names) if i > 0 and n not in row_of]
+    if new and model.config.puzzle_emb_ndim > 0:
+        mean = table_mean(cfg.model.checkpoint)
+        with torch.no_grad():
+            model.puzzle_emb.weights[torch.tensor(new)] = mean
+    log.info(f"train: {len(names) - 1} puzzles to train: {len(names) - 1 - len(new)} start from the checkpoint's "
+             f"rows, {len(new)} from the mean of its {len(stored)}-row table")
+    if "halt_max_steps" in cfg.model.arch:
+        model.config.halt_max_steps = int(cfg.model.arch["halt_max_steps"])
+    return model
 
 
 # ---------------------------------------------------------------- training stage
@@ -160,30 +175,25 @@ def train_stage(out: Path, cfg: RunConfig, task_set: TaskSet, until: float, trai
     ttt, ck = cfg.ttt, out / TTT_DIR / "model"
     result: dict = {"hardware": hardware(device, threads)}
 
-    targets = [t for t in task_set.tasks.values()]
+    targets = list(task_set.tasks.values())
     extras: list[Task] = []
     for src in ttt.extra_sources:
         from .data import load_tasks
         extra = load_tasks(src, lenient=True)
         extras += [t for tid, t in extra.tasks.items() if tid not in task_set.tasks]
-    base_names: list[str] | None = None
     if cfg.model.checkpoint:
-        # Only the table rows of the target tasks (and <blank>) are loaded: a published table has ~1M rows.
-        from .checkpoint import load_checkpoint, read_checkpoint_info
-        from .identifiers import task_puzzles
-        all_names = read_checkpoint_info(cfg.model.checkpoint).puzzle_names
-        per_task = task_puzzles(all_names, task_set.tasks)
-        keep = sorted({0} | {row for puzzles in per_task.values() for row, _ in puzzles})
-        model, _ = load_checkpoint(cfg.model.checkpoint, puzzle_rows=keep)
-        base_names = [all_names[i] for i in keep]
+        # Only row 0 (<blank>) now, for the throughput probe; the rows this run trains are set up below.
+        from .checkpoint import load_checkpoint
+        model, _ = load_checkpoint(cfg.model.checkpoint, puzzle_rows=[0])
         canvas = math.isqrt(model.config.seq_len)
         if "halt_max_steps" in cfg.model.arch:
             model.config.halt_max_steps = int(cfg.model.arch["halt_max_steps"])
     else:
         canvas = run_canvas(cfg, targets)
         model = scratch_model(cfg, canvas, 1)
-    targets = [t for t in targets if task_fits_canvas(t, canvas)]
-    extras = [t for t in extras if task_fits_canvas(t, canvas) and all(
+    targets = [t for t in targets if task_fits(t, canvas)]
+    # extra sources train on their test pairs too (they are not the tasks being solved): those must fit as well
+    extras = [t for t in extras if task_fits(t, canvas) and all(
         p.output is None or (len(p.output) <= canvas and len(p.output[0]) <= canvas) for p in t.test)]
     if not targets:
         return dict(result, status="skipped", message=f"no task fits the {canvas}x{canvas} canvas")
@@ -235,16 +245,18 @@ def train_stage(out: Path, cfg: RunConfig, task_set: TaskSet, until: float, trai
     result["plan"] = plan
 
     aug_cfg = load_config(AugmentConfig, ttt.augment, subdir="augmentation") if ttt.augment else AugmentConfig()
-    data = TrainData.from_tasks(targets + extras, int(plan["ttt_augmentations"]), aug_cfg, seed=ttt.seed,
-                                canvas=canvas, translate=ttt.translate,
-                                use_test_pairs=[False] * len(targets) + [True] * len(extras),
-                                puzzle_names=base_names or None)
+    n_aug = int(plan["ttt_augmentations"])
+    data = TrainData.from_tasks(targets + extras, [n_aug] * len(targets) + [ttt.extra_augmentations] * len(extras),
+                                aug_cfg, seed=ttt.seed, canvas=canvas, translate=ttt.translate,
+                                use_test_pairs=[False] * len(targets) + [True] * len(extras))
+    # The table holds exactly the puzzles trained in this run (identity first, then the sampled augmentations,
+    # task by task): inference reads them from OUT/ttt/model. A checkpoint's other rows for these tasks were
+    # trained with another network and are never loaded.
     if cfg.model.checkpoint:
-        from .checkpoint import add_puzzles
-        add_puzzles(model, data.puzzle_names[len(base_names):], init="mean", puzzle_names=list(base_names))
-        model.to(device)
+        model = checkpoint_model_for(cfg, data.puzzle_names, log)
     else:
-        model = scratch_model(cfg, canvas, len(data.puzzle_names)).to(device)
+        model = scratch_model(cfg, canvas, len(data.puzzle_names))
+    model.to(device)
     planned, max_steps = max(1, int(plan["train_steps"])), ttt.max_steps
     rate_steps = plan["train_seq_per_s"] / train_cfg.global_batch_size
     train_cfg.checkpoint_every = max(10, int(rate_steps * 60 * ttt.checkpoint_minutes))

@@ -20,6 +20,7 @@ class FillReport:
     n_voted: int = 0                                       # attempts that came from a voted candidate
     filled: list[str] = field(default_factory=list)        # "task X: test i: attempt_2 <- test input"
     invalid_tasks: list[str] = field(default_factory=list)  # tasks dropped as invalid: [[0]] everywhere
+    unselected: int = 0                                     # tasks outside the selection: fallback attempts only
 
     def summary(self) -> str:
         s = (f"{self.n_tasks} tasks, {self.n_test_inputs} test inputs, {self.n_voted}/{self.n_attempts} "
@@ -27,6 +28,8 @@ class FillReport:
         if self.invalid_tasks:
             s += f" ({len(self.invalid_tasks)} invalid task(s) got [[0]]: {', '.join(self.invalid_tasks[:5])}"
             s += ", ...)" if len(self.invalid_tasks) > 5 else ")"
+        if self.unselected:
+            s += f"; {self.unselected} task(s) outside the selection got fallback attempts"
         return s
 
 
@@ -57,7 +60,8 @@ def build_submission(votes: dict, task_set, fallback: str = "input", report: Fil
     """votes (task -> per test input ranked Candidates, see vote.vote) -> a complete, valid submission dict.
 
     Every task of the task set gets one {"attempt_1", "attempt_2"} dict per test input, in order; tasks
-    dropped as invalid (task_set.invalid) get [[0]] attempts. Votes for unknown tasks are ignored.
+    dropped as invalid (task_set.invalid) get [[0]] attempts; tasks outside the selection (task_set.unselected)
+    get fallback attempts. Votes for unknown tasks are ignored.
     """
     report = report if report is not None else FillReport()
     sub = {}
@@ -86,6 +90,14 @@ def build_submission(votes: dict, task_set, fallback: str = "input", report: Fil
         report.n_tasks += 1
         report.n_test_inputs += len(sub[tid])
         report.n_attempts += 2 * len(sub[tid])
+    for tid, inputs in (getattr(task_set, "unselected", None) or {}).items():
+        if tid in sub:
+            continue
+        sub[tid] = [dict(zip(ATTEMPT_KEYS, _attempts([], inp, fallback)[0])) for inp in (inputs or [None])]
+        report.unselected += 1
+        report.n_tasks += 1
+        report.n_test_inputs += len(sub[tid])
+        report.n_attempts += 2 * len(sub[tid])
     return sub
 
 
@@ -108,10 +120,12 @@ def read_submission(path: str | Path) -> dict:
 
 
 def expected_test_counts(task_set) -> dict[str, int]:
-    """task id -> number of test inputs, valid tasks first, then tasks dropped as invalid."""
+    """task id -> number of test inputs: valid tasks, then tasks dropped as invalid, then tasks outside the selection."""
     counts = {tid: len(t.test) for tid, t in task_set.tasks.items()}
     for tid, n in (getattr(task_set, "invalid", None) or {}).items():
         counts.setdefault(tid, max(1, int(n)))
+    for tid, inputs in (getattr(task_set, "unselected", None) or {}).items():
+        counts.setdefault(tid, max(1, len(inputs)))
     return counts
 
 

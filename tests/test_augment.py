@@ -107,13 +107,27 @@ def _key(task):
 def test_version_keys_are_the_multiset_of_pairs():
     a = Task("x", [Pair([[1]], [[2]]), Pair([[3, 3]], [[4]])], [Pair([[5]], [[6]])])
     b = Task("x", [Pair([[5]], [[6]]), Pair([[3, 3]], [[4]])], [Pair([[1]], [[2]])])   # same pairs, shuffled
-    assert TaskVersions(a).key_of(IDENTITY) == TaskVersions(b).key_of(IDENTITY)
+    # the reference replay's rule: known test outputs count, demonstrations and tests together
+    assert TaskVersions(a, test_outputs=True).key_of(IDENTITY) == TaskVersions(b, test_outputs=True).key_of(IDENTITY)
     unknown = Task("x", a.train, [Pair([[5]], None)])
-    assert TaskVersions(unknown).key_of(IDENTITY) != TaskVersions(a).key_of(IDENTITY)
+    assert TaskVersions(unknown, test_outputs=True).key_of(IDENTITY) != TaskVersions(a, test_outputs=True).key_of(IDENTITY)
+    # a solver's rule is answer-blind: a known test output does not change the key, so solutions on disk
+    # cannot change which augmentations a run draws
+    assert TaskVersions(unknown).key_of(IDENTITY) == TaskVersions(a).key_of(IDENTITY)
+    assert TaskVersions(a).key_of(IDENTITY) != TaskVersions(b).key_of(IDENTITY)   # b's visible pairs differ
     for k in range(8):   # the key of a version is the key of the augmented task itself
         aug = Augmentation(k, (0, 2, 1, 3, 4, 5, 6, 7, 9, 8))
         assert TaskVersions(a).key_of(aug) == TaskVersions(augment_task(a, aug)).key_of(IDENTITY)
     assert TaskVersions(a).key_of(Augmentation(1)) != TaskVersions(a).key_of(IDENTITY)   # [[3, 3]] turns
+
+
+def test_sampled_augmentations_do_not_depend_on_known_test_outputs():
+    # a task whose only asymmetry is its test output: with the answer, more versions look distinct
+    sym = [[1, 1], [1, 1]]
+    task = Task("s", [Pair(sym, sym)], [Pair(sym, [[1, 2], [1, 1]])])
+    blind = Task("s", task.train, [Pair(sym, None)])
+    cfg = AugmentConfig(colors=False, max_trials=200)
+    assert sample_augmentations(task, 7, 3, cfg) == sample_augmentations(blind, 7, 3, cfg) == [IDENTITY]
 
 
 def test_sampling_deterministic_identity_first_and_distinct():

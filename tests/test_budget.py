@@ -1,5 +1,6 @@
 """Budget: deadline arithmetic, train/infer planning from throughput, the child-process watchdog, fault hooks."""
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -60,19 +61,17 @@ def test_plan_with_no_time_left_is_empty_but_valid():
 
 
 def test_watchdog_kills_a_hanging_stage_at_its_deadline():
-    t0 = time.time()
-    res = run_child("hang", [sys.executable, "-c", "import time; time.sleep(60)"], deadline=time.time() + 1.0,
-                    grace_seconds=1.0)
-    assert res.status == "timeout"
-    assert time.time() - t0 < 5.0
+    lines = []
+    res = run_child("hang", [sys.executable, "-c", "import time; time.sleep(60); print('finished', flush=True)"],
+                    deadline=time.time() + 1.0, grace_seconds=1.0, output=lines.append)
+    # killed by SIGTERM at the deadline, long before its 60 s were up (no wall-clock threshold: load-proof)
+    assert res.status == "timeout" and res.returncode == -signal.SIGTERM and "finished" not in lines
 
 
 def test_watchdog_escalates_to_sigkill_when_sigterm_is_ignored():
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
-    t0 = time.time()
     res = run_child("stubborn", [sys.executable, "-c", code], deadline=time.time() + 1.5, grace_seconds=0.5)
-    assert res.status == "timeout"
-    assert time.time() - t0 < 6.0
+    assert res.status == "timeout" and res.returncode == -signal.SIGKILL
 
 
 def test_watchdog_reports_exit_status_and_polls():
@@ -105,9 +104,8 @@ def test_watchdog_relays_output_and_kills_grandchildren():
     lines = []
     code = ("import subprocess, sys; print('out'); print('err', file=sys.stderr, flush=True); "
             "print(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']).pid, flush=True)")
-    t0 = time.time()
     res = run_child("talk", [sys.executable, "-c", code], deadline=time.time() + 30, output=lines.append)
-    assert res.status == "done" and time.time() - t0 < 8.0
+    assert res.status == "done"   # a reader waiting for the grandchild's pipe would hit the 30 s deadline instead
     assert sorted(lines[:2]) == ["err", "out"] and len(lines) == 3   # stdout and stderr, newlines stripped
     grandchild = int(lines[2])
     for _ in range(50):

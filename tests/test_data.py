@@ -246,12 +246,35 @@ def test_ids_max_size_limit(challenges_file):
         load_tasks(challenges_file, ids=["a", "zz", "yy"])
 
 
-def test_max_size_counts_known_test_outputs(tmp_path):
+def test_max_size_never_looks_at_test_outputs(tmp_path):
     t = simple_task(size=3)
-    t["test"][0]["output"] = [[1] * 8]
+    t["test"][0]["output"] = [[1] * 8]      # the answer is wider than anything visible
     root = write_task_dir(tmp_path / "d", {"t": t})
-    assert load_tasks(root, max_size=7).tasks == {}
-    assert list(load_tasks(root, max_size=8).tasks) == ["t"]
+    assert list(load_tasks(root, max_size=3).tasks) == ["t"]
+    assert load_tasks(root, max_size=2).tasks == {}
+    t["train"][0]["output"] = [[1] * 4]     # a demonstration output counts: it is visible
+    root = write_task_dir(tmp_path / "e", {"t": t})
+    assert load_tasks(root, max_size=3).tasks == {}
+
+
+def test_bundled_dev_bench_is_23_tasks_by_visible_grids():
+    ts = load_tasks("arc-agi-1/evaluation", max_size=8)
+    assert len(ts.tasks) == 23
+    assert sum(len(t.test) for t in ts.tasks.values()) == 29
+    # two of them have answers larger than every visible grid (reachable only with a canvas margin)
+    assert {"60c09cac", "833dafe3"} <= set(ts.tasks)
+
+
+def test_lenient_selection_lists_every_other_task_for_the_submission(tmp_path):
+    tasks = {"a": simple_task(size=3), "big": simple_task(size=9), "bad": {"train": []}, "c": simple_task(size=2)}
+    path = write_challenges(tmp_path, tasks, with_solutions=False)
+    ts = load_tasks(path, max_size=4, lenient=True)
+    assert list(ts.tasks) == ["a", "c"]
+    # the invalid task's size is unknown: not selected, still listed; the big one too, with its test input
+    assert set(ts.unselected) == {"big", "bad"} and ts.invalid == {}
+    assert ts.unselected["big"] == [tasks["big"]["test"][0]["input"]] and ts.unselected["bad"] == [None]
+    strict = load_tasks(path, ids=["a"])
+    assert strict.unselected == {}          # strict loads (validate, tasks) keep the plain selection
 
 
 def test_selection_keeps_invalid_ids_in_lenient_mode(tmp_path):

