@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data import Grid, Pair, Task
-from .errors import ArcKitError
+from arc_kit.data import Grid, Pair, Task
+from arc_kit.errors import ArcKitError
 
 SEP = "|||"  # the reference builder's puzzle-name separator: TASK|||t{k}|||{perm}
 IDENTITY_PERM = tuple(range(10))

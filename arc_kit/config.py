@@ -10,16 +10,16 @@ from typing import Any, TypeVar
 
 import yaml
 
-from .errors import ArcKitError
+from arc_kit.errors import ArcKitError
 
 T = TypeVar("T")
 
 # Shipped configs live in `configs/` of a checkout; an installed wheel carries them as `arc_kit/configs`.
-_PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent   # arc_kit/ (its parent is a checkout's root)
 
 
 def config_roots() -> list[Path]:
-    roots = [_PACKAGE_DIR / "configs", _PACKAGE_DIR.parent / "configs"]
+    roots = [PACKAGE_DIR / "configs", PACKAGE_DIR.parent / "configs"]
     return [r for r in roots if r.is_dir()]
 
 
@@ -204,7 +204,7 @@ def load_config(cls: type[T], source: str | Path | None = None, overrides=(), su
 
 
 def save_config(obj: Any, path: str | Path) -> None:
-    from .files import atomic_write_text
+    from arc_kit.files import atomic_write_text
     atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 

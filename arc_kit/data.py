@@ -6,8 +6,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Any
 
-from .errors import ArcKitError
-from .files import read_json
+from arc_kit.errors import ArcKitError
+from arc_kit.files import read_json
 
 Grid = list[list[int]]
 MAX_GRID = 30  # ARC grids are 1..30 x 1..30

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import Grid, load_tasks
-from .errors import ArcKitError
-from .identifiers import plan_test_split, read_identifiers
+from arc_kit.data import Grid, load_tasks
+from arc_kit.errors import ArcKitError
+from arc_kit.identifiers import plan_test_split, read_identifiers
 
 PAD = 0           # empty canvas cell; PAD label positions are ignored by the loss
 EOS = 1           # marks the row below and the column right of a grid

@@ -9,7 +9,7 @@ import zlib
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator
 
-from .errors import ArcKitError
+from arc_kit.errors import ArcKitError
 
 
 @contextlib.contextmanager

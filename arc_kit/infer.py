@@ -8,9 +8,9 @@ from typing import Callable
 
 import numpy as np
 
-from .augment import Augmentation, split_name
-from .data import Task
-from .encoding import IGNORE_LABEL_ID
+from arc_kit.augment import Augmentation, split_name
+from arc_kit.data import Task
+from arc_kit.encoding import IGNORE_LABEL_ID
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def make_batches(views: list[View], batch_size: int) -> list[list[View]]:
 
 def encode_views(views: list[View], tasks: dict[str, Task]) -> dict[str, np.ndarray]:
     """Batch arrays: inputs [B, canvas^2] int32 (augmented test input at the top-left), puzzle_identifiers [B]."""
-    from .encoding import encode_grid
+    from arc_kit.encoding import encode_grid
     c = views[0].canvas
     inputs = np.zeros((len(views), c * c), dtype=np.int32)
     for b, v in enumerate(views):
@@ -151,8 +151,8 @@ def decode_views(views: list[View], tokens: np.ndarray, q: np.ndarray, extra: di
     sequence ran; early halt): a final answer's extra["step"], and with all steps the last step kept (later
     steps repeat the answer). A view is "empty" when its final answer crops to no grid (nothing written).
     """
-    from .encoding import crop_tokens
-    from .predictions import Prediction
+    from arc_kit.encoding import crop_tokens
+    from arc_kit.predictions import Prediction
     all_steps = tokens.ndim == 3
     per_step = [(s + 1, tokens[s], q[s]) for s in range(tokens.shape[0])] if all_steps else [(None, tokens, q)]
     preds, empty = [], []
@@ -199,8 +199,8 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
     (seconds, 0 = none): a task's share of batch time beyond it drops that task's remaining views.
     `empty_path`: the keys of views whose answer decoded to no grid are appended there (a resume skips them).
     """
-    from .budget import progress
-    from .predictions import PredictionWriter
+    from arc_kit.run.budget import progress
+    from arc_kit.predictions import PredictionWriter
     world = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
     is_main = rank == 0
@@ -244,7 +244,7 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
                 gathered = gather_object([(want_stop, [p.to_json() for p in preds], empty_keys, ran_batch, n_cut)])
                 stop = any(g[0] for g in gathered)
                 if is_main:
-                    from .predictions import parse_prediction
+                    from arc_kit.predictions import parse_prediction
                     preds = [parse_prediction(o, "gathered prediction") for g in gathered for o in g[1]]
                     empty_keys = [tuple(k) for g in gathered for k in g[2]]
                     n_batch = sum(g[3] for g in gathered)
@@ -258,7 +258,7 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
             if writer is not None:
                 writer.write(preds)
                 if empty_path is not None:
-                    from .predictions import record_empty_views
+                    from arc_kit.predictions import record_empty_views
                     record_empty_views(empty_path, empty_keys)
             stats.written += len(preds)
             stats.empty += len(empty_keys)
@@ -300,8 +300,8 @@ def load_for_views(src: Path, tasks: dict[str, Task], n_views: int, device="cpu"
     rows: puzzle name -> row of the loaded compact table). A test-time-trained model's table holds exactly the
     puzzles that run trained, in the order they were sampled; a published table holds ~1M rows, of which only
     the selected tasks' are read (memory-mapped)."""
-    from .checkpoint import load_checkpoint, read_checkpoint_info
-    from .identifiers import task_puzzles
+    from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info
+    from arc_kit.identifiers import task_puzzles
     names = read_checkpoint_info(src).puzzle_names
     per_task = {tid: puzzles[:n_views] for tid, puzzles in task_puzzles(names, tasks).items()}
     keep = sorted({0} | {row for puzzles in per_task.values() for row, _ in puzzles}) if names else None
@@ -312,12 +312,12 @@ def load_for_views(src: Path, tasks: dict[str, Task], n_views: int, device="cpu"
 
 def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -> dict:
     """Augmented inference with the test-time-trained model (or the given checkpoint) into predictions.jsonl."""
-    from .augment import sample_augmentations
-    from .budget import inject_fault
-    from .data import task_fits
-    from .files import read_json
-    from .predictions import EMPTY_VIEWS_FILE, PREDICTIONS_FILE, done_view_keys
-    from .stages import PLAN_FILE, TTT_DIR, hardware, setup_torch
+    from arc_kit.augment import sample_augmentations
+    from arc_kit.run.budget import inject_fault
+    from arc_kit.data import task_fits
+    from arc_kit.files import read_json
+    from arc_kit.predictions import EMPTY_VIEWS_FILE, PREDICTIONS_FILE, done_view_keys
+    from arc_kit.run.stages import PLAN_FILE, TTT_DIR, hardware, setup_torch
     world = accelerator.num_processes if accelerator is not None else 1
     device, autocast, threads = setup_torch(cfg, world, accelerator)
     ck = out / TTT_DIR / "model"

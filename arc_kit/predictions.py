@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .data import Grid, grid_problem
-from .errors import ArcKitError
-from .files import open_read
+from arc_kit.data import Grid, grid_problem
+from arc_kit.errors import ArcKitError
+from arc_kit.files import open_read
 
 # The fields every line has; anything else on a line is kept in Prediction.extra.
 FIELDS = ("task_id", "test_index", "augmentation", "grid", "q_halt")

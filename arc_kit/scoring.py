@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import ArcKitError
-from .data import grid_problem
+from arc_kit.errors import ArcKitError
+from arc_kit.data import grid_problem
 
 N_RESAMPLES = 10_000   # bootstrap resamples: fixed so that intervals are reproducible
 SEED = 0
@@ -186,7 +186,7 @@ def score_ranked(ranked: dict[str, list[list]], task_set, max_k: int = 2, kind: 
 
 def score_submission(sub: dict, task_set) -> ScoreReport:
     """pass@1 = attempt_1, pass@2 = either attempt. Malformed parts count as wrong and are listed."""
-    from .submission import validate_submission
+    from arc_kit.submission import validate_submission
     if not isinstance(sub, dict):
         raise ArcKitError("submission must be a JSON object mapping task ids to lists")
     ranked = {}
@@ -200,7 +200,7 @@ def score_submission(sub: dict, task_set) -> ScoreReport:
 def score_votes(votes: dict, task_set, fallback: str = "input") -> ScoreReport:
     """Score voted predictions: the ranked list is the candidates, then the fallback grids, so that
     pass@2 equals the score of the submission build_submission makes from the same votes."""
-    from .submission import fallback_grids
+    from arc_kit.submission import fallback_grids
     ranked, max_k = {}, 2
     for tid, task in task_set.tasks.items():
         per_test = []

@@ -3,9 +3,9 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ArcKitError
-from .files import atomic_write_json, read_json
-from .data import grid_problem
+from arc_kit.errors import ArcKitError
+from arc_kit.files import atomic_write_json, read_json
+from arc_kit.data import grid_problem
 
 ATTEMPT_KEYS = ("attempt_1", "attempt_2")
 ZEROS = [[0]]

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Iterable
 
-from .data import Grid
-from .errors import ArcKitError
+from arc_kit.data import Grid
+from arc_kit.errors import ArcKitError
 
 STRATEGIES = ("reference", "plurality", "confidence", "filtered")
 ATTEMPTS = 2  # attempts per test input in a Kaggle submission
@@ -171,5 +171,5 @@ def vote(predictions: Iterable, task_set, config: VoteConfig | None = None,
 
 def load_vote_config(name_or_path: str | None = None, overrides=()) -> VoteConfig:
     """A shipped voting config by name (`reference`, `plurality`, ...) or a YAML path, plus key=value overrides."""
-    from .config import load_config
+    from arc_kit.config import load_config
     return load_config(VoteConfig, name_or_path or "reference", overrides, subdir="voting")

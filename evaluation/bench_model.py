@@ -33,7 +33,7 @@ def flops_per_token(cfg) -> tuple[float, float]:
     A supervision step runs it H_cycles * (L_cycles + 1) times; only the last H-cycle has gradients,
     so training adds 2x (backward) for (L_cycles + 1) passes and the lm_head.
     """
-    from arc_kit.layers import swiglu_width
+    from arc_kit.model.layers import swiglu_width
     D, T = cfg.hidden_size, cfg.seq_len + cfg.prefix_len
     inner = swiglu_width(D, cfg.expansion)
     block = cfg.L_layers * (4 * D * D + 2 * T * D + 3 * D * inner)
@@ -67,12 +67,12 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from arc_kit.cli_train import _pretrain_config_class
+    from arc_kit.cli.train import _pretrain_config_class
     from arc_kit.config import from_dict, load_config, to_dict
     from arc_kit.data import Pair, Task
-    from arc_kit.dataset import TrainData
-    from arc_kit.model import TRM, TRMConfig
-    from arc_kit.train import Trainer
+    from arc_kit.model.dataset import TrainData
+    from arc_kit.model.trm import TRM, TRMConfig
+    from arc_kit.model.train import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)

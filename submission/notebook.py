@@ -14,7 +14,7 @@
 
 # %%
 # Start the clock, then write a fallback submission (every attempt = the test input). Standard library only:
-# the kit is not installed yet, so this cell repeats, in small, what arc_kit.kaggle.find_competition_dir and
+# the kit is not installed yet, so this cell repeats, in small, what arc_kit.kaggle.settings.find_competition_dir and
 # arc_kit.submission.fallback_submission do; the kit's own versions take over once it is importable.
 import glob, json, os, subprocess, sys, time
 T0 = time.time()
@@ -100,13 +100,13 @@ except Exception as e:
     print(f"WARNING: installing arc-kit failed: {type(e).__name__}: {e}")
 
 # %%
-# Resolve inputs, hardware and budget (arc_kit.kaggle.resolve_settings reads the environment).
+# Resolve inputs, hardware and budget (arc_kit.kaggle.settings.resolve_settings reads the environment).
 ak = kj = settings = None
 try:
     import importlib
     importlib.invalidate_caches()
     import arc_kit
-    from arc_kit import kaggle as ak, kaggle_job as kj
+    from arc_kit.kaggle import job as kj, settings as ak
     settings = ak.resolve_settings(t0=T0)
     print(f"arc-kit {arc_kit.__version__} from {arc_kit.__file__}")
     print(ak.describe(settings))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from arc_kit.budget import Budget, fault_requested, free_cores, inject_fault, plan_run, run_child
+from arc_kit.run.budget import Budget, fault_requested, free_cores, inject_fault, plan_run, run_child
 
 
 def test_budget_deadline_keeps_the_safety_margin():

@@ -6,10 +6,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from arc_kit.checkpoint import (TABLE_FILE, add_puzzles, load_checkpoint, load_model_tensors, load_puzzle_rows,
+from arc_kit.model.checkpoint import (TABLE_FILE, add_puzzles, load_checkpoint, load_model_tensors, load_puzzle_rows,
                                 read_checkpoint_info, save_checkpoint)
 from arc_kit.errors import ArcKitError
-from arc_kit.model import TRM, TRMConfig
+from arc_kit.model.trm import TRM, TRMConfig
 
 FILES = ("config.yaml", "model.safetensors", "puzzle_emb.safetensors", "puzzles.json", "optimizer.safetensors",
          "ema.safetensors")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from arc_kit.cli import main
+from arc_kit.cli.main import main
 from arc_kit.predictions import Prediction, PredictionWriter
 
 # three tasks: "a" (answer [[1,2]]), "b" (2 test inputs), "c" (answer equals its test input)

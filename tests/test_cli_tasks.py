@@ -6,7 +6,7 @@ import sys
 import xml.etree.ElementTree as ET
 import zlib
 
-from arc_kit.cli import main
+from arc_kit.cli.main import main
 from arc_kit.data import load_tasks
 from arc_kit.render import render_png, task_figure
 from conftest import simple_task, write_challenges, write_task_dir

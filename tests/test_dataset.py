@@ -5,7 +5,7 @@ import pytest
 
 from arc_kit.augment import Augmentation, AugmentConfig
 from arc_kit.data import Pair, Task
-from arc_kit.dataset import BLANK, BatchSampler, TrainData, build_puzzle_names
+from arc_kit.model.dataset import BLANK, BatchSampler, TrainData, build_puzzle_names
 from arc_kit.encoding import COLOR_OFFSET, EOS, IGNORE_LABEL_ID
 from arc_kit.errors import ArcKitError
 

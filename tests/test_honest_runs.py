@@ -11,11 +11,11 @@ import yaml
 from conftest import simple_task, write_challenges, write_task_dir
 from test_pipeline import BROKEN, run_cli, tiny_config
 
-from arc_kit.checkpoint import fingerprint, load_checkpoint, save_checkpoint, table_mean
+from arc_kit.model.checkpoint import fingerprint, load_checkpoint, save_checkpoint, table_mean
 from arc_kit.data import load_tasks
 from arc_kit.errors import ArcKitError
-from arc_kit.model import TRM, TRMConfig
-from arc_kit.run_config import load_run_config
+from arc_kit.model.trm import TRM, TRMConfig
+from arc_kit.run.config import load_run_config
 from arc_kit.submission import read_submission, validate_submission
 
 ARCH = dict(hidden_size=16, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, expansion=2.0, puzzle_emb_ndim=16,
@@ -60,7 +60,7 @@ def test_run_is_identical_with_and_without_solutions_on_disk(tmp_path):
 
 
 def test_canvas_margin_makes_room_for_answers_larger_than_anything_visible(tmp_path):
-    from arc_kit.stages import run_canvas
+    from arc_kit.run.stages import run_canvas
     task = load_tasks(write_task_dir(tmp_path / "t", {"a": leaky_task()})).tasks["a"]
     assert run_canvas(load_run_config(None, ["model.canvas=task"]), [task]) == 4
     assert run_canvas(load_run_config(None, ["model.canvas=task", "model.canvas_margin=2"]), [task]) == 6
@@ -121,7 +121,7 @@ def test_new_rows_start_at_the_mean_of_the_whole_stored_table(tmp_path):
     ck = stored_checkpoint(tmp_path / "ck", names)
     full = load_checkpoint(ck)[0].puzzle_emb.weights.detach().clone()
     assert torch.allclose(table_mean(ck), full.mean(0), atol=1e-6)
-    from arc_kit.stages import checkpoint_model_for
+    from arc_kit.run.stages import checkpoint_model_for
     cfg = load_run_config(None, [f"model.checkpoint={ck}"])
     model = checkpoint_model_for(cfg, ["<blank>", "task7", "new", "new|||t1|||0123456789"], logging.getLogger("t"))
     table = model.puzzle_emb.weights
@@ -150,8 +150,8 @@ def test_fingerprint_is_bounded_and_tracks_kit_written_tables(tmp_path):
 # ---------------------------------------------------------------- 3. a run does what the user asked
 
 def test_tasks_option_starts_a_fresh_selection():
-    from arc_kit.cli import build_parser
-    from arc_kit.cli_run import run_config_from_args
+    from arc_kit.cli.main import build_parser
+    from arc_kit.cli.run import run_config_from_args
     args = build_parser().parse_args(["run", "--config", "cpu-demo", "--tasks", "arc-agi-2/evaluation"])
     cfg = run_config_from_args(args)
     assert cfg.tasks.source == "arc-agi-2/evaluation" and cfg.tasks.max_size is None
@@ -209,14 +209,14 @@ def test_keep_checkpoint_false_removes_the_ttt_model(tmp_path, three_tasks):
 
 
 def test_extra_sources_get_their_own_augmentation_count(tmp_path):
-    from arc_kit.dataset import TrainData
+    from arc_kit.model.dataset import TrainData
     ts = load_tasks(write_task_dir(tmp_path / "t", {"a": simple_task(size=3), "x": simple_task(size=3, colour=5)}))
     data = TrainData.from_tasks(list(ts.tasks.values()), [4, 0], canvas=4, use_test_pairs=[False, True])
     assert [len(g) for g in data.groups] == [5, 1]
 
 
 def test_precision_is_one_rule_for_training_and_inference():
-    from arc_kit.stages import setup_torch
+    from arc_kit.run.stages import setup_torch
     cfg = load_run_config(None, ["runtime.precision=bfloat16", "runtime.device=cpu", "runtime.threads=1"])
     device, autocast, threads = setup_torch(cfg, 1)
     assert device.type == "cpu" and autocast is None and threads == 1   # bf16 only where training uses it too

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arc_kit.cli import main
+from arc_kit.cli.main import main
 from arc_kit.data import Pair, Task
 from arc_kit.errors import ArcKitError
 from arc_kit.identifiers import RECIPES, augmentation_names, build_identifiers, load_subset, recipe_for_rows

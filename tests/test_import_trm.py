@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from arc_kit.checkpoint import load_checkpoint, save_checkpoint
-from arc_kit.cli import main
-from arc_kit.model import TRM, TRMConfig
+from arc_kit.model.checkpoint import load_checkpoint, save_checkpoint
+from arc_kit.cli.main import main
+from arc_kit.model.trm import TRM, TRMConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 REF = SHARED / "trm-reference"
@@ -170,7 +170,7 @@ def test_forward_errors_and_defaults(tmp_path, capsys):
 
 MEMORY_SCRIPT = textwrap.dedent("""
     import resource, sys, time
-    from arc_kit.cli import main
+    from arc_kit.cli.main import main
     t = time.time()
     rc = main(["import-trm", sys.argv[1], "--config", sys.argv[2], "-o", sys.argv[3]])
     print(rc, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, time.time() - t)
@@ -189,7 +189,7 @@ def test_import_full_size_table_memory(tmp_path):
         import sys, torch
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_import_trm import write_reference
-        from arc_kit.model import TRMConfig
+        from arc_kit.model.trm import TRMConfig
         table = torch.arange({rows}, dtype=torch.float32).unsqueeze(1).expand({rows}, {ndim}).contiguous()
         write_reference(__import__("pathlib").Path(sys.argv[1]), TRMConfig(**{cfg.__dict__!r}), table)
     """)
@@ -203,7 +203,7 @@ def test_import_full_size_table_memory(tmp_path):
           f"({int(peak) / table_bytes:.2f}x table), {float(seconds):.1f} s")
     assert rc == "0" and int(peak) <= 0.75 * table_bytes
     step.unlink()
-    from arc_kit.checkpoint import load_puzzle_rows
+    from arc_kit.model.checkpoint import load_puzzle_rows
     some = list(range(0, rows, 997)) + [rows - 1]
     got = load_puzzle_rows(tmp_path / "m", some)
     assert got[:, 0].tolist() == [float(r) for r in some] and bool((got == got[:, :1]).all())

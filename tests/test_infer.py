@@ -151,8 +151,8 @@ def test_task_time_cap_drops_only_the_slow_task(tmp_path):
 # ---------------------------------------------------------------- two processes (accelerate on CPU)
 
 def _tiny_checkpoint(path: Path, tasks: dict) -> None:
-    from arc_kit.checkpoint import save_checkpoint
-    from arc_kit.model import TRM, TRMConfig
+    from arc_kit.model.checkpoint import save_checkpoint
+    from arc_kit.model.trm import TRM, TRMConfig
     names = ["<blank>"] + [n for tid in tasks for n in _names(tasks)[tid]]
     torch.manual_seed(0)
     model = TRM(TRMConfig(hidden_size=16, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, expansion=2, seq_len=36,
@@ -166,7 +166,7 @@ def _tiny_checkpoint(path: Path, tasks: dict) -> None:
 def _infer_worker(ckpt: str, out: str, tasks_json: str) -> None:
     import os
 
-    from arc_kit.checkpoint import load_checkpoint
+    from arc_kit.model.checkpoint import load_checkpoint
     torch.set_num_threads(1)
     acc = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under debug_launcher; never in the parent (forked state)

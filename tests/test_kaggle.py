@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from arc_kit import kaggle as ak
-from arc_kit import kaggle_api as kapi
-from arc_kit import kaggle_bundle as kb
-from arc_kit import kaggle_job as kj
-from arc_kit import kaggle_meta as km
-from arc_kit.cli import main
+from arc_kit.kaggle import settings as ak
+from arc_kit.kaggle import api as kapi
+from arc_kit.kaggle import bundle as kb
+from arc_kit.kaggle import job as kj
+from arc_kit.kaggle import meta as km
+from arc_kit.cli.main import main
 from arc_kit.errors import ArcKitError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def test_overrides_follow_hardware(tmp_path):
 
 
 def test_presets_load():
-    from arc_kit.run_config import load_run_config
+    from arc_kit.run.config import load_run_config
     l4, t4 = load_run_config("kaggle-l4"), load_run_config("kaggle-t4")
     assert l4.runtime.precision == "bfloat16" and t4.runtime.precision == "float32"
     assert not l4.tasks.ids and not l4.tasks.max_size and not l4.tasks.limit   # no hidden task dropped
@@ -243,8 +243,8 @@ def test_dataset_metadata_rules():
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     import torch
-    from arc_kit.checkpoint import save_checkpoint
-    from arc_kit.model import TRM, TRMConfig
+    from arc_kit.model.checkpoint import save_checkpoint
+    from arc_kit.model.trm import TRM, TRMConfig
     cfg = TRMConfig(hidden_size=16, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, seq_len=64, puzzle_emb_ndim=16,
                     puzzle_emb_len=1, num_puzzle_identifiers=5, halt_max_steps=2)
     torch.manual_seed(0)
@@ -269,7 +269,7 @@ def bundle_dir(tmp_path_factory, tiny_checkpoint):
 
 
 def test_bundle_folders(bundle_dir, tiny_checkpoint):
-    from arc_kit.checkpoint import load_checkpoint, load_puzzle_rows
+    from arc_kit.model.checkpoint import load_checkpoint, load_puzzle_rows
     assert sorted(p.name for p in bundle_dir.iterdir()) == ["checkpoint", "kernel", "wheels"]
     for f in bundle_dir.iterdir():
         assert not [p for p in f.iterdir() if p.is_dir()], f"{f} has a subfolder an upload would skip"
@@ -345,8 +345,8 @@ def test_submit_dry_run_and_missing_credentials(bundle_dir, monkeypatch, tmp_pat
 
 
 def test_bundle_ships_a_run_config_the_notebook_finds(tmp_path):
-    from arc_kit.kaggle_bundle import bundle
-    from arc_kit.kaggle_meta import BundleNames
+    from arc_kit.kaggle.bundle import bundle
+    from arc_kit.kaggle.meta import BundleNames
     wheel = tmp_path / "arc_kit-0.0.1-py3-none-any.whl"
     wheel.write_bytes(b"PK")
     cfg = tmp_path / "mine.yaml"
@@ -386,8 +386,8 @@ def test_shipped_notebook_checkout_then_package_data(tmp_path, monkeypatch):
     assert kb.shipped_notebook() == site / "kaggle_notebook" / km.NOTEBOOK
 
 def test_simulate_projection_arithmetic(tmp_path):
-    from arc_kit.run_config import load_run_config
-    from arc_kit.simulate import project
+    from arc_kit.run.config import load_run_config
+    from arc_kit.kaggle.simulate import project
     run = tmp_path / "run"
     run.mkdir()
     (run / "plan.json").write_text(json.dumps({"train_seq_per_s": 10.0, "infer_seq_per_s": 40.0}))

@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from arc_kit.errors import ArcKitError
-from arc_kit.loss import act_loss, compute_loss, stablemax_cross_entropy
-from arc_kit.model import TRM, TRMConfig
+from arc_kit.model.loss import act_loss, compute_loss, stablemax_cross_entropy
+from arc_kit.model.trm import TRM, TRMConfig
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "trm-reference"
 PREFIX = "_orig_mod.model.inner."

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from arc_kit import kaggle as ak
-from arc_kit import kaggle_bundle as kb
-from arc_kit import kaggle_job as kj
-from arc_kit.cli import main
+from arc_kit.kaggle import settings as ak
+from arc_kit.kaggle import bundle as kb
+from arc_kit.kaggle import job as kj
+from arc_kit.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "submission" / "arc_kit_submission.ipynb"
@@ -96,7 +96,7 @@ def run_notebook(tmp_path, kit, monkeypatch, budget: float, steps: int = 30, vie
     import nbformat
     test_file = kaggle_layout(tmp_path, kit, corrupt)
     if checkpoint is not None:  # an attached checkpoint dataset, 2026 layout
-        from arc_kit.kaggle_bundle import copy_checkpoint
+        from arc_kit.kaggle.bundle import copy_checkpoint
         copy_checkpoint(checkpoint, tmp_path / "input" / "datasets" / "tester" / "arc-kit-checkpoint", strip_puzzles=True)
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG % {"steps": steps, "views": views})
@@ -169,8 +169,8 @@ def test_simulate_runs_the_notebook_on_a_mock_competition(tmp_path, capsys):
 
 def test_notebook_with_a_stripped_checkpoint_dataset(tmp_path, kit, monkeypatch):
     import torch
-    from arc_kit.checkpoint import save_checkpoint
-    from arc_kit.model import TRM, TRMConfig
+    from arc_kit.model.checkpoint import save_checkpoint
+    from arc_kit.model.trm import TRM, TRMConfig
     cfg = TRMConfig(hidden_size=32, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, expansion=2, seq_len=900,
                     puzzle_emb_ndim=32, puzzle_emb_len=1, num_puzzle_identifiers=4, halt_max_steps=2)
     torch.manual_seed(0)

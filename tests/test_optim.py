@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from arc_kit.optim import (EMA, AdamAtan2, SparseEmbeddingSignSGD, build_optimizer, load_optimizer_state_tensors,
+from arc_kit.model.optim import (EMA, AdamAtan2, SparseEmbeddingSignSGD, build_optimizer, load_optimizer_state_tensors,
                            lr_at, optimizer_state_tensors, sparse_sign_sgd_)
 
 

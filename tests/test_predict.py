@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-import arc_kit.predict as predict_mod
+import arc_kit.run.predict as predict_mod
 from arc_kit.augment import Augmentation
-from arc_kit.cli import main
+from arc_kit.cli.main import main
 from arc_kit.data import load_tasks
 from arc_kit.encoding import encode_grid
 from arc_kit.identifiers import task_puzzles
-from arc_kit.predict import PredictConfig, predict, subsample
+from arc_kit.run.predict import PredictConfig, predict, subsample
 from arc_kit.predictions import read_predictions
 
 SHARED = Path(__file__).parents[2] / "shared"

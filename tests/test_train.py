@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from arc_kit.augment import AugmentConfig
-from arc_kit.checkpoint import load_checkpoint
+from arc_kit.model.checkpoint import load_checkpoint
 from arc_kit.data import Pair, Task, load_tasks
-from arc_kit.dataset import TrainData
+from arc_kit.model.dataset import TrainData
 from arc_kit.encoding import decode_grid, encode_grid
-from arc_kit.model import TRM, TRMConfig
-from arc_kit.train import NonFiniteLoss, TrainConfig, Trainer
+from arc_kit.model.trm import TRM, TRMConfig
+from arc_kit.model.train import NonFiniteLoss, TrainConfig, Trainer
 
 
 def _task(tid="t1", size=3, n_train=3):
@@ -202,7 +202,7 @@ def test_learns_an_arc_task_and_solves_its_test_input():
 
 
 def test_cli_train_writes_checkpoint_and_resumes(tmp_path, capsys):
-    from arc_kit.cli import main
+    from arc_kit.cli.main import main
     from conftest import simple_task, write_task_dir
     tasks = write_task_dir(tmp_path / "tasks", {"x1": simple_task(), "x2": simple_task(colour=3)})
     out = tmp_path / "run"

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 import yaml
 
-from .config import from_dict, read_yaml, to_dict
-from .errors import ArcKitError
-from .files import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
-from .identifiers import read_identifiers
-from .model import TRM, TRMConfig
+from arc_kit.config import from_dict, read_yaml, to_dict
+from arc_kit.errors import ArcKitError
+from arc_kit.files import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
+from arc_kit.identifiers import read_identifiers
+from arc_kit.model.trm import TRM, TRMConfig
 
 FORMAT = "arc-kit-trm/1"
 MODEL_FILE, TABLE_FILE, CONFIG_FILE, PUZZLES_FILE = "model.safetensors", "puzzle_emb.safetensors", "config.yaml", "puzzles.json"

@@ -9,14 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
-from .budget import Budget, StageResult, fmt_seconds, run_child
-from .config import config_hash, save_config, to_dict
-from .errors import ArcKitError
-from .files import atomic_write_json, read_json
-from .run_config import RunConfig
-from .predictions import EMPTY_VIEWS_FILE
-from .stages import (CONFIG_FILE, MANIFEST_FILE, PLAN_FILE, PREDICTIONS_FILE, REPORT_FILE, SCORE_FILE,
+from arc_kit import __version__
+from arc_kit.run.budget import Budget, StageResult, fmt_seconds, run_child
+from arc_kit.config import config_hash, save_config, to_dict
+from arc_kit.errors import ArcKitError
+from arc_kit.files import atomic_write_json, read_json
+from arc_kit.run.config import RunConfig
+from arc_kit.predictions import EMPTY_VIEWS_FILE
+from arc_kit.run.stages import (CONFIG_FILE, MANIFEST_FILE, PLAN_FILE, PREDICTIONS_FILE, REPORT_FILE, SCORE_FILE,
                      STATE_FILE, SUBMISSION_FILE, TASKS_FILE, TTT_DIR, save_tasks, setup_logging)
 
 # What a fresh start removes from an existing run directory (nothing else is touched).
@@ -42,7 +42,7 @@ def checkpoint_hash(path: str | Path | None) -> str | None:
     """The checkpoint's fingerprint (checkpoint.fingerprint: bounded cost, never the whole table), or None."""
     if not path:
         return None
-    from .checkpoint import fingerprint
+    from arc_kit.model.checkpoint import fingerprint
     return fingerprint(path)
 
 
@@ -99,7 +99,7 @@ class Run:
         self._pred_size = -1
         self.vote_config = None
         self.score = None
-        from .predictions import PredictionTail
+        from arc_kit.predictions import PredictionTail
         self.tail = PredictionTail(out / PREDICTIONS_FILE)  # parses only the lines added since the last vote
         self.failures: list[str] = []   # "stage status: reason" of every stage that did not finish normally
         self.manifest: dict = {}
@@ -107,8 +107,8 @@ class Run:
     # ---- submission ------------------------------------------------------------------------------
     def update_submission(self, force: bool = False) -> dict:
         """Vote predictions.jsonl (when it changed) into submission.json; with no predictions the fallback."""
-        from .submission import FillReport, build_submission, fallback_submission, validate_submission, write_submission
-        from .vote import vote
+        from arc_kit.submission import FillReport, build_submission, fallback_submission, validate_submission, write_submission
+        from arc_kit.vote import vote
         pred = self.out / PREDICTIONS_FILE
         size = pred.stat().st_size if pred.is_file() else 0
         if size == self._pred_size and not force:
@@ -136,11 +136,11 @@ class Run:
         atomic_write_json(self.out / STATE_FILE, self.state, indent=1)
 
     def child(self, stage: str, args: list[str], deadline: float, poll=None) -> StageResult:
-        cmd = [sys.executable, "-m", "arc_kit.stages", stage, str(self.out)] + args
+        cmd = [sys.executable, "-m", "arc_kit.run.stages", stage, str(self.out)] + args
         n = self.cfg.runtime.num_processes
         if n > 1:
             cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-                   "-m", "arc_kit.stages", stage, str(self.out)] + args
+                   "-m", "arc_kit.run.stages", stage, str(self.out)] + args
         env = dict(os.environ)
         if self.cfg.runtime.device == "cpu" and n > 1:
             env["ACCELERATE_USE_CPU"] = "yes"
@@ -204,11 +204,11 @@ def check_run_inputs(cfg: RunConfig, where: str = "config") -> None:
     the training and architecture keys with their ranges, every preset name and every path. Errors name the key."""
     import math
 
-    from .augment import AugmentConfig
-    from .config import from_dict, load_config
-    from .model import TRMConfig
-    from .train import TrainConfig
-    from .vote import load_vote_config
+    from arc_kit.augment import AugmentConfig
+    from arc_kit.config import from_dict, load_config
+    from arc_kit.model.trm import TRMConfig
+    from arc_kit.model.train import TrainConfig
+    from arc_kit.vote import load_vote_config
 
     def bad(key, msg):
         raise ArcKitError(f"{where}: config key '{key}': {msg}")
@@ -264,7 +264,7 @@ def check_run_inputs(cfg: RunConfig, where: str = "config") -> None:
         load_vote_config(cfg.voting)
     except ArcKitError as e:
         raise ArcKitError(f"{where}: config key 'voting': {e}") from None
-    from .data import BUNDLED
+    from arc_kit.data import BUNDLED
     for i, src in enumerate(cfg.ttt.extra_sources):
         if src not in BUNDLED and not Path(src).exists():
             bad(f"ttt.extra_sources[{i}]", f"{src}: no such file or directory, and not a bundled set")
@@ -274,7 +274,7 @@ def check_run_inputs(cfg: RunConfig, where: str = "config") -> None:
 
 def load_run_tasks(cfg: RunConfig):
     """The run's tasks, leniently (a broken task gets fallback attempts); an empty selection is an error."""
-    from .data import load_tasks, parse_ids
+    from arc_kit.data import load_tasks, parse_ids
     t = cfg.tasks
     ids = t.ids
     if ids is not None and len(ids) == 1 and ids[0].startswith("@"):
@@ -293,7 +293,7 @@ def run(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: str = "
     Order matters: every input is checked before anything is created, the fallback submission is written
     before anything slow (the checkpoint fingerprint, the stages), and the test outputs stay in this
     process: the stages get the tasks without them (stages.save_tasks)."""
-    from .vote import load_vote_config
+    from arc_kit.vote import load_vote_config
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ArcKitError(f"{out}: --out exists and is not a directory")
@@ -362,5 +362,5 @@ def run(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: str = "
     if not cfg.output.keep_checkpoint and (out / TTT_DIR / "model").is_dir():
         shutil.rmtree(out / TTT_DIR / "model", ignore_errors=True)   # output.keep_checkpoint: false
         log.info(f"output.keep_checkpoint is false: removed {out / TTT_DIR / 'model'}")
-    from .run_report import finish
+    from arc_kit.run.report import finish
     return finish(r)

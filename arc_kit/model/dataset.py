@@ -5,10 +5,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .augment import IDENTITY, Augmentation
-from .encoding import encode_pair, loss_labels
-from .errors import ArcKitError
-from .identifiers import BLANK   # puzzle-embedding row 0, as the reference builder numbers them
+from arc_kit.augment import IDENTITY, Augmentation
+from arc_kit.encoding import encode_pair, loss_labels
+from arc_kit.errors import ArcKitError
+from arc_kit.identifiers import BLANK   # puzzle-embedding row 0, as the reference builder numbers them
 
 
 @dataclass
@@ -102,7 +102,7 @@ class TrainData:
         """Build from a list of Task. `num_augmentations` (one count, or one per task) versions besides the identity;
         `use_test_pairs` (one flag, or one per task) also trains on test pairs with known outputs. `puzzle_names` (e.g. a loaded checkpoint's rows) keeps existing rows; new
         augmented puzzles are appended after them."""
-        from .augment import sample_augmentations
+        from arc_kit.augment import sample_augmentations
         tasks = list(tasks)
         flags = use_test_pairs if isinstance(use_test_pairs, list) else [use_test_pairs] * len(tasks)
         counts = num_augmentations if isinstance(num_augmentations, list) else [num_augmentations] * len(tasks)
@@ -199,9 +199,9 @@ class BatchSampler:
 
 def load_train_data(config: DataConfig, puzzle_names: list[str] | None = None) -> TrainData:
     """Tasks named in `config` -> TrainData (augmentations drawn with config.seed)."""
-    from .augment import AugmentConfig
-    from .config import load_config
-    from .data import load_tasks
+    from arc_kit.augment import AugmentConfig
+    from arc_kit.config import load_config
+    from arc_kit.data import load_tasks
     tasks, flags = [], []
     for source, use_test in [(s, True) for s in config.sources] + [(s, False) for s in config.demo_sources]:
         for task in load_tasks(source).tasks.values():

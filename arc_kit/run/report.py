@@ -5,11 +5,11 @@ import time
 
 import yaml
 
-from . import __version__
-from .budget import fmt_seconds
-from .config import to_dict
-from .files import atomic_write_json, atomic_write_text, read_json
-from .stages import PLAN_FILE, REPORT_FILE, SCORE_FILE, SUBMISSION_FILE
+from arc_kit import __version__
+from arc_kit.run.budget import fmt_seconds
+from arc_kit.config import to_dict
+from arc_kit.files import atomic_write_json, atomic_write_text, read_json
+from arc_kit.run.stages import PLAN_FILE, REPORT_FILE, SCORE_FILE, SUBMISSION_FILE
 
 
 def _hardware(r) -> dict:
@@ -87,8 +87,8 @@ def write_report(r, report) -> None:
 def finish(r) -> int:
     """Score (when every selected task has its solutions), write report.md, print the summary; the exit status:
     0 when every stage finished, 4 when the submission is valid but a stage failed, 1 when it is not valid."""
-    from .pipeline import EXIT_NO_SUBMISSION, EXIT_OK, EXIT_STAGE_FAILED
-    from .submission import read_submission, validate_submission
+    from arc_kit.run.pipeline import EXIT_NO_SUBMISSION, EXIT_OK, EXIT_STAGE_FAILED
+    from arc_kit.submission import read_submission, validate_submission
     log, out = r.log, r.out
     try:
         sub = read_submission(out / SUBMISSION_FILE)
@@ -102,7 +102,7 @@ def finish(r) -> int:
     report = None
     if r.task_set.tasks and all(t.has_solutions for t in r.task_set.tasks.values()):
         try:
-            from .scoring import score_submission
+            from arc_kit.scoring import score_submission
             report = score_submission(sub, r.task_set)
             atomic_write_json(out / SCORE_FILE, report.to_json())
         except Exception as e:

@@ -5,8 +5,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import from_dict, load_config, to_dict
-from .errors import ArcKitError
+from arc_kit.config import from_dict, load_config, to_dict
+from arc_kit.errors import ArcKitError
 
 
 @dataclass
@@ -50,7 +50,7 @@ class TTTConfig:
     extra_sources: list[str] = field(default_factory=list)  # more task sources mixed into training (demos+tests)
     extra_augmentations: int = 0  # augmented versions per extra-source task besides the identity
     checkpoint_minutes: float = 2.0  # save the latest checkpoint this often (resume and watchdog kills)
-    train: dict[str, Any] = field(default_factory=dict)  # Trainer config keys (lr, batch_size, ...): arc_kit.train.TrainConfig
+    train: dict[str, Any] = field(default_factory=dict)  # Trainer config keys (lr, batch_size, ...): arc_kit.model.train.TrainConfig
 
 
 @dataclass

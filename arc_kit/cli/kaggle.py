@@ -5,7 +5,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import ArcKitError
+from arc_kit.errors import ArcKitError
 
 
 def _log(msg: str) -> None:
@@ -43,8 +43,8 @@ def _print_report(report, as_json: bool) -> None:
 
 
 def cmd_bundle(args) -> int:
-    from .kaggle_bundle import DEFAULT_WHEELS, bundle
-    from .kaggle_meta import BundleNames
+    from arc_kit.kaggle.bundle import DEFAULT_WHEELS, bundle
+    from arc_kit.kaggle.meta import BundleNames
     owner = args.owner or os.environ.get("KAGGLE_USERNAME", "")
     if not owner:
         raise ArcKitError("kaggle bundle: no owner: pass --owner USER (your Kaggle username) or set KAGGLE_USERNAME")
@@ -66,7 +66,7 @@ def cmd_bundle(args) -> int:
 
 
 def cmd_push(args) -> int:
-    from .kaggle_api import push
+    from arc_kit.kaggle.api import push
     report = push(args.bundle, dry_run=args.dry_run, notes=args.message, datasets=not args.kernel_only,
                   kernel=not args.datasets_only, log=_log)
     if args.dry_run or args.json:
@@ -75,7 +75,7 @@ def cmd_push(args) -> int:
 
 
 def cmd_submit(args) -> int:
-    from .kaggle_api import submit
+    from arc_kit.kaggle.api import submit
     report = submit(args.bundle, dry_run=args.dry_run, message=args.message, kernel=args.kernel,
                     version=args.version, competition=args.competition, log=_log)
     if args.dry_run or args.json:
@@ -84,12 +84,12 @@ def cmd_submit(args) -> int:
 
 
 def cmd_simulate(args) -> int:
-    from .simulate import simulate
+    from arc_kit.kaggle.simulate import simulate
     return simulate(args)
 
 
 def cmd_notebook(args) -> int:
-    from .kaggle_bundle import notebook_json, write_notebook
+    from arc_kit.kaggle.bundle import notebook_json, write_notebook
     src, dst = Path(args.source), Path(args.target)
     if args.check:
         if not dst.is_file() or dst.read_text(encoding="utf-8") != notebook_json(src):
@@ -104,7 +104,8 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("kaggle", help="Kaggle submission: bundle, push, submit, simulate")
     sub = p.add_subparsers(dest="kaggle_command", metavar="SUBCOMMAND")
     sub.required = True
-    root = Path(__file__).resolve().parent.parent
+    from arc_kit.config import PACKAGE_DIR
+    root = PACKAGE_DIR.parent   # a checkout's root (the defaults below are paths in a checkout)
 
     b = sub.add_parser("bundle", help="build the wheels dataset, checkpoint dataset and kernel folders")
     b.add_argument("--checkpoint", metavar="MODEL_DIR", help="kit checkpoint dir (omit: the notebook trains from scratch)")

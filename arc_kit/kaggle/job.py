@@ -6,17 +6,17 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .budget import run_child
-from .files import atomic_write_bytes
-from .kaggle import MIN_RUN_MINUTES, NotebookSettings
+from arc_kit.run.budget import run_child
+from arc_kit.files import atomic_write_bytes
+from arc_kit.kaggle.settings import MIN_RUN_MINUTES, NotebookSettings
 
 
 def submission_problems(path: str | Path, test_file: str | Path) -> list[str]:
     """What makes `path` unacceptable for `test_file` (empty list: valid), by the kit's own validator
     (`arc-kit validate`); a broken task in the test file still expects one entry per test input."""
-    from .data import load_tasks
-    from .errors import ArcKitError
-    from .submission import read_submission, validate_submission
+    from arc_kit.data import load_tasks
+    from arc_kit.errors import ArcKitError
+    from arc_kit.submission import read_submission, validate_submission
     try:
         task_set = load_tasks(test_file, lenient=True)
     except Exception as e:
@@ -46,7 +46,7 @@ def job_overrides(s: NotebookSettings, job_minutes: float) -> list[str]:
     """`key=value` overrides for `arc-kit run`: budget, devices and dtype from what the notebook found."""
     margin = 0.5
     try:  # the config's own margin, capped so it stays below a small budget (the config check demands it)
-        from .run_config import load_run_config
+        from arc_kit.run.config import load_run_config
         margin = load_run_config(s.config).budget.safety_margin_minutes
     except Exception:
         pass
@@ -133,7 +133,7 @@ def finish(s: NotebookSettings, fallback: dict, job: JobResult | None = None) ->
     summary = {"submission": str(final), "source": "fallback", "restored_fallback": False,
                "elapsed_minutes": round(s.elapsed_minutes(), 2),
                "limit_minutes": s.limit_minutes, "tasks": s.n_tasks, "problems": []}
-    from .submission import ATTEMPT_KEYS, ZEROS, read_submission, write_submission
+    from arc_kit.submission import ATTEMPT_KEYS, ZEROS, read_submission, write_submission
     try:
         problems = submission_problems(final, s.test_file) if s.test_file else ["no test file"]
         if problems and s.test_file:

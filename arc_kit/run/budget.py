@@ -95,7 +95,7 @@ def measure_train_rate(model, canvas: int, batch_size: int, device, autocast, re
     import numpy as np
     import torch
 
-    from .loss import compute_loss
+    from arc_kit.model.loss import compute_loss
     B, L = batch_size, canvas * canvas
     batch = {"inputs": torch.full((B, L), 2, dtype=torch.int32, device=device),
              "labels": torch.full((B, L), 2, dtype=torch.int32, device=device),

@@ -1,16 +1,16 @@
-"""Command line: `arc-kit <command>`; each area registers its commands from its own cli_* module."""
+"""Command line: `arc-kit <command>`; each area registers its commands from its own module in this package."""
 
 import argparse
 import importlib
 import os
 import sys
 
-from . import __version__
-from .errors import ArcKitError
+from arc_kit import __version__
+from arc_kit.errors import ArcKitError
 
 # Each module defines `add_commands(subparsers)`; handlers return an exit code.
 # Modules import heavy dependencies (torch) inside their handlers, so `arc-kit --help` stays fast.
-COMMAND_MODULES = ("cli_tasks", "cli_eval", "cli_model", "cli_predict", "cli_train", "cli_run", "cli_kaggle")
+COMMAND_MODULES = ("tasks", "eval", "model", "predict", "train", "run", "kaggle")
 
 
 def add_config_args(parser: argparse.ArgumentParser, default: str | None = None, help_name: str = "") -> None:
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMAND_MODULES:
-        importlib.import_module(f"arc_kit.{name}").add_commands(sub)
+        importlib.import_module(f"arc_kit.cli.{name}").add_commands(sub)
     return parser
 
 

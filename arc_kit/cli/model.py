@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from .errors import ArcKitError
+from arc_kit.errors import ArcKitError
 
 
 def add_commands(subparsers) -> None:
@@ -45,7 +45,7 @@ def add_commands(subparsers) -> None:
 
 def _identifiers(args, rows: int | None):
     """(names or None, description) from --identifiers / --rebuild-identifiers."""
-    from .identifiers import RECIPES, build_identifiers, read_identifiers, recipe_for_rows
+    from arc_kit.identifiers import RECIPES, build_identifiers, read_identifiers, recipe_for_rows
     if args.identifiers:
         return read_identifiers(args.identifiers), args.identifiers
     if args.rebuild_identifiers:
@@ -75,7 +75,7 @@ def _table_rows(step_file: str) -> int | None:
 
 
 def run_import(args) -> int:
-    from .checkpoint import CONFIG_FILE, import_reference
+    from arc_kit.model.checkpoint import CONFIG_FILE, import_reference
     out = Path(args.out)
     if (out / CONFIG_FILE).exists() and not args.force:
         raise ArcKitError(f"{out}: already holds a checkpoint (use --force to overwrite)")
@@ -96,9 +96,9 @@ def run_forward(args) -> int:
     import numpy as np
     import torch
 
-    from .checkpoint import load_checkpoint
-    from .files import atomic_write_bytes
-    from .loss import compute_loss
+    from arc_kit.model.checkpoint import load_checkpoint
+    from arc_kit.files import atomic_write_bytes
+    from arc_kit.model.loss import compute_loss
     path = Path(args.inputs)
     try:
         data = dict(np.load(path))

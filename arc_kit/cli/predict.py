@@ -6,7 +6,7 @@ import time
 
 
 def add_commands(subparsers) -> None:
-    from .data import add_task_args  # light: json/pathlib only
+    from arc_kit.data import add_task_args  # light: json/pathlib only
 
     p = subparsers.add_parser(
         "trm-identifiers", help="rebuild the reference TRM puzzle-identifier list (embedding row -> puzzle)",
@@ -52,9 +52,9 @@ def add_commands(subparsers) -> None:
 
 
 def run_identifiers(args) -> int:
-    from .augment import SEP
-    from .files import atomic_write_json
-    from .identifiers import BLANK, build_identifiers
+    from arc_kit.augment import SEP
+    from arc_kit.files import atomic_write_json
+    from arc_kit.identifiers import BLANK, build_identifiers
 
     t0 = time.time()
     names, test_split = build_identifiers(args.data, args.subsets, args.test_set, seed=args.seed,
@@ -72,8 +72,8 @@ def run_identifiers(args) -> int:
 
 
 def run_predict(args) -> int:
-    from .data import tasks_from_args
-    from .predict import PredictConfig, predict
+    from arc_kit.data import tasks_from_args
+    from arc_kit.run.predict import PredictConfig, predict
 
     task_set = tasks_from_args(args, lenient=True)
     cfg = PredictConfig(views=args.views, batch_size=args.batch_size, early_halt=args.early_halt,

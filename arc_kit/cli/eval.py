@@ -5,7 +5,7 @@ import re
 import sys
 from pathlib import Path
 
-from .errors import ArcKitError
+from arc_kit.errors import ArcKitError
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
@@ -17,7 +17,7 @@ def _eprint(*a) -> None:
 def _split_items(items: list[str]) -> tuple[list[str], list[str]]:
     """Positional items -> (prediction file specs, key=value overrides). argparse hands every positional to
     the first nargs='+' argument, so overrides written after the files arrive mixed with them."""
-    from .predictions import parse_weighted_path
+    from arc_kit.predictions import parse_weighted_path
     files, overrides = [], []
     for x in items:
         if _OVERRIDE.match(x) and not parse_weighted_path(x)[0].exists():
@@ -29,8 +29,8 @@ def _split_items(items: list[str]) -> tuple[list[str], list[str]]:
 
 def _read_all_predictions(specs: list[str], problems: list[str]):
     """Stream the predictions of FILE[:WEIGHT] specs (voting keeps only distinct grids in memory)."""
-    from .files import open_read
-    from .predictions import iter_predictions, parse_weighted_path
+    from arc_kit.files import open_read
+    from arc_kit.predictions import iter_predictions, parse_weighted_path
     if not specs:
         raise ArcKitError("no predictions file given")
     paths, weights = zip(*(parse_weighted_path(s) for s in specs))
@@ -54,9 +54,9 @@ def _is_predictions(path: Path) -> bool:
 
 def _score_input(specs: list[str], task_set, vote_config: str | None, notes: list[str]):
     """A submission.json or (voted) predictions file(s) -> ScoreReport."""
-    from .scoring import score_submission, score_votes
-    from .submission import read_submission
-    from .vote import load_vote_config, vote
+    from arc_kit.scoring import score_submission, score_votes
+    from arc_kit.submission import read_submission
+    from arc_kit.vote import load_vote_config, vote
     first = Path(specs[0])
     if len(specs) > 1 or vote_config is not None or _is_predictions(first):
         config = load_vote_config(vote_config or "reference")
@@ -78,9 +78,9 @@ def _print_notes(notes: list[str], limit: int = 20) -> None:
 
 
 def cmd_vote(args) -> int:
-    from .data import tasks_from_args
-    from .submission import FillReport, build_submission, validate_submission, write_submission
-    from .vote import load_vote_config, rank_tally, tally
+    from arc_kit.data import tasks_from_args
+    from arc_kit.submission import FillReport, build_submission, validate_submission, write_submission
+    from arc_kit.vote import load_vote_config, rank_tally, tally
     files, overrides = _split_items(list(args.predictions) + list(args.overrides))
     # lenient: a broken task must not cost the whole submission; it gets [[0]] attempts
     task_set = tasks_from_args(args, lenient=True)
@@ -102,7 +102,7 @@ def cmd_vote(args) -> int:
             f"({t.n_ignored} ignored)")
     _eprint(report.summary())
     if args.report:
-        from .files import atomic_write_text
+        from arc_kit.files import atomic_write_text
         atomic_write_text(args.report, "\n".join(report.filled) + ("\n" if report.filled else ""))
     _eprint(f"wrote {args.output}")
     return 0
@@ -113,9 +113,9 @@ def cmd_vote(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from .data import tasks_from_args
-    from .files import read_json
-    from .submission import expected_test_counts, validate_submission
+    from arc_kit.data import tasks_from_args
+    from arc_kit.files import read_json
+    from arc_kit.submission import expected_test_counts, validate_submission
     sub = read_json(args.submission, "submission file")
     task_set = tasks_from_args(args, lenient=True)  # tasks dropped as invalid still need entries
     _print_notes(task_set.problems)
@@ -135,7 +135,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from .data import tasks_from_args
+    from arc_kit.data import tasks_from_args
     task_set = tasks_from_args(args)
     notes: list[str] = []
     report = _score_input(args.submission, task_set, args.vote, notes)
@@ -151,8 +151,8 @@ def cmd_score(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .data import tasks_from_args
-    from .scoring import compare_reports
+    from arc_kit.data import tasks_from_args
+    from arc_kit.scoring import compare_reports
     task_set = tasks_from_args(args)
     notes: list[str] = []
     a = _score_input([args.a], task_set, args.vote, notes)
@@ -184,18 +184,18 @@ def cmd_compare(args) -> int:
 
 
 def _shipped_voting_configs() -> list[str]:
-    from .config import config_roots
+    from arc_kit.config import config_roots
     names = {f.stem for r in config_roots() for f in (r / "voting").glob("*.yaml") if not f.stem.startswith("_")}
     order = ["reference", "plurality", "confidence", "filtered"]
     return [n for n in order if n in names] + sorted(names - set(order))
 
 
 def cmd_revote(args) -> int:
-    from .data import tasks_from_args
-    from .files import atomic_write_json
-    from .scoring import compare_reports, score_votes
-    from .submission import build_submission, write_submission
-    from .vote import load_vote_config, rank_tally, tally
+    from arc_kit.data import tasks_from_args
+    from arc_kit.files import atomic_write_json
+    from arc_kit.scoring import compare_reports, score_votes
+    from arc_kit.submission import build_submission, write_submission
+    from arc_kit.vote import load_vote_config, rank_tally, tally
     task_set = tasks_from_args(args)
     notes: list[str] = []
     preds = _read_all_predictions(args.predictions, notes)
@@ -254,8 +254,8 @@ def cmd_revote(args) -> int:
 
 
 def add_commands(subparsers) -> None:
-    from .cli import add_config_args
-    from .data import add_task_args
+    from arc_kit.cli.main import add_config_args
+    from arc_kit.data import add_task_args
     preds_help = "predictions .jsonl file(s); FILE:WEIGHT weights every line of a file (e.g. a.jsonl:2.0)"
 
     p = subparsers.add_parser("vote", help="vote predictions into a complete, valid submission.json",

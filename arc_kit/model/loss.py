@@ -3,8 +3,8 @@
 import torch
 import torch.nn.functional as F
 
-from .encoding import IGNORE_LABEL_ID
-from .model import Carry
+from arc_kit.encoding import IGNORE_LABEL_ID
+from arc_kit.model.trm import Carry
 
 
 def _stablemax_s(x: torch.Tensor) -> torch.Tensor:

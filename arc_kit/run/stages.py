@@ -8,10 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-from .budget import fault_requested, free_cores, inject_fault, measure_train_rate, plan_run, watch_parent
-from .data import Pair, Task, TaskSet, task_fits, visible_side
-from .files import atomic_write_json, read_json
-from .run_config import RunConfig, run_config_from_dict
+from arc_kit.run.budget import fault_requested, free_cores, inject_fault, measure_train_rate, plan_run, watch_parent
+from arc_kit.data import Pair, Task, TaskSet, task_fits, visible_side
+from arc_kit.files import atomic_write_json, read_json
+from arc_kit.run.config import RunConfig, run_config_from_dict
 
 # Files of a run directory (`--out`).
 CONFIG_FILE = "config.yaml"        # the resolved RunConfig of this run
@@ -115,8 +115,8 @@ def hardware(device, threads: int) -> dict:
 def scratch_model(cfg: RunConfig, canvas: int, rows: int):
     import torch
 
-    from .config import from_dict
-    from .model import TRM, TRMConfig
+    from arc_kit.config import from_dict
+    from arc_kit.model.trm import TRM, TRMConfig
     arch = dict(cfg.model.arch)
     arch.update(seq_len=canvas * canvas, num_puzzle_identifiers=max(1, rows))
     torch.manual_seed(cfg.runtime.seed)  # every process (and a resumed run) builds the same initial weights
@@ -128,7 +128,7 @@ def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger):
     already has starts from its stored row, a new one from the mean of the whole stored table (streamed)."""
     import torch
 
-    from .checkpoint import load_checkpoint, read_checkpoint_info, table_mean
+    from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info, table_mean
     stored = read_checkpoint_info(cfg.model.checkpoint).puzzle_names
     row_of = {n: i for i, n in enumerate(stored)}
     rows = [row_of.get(n, 0) for n in names]
@@ -163,12 +163,12 @@ def train_stage(out: Path, cfg: RunConfig, task_set: TaskSet, until: float, trai
     """Test-time training: one puzzle per augmented target task, trained until its planned share of time is spent."""
     import torch
 
-    from .augment import AugmentConfig
-    from .config import from_dict, load_config
-    from .dataset import TrainData
-    from .infer import measure_infer_rate
-    from .checkpoint import STATE_FILES
-    from .train import NonFiniteLoss, TrainConfig, Trainer
+    from arc_kit.augment import AugmentConfig
+    from arc_kit.config import from_dict, load_config
+    from arc_kit.model.dataset import TrainData
+    from arc_kit.infer import measure_infer_rate
+    from arc_kit.model.checkpoint import STATE_FILES
+    from arc_kit.model.train import NonFiniteLoss, TrainConfig, Trainer
     world = accelerator.num_processes if accelerator is not None else 1
     is_main = accelerator is None or accelerator.is_main_process
     device, autocast, threads = setup_torch(cfg, world, accelerator)
@@ -178,12 +178,12 @@ def train_stage(out: Path, cfg: RunConfig, task_set: TaskSet, until: float, trai
     targets = list(task_set.tasks.values())
     extras: list[Task] = []
     for src in ttt.extra_sources:
-        from .data import load_tasks
+        from arc_kit.data import load_tasks
         extra = load_tasks(src, lenient=True)
         extras += [t for tid, t in extra.tasks.items() if tid not in task_set.tasks]
     if cfg.model.checkpoint:
         # Only row 0 (<blank>) now, for the throughput probe; the rows this run trains are set up below.
-        from .checkpoint import load_checkpoint
+        from arc_kit.model.checkpoint import load_checkpoint
         model, _ = load_checkpoint(cfg.model.checkpoint, puzzle_rows=[0])
         canvas = math.isqrt(model.config.seq_len)
         if "halt_max_steps" in cfg.model.arch:
@@ -341,8 +341,8 @@ def train_stage(out: Path, cfg: RunConfig, task_set: TaskSet, until: float, trai
 # ---------------------------------------------------------------- child entry point
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m arc_kit.stages {train,infer} OUT --until T [--train-until T] [--resume]` (run by the pipeline)."""
-    ap = argparse.ArgumentParser(prog="arc_kit.stages")
+    """`python -m arc_kit.run.stages {train,infer} OUT --until T [--train-until T] [--resume]` (run by the pipeline)."""
+    ap = argparse.ArgumentParser(prog="arc_kit.run.stages")
     ap.add_argument("stage", choices=("train", "infer"))
     ap.add_argument("out")
     ap.add_argument("--until", type=float, required=True, help="epoch seconds: the stage's soft deadline")
@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                                  accelerator)
         else:
             inject_fault("infer_start")
-            from .infer import infer_stage
+            from arc_kit.infer import infer_stage
             result = infer_stage(out, cfg, task_set, args.until, log, accelerator)
         code = 0 if result.get("status") in ("done", "skipped") else 1
     except Exception as e:

@@ -12,9 +12,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .dataset import BatchSampler, TrainData
-from .errors import ArcKitError
-from .optim import (EMA, SparseEmbeddingSignSGD, build_optimizer, load_optimizer_state_tensors, lr_at,
+from arc_kit.model.dataset import BatchSampler, TrainData
+from arc_kit.errors import ArcKitError
+from arc_kit.model.optim import (EMA, SparseEmbeddingSignSGD, build_optimizer, load_optimizer_state_tensors, lr_at,
                     optimizer_state_tensors)
 
 
@@ -173,7 +173,7 @@ class Trainer:
 
     def step(self) -> dict:
         """One supervision step on the carried batch; halted rows restart on fresh examples. Returns metrics."""
-        from .loss import compute_loss
+        from arc_kit.model.loss import compute_loss
         t0 = time.perf_counter()
         self.step_count += 1
         self.model.train()
@@ -353,15 +353,15 @@ class Trainer:
                 "puzzle_identifiers": torch.zeros((self.local_batch,), dtype=torch.int32, device=self.device)}
 
     def save(self, directory: str | Path, extra_config: dict | None = None) -> None:
-        """Write a checkpoint directory (arc_kit.checkpoint format) that `load_state` resumes exactly.
+        """Write a checkpoint directory (arc_kit.model.checkpoint format) that `load_state` resumes exactly.
 
         model.safetensors / puzzle_emb.safetensors hold the EMA weights (what prediction uses) and the live
         puzzle table; optimizer.safetensors holds the optimiser state plus the rest of the training state
         (raw weights `param.*`, data stream `sampler.*`, RNG and carried batch `rank{r}.*`, `step`);
         ema.safetensors the averages; config.yaml gets a `train:` section (+ `extra_config` sections, e.g. data).
         Collective under data parallel (call it on every process); only the main process writes."""
-        from .checkpoint import save_checkpoint
-        from .config import to_dict
+        from arc_kit.model.checkpoint import save_checkpoint
+        from arc_kit.config import to_dict
         state = self.state_tensors()
         if not self.is_main:
             return
@@ -375,7 +375,7 @@ class Trainer:
         """Continue the run saved in `directory` by `save`: raw weights, puzzle table, optimiser/EMA state,
         data stream, RNG, carried batch and step. The trainer must have been built with the same model
         architecture, data and config (e.g. model from load_checkpoint(directory) or a fresh TRM)."""
-        from .checkpoint import STATE_FILES, load_model_tensors, read_checkpoint_info
+        from arc_kit.model.checkpoint import STATE_FILES, load_model_tensors, read_checkpoint_info
         info = read_checkpoint_info(directory)
         state = info.state("optimizer")
         if state is None or "step" not in state:

@@ -3,8 +3,8 @@
 import json
 import sys
 
-from .data import Task, add_task_args, load_tasks, tasks_from_args, visible_grids
-from .errors import ArcKitError
+from arc_kit.data import Task, add_task_args, load_tasks, tasks_from_args, visible_grids
+from arc_kit.errors import ArcKitError
 
 
 def add_commands(subparsers) -> None:
@@ -75,7 +75,7 @@ def cmd_tasks(args) -> int:
 
 def _submission_attempts(path: str, task: Task) -> list[list]:
     """The attempts for `task` in a Kaggle submission.json: one list [attempt_1, attempt_2] per test input."""
-    from .submission import read_submission
+    from arc_kit.submission import read_submission
     sub = read_submission(path)
     if task.id not in sub:
         raise ArcKitError(f"{path}: task {task.id}: not in the submission")
@@ -92,7 +92,7 @@ def _submission_attempts(path: str, task: Task) -> list[list]:
 
 
 def cmd_show(args) -> int:
-    from .render import save_task_picture
+    from arc_kit.render import save_task_picture
     task = load_tasks(args.tasks, solutions=args.solutions, ids=[args.task_id]).tasks[args.task_id]
     attempts = _submission_attempts(args.submission, task) if args.submission else None
     out = save_task_picture(task, args.output or f"{args.task_id}.png", attempts)

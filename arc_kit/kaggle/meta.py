@@ -5,8 +5,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ArcKitError
-from .files import read_json
+from arc_kit.errors import ArcKitError
+from arc_kit.files import read_json
 
 # Rules the kaggle client (kaggle_api_extended.py, 2.x) and Kaggle's metadata docs enforce.
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")          # _validate_slug_syntax

@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import ArcKitError
-from .kaggle import TEST_FILE, DEFAULT_SAFETY_MINUTES
-from .kaggle_job import submission_problems
+from arc_kit.errors import ArcKitError
+from arc_kit.kaggle.settings import TEST_FILE, DEFAULT_SAFETY_MINUTES
+from arc_kit.kaggle.job import submission_problems
 
 
 def mock_competition(path: Path, n_tasks: int, seed: int = 0) -> dict:
@@ -64,8 +64,8 @@ def _iso_seconds(stamp: str) -> float:
 def project(run_dir: Path, cfg, n_inputs: int, setup_seconds: float, limit_minutes: float,
             safety_minutes: float, gpu_train: float | None, gpu_infer: float | None) -> dict:
     """Rerun time per stage for the configured job (untrimmed) at the given throughput (sequences/s)."""
-    from .train import TrainConfig
-    from .config import from_dict
+    from arc_kit.model.train import TrainConfig
+    from arc_kit.config import from_dict
     state = json.loads((run_dir / "state.json").read_text()).get("stages", {}) if (run_dir / "state.json").is_file() else {}
     plan = json.loads((run_dir / "plan.json").read_text()) if (run_dir / "plan.json").is_file() else {}
     local_train = float(plan.get("train_seq_per_s") or 0.0)
@@ -98,9 +98,9 @@ def _fmt(s: float) -> str:
 
 def simulate(args) -> int:
     """`arc-kit kaggle simulate`: mock folder, notebook run at a scaled budget, projection table."""
-    from .kaggle_bundle import shipped_notebook
-    from .run_config import load_run_config
-    from .kaggle import choose_config, detect_gpus
+    from arc_kit.kaggle.bundle import shipped_notebook
+    from arc_kit.run.config import load_run_config
+    from arc_kit.kaggle.settings import choose_config, detect_gpus
     out = Path(args.out).resolve()
     if (out / "working").exists():
         import shutil

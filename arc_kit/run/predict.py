@@ -15,14 +15,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .data import TaskSet
-from .errors import ArcKitError
-from .files import atomic_write_json, read_json
-from .identifiers import task_puzzles
+from arc_kit.data import TaskSet
+from arc_kit.errors import ArcKitError
+from arc_kit.files import atomic_write_json, read_json
+from arc_kit.identifiers import task_puzzles
 
-from .predictions import EMPTY_VIEWS_FILE as EMPTY
-from .predictions import PREDICTIONS_FILE as PREDICTIONS
-from .predictions import done_view_keys, record_empty_views
+from arc_kit.predictions import EMPTY_VIEWS_FILE as EMPTY
+from arc_kit.predictions import PREDICTIONS_FILE as PREDICTIONS
+from arc_kit.predictions import done_view_keys, record_empty_views
 RUN_FILE = "predict.json"   # settings of the run that wrote predictions.jsonl: a resume must match them
 
 
@@ -77,7 +77,7 @@ def _model_fingerprint(model_dir: Path) -> str:
 
 def load_model(model_dir: Path, rows: list[int], device: str, dtype: str | None):
     """The checkpoint's model with a compact puzzle table holding only `rows` (local row i = global rows[i])."""
-    from .checkpoint import load_checkpoint
+    from arc_kit.model.checkpoint import load_checkpoint
     model, info = load_checkpoint(model_dir, puzzle_rows=rows, device=device, forward_dtype=dtype)
     model.eval()
     return model, info
@@ -91,9 +91,9 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
     import torch
     from tqdm import tqdm
 
-    from .checkpoint import read_checkpoint_info
-    from .infer import decode_views, encode_views, make_batches, plan_views
-    from .predictions import PredictionWriter
+    from arc_kit.model.checkpoint import read_checkpoint_info
+    from arc_kit.infer import decode_views, encode_views, make_batches, plan_views
+    from arc_kit.predictions import PredictionWriter
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if cfg.views is not None and cfg.views < 1:

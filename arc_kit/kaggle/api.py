@@ -9,9 +9,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ArcKitError
-from .files import read_json
-from .kaggle_meta import _check_ref, check_bundle
+from arc_kit.errors import ArcKitError
+from arc_kit.files import read_json
+from arc_kit.kaggle.meta import _check_ref, check_bundle
 
 CREDENTIALS_HELP = ("no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN), or put "
                     "kaggle.json in ~/.kaggle/ or $KAGGLE_CONFIG_DIR (kaggle.com > Settings > API); "

@@ -74,8 +74,8 @@ def count_test_tasks(test_file: Path | None) -> tuple[int, int]:
     if test_file is None:
         return 0, 0
     try:
-        from .data import load_tasks
-        from .submission import expected_test_counts
+        from arc_kit.data import load_tasks
+        from arc_kit.submission import expected_test_counts
         counts = expected_test_counts(load_tasks(test_file, lenient=True))
     except Exception:
         return 0, 0

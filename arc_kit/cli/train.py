@@ -5,14 +5,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import ArcKitError
+from arc_kit.errors import ArcKitError
 
 
 def _pretrain_config_class():
     """The YAML schema of `arc-kit train` (built lazily: model.py imports torch)."""
-    from .dataset import DataConfig
-    from .model import TRMConfig
-    from .train import TrainConfig
+    from arc_kit.model.dataset import DataConfig
+    from arc_kit.model.trm import TRMConfig
+    from arc_kit.model.train import TrainConfig
 
     @dataclass
     class PretrainConfig:
@@ -23,7 +23,7 @@ def _pretrain_config_class():
 
 
 def add_commands(subparsers) -> None:
-    from .cli import add_config_args
+    from arc_kit.cli.main import add_config_args
     p = subparsers.add_parser(
         "train", help="train a TRM (pretraining recipe or your own) and write a checkpoint directory",
         description="Train a TRM with the kit's trainer. The config has model:, data: and train: sections "
@@ -49,11 +49,11 @@ def run_train(args) -> int:
 
     import torch
 
-    from .checkpoint import add_puzzles, load_checkpoint, read_checkpoint_info
-    from .config import from_dict, load_config, save_config, to_dict
-    from .dataset import load_train_data
-    from .model import TRM, TRMConfig
-    from .train import Trainer
+    from arc_kit.model.checkpoint import add_puzzles, load_checkpoint, read_checkpoint_info
+    from arc_kit.config import from_dict, load_config, save_config, to_dict
+    from arc_kit.model.dataset import load_train_data
+    from arc_kit.model.trm import TRM, TRMConfig
+    from arc_kit.model.train import Trainer
 
     if args.threads:
         torch.set_num_threads(args.threads)

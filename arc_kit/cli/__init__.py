@@ -1,0 +1,1 @@
+"""Command line: `arc-kit` and one module per command area (handlers named cmd_*)."""

@@ -1,0 +1,1 @@
+"""Kaggle: notebook settings, job guard, dataset/kernel metadata, bundle, API client, rehearsal."""
