@@ -343,6 +343,31 @@ def load_tasks(source: str | Path, solutions: str | Path | None = None, ids: lis
 
 
 # -----------------------------------------------------------------------------
+# A task set as JSON (the run's stage file)
+
+
+def task_set_to_json(task_set: TaskSet, with_solutions: bool = False) -> dict:
+    """The selected tasks as plain JSON; test outputs only when `with_solutions` (a run's stages never get them)."""
+    def pair(p: Pair, test: bool) -> dict:
+        return {"input": p.input} if test and not with_solutions else {"input": p.input, "output": p.output}
+    return {"source": task_set.source, "invalid": task_set.invalid, "problems": task_set.problems,
+            "tasks": {tid: {"train": [pair(p, False) for p in t.train], "test": [pair(p, True) for p in t.test],
+                            "source": t.source, "version": t.version} for tid, t in task_set.tasks.items()}}
+
+
+def task_set_from_json(obj: Any, where: str) -> TaskSet:
+    """The inverse of task_set_to_json; a file that is not one is an error naming `where`."""
+    try:
+        tasks = {tid: Task(tid, [Pair(p["input"], p["output"]) for p in t["train"]],
+                           [Pair(p["input"], p.get("output")) for p in t["test"]], t.get("source", ""), t.get("version", ""))
+                 for tid, t in obj["tasks"].items()}
+        return TaskSet(tasks=tasks, problems=list(obj.get("problems", [])), source=obj.get("source", ""),
+                       invalid={k: int(v) for k, v in obj.get("invalid", {}).items()})
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise ArcKitError(f"{where}: not a task-set file") from None
+
+
+# -----------------------------------------------------------------------------
 # Command-line arguments shared by every command that reads tasks.
 
 

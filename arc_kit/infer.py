@@ -1,6 +1,5 @@
 """Augmented inference: every test input under M augmented views, batched across tasks, decoded back to the original frame."""
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -199,7 +198,7 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
     (seconds, 0 = none): a task's share of batch time beyond it drops that task's remaining views.
     `empty_path`: the keys of views whose answer decoded to no grid are appended there (a resume skips them).
     """
-    from arc_kit.run.budget import progress
+    from arc_kit.progress import progress
     from arc_kit.predictions import PredictionWriter
     world = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
@@ -291,68 +290,3 @@ def measure_infer_rate(model, canvas: int, batch_size: int, device="cpu", repeat
     return batch_size * repeats / max(time.time() - t, 1e-6)
 
 
-# ---------------------------------------------------------------- the run's inference stage
-
-def load_for_views(src: Path, tasks: dict[str, Task], n_views: int, device="cpu"):
-    """The model of checkpoint `src` with only the puzzle rows that `n_views` views per task use.
-
-    Returns (model, names per task: the task's puzzles identity first then table order, at most n_views,
-    rows: puzzle name -> row of the loaded compact table). A test-time-trained model's table holds exactly the
-    puzzles that run trained, in the order they were sampled; a published table holds ~1M rows, of which only
-    the selected tasks' are read (memory-mapped)."""
-    from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info
-    from arc_kit.identifiers import task_puzzles
-    names = read_checkpoint_info(src).puzzle_names
-    per_task = {tid: puzzles[:n_views] for tid, puzzles in task_puzzles(names, tasks).items()}
-    keep = sorted({0} | {row for puzzles in per_task.values() for row, _ in puzzles}) if names else None
-    model, _ = load_checkpoint(src, device=device, puzzle_rows=keep)
-    rows = {names[r]: i for i, r in enumerate(keep)} if keep else {}
-    return model, {tid: [n for _, n in puzzles] for tid, puzzles in per_task.items()}, rows
-
-
-def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -> dict:
-    """Augmented inference with the test-time-trained model (or the given checkpoint) into predictions.jsonl."""
-    from arc_kit.augment import sample_augmentations
-    from arc_kit.run.budget import inject_fault
-    from arc_kit.data import task_fits
-    from arc_kit.files import read_json
-    from arc_kit.predictions import EMPTY_VIEWS_FILE, PREDICTIONS_FILE, done_view_keys
-    from arc_kit.run.stages import PLAN_FILE, TTT_DIR, hardware, setup_torch
-    world = accelerator.num_processes if accelerator is not None else 1
-    device, autocast, threads = setup_torch(cfg, world, accelerator)
-    ck = out / TTT_DIR / "model"
-    src = ck if (ck / "model.safetensors").is_file() else (Path(cfg.model.checkpoint) if cfg.model.checkpoint else None)
-    if src is None:
-        return {"status": "skipped", "message": "no model: training produced no checkpoint and no --checkpoint given"}
-    plan = read_json(out / PLAN_FILE, "plan") if (out / PLAN_FILE).is_file() else {}
-    n_views = min(int(plan.get("infer_views", cfg.inference.views)), cfg.inference.views)
-    model, per_task, rows = load_for_views(src, task_set.tasks, n_views)
-    if "halt_max_steps" in cfg.model.arch:
-        model.config.halt_max_steps = int(cfg.model.arch["halt_max_steps"])
-    model.to(device).eval()
-    canvas = math.isqrt(model.config.seq_len)
-    tasks = {tid: t for tid, t in task_set.tasks.items() if task_fits(t, canvas)}
-    if len(tasks) < len(task_set.tasks):
-        log.info(f"infer: {len(task_set.tasks) - len(tasks)} task(s) do not fit the {canvas}x{canvas} canvas: fallback only")
-    blank = 0
-    for tid, task in tasks.items():
-        if tid not in per_task:
-            per_task[tid] = [a.name(tid) for a in sample_augmentations(task, n_views - 1, cfg.inference.seed)]
-            blank += 1
-    if blank:
-        log.info(f"infer: {blank} task(s) have no trained puzzle row in {src}: their views use row 0 (<blank>)")
-    done = done_view_keys(out)
-    views = plan_views(tasks, per_task, rows, {tid: canvas for tid in tasks}, n_views, done)
-    log.info(f"infer: {len(views)} views to run ({n_views} per test input, {len(done)} already done) "
-             f"with {src} on {device}")
-    stats = run_inference(model, views, tasks, out / PREDICTIONS_FILE, batch_size=cfg.inference.batch_size,
-                          device=device, autocast=autocast, deadline=until,
-                          task_time_cap=cfg.inference.task_time_cap_seconds,
-                          accelerator=accelerator if world > 1 else None, show_progress=cfg.output.progress,
-                          log=log.info, fault=inject_fault, empty_path=out / EMPTY_VIEWS_FILE)
-    log.info(f"infer: {stats.summary()}")
-    return {"status": "done", "hardware": hardware(device, threads), "model": str(src), "views_per_input": n_views,
-            "puzzle_rows_loaded": max(0, len(rows) - 1), "already_done": len(done), "planned": stats.planned,
-            "written": stats.written, "empty": stats.empty, "skipped_cap": stats.skipped_cap,
-            "skipped_time": stats.skipped_time, "seconds": stats.seconds, "views_per_s": stats.seq_per_s,
-            "capped_tasks": stats.capped_tasks}

@@ -19,7 +19,8 @@ from pathlib import Path
 
 def throughput(cfg, canvas: int, train_batch: int, infer_batch: int, device) -> tuple[float, float]:
     from arc_kit.infer import measure_infer_rate
-    from arc_kit.run.stages import measure_train_rate, scratch_model
+    from arc_kit.model.train import measure_train_rate
+    from arc_kit.run.train_stage import scratch_model
     model = scratch_model(cfg, canvas, 64).to(device)
     train = measure_train_rate(model, canvas, train_batch, device, None, repeats=2)
     infer = measure_infer_rate(model, canvas, infer_batch, device, repeats=2)
@@ -38,10 +39,10 @@ def main() -> int:
 
     import torch
 
-    from arc_kit.run.budget import free_cores
+    from arc_kit.run.hardware import free_cores
     from arc_kit.data import load_tasks
     from arc_kit.run.config import load_run_config
-    from arc_kit.run.stages import run_canvas
+    from arc_kit.run.train_stage import run_canvas
     cfg = load_run_config(args.config, args.overrides + ["model.canvas=task"])
     tasks = load_tasks(cfg.tasks.source, ids=cfg.tasks.ids, max_size=cfg.tasks.max_size, limit=cfg.tasks.limit,
                        lenient=True)

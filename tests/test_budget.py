@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from arc_kit.run.budget import Budget, fault_requested, free_cores, inject_fault, plan_run, run_child
+from arc_kit.run.faults import fault_requested, inject_fault
+from arc_kit.run.hardware import free_cores
+from arc_kit.run.plan import Budget, plan_run
+from arc_kit.run.watchdog import run_child
 
 
 def test_budget_deadline_keeps_the_safety_margin():

@@ -60,7 +60,7 @@ def test_run_is_identical_with_and_without_solutions_on_disk(tmp_path):
 
 
 def test_canvas_margin_makes_room_for_answers_larger_than_anything_visible(tmp_path):
-    from arc_kit.run.stages import run_canvas
+    from arc_kit.run.train_stage import run_canvas
     task = load_tasks(write_task_dir(tmp_path / "t", {"a": leaky_task()})).tasks["a"]
     assert run_canvas(load_run_config(None, ["model.canvas=task"]), [task]) == 4
     assert run_canvas(load_run_config(None, ["model.canvas=task", "model.canvas_margin=2"]), [task]) == 6
@@ -121,7 +121,7 @@ def test_new_rows_start_at_the_mean_of_the_whole_stored_table(tmp_path):
     ck = stored_checkpoint(tmp_path / "ck", names)
     full = load_checkpoint(ck)[0].puzzle_emb.weights.detach().clone()
     assert torch.allclose(table_mean(ck), full.mean(0), atol=1e-6)
-    from arc_kit.run.stages import checkpoint_model_for
+    from arc_kit.run.train_stage import checkpoint_model_for
     cfg = load_run_config(None, [f"model.checkpoint={ck}"])
     model = checkpoint_model_for(cfg, ["<blank>", "task7", "new", "new|||t1|||0123456789"], logging.getLogger("t"))
     table = model.puzzle_emb.weights
@@ -216,7 +216,7 @@ def test_extra_sources_get_their_own_augmentation_count(tmp_path):
 
 
 def test_precision_is_one_rule_for_training_and_inference():
-    from arc_kit.run.stages import setup_torch
+    from arc_kit.run.hardware import setup_torch
     cfg = load_run_config(None, ["runtime.precision=bfloat16", "runtime.device=cpu", "runtime.threads=1"])
     device, autocast, threads = setup_torch(cfg, 1)
     assert device.type == "cpu" and autocast is None and threads == 1   # bf16 only where training uses it too

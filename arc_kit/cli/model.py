@@ -112,14 +112,15 @@ def run_forward(args) -> int:
         raise ArcKitError(f"{path}: expected inputs [B, L] and puzzle_identifiers [B], got {inputs.shape} and {ids.shape}")
     # load only the table rows this batch uses; local id i <-> stored row rows[i]
     rows, local_ids = np.unique(ids, return_inverse=True)
-    model, info = load_checkpoint(args.model_dir, device=args.device, puzzle_rows=rows.tolist(), forward_dtype=args.dtype)
+    from arc_kit.model.device import resolve_device
+    dev = resolve_device(args.device)
+    model, info = load_checkpoint(args.model_dir, device=dev, puzzle_rows=rows.tolist(), forward_dtype=args.dtype)
     cfg = model.config
     if inputs.shape[1] != cfg.seq_len:
         raise ArcKitError(f"{path}: inputs have {inputs.shape[1]} tokens but the model's seq_len is {cfg.seq_len}")
     n_rows = len(info.puzzle_names)
     if cfg.puzzle_emb_ndim > 0 and (rows.min() < 0 or rows.max() >= n_rows):
         raise ArcKitError(f"{path}: puzzle identifier {int(rows.max())} out of range (table has {n_rows} rows)")
-    dev = torch.device(args.device)
     batch = {"inputs": torch.from_numpy(inputs.astype(np.int64)).to(dev),
              "puzzle_identifiers": torch.from_numpy(local_ids.astype(np.int64)).to(dev)}
     labels = torch.from_numpy(data["labels"].astype(np.int64)).to(dev) if "labels" in data else None

@@ -6,7 +6,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from arc_kit.run.budget import run_child
+from arc_kit.run.watchdog import run_child
 from arc_kit.files import atomic_write_bytes
 from arc_kit.kaggle.settings import MIN_RUN_MINUTES, NotebookSettings
 

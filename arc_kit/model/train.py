@@ -98,12 +98,8 @@ class Trainer:
             raise ArcKitError(f"train config: global_batch_size {config.global_batch_size} is not a multiple "
                               f"of the {self.world} processes")
         self.local_batch = config.global_batch_size // self.world
-        if accelerator is not None:
-            self.device = accelerator.device
-        elif config.device == "auto":
-            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            self.device = torch.device(config.device)
+        from arc_kit.model.device import resolve_device
+        self.device = accelerator.device if accelerator is not None else resolve_device(config.device, "train.device")
         self.model = model.to(self.device)
         self.total_steps = steps if steps is not None else total_steps(config, data)
         self.step_count = 0
@@ -139,9 +135,10 @@ class Trainer:
         p = self.config.precision
         if p not in ("auto", "float32", "bfloat16"):
             raise ArcKitError(f"train config: precision must be auto, float32 or bfloat16, got '{p}'")
+        from arc_kit.model.device import bf16_supported
         if self.device.type != "cuda" or p == "float32":
             return None
-        if torch.cuda.is_bf16_supported(including_emulation=False):
+        if bf16_supported(self.device):
             return torch.bfloat16
         if p == "bfloat16":
             raise ArcKitError("train config: precision bfloat16 needs a GPU that supports it (not T4-class)")
@@ -388,3 +385,32 @@ class Trainer:
         self.model.load_state_dict(load_model_tensors(directory, self.device))
         state.update(info.state("ema") or {})
         self.load_state_tensors(state)
+
+
+def measure_train_rate(model, canvas: int, batch_size: int, device, autocast, repeats: int = 2) -> float:
+    """Sequences per second of one training supervision step (forward + backward, no optimiser update): the
+    start-up probe a run plans its training time with."""
+    from arc_kit.model.loss import compute_loss
+    B, L = batch_size, canvas * canvas
+    batch = {"inputs": torch.full((B, L), 2, dtype=torch.int32, device=device),
+             "labels": torch.full((B, L), 2, dtype=torch.int32, device=device),
+             "puzzle_identifiers": torch.zeros(B, dtype=torch.int32, device=device)}
+    model.train()
+    ctx = (lambda: torch.autocast("cuda", dtype=autocast)) if autocast is not None else contextlib.nullcontext
+    times = []
+    for _ in range(repeats + 1):
+        t = time.perf_counter()
+        with ctx():
+            carry = model.initial_carry(batch)
+            carry, outputs = model(carry, batch)
+            loss, _ = compute_loss(outputs, carry.current_data["labels"], carry.halted, carry.steps)
+        loss.backward()
+        model.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    emb = getattr(model, "puzzle_emb", None)
+    if emb is not None:
+        emb.local_weights = emb.local_ids = None
+    model.eval()
+    return B / float(np.median(times[1:]))

@@ -1,7 +1,5 @@
 """`arc-kit run`: fallback submission first, then test-time training, inference and voting under a watchdog, with resume."""
 
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -10,83 +8,18 @@ import time
 from pathlib import Path
 
 from arc_kit import __version__
-from arc_kit.run.budget import Budget, StageResult, fmt_seconds, run_child
-from arc_kit.config import config_hash, save_config, to_dict
+from arc_kit.progress import fmt_seconds
+from arc_kit.run.plan import Budget
+from arc_kit.run.report import finish
+from arc_kit.run.watchdog import StageResult, run_child
+from arc_kit.config import config_hash, save_config
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_json, read_json
 from arc_kit.run.config import RunConfig
-from arc_kit.predictions import EMPTY_VIEWS_FILE
-from arc_kit.run.stages import (CONFIG_FILE, MANIFEST_FILE, PLAN_FILE, PREDICTIONS_FILE, REPORT_FILE, SCORE_FILE,
-                     STATE_FILE, SUBMISSION_FILE, TASKS_FILE, TTT_DIR, save_tasks, setup_logging)
-
-# What a fresh start removes from an existing run directory (nothing else is touched).
-RUN_FILES = (CONFIG_FILE, TASKS_FILE, MANIFEST_FILE, STATE_FILE, PLAN_FILE, PREDICTIONS_FILE, EMPTY_VIEWS_FILE,
-             SUBMISSION_FILE, SCORE_FILE, REPORT_FILE, "stage_train.json", "stage_infer.json")
-
-# Exit statuses of `arc-kit run` (a bad config, task source or run directory is an ArcKitError: 2).
-EXIT_OK = 0             # every stage finished (a planned deadline and views trimmed by the plan are normal)
-EXIT_STAGE_FAILED = 4   # a valid submission.json was written, but a stage raised, produced NaN or was killed
-EXIT_NO_SUBMISSION = 1  # the final submission.json is unreadable or invalid (never expected)
-
-
-# ---------------------------------------------------------------- provenance hashes
-
-def tasks_hash(task_set) -> str:
-    """Hash of what the model sees: demonstrations and test inputs (not the solutions) plus invalid ids."""
-    blob = {tid: [[[p.input, p.output] for p in t.train], [p.input for p in t.test]] for tid, t in task_set.tasks.items()}
-    data = json.dumps([blob, sorted(task_set.invalid)], sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(data).hexdigest()[:16]
-
-
-def checkpoint_hash(path: str | Path | None) -> str | None:
-    """The checkpoint's fingerprint (checkpoint.fingerprint: bounded cost, never the whole table), or None."""
-    if not path:
-        return None
-    from arc_kit.model.checkpoint import fingerprint
-    return fingerprint(path)
-
-
-def resume_key(cfg: RunConfig) -> str:
-    """Hash of the settings that change predictions; budget, output, voting and process count may change on resume."""
-    d = to_dict(cfg)
-    d["model"].pop("checkpoint", None)  # the checkpoint's content hash is compared instead of its path
-    keep = {k: d[k] for k in ("model", "ttt", "inference")}
-    keep["runtime"] = {k: d["runtime"][k] for k in ("seed", "precision")}
-    return config_hash(keep)
-
-
-# ---------------------------------------------------------------- run directory
-
-def prepare_out(out: Path, manifest: dict, fresh: bool, log: logging.Logger) -> bool:
-    """Create or reuse OUT. Returns True when resuming. Refuses a directory holding another run unless `fresh`."""
-    mpath = out / MANIFEST_FILE
-    old = None
-    if mpath.is_file():
-        try:
-            old = read_json(mpath, "run manifest")
-        except ArcKitError:
-            old = {}
-    has_run_files = any((out / f).exists() for f in (PREDICTIONS_FILE, STATE_FILE, TTT_DIR))
-    if fresh:
-        for f in RUN_FILES:
-            (out / f).unlink(missing_ok=True)
-        shutil.rmtree(out / TTT_DIR, ignore_errors=True)
-        if old is not None or has_run_files:
-            log.info(f"--fresh: removed the previous run's files from {out}")
-        return False
-    if old is None:
-        if has_run_files:
-            raise ArcKitError(f"{out}: holds run files but no {MANIFEST_FILE}, so it cannot be resumed safely; "
-                              f"pass --fresh to start over there, or choose another --out")
-        return False
-    diffs = [k for k in ("resume_key", "tasks_hash", "checkpoint_hash") if old.get(k) != manifest[k]]
-    if diffs:
-        what = {"resume_key": "config (model/ttt/inference settings)", "tasks_hash": "tasks",
-                "checkpoint_hash": "checkpoint"}
-        raise ArcKitError(f"{out}: holds a run with a different {', '.join(what[d] for d in diffs)}; pass --fresh "
-                          f"to discard it, or choose another --out")
-    return True
-
+from arc_kit.run.checks import check_run_inputs, load_run_tasks
+from arc_kit.run.directory import (CONFIG_FILE, MANIFEST_FILE, PREDICTIONS_FILE, STATE_FILE, SUBMISSION_FILE, TASKS_FILE,
+                                   TTT_DIR, checkpoint_hash, prepare_out, resume_key, save_tasks, setup_logging,
+                                   tasks_hash)
 
 class Run:
     """One invocation of `arc-kit run` (the parent/supervisor process)."""
@@ -199,94 +132,6 @@ class Run:
         self.child("infer", ["--until", f"{soft:.3f}"], self.budget.deadline, poll=self.update_submission)
 
 
-def check_run_inputs(cfg: RunConfig, where: str = "config") -> None:
-    """Everything `arc-kit run` reads besides the tasks, checked before anything runs or any directory is made:
-    the training and architecture keys with their ranges, every preset name and every path. Errors name the key."""
-    import math
-
-    from arc_kit.augment import AugmentConfig
-    from arc_kit.config import from_dict, load_config
-    from arc_kit.model.trm import TRMConfig
-    from arc_kit.model.train import TrainConfig
-    from arc_kit.vote import load_vote_config
-
-    def bad(key, msg):
-        raise ArcKitError(f"{where}: config key '{key}': {msg}")
-    try:
-        train = from_dict(TrainConfig, dict(cfg.ttt.train), prefix="ttt.train.")
-    except ArcKitError as e:
-        raise ArcKitError(f"{where}: {e}") from None
-    for key in ("precision", "device", "progress", "max_steps", "seed"):
-        if key in cfg.ttt.train:
-            bad(f"ttt.train.{key}", "is set by the run (runtime.precision, runtime.device, output.progress, "
-                                    "ttt.max_steps, ttt.seed): set it there")
-    for key in ("global_batch_size", "log_every"):
-        if getattr(train, key) < 1:
-            bad(f"ttt.train.{key}", f"must be >= 1, got {getattr(train, key)}")
-    for key, positive in (("lr", True), ("puzzle_emb_lr", False), ("weight_decay", False),
-                          ("puzzle_emb_weight_decay", False), ("lr_min_ratio", False)):
-        v = getattr(train, key)
-        if not math.isfinite(v) or v < 0 or (positive and v == 0):
-            bad(f"ttt.train.{key}", f"must be a finite number {'> 0' if positive else '>= 0'}, got {v}")
-    if train.lr_warmup_steps < 0:
-        bad("ttt.train.lr_warmup_steps", f"must be >= 0, got {train.lr_warmup_steps}")
-    for key in ("beta1", "beta2", "ema_rate"):
-        if not 0 <= getattr(train, key) < 1:
-            bad(f"ttt.train.{key}", f"must be in [0, 1), got {getattr(train, key)}")
-    if train.optimizer not in ("adam_atan2", "adamw"):
-        bad("ttt.train.optimizer", f"expected adam_atan2 or adamw, got {train.optimizer!r}")
-    if train.loss_type not in ("stablemax_cross_entropy", "softmax_cross_entropy"):
-        bad("ttt.train.loss_type", f"expected stablemax_cross_entropy or softmax_cross_entropy, got {train.loss_type!r}")
-    if cfg.model.checkpoint:
-        ck = Path(cfg.model.checkpoint)
-        if not (ck / "config.yaml").is_file():
-            raise ArcKitError(f"{ck}: not an arc-kit checkpoint directory (no config.yaml)")
-        if set(cfg.model.arch) - {"halt_max_steps"}:
-            bad("model.arch", "a checkpoint brings its architecture: only halt_max_steps may be set")
-    else:
-        for key in ("hidden_size", "num_heads", "L_layers", "H_cycles", "L_cycles", "halt_max_steps", "expansion"):
-            v = cfg.model.arch.get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and not v > 0:
-                bad(f"model.arch.{key}", f"must be > 0, got {v}")
-        try:
-            from_dict(TRMConfig, dict(cfg.model.arch), prefix="model.arch.")
-        except ArcKitError as e:
-            raise ArcKitError(f"{where}: model.arch: {str(e).removeprefix('model config: ')}") from None
-    if "halt_max_steps" in cfg.model.arch and not (isinstance(cfg.model.arch["halt_max_steps"], int)
-                                                   and cfg.model.arch["halt_max_steps"] >= 1):
-        bad("model.arch.halt_max_steps", f"must be an integer >= 1, got {cfg.model.arch['halt_max_steps']!r}")
-    if cfg.ttt.augment:
-        try:
-            load_config(AugmentConfig, cfg.ttt.augment, subdir="augmentation")
-        except ArcKitError as e:
-            raise ArcKitError(f"{where}: config key 'ttt.augment': {e}") from None
-    try:
-        load_vote_config(cfg.voting)
-    except ArcKitError as e:
-        raise ArcKitError(f"{where}: config key 'voting': {e}") from None
-    from arc_kit.data import BUNDLED
-    for i, src in enumerate(cfg.ttt.extra_sources):
-        if src not in BUNDLED and not Path(src).exists():
-            bad(f"ttt.extra_sources[{i}]", f"{src}: no such file or directory, and not a bundled set")
-    if cfg.tasks.solutions and not Path(cfg.tasks.solutions).is_file():
-        bad("tasks.solutions", f"{cfg.tasks.solutions}: no such file")
-
-
-def load_run_tasks(cfg: RunConfig):
-    """The run's tasks, leniently (a broken task gets fallback attempts); an empty selection is an error."""
-    from arc_kit.data import load_tasks, parse_ids
-    t = cfg.tasks
-    ids = t.ids
-    if ids is not None and len(ids) == 1 and ids[0].startswith("@"):
-        ids = parse_ids(ids[0])
-    task_set = load_tasks(t.source, solutions=t.solutions, ids=ids, max_size=t.max_size, limit=t.limit, lenient=True)
-    if not task_set.tasks and not task_set.invalid:
-        sel = ", ".join(f"{k}={v}" for k, v in (("ids", t.ids), ("max_size", t.max_size), ("limit", t.limit))
-                        if v is not None)
-        raise ArcKitError(f"{t.source}: the selection ({sel or 'all tasks'}) leaves no task to run")
-    return task_set
-
-
 def run(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: str = "") -> int:
     """The whole `arc-kit run`; returns its exit status (EXIT_OK, or EXIT_STAGE_FAILED with a valid submission).
 
@@ -362,5 +207,4 @@ def run(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: str = "
     if not cfg.output.keep_checkpoint and (out / TTT_DIR / "model").is_dir():
         shutil.rmtree(out / TTT_DIR / "model", ignore_errors=True)   # output.keep_checkpoint: false
         log.info(f"output.keep_checkpoint is false: removed {out / TTT_DIR / 'model'}")
-    from arc_kit.run.report import finish
     return finish(r)

@@ -118,7 +118,8 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
 
     rows, local_row, global_row = compact_table(chosen)
 
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    from arc_kit.model.device import resolve_device
+    device = resolve_device(cfg.device)
     dtype = cfg.dtype
     if dtype is None and str(device).startswith("cpu") and info.config.forward_dtype != "float32":
         dtype = "float32"   # bfloat16 matmuls are slow on most CPUs

@@ -6,10 +6,16 @@ import time
 import yaml
 
 from arc_kit import __version__
-from arc_kit.run.budget import fmt_seconds
+from arc_kit.progress import fmt_seconds
 from arc_kit.config import to_dict
 from arc_kit.files import atomic_write_json, atomic_write_text, read_json
-from arc_kit.run.stages import PLAN_FILE, REPORT_FILE, SCORE_FILE, SUBMISSION_FILE
+from arc_kit.run.directory import PLAN_FILE, REPORT_FILE, SCORE_FILE, SUBMISSION_FILE
+
+# Exit statuses of `arc-kit run` (a bad config, task source or run directory is an ArcKitError: 2).
+EXIT_OK = 0             # every stage finished (a planned deadline and views trimmed by the plan are normal)
+EXIT_STAGE_FAILED = 4   # a valid submission.json was written, but a stage raised, produced NaN or was killed
+EXIT_NO_SUBMISSION = 1  # the final submission.json is unreadable or invalid (never expected)
+
 
 
 def _hardware(r) -> dict:
@@ -87,7 +93,6 @@ def write_report(r, report) -> None:
 def finish(r) -> int:
     """Score (when every selected task has its solutions), write report.md, print the summary; the exit status:
     0 when every stage finished, 4 when the submission is valid but a stage failed, 1 when it is not valid."""
-    from arc_kit.run.pipeline import EXIT_NO_SUBMISSION, EXIT_OK, EXIT_STAGE_FAILED
     from arc_kit.submission import read_submission, validate_submission
     log, out = r.log, r.out
     try:
