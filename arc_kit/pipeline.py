@@ -216,10 +216,10 @@ def check_run_inputs(cfg: RunConfig, where: str = "config") -> None:
         train = from_dict(TrainConfig, dict(cfg.ttt.train), prefix="ttt.train.")
     except ArcKitError as e:
         raise ArcKitError(f"{where}: {e}") from None
-    for key in ("precision", "device", "progress", "max_steps", "seed"):
+    for key, there in (("precision", "runtime.precision"), ("device", "runtime.device"), ("max_steps", "ttt.max_steps"),
+                       ("seed", "ttt.seed")):
         if key in cfg.ttt.train:
-            bad(f"ttt.train.{key}", "is set by the run (runtime.precision, runtime.device, output.progress, "
-                                    "ttt.max_steps, ttt.seed): set it there")
+            bad(f"ttt.train.{key}", f"is set by the run: set {there} instead")
     for key in ("global_batch_size", "log_every"):
         if getattr(train, key) < 1:
             bad(f"ttt.train.{key}", f"must be >= 1, got {getattr(train, key)}")
