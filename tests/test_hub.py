@@ -64,6 +64,10 @@ def test_download_verifies_and_imports(release, tmp_path, monkeypatch, capsys):
         assert _leftovers(out) == []                      # download and import folders are gone
         assert _download(preset, out) == 2
         assert "already exists (use --force" in capsys.readouterr().err
+        (out / "stale.txt").write_text("from before")
+        assert _download(preset, out, "--force") == 0         # swapped in whole: the old folder is gone
+        assert not (out / "stale.txt").exists() and _leftovers(out) == []
+    _assert_imported(out, names, table)
 
 
 def test_dropped_connection_resumes_with_a_range_request(release, tmp_path, monkeypatch):
@@ -167,6 +171,35 @@ def test_missing_extra_and_full_disk(release, tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "not enough disk space for v1/step_7 (+ its import)" in err and "1,000,000 bytes free" in err
     assert not out.exists()
+    monkeypatch.undo()
+    quiet_agent_registry(monkeypatch, tmp_path)
+    import errno
+
+    import huggingface_hub.file_download as fd
+
+    import arc_kit.checkpoint
+    real_get = fd.http_get
+
+    def full_disk(url, f, **kw):          # the disk fills after 1000 bytes of the step file
+        f.write(files["v1/step_7"].data[:1000])
+        f.flush()
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with FakeHub("test/fake-trm", files) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setattr(fd, "http_get", lambda url, f, **kw: (full_disk if "blobs" in url else real_get)(url, f, **kw))
+        assert _download(preset, out) == 2
+        err = capsys.readouterr().err
+        assert "disk full while downloading (1,000 bytes kept): free some space and run again to resume" in err
+        assert [p.name.endswith(".partial") for p in (tmp_path / ".model.download").glob("*step_7*")] == [True]
+        monkeypatch.setattr(fd, "http_get", real_get)
+
+        def no_room(*a, **kw):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        monkeypatch.setattr(arc_kit.checkpoint, "import_reference", no_room)
+        assert _download(preset, out) == 2    # the download completes (resumed), the import finds the disk full
+        assert "disk full while importing" in capsys.readouterr().err
+        assert hub.ranges() == ["bytes=1000-"]
+    assert not out.exists() and _leftovers(out) == [".model.download"]   # the verified download is kept
 
 
 def test_published_presets_name_the_shipped_lists():
