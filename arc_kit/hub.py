@@ -166,8 +166,13 @@ def fetch_file(spec: PublishedCheckpoint, path: str, staging: Path, want_size: i
         kept = partial.stat().st_size if partial.exists() else 0
         raise ArcKitError(f"{meta.location}: transfer failed ({type(e).__name__}); {_gb(kept)} kept in {partial}: "
                           "run the same command again to resume") from None
-    except errors.HfHubHTTPError as e:
-        raise _http_error(e, meta.location, spec) from None
+    except errors.HfHubHTTPError as e:  # from the file's location (often a signed CDN URL that can expire)
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status == 416:  # the partial file does not fit the remote one: start afresh next time
+            partial.unlink(missing_ok=True)
+        kept = partial.stat().st_size if partial.exists() else 0
+        raise ArcKitError(f"{meta.location}: HTTP {status} while downloading {path}; {_gb(kept)} kept: "
+                          "run again to resume") from None
     except OSError as e:
         if e.errno == errno.ENOSPC:
             raise ArcKitError(f"{partial}: disk full while downloading ({_gb(partial.stat().st_size)} kept): "

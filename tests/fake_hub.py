@@ -31,6 +31,7 @@ class HubFile:
 class Behaviour:
     drop_after: int | None = None          # the next full CDN GET closes the connection after this many bytes
     stall_after: int | None = None         # the next full CDN GET sends this many bytes, then waits for `release`
+    fail_status: int | None = None         # the next CDN GET answers this HTTP status (an expired signed URL: 403)
     stalled: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -97,6 +98,9 @@ class FakeHub:
                 with hub.lock:
                     hub.requests.append((server, self.command, self.path, self.headers.get("Range")))
                 if server == "cdn":
+                    if self.command == "GET" and hub.behaviour.fail_status:
+                        status, hub.behaviour.fail_status = hub.behaviour.fail_status, None
+                        return self._send(status, {}, b"refused", head)
                     sha = self.path.rsplit("/", 1)[-1]
                     f = next((f for f in hub.files.values() if f.lfs and f.etag == sha), None)
                     if f is None:

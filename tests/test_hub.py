@@ -141,6 +141,9 @@ def test_hub_errors_are_one_line(release, tmp_path, monkeypatch, capsys):
         assert "expected 12,345 (setting 'size')" in capsys.readouterr().err
         assert _download(preset, out, "sha256=" + "0" * 64) == 2
         assert "differs from the pinned sha256" in capsys.readouterr().err
+        hub.behaviour.fail_status = 403                                  # the CDN refuses the transfer
+        assert _download(preset, out) == 2
+        assert "/blobs/" in (err := capsys.readouterr().err) and "HTTP 403 while downloading v1/step_7" in err
     import socket
     with socket.socket() as s:                                           # a port nobody listens on
         s.bind(("127.0.0.1", 0))
