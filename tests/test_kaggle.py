@@ -275,6 +275,10 @@ def test_bundle_folders(bundle_dir, tiny_checkpoint):
         assert not [p for p in f.iterdir() if p.is_dir()], f"{f} has a subfolder an upload would skip"
     wheels = sorted(p.name for p in (bundle_dir / "wheels").iterdir())
     assert wheels[0].startswith("arc_kit-") and "drawsvg-2.4.2-py3-none-any.whl" in wheels
+    import zipfile
+    shipped = set(zipfile.ZipFile(bundle_dir / "wheels" / wheels[0]).namelist())
+    assert {"arc_kit/identifier_data/arc1.npz", "arc_kit/identifier_data/arc2.npz",
+            "arc_kit/configs/checkpoints/arc-agi-1.yaml", "arc_kit/configs/checkpoints/arc-agi-2.yaml"} <= shipped
     nb = (bundle_dir / "kernel" / km.NOTEBOOK).read_bytes()
     assert nb == (ROOT / "submission" / km.NOTEBOOK).read_bytes()                # copied verbatim
     meta = json.loads((bundle_dir / "kernel" / "kernel-metadata.json").read_text())
@@ -296,6 +300,30 @@ def test_bundle_folders(bundle_dir, tiny_checkpoint):
     assert info.puzzle_names == ["<blank>"] and model.puzzle_emb.weights.shape == (1, 16)
     assert torch.allclose(load_puzzle_rows(bundle_dir / "checkpoint")[0], load_puzzle_rows(tiny_checkpoint).mean(0))
     assert (bundle_dir / "checkpoint" / "model.safetensors").read_bytes() == (tiny_checkpoint / "model.safetensors").read_bytes()
+
+
+def test_bundle_accepts_a_downloaded_checkpoint(tmp_path, monkeypatch):
+    """`checkpoint download` (from a loopback hub) -> `kaggle bundle --strip-puzzles`: one mean row, same network."""
+    import torch
+    from fake_hub import FakeHub, quiet_agent_registry, reference_release
+
+    from arc_kit.checkpoint import load_checkpoint, load_puzzle_rows
+    quiet_agent_registry(monkeypatch, tmp_path)
+    files, preset, names, table = reference_release(tmp_path / "release", rows=300)
+    model_dir, out = tmp_path / "model", tmp_path / "kaggle"
+    with FakeHub("test/fake-trm", files) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        assert main(["checkpoint", "download", str(preset), "-o", str(model_dir)]) == 0
+    assert load_checkpoint(model_dir)[1].puzzle_names == names
+    wheel = tmp_path / "arc_kit-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK fake")
+    assert main(["kaggle", "bundle", "--checkpoint", str(model_dir), "-o", str(out), "--no-download",
+                 "--kit-wheel", str(wheel), "--owner", "alice", "--strip-puzzles"]) == 0
+    assert km.check_bundle(out) == []
+    model, info = load_checkpoint(out / "checkpoint")
+    assert info.puzzle_names == ["<blank>"] and info.extra["source"]["repo"] == "test/fake-trm"
+    assert torch.allclose(load_puzzle_rows(out / "checkpoint")[0], table.double().mean(0).float())
+    assert (out / "checkpoint" / "model.safetensors").read_bytes() == (model_dir / "model.safetensors").read_bytes()
 
 
 def test_bundle_refuses_bad_names(tmp_path, capsys):

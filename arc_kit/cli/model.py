@@ -42,6 +42,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--states", action="store_true", help="also write z_H_step{k}, z_L_step{k} [B, T, D]")
     p.set_defaults(func=run_forward)
 
+    add_checkpoint_command(subparsers)
+
 
 def _identifiers(args, rows: int | None):
     """(names or None, description) from --identifiers / --rebuild-identifiers."""
@@ -147,4 +149,35 @@ def run_forward(args) -> int:
     np.savez(buf, **arrays)
     atomic_write_bytes(args.out, buf.getvalue())
     print(f"forward: {inputs.shape[0]} sequences x {steps} steps -> {args.out}", file=sys.stderr)
+    return 0
+
+
+def add_checkpoint_command(subparsers) -> None:
+    """`arc-kit checkpoint download`: a published checkpoint from the Hugging Face hub, imported (arc_kit/hub.py)."""
+    p = subparsers.add_parser("checkpoint", help="published checkpoints: `checkpoint download arc-agi-1|arc-agi-2`")
+    sub = p.add_subparsers(dest="checkpoint_command", metavar="ACTION")
+    sub.required = True
+    d = sub.add_parser(
+        "download", help="fetch a published TRM checkpoint from the Hugging Face hub and import it",
+        description="Download the ARC Prize Foundation's re-trained TRM checkpoint (huggingface_hub: HF_ENDPOINT, "
+                    "HF_TOKEN and `hf auth login` apply), verify size and sha256, and import it with the shipped "
+                    "puzzle-identifier list. An interrupted transfer resumes when the command is run again.")
+    d.add_argument("name", metavar="NAME", help="arc-agi-1, arc-agi-2, or a YAML file of the same settings")
+    d.add_argument("overrides", nargs="*", metavar="key=value", help="override a setting (repo, revision, "
+                   "endpoint, checkpoint, config, size, sha256, identifiers)")
+    d.add_argument("-o", "--out", metavar="MODEL_DIR", help="output checkpoint directory (default: models/trm-NAME)")
+    d.add_argument("--force", action="store_true", help="replace an existing MODEL_DIR")
+    d.add_argument("--keep-download", action="store_true", help="keep the reference files (.MODEL_DIR.download/)")
+    d.set_defaults(func=run_checkpoint_download)
+
+
+def run_checkpoint_download(args) -> int:
+    from .hub import download_checkpoint, load_preset
+    spec = load_preset(args.name, args.overrides or [])
+    out = Path(args.out or f"models/trm-{Path(args.name).stem}")
+    info = download_checkpoint(spec, out, force=args.force, keep_download=args.keep_download, name=args.name)
+    c = info.config
+    print(f"checkpoint download: {args.name} -> {out}: hidden {c.hidden_size}, H_cycles {c.H_cycles}, "
+          f"L_cycles {c.L_cycles}, halt_max_steps {c.halt_max_steps}, {len(info.puzzle_names):,} named puzzle rows",
+          file=sys.stderr)
     return 0
