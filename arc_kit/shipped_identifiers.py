@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .augment import SEP
-from .errors import ArcKitError
-from .identifiers import BLANK
+from arc_kit.augment import SEP
+from arc_kit.errors import ArcKitError
+from arc_kit.identifiers import BLANK
 
 FORMAT = "arc-kit-identifiers/1"
 PLAIN = 8
@@ -87,7 +87,7 @@ def decode_identifiers(arrays, source: str = "identifier list") -> list[str]:
 
 
 def write_identifier_file(path: str | Path, names: list[str]) -> None:
-    from .files import atomic_open
+    from arc_kit.files import atomic_open
     save: Callable[..., None] = np.savez_compressed   # its stub types **arrays as its keyword options
     with atomic_open(path) as f:
         save(f, **encode_identifiers(names))
@@ -118,12 +118,12 @@ def load_identifier_list(spec: str) -> list[str]:
         return shipped_identifiers(spec)
     if spec.endswith(".npz"):
         return read_identifier_file(spec)
-    from .identifiers import read_identifiers
+    from arc_kit.identifiers import read_identifiers
     return read_identifiers(spec)
 
 
 if __name__ == "__main__":  # regenerate: python -m arc_kit.shipped_identifiers IN.json[.gz] OUT.npz
-    from .identifiers import read_identifiers
+    from arc_kit.identifiers import read_identifiers
     src, dst = sys.argv[1:3]
     ids = read_identifiers(src)
     write_identifier_file(dst, ids)

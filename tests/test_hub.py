@@ -12,8 +12,8 @@ import pytest
 import torch
 from fake_hub import FakeHub, quiet_agent_registry, reference_release
 
-from arc_kit.checkpoint import load_checkpoint, load_puzzle_rows
-from arc_kit.cli import main
+from arc_kit.model.checkpoint import load_checkpoint, load_puzzle_rows
+from arc_kit.cli.main import main
 
 ROOT = Path(__file__).resolve().parents[1]
 IDS = ROOT.parent / "shared" / "fixtures" / "trm-identifiers"
@@ -180,7 +180,7 @@ def test_missing_extra_and_full_disk(release, tmp_path, monkeypatch, capsys):
 
     import huggingface_hub.file_download as fd
 
-    import arc_kit.checkpoint
+    import arc_kit.model.checkpoint
     real_get = fd.http_get
 
     def full_disk(url, f, **kw):          # the disk fills after 1000 bytes of the step file
@@ -198,7 +198,7 @@ def test_missing_extra_and_full_disk(release, tmp_path, monkeypatch, capsys):
 
         def no_room(*a, **kw):
             raise OSError(errno.ENOSPC, "No space left on device")
-        monkeypatch.setattr(arc_kit.checkpoint, "import_reference", no_room)
+        monkeypatch.setattr(arc_kit.model.checkpoint, "import_reference", no_room)
         assert _download(preset, out) == 2    # the download completes (resumed), the import finds the disk full
         assert "disk full while importing" in capsys.readouterr().err
         assert hub.ranges() == ["bytes=1000-"]
@@ -206,7 +206,7 @@ def test_missing_extra_and_full_disk(release, tmp_path, monkeypatch, capsys):
 
 
 def test_published_presets_name_the_shipped_lists():
-    from arc_kit.hub import load_preset
+    from arc_kit.model.hub import load_preset
     from arc_kit.identifiers import RECIPES
     for name, ids, step, size in [("arc-agi-1", "arc1", "arc_v1_public/step_518071", 1_822_205_258),
                                   ("arc-agi-2", "arc2", "arc_v2_public/step_723914", 2_467_988_810)]:

@@ -307,7 +307,7 @@ def test_bundle_accepts_a_downloaded_checkpoint(tmp_path, monkeypatch):
     import torch
     from fake_hub import FakeHub, quiet_agent_registry, reference_release
 
-    from arc_kit.checkpoint import load_checkpoint, load_puzzle_rows
+    from arc_kit.model.checkpoint import load_checkpoint, load_puzzle_rows
     quiet_agent_registry(monkeypatch, tmp_path)
     files, preset, names, table = reference_release(tmp_path / "release", rows=300)
     model_dir, out = tmp_path / "model", tmp_path / "kaggle"

@@ -172,7 +172,7 @@ def add_checkpoint_command(subparsers) -> None:
 
 
 def run_checkpoint_download(args) -> int:
-    from .hub import download_checkpoint, load_preset
+    from arc_kit.model.hub import download_checkpoint, load_preset
     spec = load_preset(args.name, args.overrides or [])
     out = Path(args.out or f"models/trm-{Path(args.name).stem}")
     info = download_checkpoint(spec, out, force=args.force, keep_download=args.keep_download, name=args.name)

@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .config import load_config
-from .errors import ArcKitError
+from arc_kit.config import load_config
+from arc_kit.errors import ArcKitError
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 INSTALL_HINT = "pip install 'arc-kit[hub]' (or: pip install huggingface_hub)"
@@ -204,9 +204,9 @@ def _dirs(out: Path) -> tuple[Path, Path]:
 def download_checkpoint(spec: PublishedCheckpoint, out: str | Path, force: bool = False, keep_download: bool = False,
                         name: str = ""):
     """Fetch, verify and import one published checkpoint into the kit checkpoint directory `out`."""
-    from .checkpoint import CONFIG_FILE, import_reference
-    from .files import atomic_write_text
-    from .shipped_identifiers import load_identifier_list
+    from arc_kit.model.checkpoint import CONFIG_FILE, import_reference
+    from arc_kit.files import atomic_write_text
+    from arc_kit.shipped_identifiers import load_identifier_list
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise ArcKitError(f"{out}: already exists (use --force to replace it)")
