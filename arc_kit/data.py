@@ -1,6 +1,5 @@
 """Tasks: load ARC tasks from Kaggle files, task directories or bundled sets, and validate them."""
 
-import argparse
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -368,7 +367,7 @@ def task_set_from_json(obj: Any, where: str) -> TaskSet:
 
 
 # -----------------------------------------------------------------------------
-# Command-line arguments shared by every command that reads tasks.
+# Task ids given by the user
 
 
 def parse_ids(spec: str) -> list[str]:
@@ -386,25 +385,3 @@ def parse_ids(spec: str) -> list[str]:
     if not ids:
         raise ArcKitError(f"--ids {spec}: no task ids given")
     return list(dict.fromkeys(ids))
-
-
-def add_task_args(parser: argparse.ArgumentParser, positional: bool = True) -> None:
-    """SOURCE (or --tasks SOURCE), --solutions, --ids, --max-size, --limit; the source lands in args.tasks."""
-    what = "challenges JSON file, directory of task JSON files, or bundled set (e.g. arc-agi-2/evaluation)"
-    if positional:
-        parser.add_argument("tasks", metavar="SOURCE", help=what)
-    else:
-        parser.add_argument("--tasks", metavar="SOURCE", required=True, help=what)
-    parser.add_argument("--solutions", metavar="FILE", default=None,
-                        help="solutions JSON (default: *_solutions.json beside a *_challenges.json)")
-    parser.add_argument("--ids", metavar="IDS", default=None, help="only these tasks: a,b,c or @file.txt")
-    parser.add_argument("--max-size", type=int, metavar="N", default=None,
-                        help="only tasks whose visible grids (demonstrations, test inputs) fit N x N")
-    parser.add_argument("--limit", type=int, metavar="N", default=None, help="only the first N tasks")
-
-
-def tasks_from_args(args: argparse.Namespace, lenient: bool = False) -> TaskSet:
-    ids = parse_ids(args.ids) if getattr(args, "ids", None) else None
-    return load_tasks(args.tasks, solutions=getattr(args, "solutions", None), ids=ids,
-                      max_size=getattr(args, "max_size", None), limit=getattr(args, "limit", None),
-                      lenient=lenient)

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from arc_kit.data import BUNDLED, add_task_args, load_tasks, parse_ids, tasks_from_args, validate_grid
+from arc_kit.cli.common import add_task_args, tasks_from_args
+from arc_kit.data import BUNDLED, load_tasks, parse_ids, validate_grid
 from arc_kit.errors import ArcKitError
 from conftest import simple_task, write_challenges, write_task_dir
 

@@ -78,7 +78,7 @@ def _print_notes(notes: list[str], limit: int = 20) -> None:
 
 
 def cmd_vote(args) -> int:
-    from arc_kit.data import tasks_from_args
+    from arc_kit.cli.common import tasks_from_args
     from arc_kit.submission import FillReport, build_submission, validate_submission, write_submission
     from arc_kit.vote import load_vote_config, rank_tally, tally
     files, overrides = _split_items(list(args.predictions) + list(args.overrides))
@@ -113,7 +113,7 @@ def cmd_vote(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from arc_kit.data import tasks_from_args
+    from arc_kit.cli.common import tasks_from_args
     from arc_kit.files import read_json
     from arc_kit.submission import expected_test_counts, validate_submission
     sub = read_json(args.submission, "submission file")
@@ -135,7 +135,7 @@ def cmd_validate(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from arc_kit.data import tasks_from_args
+    from arc_kit.cli.common import tasks_from_args
     task_set = tasks_from_args(args)
     notes: list[str] = []
     report = _score_input(args.submission, task_set, args.vote, notes)
@@ -151,7 +151,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from arc_kit.data import tasks_from_args
+    from arc_kit.cli.common import tasks_from_args
     from arc_kit.scoring import compare_reports
     task_set = tasks_from_args(args)
     notes: list[str] = []
@@ -191,45 +191,18 @@ def _shipped_voting_configs() -> list[str]:
 
 
 def cmd_revote(args) -> int:
-    from arc_kit.data import tasks_from_args
-    from arc_kit.files import atomic_write_json
-    from arc_kit.scoring import compare_reports, score_votes
-    from arc_kit.submission import build_submission, write_submission
-    from arc_kit.vote import load_vote_config, rank_tally, tally
+    from arc_kit.cli.common import tasks_from_args
+    from arc_kit.revote import revote
+    from arc_kit.vote import tally
     task_set = tasks_from_args(args)
     notes: list[str] = []
     preds = _read_all_predictions(args.predictions, notes)
     t = tally(preds, task_set)  # group once, rank under every config
     _print_notes(notes + t.problems)
     specs = args.configs or _shipped_voting_configs()
-    rows, reports, used = [], [], set()
-    for spec in specs:
-        config = load_vote_config(spec)
-        name = Path(spec).stem if spec.endswith((".yaml", ".yml")) else spec
-        base, n = name, 2
-        while name in used:
-            name, n = f"{base}_{n}", n + 1
-        used.add(name)
-        votes = rank_tally(t, task_set, config)
-        report = score_votes(votes, task_set, config.fallback)
-        row = {"config": name, "path": spec, "strategy": config.strategy,
-               "score_per_task": report.score_per_task, "score_per_output": report.score_per_output,
-               "ci95": list(report.ci95()), "pass_at_1": report.pass_at(1),
-               "pass_at_1_per_output": report.pass_at_per_output(1)}
-        if reports:
-            st = compare_reports(reports[0][1], report, reports[0][0], name).stats()
-            row["vs_first"] = {k: st[k] for k in ("mean_diff", "ci95_diff", "wins_b", "wins_a", "ties",
-                                                  "p_sign", "p_wilcoxon", "significant", "verdict")}
-        rows.append(row)
-        reports.append((name, report))
-        if args.output:
-            out = Path(args.output) / name
-            write_submission(out / "submission.json", build_submission(votes, task_set, config.fallback))
-            atomic_write_json(out / "score.json", report.to_json())
-    result = {"source": task_set.source, "predictions": list(args.predictions), "n_predictions": t.n_predictions,
-              "n_tasks": len(task_set.tasks), "configs": rows}
-    if args.output:
-        atomic_write_json(Path(args.output) / "revote.json", result, indent=1)
+    result = revote(t, task_set, specs, output=args.output,
+                    meta={"predictions": list(args.predictions), "n_predictions": t.n_predictions})
+    rows = result["configs"]
     if args.json:
         print(json.dumps(result))
         return 0
@@ -254,8 +227,8 @@ def cmd_revote(args) -> int:
 
 
 def add_commands(subparsers) -> None:
-    from arc_kit.cli.main import add_config_args
-    from arc_kit.data import add_task_args
+    from arc_kit.cli.common import add_config_args
+    from arc_kit.cli.common import add_task_args
     preds_help = "predictions .jsonl file(s); FILE:WEIGHT weights every line of a file (e.g. a.jsonl:2.0)"
 
     p = subparsers.add_parser("vote", help="vote predictions into a complete, valid submission.json",

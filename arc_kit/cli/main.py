@@ -13,13 +13,6 @@ from arc_kit.errors import ArcKitError
 COMMAND_MODULES = ("tasks", "eval", "model", "predict", "train", "run", "kaggle")
 
 
-def add_config_args(parser: argparse.ArgumentParser, default: str | None = None, help_name: str = "") -> None:
-    """`--config PATH_OR_NAME` plus trailing `key=value` overrides."""
-    parser.add_argument("--config", default=default,
-                        help=f"YAML file or the name of a shipped config{help_name}")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides as dotted key=value pairs")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="arc-kit", description="ARC-AGI submission kit around the Tiny Recursive Model.")
     parser.add_argument("--version", action="version", version=f"arc-kit {__version__}")

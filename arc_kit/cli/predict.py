@@ -6,7 +6,7 @@ import time
 
 
 def add_commands(subparsers) -> None:
-    from arc_kit.data import add_task_args  # light: json/pathlib only
+    from arc_kit.cli.common import add_task_args
 
     p = subparsers.add_parser(
         "trm-identifiers", help="rebuild the reference TRM puzzle-identifier list (embedding row -> puzzle)",
@@ -72,7 +72,7 @@ def run_identifiers(args) -> int:
 
 
 def run_predict(args) -> int:
-    from arc_kit.data import tasks_from_args
+    from arc_kit.cli.common import tasks_from_args
     from arc_kit.run.predict import PredictConfig, predict
 
     task_set = tasks_from_args(args, lenient=True)

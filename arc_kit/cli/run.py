@@ -1,6 +1,6 @@
 """Command `arc-kit run`: test-time training, augmented inference and voting under a hard time budget."""
 
-from arc_kit.cli.main import add_config_args
+from arc_kit.cli.common import add_config_args
 
 
 def run_config_from_args(args):

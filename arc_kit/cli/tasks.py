@@ -3,7 +3,8 @@
 import json
 import sys
 
-from arc_kit.data import Task, add_task_args, load_tasks, tasks_from_args, visible_grids
+from arc_kit.cli.common import add_task_args, tasks_from_args
+from arc_kit.data import Task, load_tasks, visible_grids
 from arc_kit.errors import ArcKitError
 
 

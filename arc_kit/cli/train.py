@@ -23,7 +23,7 @@ def _pretrain_config_class():
 
 
 def add_commands(subparsers) -> None:
-    from arc_kit.cli.main import add_config_args
+    from arc_kit.cli.common import add_config_args
     p = subparsers.add_parser(
         "train", help="train a TRM (pretraining recipe or your own) and write a checkpoint directory",
         description="Train a TRM with the kit's trainer. The config has model:, data: and train: sections "

@@ -1,0 +1,43 @@
+"""Re-voting experiments: one tally of cached predictions ranked under several voting configs, scored and compared."""
+
+from pathlib import Path
+
+from arc_kit.files import atomic_write_json
+from arc_kit.scoring import compare_reports, score_votes
+from arc_kit.submission import build_submission, write_submission
+from arc_kit.vote import Tally, load_vote_config, rank_tally
+
+
+def revote(t: Tally, task_set, specs: list[str], output: str | Path | None = None, meta: dict | None = None) -> dict:
+    """Rank the tally `t` under every voting config in `specs` (names or YAML paths), score each against the task
+    set's solutions and compare it with the first (paired, per task). With `output`, each config's
+    submission.json and score.json go to OUTPUT/<config>/ and the table to OUTPUT/revote.json.
+    Returns {"source", "n_tasks", **meta, "configs": [one row per config]}."""
+    rows, reports, used = [], [], set()
+    for spec in specs:
+        config = load_vote_config(spec)
+        name = Path(spec).stem if spec.endswith((".yaml", ".yml")) else spec
+        base, n = name, 2
+        while name in used:
+            name, n = f"{base}_{n}", n + 1
+        used.add(name)
+        votes = rank_tally(t, task_set, config)
+        report = score_votes(votes, task_set, config.fallback)
+        row = {"config": name, "path": spec, "strategy": config.strategy,
+               "score_per_task": report.score_per_task, "score_per_output": report.score_per_output,
+               "ci95": list(report.ci95()), "pass_at_1": report.pass_at(1),
+               "pass_at_1_per_output": report.pass_at_per_output(1)}
+        if reports:
+            st = compare_reports(reports[0][1], report, reports[0][0], name).stats()
+            row["vs_first"] = {k: st[k] for k in ("mean_diff", "ci95_diff", "wins_b", "wins_a", "ties",
+                                                  "p_sign", "p_wilcoxon", "significant", "verdict")}
+        rows.append(row)
+        reports.append((name, report))
+        if output:
+            out = Path(output) / name
+            write_submission(out / "submission.json", build_submission(votes, task_set, config.fallback))
+            atomic_write_json(out / "score.json", report.to_json())
+    result = {"source": task_set.source, **(meta or {}), "n_tasks": len(task_set.tasks), "configs": rows}
+    if output:
+        atomic_write_json(Path(output) / "revote.json", result, indent=1)
+    return result
