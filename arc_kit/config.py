@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from arc_kit.errors import ArcKitError
+from arc_kit.errors import ArcKitError, ConfigValueError
 
 T = TypeVar("T")
 
@@ -128,6 +128,8 @@ def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
         kwargs[k] = _coerce(v, hints[k], prefix + str(k))
     try:
         return cls(**kwargs)
+    except ConfigValueError as e:   # the dataclass's own range checks: name the full dotted key
+        raise ConfigValueError(prefix + e.key, e.message) from None
     except TypeError as e:
         raise ArcKitError(f"config{' ' + prefix.rstrip('.') if prefix else ''}: {e}") from None
 

@@ -9,3 +9,12 @@ class ArcKitError(Exception):
 
     def __init__(self, message: str):
         super().__init__(" ".join(str(message).split("\n")))
+
+
+class ConfigValueError(ArcKitError):
+    """A config value out of its range, raised by a config dataclass's own checks; config.from_dict adds the
+    dotted path of the section, so the message names the full key (`config key 'ttt.train.lr': must be > 0`)."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"config key '{key}': {message}")
+        self.key, self.message = key, message

@@ -91,8 +91,7 @@ def three_tasks(tmp_path) -> Path:
 def test_ttt_from_a_checkpoint_predicts_with_the_rows_it_trained(tmp_path, three_tasks):
     ck = stored_checkpoint(tmp_path / "ck", ["<blank>", "t0", *STALE, "zz", "t1"])
     cfg = tiny_config(three_tasks, **{"ttt.max_steps": 3, "ttt.augmentations": 2, "inference.views": 3})
-    del cfg["model"]["arch"]
-    cfg["model"]["arch"] = {"halt_max_steps": 2}
+    cfg["model"]["halt_max_steps"] = 2    # the checkpoint brings its architecture; steps may still be set
     res = run_cli(cfg, tmp_path / "run", "--checkpoint", str(ck))
     assert res.returncode == 0, res.stderr[-3000:]
     trained = json.loads((tmp_path / "run/ttt/model/puzzles.json").read_text())

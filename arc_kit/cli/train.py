@@ -12,7 +12,7 @@ def _pretrain_config_class():
     """The YAML schema of `arc-kit train` (built lazily: model.py imports torch)."""
     from arc_kit.model.dataset import DataConfig
     from arc_kit.model.trm import TRMConfig
-    from arc_kit.model.train import TrainConfig
+    from arc_kit.model.config import TrainConfig
 
     @dataclass
     class PretrainConfig:

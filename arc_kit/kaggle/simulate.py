@@ -64,7 +64,7 @@ def _iso_seconds(stamp: str) -> float:
 def project(run_dir: Path, cfg, n_inputs: int, setup_seconds: float, limit_minutes: float,
             safety_minutes: float, gpu_train: float | None, gpu_infer: float | None) -> dict:
     """Rerun time per stage for the configured job (untrimmed) at the given throughput (sequences/s)."""
-    from arc_kit.model.train import TrainConfig
+    from arc_kit.model.config import TrainConfig
     from arc_kit.config import from_dict
     state = json.loads((run_dir / "state.json").read_text()).get("stages", {}) if (run_dir / "state.json").is_file() else {}
     plan = json.loads((run_dir / "plan.json").read_text()) if (run_dir / "plan.json").is_file() else {}

@@ -5,13 +5,13 @@ import copy
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from arc_kit.model.config import TrainConfig
 from arc_kit.model.dataset import BatchSampler, TrainData
 from arc_kit.errors import ArcKitError
 from arc_kit.model.optim import (EMA, SparseEmbeddingSignSGD, build_optimizer, load_optimizer_state_tensors, lr_at,
@@ -20,32 +20,6 @@ from arc_kit.model.optim import (EMA, SparseEmbeddingSignSGD, build_optimizer, l
 
 class NonFiniteLoss(ArcKitError):
     """The loss became NaN or infinite: training diverged (lower the learning rate)."""
-
-
-@dataclass
-class TrainConfig:
-    global_batch_size: int = 768    # sequences per supervision step, over all processes
-    epochs: float = 100000          # reference epochs (every task once, one random version each)
-    max_steps: int = 0              # > 0: stop after this many steps (and schedule over them) instead of epochs
-    optimizer: str = "adam_atan2"   # adam_atan2 (reference) | adamw
-    lr: float = 1e-4
-    lr_min_ratio: float = 1.0       # cosine floor as a fraction of lr; 1.0 = warm-up then constant
-    lr_warmup_steps: int = 2000
-    weight_decay: float = 0.1       # decoupled
-    beta1: float = 0.9
-    beta2: float = 0.95
-    puzzle_emb_lr: float = 1e-2     # sign-SGD on the puzzle-embedding rows in the batch
-    puzzle_emb_weight_decay: float = 0.1
-    ema: bool = True                # keep an EMA of the parameters; checkpoints hold the EMA weights
-    ema_rate: float = 0.999
-    freeze_network: bool = False    # train the puzzle embeddings only (test-time training of new puzzles)
-    loss_type: str = "stablemax_cross_entropy"  # | softmax_cross_entropy
-    precision: str = "auto"         # auto: bfloat16 autocast on CUDA GPUs that support it | float32 | bfloat16
-    device: str = "auto"            # auto | cpu | cuda (an accelerate Accelerator, when given, decides instead)
-    seed: int = 0                   # batch order, translations, halting exploration
-    log_every: int = 1              # steps between lines of the JSON-lines metrics log
-    checkpoint_every: int = 0       # steps between checkpoints during train() (0: only when asked)
-    progress: bool = True           # tqdm bar on stderr
 
 
 def total_steps(config: TrainConfig, data: TrainData) -> int:

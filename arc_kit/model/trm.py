@@ -9,7 +9,6 @@ One call `model(carry, batch)` is one supervision step:
     all but the last H-cycle without gradient; logits = lm_head(z_H) on the canvas, q = q_head(z_H[:, 0]).
 """
 
-import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -17,67 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arc_kit.config import from_dict
-from arc_kit.errors import ArcKitError
+from arc_kit.model.config import TRMConfig
 from arc_kit.model.layers import Attention, CastedEmbedding, CastedLinear, RotaryEmbedding, SwiGLU, rms_norm, trunc_normal_
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-@dataclass
-class TRMConfig:
-    """Architecture, in the reference's `arch:` names. Defaults are the published ARC model."""
-    hidden_size: int = 512
-    num_heads: int = 8
-    L_layers: int = 2
-    H_cycles: int = 3
-    L_cycles: int = 4
-    expansion: float = 4.0
-    vocab_size: int = 12               # PAD 0, EOS 1, colours 2..11
-    seq_len: int = 900                 # canvas tokens: 900 for reference checkpoints, smaller squares for kit models
-    puzzle_emb_ndim: int = 512         # 0: no puzzle embedding
-    puzzle_emb_len: int = 16           # prefix slots; 0 means ceil(puzzle_emb_ndim / hidden_size)
-    num_puzzle_identifiers: int = 1    # rows of the puzzle-embedding table
-    pos_encodings: str = "rope"        # rope | learned | none
-    rope_theta: float = 10000.0
-    rms_norm_eps: float = 1e-5
-    halt_max_steps: int = 16
-    halt_exploration_prob: float = 0.1
-    no_ACT_continue: bool = True       # halt on sigmoid(q_halt) alone; False adds the bootstrapped q_continue target
-    forward_dtype: str = "float32"     # float32 | bfloat16 (parameters stay fp32 either way)
-    mlp_t: bool = False                # mix along the sequence with an MLP instead of attention
-
-    def __post_init__(self):
-        if self.forward_dtype not in DTYPES:
-            raise ArcKitError(f"model config: forward_dtype must be one of {', '.join(DTYPES)}, got {self.forward_dtype!r}")
-        if self.pos_encodings not in ("rope", "learned", "none"):
-            raise ArcKitError(f"model config: pos_encodings must be rope, learned or none, got {self.pos_encodings!r}")
-        if self.hidden_size % self.num_heads:
-            raise ArcKitError(f"model config: hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
-        if self.puzzle_emb_ndim > self.prefix_len * self.hidden_size:
-            raise ArcKitError(f"model config: puzzle_emb_ndim {self.puzzle_emb_ndim} does not fit in "
-                              f"{self.prefix_len} prefix slots of {self.hidden_size}")
-        for name in ("hidden_size", "num_heads", "L_layers", "H_cycles", "L_cycles", "vocab_size", "seq_len",
-                     "halt_max_steps", "num_puzzle_identifiers"):
-            if getattr(self, name) < 1:
-                raise ArcKitError(f"model config: {name} must be >= 1, got {getattr(self, name)}")
-
-    @property
-    def prefix_len(self) -> int:  # P
-        return self.puzzle_emb_len or -(self.puzzle_emb_ndim // -self.hidden_size)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return DTYPES[self.forward_dtype]
-
-    @classmethod
-    def from_reference(cls, arch: dict, **extra) -> "TRMConfig":
-        """From a reference `all_config.yaml` `arch:` section (plus seq_len/vocab/table rows, which the
-        reference takes from the dataset). Unknown non-architecture keys (name, loss, batch_size, H_layers) are dropped."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        kw = {k: v for k, v in arch.items() if k in known}
-        kw.update(extra)
-        return from_dict(cls, kw)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}   # TRMConfig.forward_dtype
 
 
 @dataclass
@@ -156,7 +98,7 @@ class TRM(nn.Module):
     def __init__(self, config: TRMConfig):
         super().__init__()
         self.config = cfg = config
-        D, P, dtype = cfg.hidden_size, cfg.prefix_len, cfg.dtype
+        D, P, dtype = cfg.hidden_size, cfg.prefix_len, DTYPES[cfg.forward_dtype]
         self.embed_scale = math.sqrt(D)
         self.embed_tokens = CastedEmbedding(cfg.vocab_size, D, std=1 / self.embed_scale, dtype=dtype)
         self.lm_head = CastedLinear(D, cfg.vocab_size)

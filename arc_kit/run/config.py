@@ -3,9 +3,9 @@
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from arc_kit.config import from_dict, load_config, to_dict
+from arc_kit.model.config import TrainConfig, TRMConfig
 from arc_kit.errors import ArcKitError
 
 
@@ -24,13 +24,17 @@ class TasksConfig:
 @dataclass
 class ModelConfig:
     checkpoint: str | None = None   # model dir to start from (`--checkpoint`); None trains from scratch
-    # TRMConfig fields for a model built from scratch (reference names: hidden_size, H_cycles, ...).
-    # With a checkpoint the architecture comes from the checkpoint; only halt_max_steps may be set here.
-    arch: dict[str, Any] = field(default_factory=dict)
+    # The architecture of a model built from scratch (reference names: hidden_size, H_cycles, ...; defaults:
+    # the published ARC model). The run sets seq_len (canvas) and num_puzzle_identifiers (puzzles) itself.
+    # A checkpoint brings its own architecture: this section is then not used.
+    arch: TRMConfig = field(default_factory=TRMConfig)
+    # Supervision steps per sequence in training and inference, for a checkpoint's model or a new one
+    # (None: arch.halt_max_steps, or the checkpoint's own).
+    halt_max_steps: int | None = None
     # Canvas side in cells for a model built by this run: 30 is the reference (900 tokens); "task" pads
     # every batch only to the canvas the selected tasks need (largest visible grid side + 1 for the EOS
     # border + canvas_margin, at most 30), with translation inside it. A checkpoint brings its own canvas.
-    canvas: str = "30"
+    canvas: int | str = 30
     # Extra cells on a "task" canvas. The run never sees test outputs, so an answer larger than every
     # visible grid cannot be produced on a canvas sized without a margin (2 of the 29 dev-bench outputs).
     canvas_margin: int = 0
@@ -50,7 +54,9 @@ class TTTConfig:
     extra_sources: list[str] = field(default_factory=list)  # more task sources mixed into training (demos+tests)
     extra_augmentations: int = 0  # augmented versions per extra-source task besides the identity
     checkpoint_minutes: float = 2.0  # save the latest checkpoint this often (resume and watchdog kills)
-    train: dict[str, Any] = field(default_factory=dict)  # Trainer config keys (lr, batch_size, ...): arc_kit.model.train.TrainConfig
+    # The trainer's settings (lr, global_batch_size, ...). device, precision, seed, max_steps and progress come
+    # from runtime.device, runtime.precision, ttt.seed, ttt.max_steps and output.progress: leave them unset here.
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 @dataclass
@@ -117,13 +123,17 @@ def check_run_config(cfg: RunConfig, where: str = "config") -> RunConfig:
         if hi is not None and (v >= hi if hi_open else v > hi):
             bad(key, f"must be {'<' if hi_open else '<='} {hi}, got {v}")
 
-    if cfg.model.canvas != "task":
-        try:
-            c = int(cfg.model.canvas)
-        except ValueError:
-            bad("model.canvas", f"expected 2..30 or 'task', got {cfg.model.canvas!r}")
-        if not 2 <= c <= 30:
-            bad("model.canvas", f"expected 2..30, got {c}")
+    if isinstance(cfg.model.canvas, str) and cfg.model.canvas != "task":
+        bad("model.canvas", f"expected 2..30 or 'task', got {cfg.model.canvas!r}")
+    if isinstance(cfg.model.canvas, int) and not 2 <= cfg.model.canvas <= 30:
+        bad("model.canvas", f"expected 2..30 or 'task', got {cfg.model.canvas}")
+    if cfg.model.halt_max_steps is not None and cfg.model.halt_max_steps < 1:
+        bad("model.halt_max_steps", f"must be >= 1, got {cfg.model.halt_max_steps}")
+    defaults = TrainConfig()
+    for key, there in (("precision", "runtime.precision"), ("device", "runtime.device"), ("max_steps", "ttt.max_steps"),
+                       ("seed", "ttt.seed")):
+        if getattr(cfg.ttt.train, key) != getattr(defaults, key):
+            bad(f"ttt.train.{key}", f"is set by the run: set {there} instead")
     if not 0 <= cfg.model.canvas_margin <= 28:
         bad("model.canvas_margin", f"expected 0..28 cells, got {cfg.model.canvas_margin}")
     t = cfg.tasks

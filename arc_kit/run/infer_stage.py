@@ -42,8 +42,8 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
     plan = read_json(out / PLAN_FILE, "plan") if (out / PLAN_FILE).is_file() else {}
     n_views = min(int(plan.get("infer_views", cfg.inference.views)), cfg.inference.views)
     model, per_task, rows = load_for_views(src, task_set.tasks, n_views)
-    if "halt_max_steps" in cfg.model.arch:
-        model.config.halt_max_steps = int(cfg.model.arch["halt_max_steps"])
+    if cfg.model.halt_max_steps is not None:
+        model.config.halt_max_steps = cfg.model.halt_max_steps
     model.to(device).eval()
     canvas = math.isqrt(model.config.seq_len)
     tasks = {tid: t for tid, t in task_set.tasks.items() if task_fits(t, canvas)}

@@ -1,8 +1,11 @@
 """The training stage (a child process): test-time training on the target tasks' demonstrations, planned from measured speed."""
 
+import dataclasses
 import logging
 import math
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from arc_kit.data import Task, TaskSet, task_fits, visible_side
@@ -25,14 +28,15 @@ def run_canvas(cfg: RunConfig, tasks: list[Task]) -> int:
 
 
 def scratch_model(cfg: RunConfig, canvas: int, rows: int):
+    """A new TRM of `model.arch` on a canvas x canvas grid with `rows` puzzle rows; the same weights in every process."""
     import torch
 
-    from arc_kit.config import from_dict
-    from arc_kit.model.trm import TRM, TRMConfig
-    arch = dict(cfg.model.arch)
-    arch.update(seq_len=canvas * canvas, num_puzzle_identifiers=max(1, rows))
+    from arc_kit.model.trm import TRM
+    arch = dataclasses.replace(cfg.model.arch, seq_len=canvas * canvas, num_puzzle_identifiers=max(1, rows))
+    if cfg.model.halt_max_steps is not None:
+        arch = dataclasses.replace(arch, halt_max_steps=cfg.model.halt_max_steps)
     torch.manual_seed(cfg.runtime.seed)  # every process (and a resumed run) builds the same initial weights
-    return TRM(from_dict(TRMConfig, arch, prefix="model.arch."))
+    return TRM(arch)
 
 
 def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger):
@@ -43,8 +47,7 @@ def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger):
     from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info, table_mean
     stored = read_checkpoint_info(cfg.model.checkpoint).puzzle_names
     row_of = {n: i for i, n in enumerate(stored)}
-    rows = [row_of.get(n, 0) for n in names]
-    model, _ = load_checkpoint(cfg.model.checkpoint, puzzle_rows=rows)
+    model, _ = load_checkpoint(cfg.model.checkpoint, puzzle_rows=[row_of.get(n, 0) for n in names])
     new = [i for i, n in enumerate(names) if i > 0 and n not in row_of]
     if new and model.config.puzzle_emb_ndim > 0:
         mean = table_mean(cfg.model.checkpoint)
@@ -52,12 +55,10 @@ def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger):
             model.puzzle_emb.weights[torch.tensor(new)] = mean
     log.info(f"train: {len(names) - 1} puzzles to train: {len(names) - 1 - len(new)} start from the checkpoint's "
              f"rows, {len(new)} from the mean of its {len(stored)}-row table")
-    if "halt_max_steps" in cfg.model.arch:
-        model.config.halt_max_steps = int(cfg.model.arch["halt_max_steps"])
+    if cfg.model.halt_max_steps is not None:
+        model.config.halt_max_steps = cfg.model.halt_max_steps
     return model
 
-
-# ---------------------------------------------------------------- training stage
 
 def _state_matches(path: Path, frozen: bool) -> bool:
     """Whether a saved training state can resume a phase with this freezing (its optimisers must match)."""
@@ -70,92 +71,96 @@ def _state_matches(path: Path, frozen: bool) -> bool:
     return "step" in keys and has_net == (not frozen)
 
 
-def train_stage(out: Path, cfg: RunConfig, task_set: TaskSet, until: float, train_until: float, resume: bool,
-                log: logging.Logger, accelerator=None) -> dict:
-    """Test-time training: one puzzle per augmented target task, trained until its planned share of time is spent."""
-    import torch
+@dataclass
+class StageEnv:
+    """What every phase of the training stage shares: the run directory, config, process and hardware."""
+    out: Path
+    cfg: RunConfig
+    log: logging.Logger
+    accelerator: object | None
+    world: int
+    is_main: bool
+    device: object
+    autocast: object | None
+    threads: int
 
-    from arc_kit.augment import AugmentConfig
-    from arc_kit.config import from_dict, load_config
-    from arc_kit.model.dataset import TrainData
-    from arc_kit.infer import measure_infer_rate
-    from arc_kit.model.checkpoint import STATE_FILES
-    from arc_kit.model.train import NonFiniteLoss, TrainConfig, Trainer
-    world = accelerator.num_processes if accelerator is not None else 1
-    is_main = accelerator is None or accelerator.is_main_process
-    device, autocast, threads = setup_torch(cfg, world, accelerator)
-    ttt, ck = cfg.ttt, out / TTT_DIR / "model"
-    result: dict = {"hardware": hardware(device, threads)}
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.out / TTT_DIR / "model"
 
-    targets = list(task_set.tasks.values())
-    extras: list[Task] = []
-    for src in ttt.extra_sources:
-        from arc_kit.data import load_tasks
-        extra = load_tasks(src, lenient=True)
-        extras += [t for tid, t in extra.tasks.items() if tid not in task_set.tasks]
+
+# ---------------------------------------------------------------- phase 1: plan
+
+def probe_model(env: StageEnv, targets: list[Task]) -> tuple[object, int]:
+    """The model the throughput probe measures, and the canvas: a checkpoint's own (only its row 0 loaded; the
+    rows this run trains are set up when building), or a new model on the run's canvas."""
+    cfg = env.cfg
     if cfg.model.checkpoint:
-        # Only row 0 (<blank>) now, for the throughput probe; the rows this run trains are set up below.
         from arc_kit.model.checkpoint import load_checkpoint
         model, _ = load_checkpoint(cfg.model.checkpoint, puzzle_rows=[0])
-        canvas = math.isqrt(model.config.seq_len)
-        if "halt_max_steps" in cfg.model.arch:
-            model.config.halt_max_steps = int(cfg.model.arch["halt_max_steps"])
-    else:
-        canvas = run_canvas(cfg, targets)
-        model = scratch_model(cfg, canvas, 1)
-    targets = [t for t in targets if task_fits(t, canvas)]
-    # extra sources train on their test pairs too (they are not the tasks being solved): those must fit as well
-    extras = [t for t in extras if task_fits(t, canvas) and all(
-        p.output is None or (len(p.output) <= canvas and len(p.output[0]) <= canvas) for p in t.test)]
-    if not targets:
-        return dict(result, status="skipped", message=f"no task fits the {canvas}x{canvas} canvas")
-    model.to(device)
+        if cfg.model.halt_max_steps is not None:
+            model.config.halt_max_steps = cfg.model.halt_max_steps
+        return model.to(env.device), math.isqrt(model.config.seq_len)
+    canvas = run_canvas(cfg, targets)
+    return scratch_model(cfg, canvas, 1).to(env.device), canvas
 
-    train_cfg = from_dict(TrainConfig, dict({"progress": cfg.output.progress, "seed": ttt.seed,
-                                             "device": cfg.runtime.device,
-                                             "precision": "auto" if cfg.runtime.precision != "float32" else "float32"},
-                                            **ttt.train), prefix="ttt.train.")
-    plan_path = out / PLAN_FILE
+
+def plan_training(env: StageEnv, model, canvas: int, targets: list[Task], extras: list[Task], until: float,
+                  train_until: float, resume: bool) -> dict:
+    """Measure training and inference speed on this hardware and split the time left (or reuse the plan of the
+    interrupted run)."""
+    from arc_kit.infer import measure_infer_rate
+    cfg = env.cfg
+    plan_path = env.out / PLAN_FILE
     if resume and plan_path.is_file():
         plan = read_json(plan_path, "plan")
         # the saved deadline belongs to the interrupted invocation: keep the same inference time this time
         plan["train_until"] = min(train_until, until - float(plan.get("infer_seconds", 0.0)))
-        log.info(f"train: resuming; plan from {plan_path.name}: {plan['train_steps']} steps, "
-                 f"{plan['ttt_augmentations']} augmentations")
-    else:
-        # Measure before planning: one training step and one inference batch on this hardware.
-        # Small probe batches: they cost seconds on a CPU, and per sequence they are a little slower than
-        # full batches, so the plan errs on the safe side.
-        probe = 64 if device.type == "cpu" else 256
-        train_rate = measure_train_rate(model, canvas, min(train_cfg.global_batch_size // world, probe), device,
-                                        autocast, repeats=1)
-        infer_rate = measure_infer_rate(model, canvas, min(cfg.inference.batch_size, probe), device, autocast=autocast)
-        p = plan_run(until - time.time(), n_test_inputs=sum(len(t.test) for t in targets),
-                     infer_views=cfg.inference.views, infer_seq_per_s=infer_rate * world,
-                     train_seq_per_s=train_rate * world, batch_size=train_cfg.global_batch_size,
-                     max_steps=ttt.max_steps, n_demo_pairs=sum(len(t.train) for t in targets + extras),
-                     ttt_augmentations=ttt.augmentations, train_share=cfg.budget.train_share,
-                     min_infer_share=cfg.budget.min_infer_share, min_epochs=ttt.min_epochs,
-                     startup_seconds=cfg.budget.startup_seconds)
-        plan = {"created": time.time(), "canvas": canvas, "train_seq_per_s": train_rate * world,
-                "infer_seq_per_s": infer_rate * world, "train_seconds": p.train_seconds,
-                "expected_train_seconds": p.expected_train_seconds,
-                "infer_seconds": p.infer_seconds, "train_steps": max(1, p.train_steps),
-                "ttt_augmentations": p.ttt_augmentations, "infer_views": p.infer_views,
-                "train_until": min(train_until, time.time() + p.train_seconds), "notes": p.notes}
-        if accelerator is not None and world > 1:
-            from accelerate.utils import broadcast_object_list
-            plan = broadcast_object_list([plan])[0]
-        if is_main:
-            atomic_write_json(plan_path, plan, indent=1)
-        log.info(f"train: measured {plan['train_seq_per_s']:.1f} train / {plan['infer_seq_per_s']:.1f} infer seq/s "
-                 f"on a {canvas}x{canvas} canvas; plan: {plan['train_steps']} steps in ~{plan['expected_train_seconds']:.0f}s "
-                 f"(at most {plan['train_seconds']:.0f}s), "
+        env.log.info(f"train: resuming; plan from {plan_path.name}: {plan['train_steps']} steps, "
+                     f"{plan['ttt_augmentations']} augmentations")
+        return plan
+    # Small probe batches: they cost seconds on a CPU, and per sequence they are a little slower than full
+    # batches, so the plan errs on the safe side.
+    batch = cfg.ttt.train.global_batch_size
+    probe = 64 if env.device.type == "cpu" else 256
+    train_rate = measure_train_rate(model, canvas, min(batch // env.world, probe), env.device, env.autocast, repeats=1)
+    infer_rate = measure_infer_rate(model, canvas, min(cfg.inference.batch_size, probe), env.device,
+                                    autocast=env.autocast)
+    p = plan_run(until - time.time(), n_test_inputs=sum(len(t.test) for t in targets),
+                 infer_views=cfg.inference.views, infer_seq_per_s=infer_rate * env.world,
+                 train_seq_per_s=train_rate * env.world, batch_size=batch, max_steps=cfg.ttt.max_steps,
+                 n_demo_pairs=sum(len(t.train) for t in targets + extras), ttt_augmentations=cfg.ttt.augmentations,
+                 train_share=cfg.budget.train_share, min_infer_share=cfg.budget.min_infer_share,
+                 min_epochs=cfg.ttt.min_epochs, startup_seconds=cfg.budget.startup_seconds)
+    plan = {"created": time.time(), "canvas": canvas, "train_seq_per_s": train_rate * env.world,
+            "infer_seq_per_s": infer_rate * env.world, "train_seconds": p.train_seconds,
+            "expected_train_seconds": p.expected_train_seconds,
+            "infer_seconds": p.infer_seconds, "train_steps": max(1, p.train_steps),
+            "ttt_augmentations": p.ttt_augmentations, "infer_views": p.infer_views,
+            "train_until": min(train_until, time.time() + p.train_seconds), "notes": p.notes}
+    if env.accelerator is not None and env.world > 1:
+        from accelerate.utils import broadcast_object_list
+        plan = broadcast_object_list([plan])[0]
+    if env.is_main:
+        atomic_write_json(plan_path, plan, indent=1)
+    env.log.info(f"train: measured {plan['train_seq_per_s']:.1f} train / {plan['infer_seq_per_s']:.1f} infer seq/s "
+                 f"on a {canvas}x{canvas} canvas; plan: {plan['train_steps']} steps in "
+                 f"~{plan['expected_train_seconds']:.0f}s (at most {plan['train_seconds']:.0f}s), "
                  f"{plan['ttt_augmentations']} augmentations/task, {plan['infer_views']} views/test input")
-        for note in plan["notes"]:
-            log.info(f"train: plan: {note}")
-    result["plan"] = plan
+    for note in plan["notes"]:
+        env.log.info(f"train: plan: {note}")
+    return plan
 
+
+# ---------------------------------------------------------------- phase 2: build
+
+def build_training(env: StageEnv, plan: dict, canvas: int, targets: list[Task], extras: list[Task]):
+    """The training data (identity + the planned augmentations per target task, one puzzle row each) and the
+    model whose table holds exactly those puzzles. Returns (model, data)."""
+    from arc_kit.augment import AugmentConfig
+    from arc_kit.config import load_config
+    from arc_kit.model.dataset import TrainData
+    cfg, ttt = env.cfg, env.cfg.ttt
     aug_cfg = load_config(AugmentConfig, ttt.augment, subdir="augmentation") if ttt.augment else AugmentConfig()
     n_aug = int(plan["ttt_augmentations"])
     data = TrainData.from_tasks(targets + extras, [n_aug] * len(targets) + [ttt.extra_augmentations] * len(extras),
@@ -165,25 +170,36 @@ def train_stage(out: Path, cfg: RunConfig, task_set: TaskSet, until: float, trai
     # task by task): inference reads them from OUT/ttt/model. A checkpoint's other rows for these tasks were
     # trained with another network and are never loaded.
     if cfg.model.checkpoint:
-        model = checkpoint_model_for(cfg, data.puzzle_names, log)
+        model = checkpoint_model_for(cfg, data.puzzle_names, env.log)
     else:
         model = scratch_model(cfg, canvas, len(data.puzzle_names))
-    model.to(device)
+    return model.to(env.device), data
+
+
+# ---------------------------------------------------------------- phase 3: train
+
+def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, resume: bool) -> dict:
+    """Phase 1 (optional): puzzle embeddings only, network frozen; phase 2: as configured. Steps are capped by
+    ttt.max_steps and stopped by the deadline: when the hardware turns out faster than the probe said, training
+    simply goes on (the planned count only sets the learning-rate schedule, re-planned as it goes)."""
+    import torch
+
+    from arc_kit.model.checkpoint import STATE_FILES
+    from arc_kit.model.train import NonFiniteLoss, Trainer
+    cfg, ttt, log, ck = env.cfg, env.cfg.ttt, env.log, env.checkpoint_dir
+    train_cfg = dataclasses.replace(ttt.train, progress=cfg.output.progress, seed=ttt.seed, device=cfg.runtime.device,
+                                    precision="auto" if cfg.runtime.precision == "bfloat16" else "float32")
     planned, max_steps = max(1, int(plan["train_steps"])), ttt.max_steps
     rate_steps = plan["train_seq_per_s"] / train_cfg.global_batch_size
     train_cfg.checkpoint_every = max(10, int(rate_steps * 60 * ttt.checkpoint_minutes))
     t_until = min(float(plan["train_until"]), train_until)
-
-    # Phase 1 (optional): puzzle embeddings only, network frozen; phase 2: as configured. Steps are capped
-    # by max_steps and stopped by the deadline: when the hardware turns out faster than the probe said,
-    # training simply goes on (the planned count only sets the learning-rate schedule, re-planned below).
     phases = []
     emb_steps = min(ttt.embeddings_only_steps, max_steps) if not ttt.freeze_network else 0
     if emb_steps:
         phases.append(("embeddings", emb_steps, True))
     if max_steps - emb_steps > 0:
         phases.append(("full" if not ttt.freeze_network else "embeddings", max_steps - emb_steps, ttt.freeze_network))
-    phase_file = out / TTT_DIR / "phase.json"
+    phase_file = env.out / TTT_DIR / "phase.json"
     phase_state = read_json(phase_file, "phase file") if (resume and phase_file.is_file()) else {}
     done_phases = phase_state.get("done", [])
     t_start, total_done, last = time.time(), 0, {}
@@ -192,13 +208,13 @@ def train_stage(out: Path, cfg: RunConfig, task_set: TaskSet, until: float, trai
             continue
         for prm in model.parameters():  # a frozen phase before leaves requires_grad off
             prm.requires_grad_(True)
-        pcfg = from_dict(TrainConfig, dict(vars(train_cfg), freeze_network=frozen, max_steps=n_steps))
-        trainer = Trainer(model, data, pcfg, accelerator=accelerator, log_path=out / TTT_DIR / "metrics.jsonl",
-                          steps=n_steps)
+        pcfg = dataclasses.replace(train_cfg, freeze_network=frozen, max_steps=n_steps)
+        trainer = Trainer(model, data, pcfg, accelerator=env.accelerator,
+                          log_path=env.out / TTT_DIR / "metrics.jsonl", steps=n_steps)
         if phase_state.get("current") == i and _state_matches(ck / STATE_FILES["optimizer"], frozen):
             trainer.load_state(ck)
             log.info(f"train: resumed phase '{name}' at step {trainer.step_count} from {ck}")
-        if is_main:
+        if env.is_main:
             atomic_write_json(phase_file, {"done": list(range(i)), "current": i})
         if i < len(phases) - 1:  # the embeddings phase gets its share of the planned steps' time
             phase_until = time.time() + (t_until - time.time()) * min(1.0, n_steps / planned)
@@ -225,26 +241,51 @@ def train_stage(out: Path, cfg: RunConfig, task_set: TaskSet, until: float, trai
         except NonFiniteLoss as e:
             # The weights are poisoned: keep the last checkpoint saved before, never save these.
             log.info(f"train: {e}; the last saved checkpoint (if any) is kept")
-            return dict(result, status="failed", message=str(e), steps=total_done + trainer.step_count)
+            return {"status": "failed", "message": str(e), "steps": total_done + trainer.step_count}
         except BaseException as e:
             if trainer.step_count > 0 and not isinstance(e, KeyboardInterrupt):
                 try:
                     trainer.save(ck)
                     log.info(f"train: saved the model at step {trainer.step_count} after the error")
-                except Exception:
-                    pass
+                except Exception as save_error:  # the original error is what matters; say this one too
+                    log.info(f"train: could not save after the error: {type(save_error).__name__}: {save_error}")
             raise
         total_done += trainer.step_count
-        if is_main:
+        if env.is_main:
             atomic_write_json(phase_file, {"done": list(range(i + 1))})
         model = trainer.model
-    seconds = time.time() - t_start
     if total_done == 0 and not cfg.model.checkpoint and not resume:
         # An untrained model's answers are noise that would push the fallback attempts out of the submission.
-        import shutil
-        if is_main:
+        if env.is_main:
             shutil.rmtree(ck, ignore_errors=True)
-        return dict(result, status="skipped", message="no training step fit in the time budget", steps=0)
-    return dict(result, status="done", steps=total_done, seconds=seconds, loss=last.get("loss"),
-                exact_accuracy=last.get("exact_accuracy"), stopped=last.get("stopped"),
-                puzzles=len(data.puzzle_names) - 1, canvas=canvas)
+        return {"status": "skipped", "message": "no training step fit in the time budget", "steps": 0}
+    return {"status": "done", "steps": total_done, "seconds": time.time() - t_start, "loss": last.get("loss"),
+            "exact_accuracy": last.get("exact_accuracy"), "stopped": last.get("stopped")}
+
+
+def train_stage(out: Path, cfg: RunConfig, task_set: TaskSet, until: float, train_until: float, resume: bool,
+                log: logging.Logger, accelerator=None) -> dict:
+    """Test-time training: plan from measured speed, build the data and the model, train until the planned time."""
+    from arc_kit.data import load_tasks
+    world = accelerator.num_processes if accelerator is not None else 1
+    device, autocast, threads = setup_torch(cfg, world, accelerator)
+    env = StageEnv(out, cfg, log, accelerator, world, accelerator is None or accelerator.is_main_process,
+                   device, autocast, threads)
+    result: dict = {"hardware": hardware(device, threads)}
+    targets = list(task_set.tasks.values())
+    extras = [t for src in cfg.ttt.extra_sources for tid, t in load_tasks(src, lenient=True).tasks.items()
+              if tid not in task_set.tasks]
+    probe, canvas = probe_model(env, targets)
+    targets = [t for t in targets if task_fits(t, canvas)]
+    # extra sources train on their test pairs too (they are not the tasks being solved): those must fit as well
+    extras = [t for t in extras if task_fits(t, canvas) and all(
+        p.output is None or (len(p.output) <= canvas and len(p.output[0]) <= canvas) for p in t.test)]
+    if not targets:
+        return dict(result, status="skipped", message=f"no task fits the {canvas}x{canvas} canvas")
+    result["plan"] = plan = plan_training(env, probe, canvas, targets, extras, until, train_until, resume)
+    del probe
+    model, data = build_training(env, plan, canvas, targets, extras)
+    outcome = train_phases(env, model, data, plan, train_until, resume)
+    if outcome["status"] == "done":
+        outcome.update(puzzles=len(data.puzzle_names) - 1, canvas=canvas)
+    return dict(result, **outcome)
