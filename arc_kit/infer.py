@@ -36,6 +36,7 @@ class InferStats:
     skipped_time: int = 0     # views not run because the deadline came first
     seconds: float = 0.0
     seq_per_s: float = 0.0
+    steps: int = 0            # supervision steps run, summed over views (this process; early halting lowers it)
     capped_tasks: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -113,11 +114,14 @@ def encode_views(views: list[View], tasks: dict[str, Task]) -> dict[str, np.ndar
     return {"inputs": inputs, "labels": np.full_like(inputs, IGNORE_LABEL_ID), "puzzle_identifiers": ids}
 
 
-def run_model(model, batch: dict[str, np.ndarray], device, autocast=None) -> tuple[np.ndarray, np.ndarray]:
+def run_model(model, batch: dict[str, np.ndarray], device, autocast=None, early_halt: bool = False,
+              all_steps: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Evaluation-mode TRM on one batch: every sequence runs up to halt_max_steps supervision steps.
 
-    Returns predicted tokens [B, L] (argmax of the last step's logits) and q_halt logits [B] as float64.
-    `autocast` (e.g. torch.bfloat16) runs the forward under CUDA autocast, as training did.
+    Returns predicted tokens [B, L] (argmax of the last step's logits), q_halt logits [B] as float64 and the
+    steps each sequence ran [B] (None for a module without `predict`). `early_halt` stops each sequence at its
+    first q_halt > 0; `all_steps` returns every step's answer ([S, B, L] and [S, B]). `autocast` (e.g.
+    torch.bfloat16) runs the forward under CUDA autocast, as training did.
     """
     import contextlib
 
@@ -126,19 +130,21 @@ def run_model(model, batch: dict[str, np.ndarray], device, autocast=None) -> tup
     ctx = torch.autocast("cuda", dtype=autocast) if autocast is not None else contextlib.nullcontext()
     with torch.inference_mode(), ctx:
         if hasattr(model, "predict"):
-            out = model.predict(tb)
-            tokens = out["preds"].to(torch.uint8).cpu().numpy()
-            q = out["q_halt"].float().cpu().numpy().astype(np.float64)
-        else:  # any module with the reference ACT interface
-            carry = model.initial_carry(tb)
-            outputs = None
-            for _ in range(int(model.config.halt_max_steps)):
-                carry, outputs = model(carry, tb)
-                if bool(carry.halted.all()):
-                    break
-            tokens = outputs["logits"].argmax(-1).to(torch.uint8).cpu().numpy()
-            q = outputs["q_halt_logits"].float().cpu().numpy().astype(np.float64)
-    return tokens, q
+            kw = {"early_halt": True} if early_halt else {}
+            if all_steps:
+                kw["return_all_steps"] = True
+            out = model.predict(tb, **kw)
+            tokens, q = (out["all_preds"], out["all_q_halt"]) if all_steps else (out["preds"], out["q_halt"])
+            steps = out["steps_run"].cpu().numpy() if "steps_run" in out else None
+            return (tokens.to(torch.uint8).cpu().numpy(), q.float().cpu().numpy().astype(np.float64), steps)
+        carry = model.initial_carry(tb)  # any module with the reference ACT interface
+        outputs = None
+        for _ in range(int(model.config.halt_max_steps)):
+            carry, outputs = model(carry, tb)
+            if bool(carry.halted.all()):
+                break
+        tokens = outputs["logits"].argmax(-1).to(torch.uint8).cpu().numpy()
+        return tokens, outputs["q_halt_logits"].float().cpu().numpy().astype(np.float64), None
 
 
 def decode_views(views: list[View], tokens: np.ndarray, q: np.ndarray, extra: dict | None = None,
@@ -179,7 +185,7 @@ def predict_views(model, views: list[View], tasks: dict[str, Task], batch_size: 
     """All predictions for `views` in memory (no file, no deadline): for tests and small jobs."""
     out = []
     for batch in make_batches(views, batch_size):
-        tokens, q = run_model(model, encode_views(batch, tasks), device, autocast)
+        tokens, q, _ = run_model(model, encode_views(batch, tasks), device, autocast)
         out.extend(decode_views(batch, tokens, q)[0])
     return out
 
@@ -188,7 +194,9 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
                   batch_size: int = 256, device="cpu", autocast=None, deadline: float | None = None,
                   task_time_cap: float = 0.0, accelerator=None, show_progress: bool = True,
                   extra: dict | None = None, log: Callable[[str], None] = lambda s: None,
-                  fault: Callable[[str], None] = lambda s: None, empty_path: str | Path | None = None) -> InferStats:
+                  fault: Callable[[str], None] = lambda s: None, empty_path: str | Path | None = None,
+                  early_halt: bool = False, all_steps: bool = False,
+                  annotate: Callable[[object], None] | None = None, progress_desc: str = "inference") -> InferStats:
     """Run `views` and append their predictions to `out_path` batch by batch (crash-safe).
 
     Data parallel when `accelerator` has several processes: whole tasks are dealt to processes, every
@@ -197,6 +205,8 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
     `deadline` (epoch seconds): no batch starts that would likely end after it. `task_time_cap`
     (seconds, 0 = none): a task's share of batch time beyond it drops that task's remaining views.
     `empty_path`: the keys of views whose answer decoded to no grid are appended there (a resume skips them).
+    `early_halt` / `all_steps`: see run_model; `annotate` may add fields to each prediction before it is written.
+    This one loop serves `arc-kit run` (deadline, data parallel) and `arc-kit predict` (published checkpoints).
     """
     from arc_kit.progress import progress
     from arc_kit.predictions import PredictionWriter
@@ -210,7 +220,7 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
     spent: dict[str, float] = {}
     capped: set[str] = set()
     writer = PredictionWriter(out_path) if (is_main and out_path is not None) else None
-    bar = progress(len(views), "inference", show_progress and is_main, unit="view")
+    bar = progress(len(views), progress_desc, show_progress and is_main, unit="view")
     t0 = time.time()
     last_batch_s = 0.0
     done_local = 0
@@ -227,8 +237,14 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
             if batch and not want_stop:
                 fault("infer")
                 tb = time.time()
-                tokens, q = run_model(model, encode_views(batch, tasks), device, autocast)
-                preds, empty_views = decode_views(batch, tokens, q, extra)
+                tokens, q, steps_run = run_model(model, encode_views(batch, tasks), device, autocast,
+                                                 early_halt=early_halt, all_steps=all_steps)
+                preds, empty_views = decode_views(batch, tokens, q, extra, steps_run=steps_run)
+                if annotate is not None:
+                    for pred in preds:
+                        annotate(pred)
+                if steps_run is not None:
+                    stats.steps += int(steps_run.sum())
                 empty_keys = [v.key for v in empty_views]
                 last_batch_s = time.time() - tb
                 for v in batch:  # charge each task its share of the batch time

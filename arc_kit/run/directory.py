@@ -112,10 +112,15 @@ def prepare_out(out: Path, manifest: dict, fresh: bool, log: logging.Logger) -> 
             raise ArcKitError(f"{out}: holds run files but no {MANIFEST_FILE}, so it cannot be resumed safely; "
                               f"pass --fresh to start over there, or choose another --out")
         return False
-    diffs = [k for k in ("resume_key", "tasks_hash", "checkpoint_hash") if old.get(k) != manifest[k]]
-    if diffs:
-        what = {"resume_key": "config (model/ttt/inference settings)", "tasks_hash": "tasks",
-                "checkpoint_hash": "checkpoint"}
-        raise ArcKitError(f"{out}: holds a run with a different {', '.join(what[d] for d in diffs)}; pass --fresh "
-                          f"to discard it, or choose another --out")
+    refuse_changed(out, old, manifest, {"resume_key": "config (model/ttt/inference settings)", "tasks_hash": "tasks",
+                                        "checkpoint_hash": "checkpoint"}, "pass --fresh to discard it, or choose another --out")
     return True
+
+
+def refuse_changed(where: Path, old: dict, new: dict, what: dict[str, str], advice: str) -> None:
+    """The one resume guard (`arc-kit run`, `arc-kit predict`): appending to a directory is allowed only when the
+    settings that shaped its results (`what`: key -> description) are the same; otherwise an error naming them."""
+    diffs = [k for k in what if old.get(k) != new.get(k)]
+    if diffs:
+        raise ArcKitError(f"{where}: holds results made with a different {', '.join(what[k] for k in diffs)} "
+                          f"({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in diffs)}); {advice}")

@@ -9,9 +9,7 @@
 #   -> model.predict in eval mode (all halt_max_steps steps, or --early-halt)
 #   -> crop, map back with the view's inverse, append to OUT/predictions.jsonl (resumable).
 
-import hashlib
 import sys
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,10 +17,12 @@ from arc_kit.data import TaskSet
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_json, read_json
 from arc_kit.identifiers import task_puzzles
+from arc_kit.model.checkpoint import fingerprint
+from arc_kit.run.directory import refuse_changed
 
 from arc_kit.predictions import EMPTY_VIEWS_FILE as EMPTY
 from arc_kit.predictions import PREDICTIONS_FILE as PREDICTIONS
-from arc_kit.predictions import done_view_keys, record_empty_views
+from arc_kit.predictions import done_view_keys
 RUN_FILE = "predict.json"   # settings of the run that wrote predictions.jsonl: a resume must match them
 
 
@@ -54,25 +54,13 @@ def compact_table(chosen: dict[str, list[tuple[int, str]]]) -> tuple[list[int], 
 
 
 def _check_run_file(out_dir: Path, settings: dict) -> None:
-    """Refuse to append to predictions made by another model or with other step settings."""
+    """Refuse to append to predictions made by another model or with other step settings (run.directory's guard)."""
     path = out_dir / RUN_FILE
     if (out_dir / PREDICTIONS).exists() and path.exists():
-        old = read_json(path, "predict run file")
-        for key in ("model", "early_halt", "all_steps"):
-            if old.get(key) != settings[key]:
-                raise ArcKitError(f"{path}: {out_dir / PREDICTIONS} was written with {key}={old.get(key)!r}, "
-                                  f"this run has {key}={settings[key]!r}: use another --out")
+        refuse_changed(out_dir, read_json(path, "predict run file"), settings,
+                       {"model": "checkpoint", "early_halt": "--early-halt", "all_steps": "--all-steps"},
+                       "use another --out")
     atomic_write_json(path, settings, indent=1)
-
-
-def _model_fingerprint(model_dir: Path) -> str:
-    """Identifies a checkpoint across moves: hash of its config and puzzle list files."""
-    h = hashlib.sha256()
-    for name in ("config.yaml", "puzzles.json"):
-        p = model_dir / name
-        if p.exists():
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
 
 
 def load_model(model_dir: Path, rows: list[int], device: str, dtype: str | None):
@@ -88,12 +76,9 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
 
     Returns a summary dict (views planned, run, skipped as done, predictions written, seconds, views/s).
     """
-    import torch
-    from tqdm import tqdm
 
     from arc_kit.model.checkpoint import read_checkpoint_info
-    from arc_kit.infer import decode_views, encode_views, make_batches, plan_views
-    from arc_kit.predictions import PredictionWriter
+    from arc_kit.infer import plan_views, run_inference
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     if cfg.views is not None and cfg.views < 1:
@@ -123,7 +108,7 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
     dtype = cfg.dtype
     if dtype is None and str(device).startswith("cpu") and info.config.forward_dtype != "float32":
         dtype = "float32"   # bfloat16 matmuls are slow on most CPUs
-    settings = {"model": _model_fingerprint(model_dir), "model_dir": str(model_dir.resolve()),
+    settings = {"model": fingerprint(model_dir), "model_dir": str(model_dir.resolve()),
                 "early_halt": cfg.early_halt, "all_steps": cfg.all_steps, "config": asdict(cfg)}
     out_dir.mkdir(parents=True, exist_ok=True)
     _check_run_file(out_dir, settings)
@@ -147,29 +132,14 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
           f"{model.config.forward_dtype}, {model.config.halt_max_steps} steps"
           f"{' (early halt)' if cfg.early_halt else ''}", file=sys.stderr)
 
-    t0, written, empty, ran, steps = time.time(), 0, 0, 0, 0
-    bar = tqdm(total=len(todo), desc="predict", unit="view", file=sys.stderr, disable=not cfg.progress,
-               mininterval=1.0, dynamic_ncols=True, leave=False)
-    try:
-        with PredictionWriter(out_dir / PREDICTIONS) as writer:
-            for batch in make_batches(todo, cfg.batch_size):
-                arrays = encode_views(batch, tasks)
-                tb = {k: torch.from_numpy(v).to(device) for k, v in arrays.items()}
-                out = model.predict(tb, early_halt=cfg.early_halt, return_all_steps=cfg.all_steps)
-                tokens, q = (out["all_preds"], out["all_q_halt"]) if cfg.all_steps else (out["preds"], out["q_halt"])
-                preds, empty_views = decode_views(batch, tokens.cpu().numpy(), q.float().cpu().numpy(),
-                                                  steps_run=out["steps_run"].cpu().numpy())
-                for p in preds:
-                    p.extra["row"] = global_row.get(p.augmentation, 0)
-                written += writer.write(preds)
-                record_empty_views(out_dir / EMPTY, [v.key for v in empty_views])
-                empty += len(empty_views)
-                ran += len(batch)
-                steps += int(out["steps_run"].sum())
-                bar.update(len(batch))
-    finally:
-        bar.close()
-    seconds = time.time() - t0
+    stats = run_inference(model, todo, tasks, out_dir / PREDICTIONS, batch_size=cfg.batch_size, device=device,
+                          show_progress=cfg.progress, empty_path=out_dir / EMPTY, early_halt=cfg.early_halt,
+                          all_steps=cfg.all_steps, progress_desc="predict",
+                          annotate=lambda p: p.extra.__setitem__("row", global_row.get(p.augmentation, 0)))
+    written, empty, ran, steps = stats.written, stats.empty, stats.written + stats.empty, stats.steps
+    if cfg.all_steps:   # one prediction per step: count views, not lines
+        ran = len(todo) - stats.skipped_time
+    seconds = stats.seconds
     summary = {"tasks": len(tasks), "too_big": len(too_big), "unknown_tasks": len(unknown), "views": total,
                "skipped_done": total - len(todo), "ran": ran, "written": written, "empty": empty,
                "rows_loaded": len(rows) - 1, "mean_steps": round(steps / ran, 3) if ran else 0.0,
