@@ -42,11 +42,11 @@ def main() -> int:
     from arc_kit.run.hardware import free_cores
     from arc_kit.data import load_tasks
     from arc_kit.run.config import load_run_config
-    from arc_kit.run.train_stage import run_canvas
+    from arc_kit.run.train_stage import ttt_canvas
     cfg = load_run_config(args.config, args.overrides + ["model.canvas=task"])
     tasks = load_tasks(cfg.tasks.source, ids=cfg.tasks.ids, max_size=cfg.tasks.max_size, limit=cfg.tasks.limit,
                        lenient=True)
-    small = run_canvas(cfg, list(tasks.tasks.values()))
+    small = ttt_canvas(cfg, list(tasks.tasks.values()))
     threads = args.threads or free_cores()
     torch.set_num_threads(threads)
     device = torch.device("cuda" if torch.cuda.is_available() and cfg.runtime.device != "cpu" else "cpu")

@@ -10,7 +10,7 @@ import pytest
 from arc_kit.run.faults import fault_requested, inject_fault
 from arc_kit.run.hardware import free_cores
 from arc_kit.run.plan import Budget, plan_run
-from arc_kit.run.watchdog import run_child
+from arc_kit.run.watchdog import watch_child
 
 
 def test_budget_deadline_keeps_the_safety_margin():
@@ -65,7 +65,7 @@ def test_plan_with_no_time_left_is_empty_but_valid():
 
 def test_watchdog_kills_a_hanging_stage_at_its_deadline():
     lines = []
-    res = run_child("hang", [sys.executable, "-c", "import time; time.sleep(60); print('finished', flush=True)"],
+    res = watch_child("hang", [sys.executable, "-c", "import time; time.sleep(60); print('finished', flush=True)"],
                     deadline=time.time() + 1.0, grace_seconds=1.0, output=lines.append)
     # killed by SIGTERM at the deadline, long before its 60 s were up (no wall-clock threshold: load-proof)
     assert res.status == "timeout" and res.returncode == -signal.SIGTERM and "finished" not in lines
@@ -73,24 +73,24 @@ def test_watchdog_kills_a_hanging_stage_at_its_deadline():
 
 def test_watchdog_escalates_to_sigkill_when_sigterm_is_ignored():
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
-    res = run_child("stubborn", [sys.executable, "-c", code], deadline=time.time() + 1.5, grace_seconds=0.5)
+    res = watch_child("stubborn", [sys.executable, "-c", code], deadline=time.time() + 1.5, grace_seconds=0.5)
     assert res.status == "timeout" and res.returncode == -signal.SIGKILL
 
 
 def test_watchdog_reports_exit_status_and_polls():
     polls = []
-    res = run_child("ok", [sys.executable, "-c", "import time; time.sleep(1.2)"], deadline=time.time() + 30,
+    res = watch_child("ok", [sys.executable, "-c", "import time; time.sleep(1.2)"], deadline=time.time() + 30,
                     poll=lambda: polls.append(1), poll_every=0.3)
     assert res.status == "done" and res.returncode == 0
     assert polls, "the periodic callback (re-vote) never ran"
-    res = run_child("bad", [sys.executable, "-c", "raise SystemExit(3)"], deadline=time.time() + 30)
+    res = watch_child("bad", [sys.executable, "-c", "raise SystemExit(3)"], deadline=time.time() + 30)
     assert res.status == "failed" and res.returncode == 3
 
 
 def test_watchdog_survives_a_failing_poll():
     def boom():
         raise ValueError("vote bug")
-    res = run_child("ok", [sys.executable, "-c", "import time; time.sleep(0.8)"], deadline=time.time() + 30,
+    res = watch_child("ok", [sys.executable, "-c", "import time; time.sleep(0.8)"], deadline=time.time() + 30,
                     poll=boom, poll_every=0.2)
     assert res.status == "done"
 
@@ -107,7 +107,7 @@ def test_watchdog_relays_output_and_kills_grandchildren():
     lines = []
     code = ("import subprocess, sys; print('out'); print('err', file=sys.stderr, flush=True); "
             "print(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']).pid, flush=True)")
-    res = run_child("talk", [sys.executable, "-c", code], deadline=time.time() + 30, output=lines.append)
+    res = watch_child("talk", [sys.executable, "-c", code], deadline=time.time() + 30, output=lines.append)
     assert res.status == "done"   # a reader waiting for the grandchild's pipe would hit the 30 s deadline instead
     assert sorted(lines[:2]) == ["err", "out"] and len(lines) == 3   # stdout and stderr, newlines stripped
     grandchild = int(lines[2])
@@ -119,7 +119,7 @@ def test_watchdog_relays_output_and_kills_grandchildren():
 
 
 def test_watchdog_skips_a_stage_with_no_time_left():
-    res = run_child("late", [sys.executable, "-c", "pass"], deadline=time.time() - 1)
+    res = watch_child("late", [sys.executable, "-c", "pass"], deadline=time.time() - 1)
     assert res.status == "skipped"
 
 

@@ -60,11 +60,11 @@ def test_run_is_identical_with_and_without_solutions_on_disk(tmp_path):
 
 
 def test_canvas_margin_makes_room_for_answers_larger_than_anything_visible(tmp_path):
-    from arc_kit.run.train_stage import run_canvas
+    from arc_kit.run.train_stage import ttt_canvas
     task = load_tasks(write_task_dir(tmp_path / "t", {"a": leaky_task()})).tasks["a"]
-    assert run_canvas(load_run_config(None, ["model.canvas=task"]), [task]) == 4
-    assert run_canvas(load_run_config(None, ["model.canvas=task", "model.canvas_margin=2"]), [task]) == 6
-    assert run_canvas(load_run_config(None, ["model.canvas=task", "model.canvas_margin=28"]), [task]) == 30
+    assert ttt_canvas(load_run_config(None, ["model.canvas=task"]), [task]) == 4
+    assert ttt_canvas(load_run_config(None, ["model.canvas=task", "model.canvas_margin=2"]), [task]) == 6
+    assert ttt_canvas(load_run_config(None, ["model.canvas=task", "model.canvas_margin=28"]), [task]) == 30
     with pytest.raises(ArcKitError, match="model.canvas_margin"):
         load_run_config(None, ["model.canvas_margin=-1"])
 

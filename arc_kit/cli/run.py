@@ -34,10 +34,10 @@ def run_config_from_args(args):
 def cmd_run(args) -> int:
     from pathlib import Path
 
-    from arc_kit.run.pipeline import run
+    from arc_kit.run.pipeline import supervise
     cfg = run_config_from_args(args)
     out = Path(args.out) if args.out else Path(cfg.output.dir.format(name=cfg.name or "run"))
-    return run(cfg, out, fresh=args.fresh, config_label=str(args.config))
+    return supervise(cfg, out, fresh=args.fresh, config_label=str(args.config))
 
 
 def add_commands(subparsers) -> None:

@@ -6,7 +6,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from arc_kit.run.watchdog import run_child
+from arc_kit.run.watchdog import watch_child
 from arc_kit.files import atomic_write_bytes
 from arc_kit.kaggle.settings import MIN_RUN_MINUTES, NotebookSettings
 
@@ -102,7 +102,7 @@ def run_job(s: NotebookSettings, sync_seconds: float = 30.0, grace_seconds: floa
             def sync() -> None:
                 res.syncs += _sync(run_sub, final, s.test_file)
 
-            job = run_child("arc-kit run", res.command, deadline, env=env, poll=sync, poll_every=sync_seconds,
+            job = watch_child("arc-kit run", res.command, deadline, env=env, poll=sync, poll_every=sync_seconds,
                             log=lambda m: echo(f"WARNING: {m}"), output=relay)
         res.started = job.status != "skipped"
         res.timed_out = job.status == "timeout"

@@ -11,37 +11,38 @@ from arc_kit import __version__
 from arc_kit.progress import fmt_seconds
 from arc_kit.run.plan import Budget
 from arc_kit.run.report import finish
-from arc_kit.run.watchdog import StageResult, run_child
+from arc_kit.run.watchdog import StageResult, watch_child
 from arc_kit.config import config_hash, save_config
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_json, read_json
 from arc_kit.run.config import RunConfig
 from arc_kit.run.checks import check_run_inputs, load_run_tasks
+from arc_kit.data import TaskSet
+from arc_kit.predictions import PredictionTail
+from arc_kit.submission import FillReport, build_submission, fallback_submission, validate_submission, write_submission
+from arc_kit.vote import VoteConfig, load_vote_config, vote
 from arc_kit.run.directory import (CONFIG_FILE, MANIFEST_FILE, PREDICTIONS_FILE, STATE_FILE, SUBMISSION_FILE, TASKS_FILE,
                                    TTT_DIR, checkpoint_hash, prepare_out, resume_key, save_tasks, setup_logging,
                                    tasks_hash)
 
-class Run:
-    """One invocation of `arc-kit run` (the parent/supervisor process)."""
+class Supervisor:
+    """One invocation of `arc-kit run`: the parent process that owns the submission and watches the stages."""
 
-    def __init__(self, cfg: RunConfig, out: Path, task_set, budget: Budget, log: logging.Logger, config_label: str):
+    def __init__(self, cfg: RunConfig, out: Path, task_set: TaskSet, vote_config: VoteConfig, budget: Budget,
+                 log: logging.Logger, config_label: str):
         self.cfg, self.out, self.task_set, self.budget, self.log = cfg, out, task_set, budget, log
-        self.config_label = config_label
-        self.state = {"deadline": budget.deadline, "stages": {}}
+        self.vote_config, self.config_label = vote_config, config_label
+        self.state: dict = {"deadline": budget.deadline, "stages": {}}
         self.timings: list[StageResult] = []
-        self._pred_size = -1
-        self.vote_config = None
-        self.score = None
-        from arc_kit.predictions import PredictionTail
-        self.tail = PredictionTail(out / PREDICTIONS_FILE)  # parses only the lines added since the last vote
         self.failures: list[str] = []   # "stage status: reason" of every stage that did not finish normally
-        self.manifest: dict = {}
+        self.manifest: dict = {}        # run.json: provenance hashes (written once the directory is claimed)
+        self.fill = FillReport()        # what the last vote had to take from the fallback
+        self.tail = PredictionTail(out / PREDICTIONS_FILE)  # parses only the lines added since the last vote
+        self._pred_size = -1
 
     # ---- submission ------------------------------------------------------------------------------
     def update_submission(self, force: bool = False) -> dict:
         """Vote predictions.jsonl (when it changed) into submission.json; with no predictions the fallback."""
-        from arc_kit.submission import FillReport, build_submission, fallback_submission, validate_submission, write_submission
-        from arc_kit.vote import vote
         pred = self.out / PREDICTIONS_FILE
         size = pred.stat().st_size if pred.is_file() else 0
         if size == self._pred_size and not force:
@@ -80,7 +81,7 @@ class Run:
         (self.out / f"stage_{stage}.json").unlink(missing_ok=True)
         self.state["stages"][stage] = {"status": "running", "started": time.time()}
         self.save_state()
-        res = run_child(stage, cmd, deadline, grace_seconds=self.cfg.budget.stage_grace_seconds, env=env,
+        res = watch_child(stage, cmd, deadline, grace_seconds=self.cfg.budget.stage_grace_seconds, env=env,
                         poll=poll, poll_every=self.cfg.budget.revote_seconds, log=self.log.info)
         detail = {}
         rpath = self.out / f"stage_{stage}.json"
@@ -132,13 +133,12 @@ class Run:
         self.child("infer", ["--until", f"{soft:.3f}"], self.budget.deadline, poll=self.update_submission)
 
 
-def run(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: str = "") -> int:
+def supervise(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: str = "") -> int:
     """The whole `arc-kit run`; returns its exit status (EXIT_OK, or EXIT_STAGE_FAILED with a valid submission).
 
     Order matters: every input is checked before anything is created, the fallback submission is written
     before anything slow (the checkpoint fingerprint, the stages), and the test outputs stay in this
     process: the stages get the tasks without them (stages.save_tasks)."""
-    from arc_kit.vote import load_vote_config
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ArcKitError(f"{out}: --out exists and is not a directory")
@@ -160,8 +160,7 @@ def run(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: str = "
     for p in task_set.problems:
         log.info(f"tasks: problem: {p}")
 
-    r = Run(cfg, out, task_set, budget, log, config_label)
-    r.vote_config = vote_config
+    r = Supervisor(cfg, out, task_set, vote_config, budget, log, config_label)
     manifest_path = out / MANIFEST_FILE
     if not fresh and not manifest_path.is_file() and not any(
             (out / f).exists() for f in (PREDICTIONS_FILE, STATE_FILE, TTT_DIR)):
@@ -185,7 +184,7 @@ def run(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: str = "
     save_config(cfg, out / CONFIG_FILE)
     save_tasks(out / TASKS_FILE, task_set)   # without test outputs
     atomic_write_json(manifest_path, manifest, indent=1)
-    r.manifest = manifest
+    r.manifest = manifest   # the supervisor's own field, filled once the run directory is claimed
     if not any(t.name == "fallback" for t in r.timings):
         t0 = time.time()
         r.update_submission(force=True)  # the fallback, or the resumed predictions' vote

@@ -43,7 +43,7 @@ def stage_lines(r) -> list[str]:
             what = (f"{d['written']} predictions ({d.get('views_per_input')} views/input"
                     + (f", {d['already_done']} resumed" if d.get("already_done") else "")
                     + (f", {d['skipped_time']} cut by the deadline" if d.get("skipped_time") else "") + ")")
-        elif t.name == "vote" and hasattr(r, "fill"):
+        elif t.name == "vote":
             what = r.fill.summary()
         msg = f" ({t.message})" if t.message else ""
         lines.append(f"{t.name:<9} {t.status:<8} {fmt_seconds(t.seconds):>8}  {what}{msg}")

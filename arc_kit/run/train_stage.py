@@ -18,7 +18,7 @@ from arc_kit.run.hardware import hardware, setup_torch
 from arc_kit.run.plan import plan_run
 
 
-def run_canvas(cfg: RunConfig, tasks: list[Task]) -> int:
+def ttt_canvas(cfg: RunConfig, tasks: list[Task]) -> int:
     """The canvas side of a model trained by this run: fixed, or the smallest that fits every selected task's
     visible grids plus the EOS border and `model.canvas_margin` (answer-blind: test outputs never count)."""
     if cfg.model.canvas == "task":
@@ -101,7 +101,7 @@ def probe_model(env: StageEnv, targets: list[Task]) -> tuple[object, int]:
         if cfg.model.halt_max_steps is not None:
             model.config.halt_max_steps = cfg.model.halt_max_steps
         return model.to(env.device), math.isqrt(model.config.seq_len)
-    canvas = run_canvas(cfg, targets)
+    canvas = ttt_canvas(cfg, targets)
     return scratch_model(cfg, canvas, 1).to(env.device), canvas
 
 

@@ -47,7 +47,7 @@ def kill_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def run_child(name: str, cmd: list[str], deadline: float, *, grace_seconds: float = 10.0,
+def watch_child(name: str, cmd: list[str], deadline: float, *, grace_seconds: float = 10.0,
               env: dict | None = None, cwd: str | None = None, poll: Callable[[], None] | None = None,
               poll_every: float = 30.0, log: Callable[[str], None] = lambda s: None,
               output: Callable[[str], None] | None = None) -> StageResult:
