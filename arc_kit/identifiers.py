@@ -115,10 +115,8 @@ def build_identifiers(data_dir: str | Path, subsets, test_set: str, seed: int = 
     rng = np.random.RandomState(seed)
     ids: dict[str, int] = {}       # name -> identifier, in order of first appearance
     test_tasks: dict[str, Task] = {}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=sum(len(p) for _, p in loaded), desc="identifiers", unit="task")
+    from arc_kit.progress import progress as progress_bar
+    bar = progress_bar(sum(len(p) for _, p in loaded), "identifiers", enabled=progress, unit="task")
     for subset, tasks in loaded:
         items = list(tasks.items())
         rng.shuffle(items)  # same draws as the reference's np.random.shuffle of the (id, task) list

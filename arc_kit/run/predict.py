@@ -13,7 +13,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from arc_kit.data import TaskSet
+from arc_kit.data import TaskSet, task_fits
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_json, read_json
 from arc_kit.identifiers import task_puzzles
@@ -118,10 +118,9 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
     canvas = int(round(model.config.seq_len ** 0.5))
     if canvas * canvas != model.config.seq_len:
         raise ArcKitError(f"{model_dir}: seq_len {model.config.seq_len} is not a square canvas")
-    too_big = [t for t, task in tasks.items()
-               if any(len(p.input) > canvas or len(p.input[0]) > canvas for p in task.test)]
+    too_big = [t for t, task in tasks.items() if not task_fits(task, canvas)]
     if too_big:
-        print(f"predict: warning: {len(too_big)} task(s) have a test input larger than the model's {canvas}x{canvas} "
+        print(f"predict: warning: {len(too_big)} task(s) have a grid larger than the model's {canvas}x{canvas} "
               f"canvas and are skipped (e.g. {', '.join(too_big[:5])})", file=sys.stderr)
         tasks = {t: task for t, task in tasks.items() if t not in too_big}
     names_by_task = {t: [n for _, n in lst] for t, lst in chosen.items()}
