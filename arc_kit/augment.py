@@ -2,8 +2,10 @@
 
 import zlib
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 
 from arc_kit.data import Grid, Pair, Task
 from arc_kit.errors import ArcKitError
@@ -32,7 +34,7 @@ def dihedral(a: np.ndarray, k: int) -> np.ndarray:
     raise ValueError(f"dihedral transform must be 0..7, got {k}")
 
 
-def _as_2d(a) -> np.ndarray:
+def _as_2d(a: npt.ArrayLike) -> np.ndarray:
     a = np.asarray(a)
     return a.reshape(0, 0) if a.size == 0 else a  # an empty prediction ([] from the crop) stays empty
 
@@ -43,7 +45,7 @@ class Augmentation:
     k: int = 0
     perm: tuple[int, ...] = IDENTITY_PERM
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "perm", tuple(map(int, self.perm)))
         if not (isinstance(self.k, int) and 0 <= self.k <= 7):
             raise ArcKitError(f"augmentation: dihedral transform must be 0..7, got {self.k!r}")
@@ -76,11 +78,11 @@ class Augmentation:
         """Undo apply_array: inverse dihedral first, then the inverse colour map."""
         return np.ascontiguousarray(self.inverse_perm()[dihedral(_as_2d(a), DIHEDRAL_INVERSE[self.k])])
 
-    def apply(self, grid) -> Grid:
-        return self.apply_array(np.asarray(grid, dtype=np.uint8)).tolist()
+    def apply(self, grid: Grid | np.ndarray) -> Grid:
+        return cast(Grid, self.apply_array(np.asarray(grid, dtype=np.uint8)).tolist())
 
-    def invert(self, grid) -> Grid:
-        return self.invert_array(np.asarray(grid, dtype=np.uint8)).tolist()
+    def invert(self, grid: Grid | np.ndarray) -> Grid:
+        return cast(Grid, self.invert_array(np.asarray(grid, dtype=np.uint8)).tolist())
 
 
 IDENTITY = Augmentation()
@@ -142,8 +144,8 @@ class TaskVersions:
     strings: fast enough for the ~1M trials of a reference identifier replay.
     """
 
-    def __init__(self, task: Task, test_outputs: bool = False):
-        def output(p: Pair, is_test: bool):
+    def __init__(self, task: Task, test_outputs: bool = False) -> None:
+        def output(p: Pair, is_test: bool) -> np.ndarray:
             known = p.output is not None and (test_outputs or not is_test)
             return np.asarray(p.output if known else np.zeros((0, 0)), dtype=np.uint8)
         # a test output left out (or unknown) counts as a 0x0 grid

@@ -6,13 +6,16 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from arc_kit.errors import ArcKitError, ConfigValueError
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")  # a config class: any dataclass
 
 # Shipped configs live in `configs/` of a checkout; an installed wheel carries them as `arc_kit/configs`.
 PACKAGE_DIR = Path(__file__).resolve().parent   # arc_kit/ (its parent is a checkout's root)
@@ -65,7 +68,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ArcKitError as e:
                 errors.append(str(e))
         raise ArcKitError(errors[0] if errors else f"config key '{key}': invalid value {value!r}")
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):   # a nested config class (never an instance)
         if not isinstance(value, dict):
             raise ArcKitError(f"config key '{key}': expected a mapping, got {value!r}")
         return from_dict(tp, value, prefix=key + ".")
@@ -113,7 +116,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
+def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     """Build dataclass `cls` from a mapping; unknown keys and wrong types name the dotted key."""
     if data is None:
         data = {}
@@ -161,7 +164,7 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     return key.split("."), value
 
 
-def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Set `a.b.c=value` items into a nested dict (values parsed as YAML scalars)."""
     data = json.loads(json.dumps(data or {}))
     for item in overrides:
@@ -175,7 +178,7 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
     return data
 
 
-def read_yaml(path: str | Path) -> dict:
+def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -194,7 +197,8 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def load_config(cls: type[T], source: str | Path | None = None, overrides=(), subdir: str = "") -> T:
+def load_config(cls: type[T], source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+                subdir: str = "") -> T:
     """Load `cls` from a YAML path or shipped name (or defaults when None), then apply overrides."""
     data = read_yaml(resolve_config_path(source, subdir)) if source is not None else {}
     data = apply_overrides(data, overrides)

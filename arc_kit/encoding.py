@@ -1,8 +1,10 @@
 """Encoding: grids <-> token sequences on the reference TRM canvas, and the reference test-split rebuild."""
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 
 from arc_kit.data import Grid, load_tasks
 from arc_kit.errors import ArcKitError
@@ -16,7 +18,7 @@ CANVAS = 30       # the reference canvas is 30 x 30 -> sequences of 900 tokens
 IGNORE_LABEL_ID = -100
 
 
-def encode_grid(grid, canvas: int = CANVAS, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+def encode_grid(grid: Grid | np.ndarray, canvas: int = CANVAS, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Grid [h, w] (list or array, colours 0..9) -> uint8 tokens [canvas * canvas], row-major.
 
     The grid sits at `offset` (row, col); EOS fills the row just below it (over the grid's columns)
@@ -37,7 +39,8 @@ def encode_grid(grid, canvas: int = CANVAS, offset: tuple[int, int] = (0, 0)) ->
     return board.reshape(-1)
 
 
-def encode_pair(inp, out, canvas: int = CANVAS, offset: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+def encode_pair(inp: Grid | np.ndarray, out: Grid | np.ndarray, canvas: int = CANVAS,
+                offset: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, labels): both grids at the same offset, uint8 [canvas * canvas] each (labels: PAD = 0)."""
     return encode_grid(inp, canvas, offset), encode_grid(out, canvas, offset)
 
@@ -58,12 +61,12 @@ def crop_tokens(tokens: np.ndarray, canvas: int = CANVAS) -> np.ndarray:
     return (g[:h, :w] - COLOR_OFFSET).astype(np.uint8)
 
 
-def decode_grid(tokens, canvas: int = CANVAS) -> Grid:
+def decode_grid(tokens: np.ndarray, canvas: int = CANVAS) -> Grid:
     """Token sequence [canvas * canvas] -> grid by the reference crop rule ([] when nothing is there)."""
-    return crop_tokens(tokens, canvas).tolist()
+    return cast(Grid, crop_tokens(tokens, canvas).tolist())
 
 
-def loss_labels(labels: np.ndarray, dtype=np.int64) -> np.ndarray:
+def loss_labels(labels: np.ndarray, dtype: npt.DTypeLike = np.int64) -> np.ndarray:
     """uint8 label tokens [..., L] -> `dtype` with PAD positions set to IGNORE_LABEL_ID (EOS positions are trained)."""
     out = np.asarray(labels).astype(dtype)
     out[out == PAD] = IGNORE_LABEL_ID

@@ -119,7 +119,8 @@ def build_identifiers(data_dir: str | Path, subsets, test_set: str, seed: int = 
     bar = progress_bar(sum(len(p) for _, p in loaded), "identifiers", enabled=progress, unit="task")
     for subset, tasks in loaded:
         items = list(tasks.items())
-        rng.shuffle(items)  # same draws as the reference's np.random.shuffle of the (id, task) list
+        # same draws as the reference's np.random.shuffle of the (id, task) list
+        rng.shuffle(items)  # type: ignore[arg-type]  # numpy stubs are wrong: shuffle takes any mutable sequence
         for task_id, task in items:
             for name in augmentation_names(task, num_aug, rng):
                 ids.setdefault(name, len(ids) + 1)

@@ -3,13 +3,16 @@
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from arc_kit.augment import Augmentation, split_name
 from arc_kit.data import Task
 from arc_kit.encoding import IGNORE_LABEL_ID
+
+if TYPE_CHECKING:
+    from arc_kit.predictions import Prediction
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,8 @@ def split_views(views: list[View], num_processes: int, tasks: dict[str, Task]) -
 
 def make_batches(views: list[View], batch_size: int) -> list[list[View]]:
     """Consecutive chunks of at most `batch_size` views sharing one canvas (order kept)."""
-    batches, cur = [], []
+    batches: list[list[View]] = []
+    cur: list[View] = []
     for v in views:
         if cur and (len(cur) >= batch_size or v.canvas != cur[0].canvas):
             batches.append(cur)
@@ -143,6 +147,8 @@ def run_model(model, batch: dict[str, np.ndarray], device, autocast=None, early_
             carry, outputs = model(carry, tb)
             if bool(carry.halted.all()):
                 break
+        if outputs is None:  # the loop never ran
+            raise ValueError(f"halt_max_steps must be at least 1, got {model.config.halt_max_steps}")
         tokens = outputs["logits"].argmax(-1).to(torch.uint8).cpu().numpy()
         return tokens, outputs["q_halt_logits"].float().cpu().numpy().astype(np.float64), None
 
@@ -165,7 +171,7 @@ def decode_views(views: list[View], tokens: np.ndarray, q: np.ndarray, extra: di
         aug: Augmentation = split_name(v.name)[1]
         last = int(steps_run[b]) if steps_run is not None else (len(per_step) if all_steps else None)
         for step, tok, q_s in per_step:
-            if step is not None and step > last:
+            if step is not None and last is not None and step > last:
                 break                       # early-halted: later steps repeat the answer
             grid = crop_tokens(tok[b], v.canvas)
             if grid.size == 0:
@@ -173,8 +179,9 @@ def decode_views(views: list[View], tokens: np.ndarray, q: np.ndarray, extra: di
                     empty.append(v)
                 continue
             x = dict(extra or {})
-            if (step or last) is not None:
-                x["step"] = int(step or last)
+            final = step or last
+            if final is not None:
+                x["step"] = int(final)
             x["rank"] = v.rank
             q_b = float(q_s[b]) if np.isfinite(q_s[b]) else 0.0
             preds.append(Prediction(v.task_id, v.test_index, v.name, aug.invert(grid), q_b, x))
@@ -196,7 +203,8 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
                   extra: dict | None = None, log: Callable[[str], None] = lambda s: None,
                   fault: Callable[[str], None] = lambda s: None, empty_path: str | Path | None = None,
                   early_halt: bool = False, all_steps: bool = False,
-                  annotate: Callable[[object], None] | None = None, progress_desc: str = "inference") -> InferStats:
+                  annotate: Callable[["Prediction"], None] | None = None,
+                  progress_desc: str = "inference") -> InferStats:
     """Run `views` and append their predictions to `out_path` batch by batch (crash-safe).
 
     Data parallel when `accelerator` has several processes: whole tasks are dealt to processes, every

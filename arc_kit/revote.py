@@ -1,19 +1,24 @@
 """Re-voting experiments: one tally of cached predictions ranked under several voting configs, scored and compared."""
 
 from pathlib import Path
+from typing import Any
 
+from arc_kit.data import TaskSet
 from arc_kit.files import atomic_write_json
-from arc_kit.scoring import compare_reports, score_votes
+from arc_kit.scoring import ScoreReport, compare_reports, score_votes
 from arc_kit.submission import build_submission, write_submission
 from arc_kit.vote import Tally, load_vote_config, rank_tally
 
 
-def revote(t: Tally, task_set, specs: list[str], output: str | Path | None = None, meta: dict | None = None) -> dict:
+def revote(t: Tally, task_set: TaskSet, specs: list[str], output: str | Path | None = None,
+           meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Rank the tally `t` under every voting config in `specs` (names or YAML paths), score each against the task
     set's solutions and compare it with the first (paired, per task). With `output`, each config's
     submission.json and score.json go to OUTPUT/<config>/ and the table to OUTPUT/revote.json.
     Returns {"source", "n_tasks", **meta, "configs": [one row per config]}."""
-    rows, reports, used = [], [], set()
+    rows: list[dict[str, Any]] = []
+    reports: list[tuple[str, ScoreReport]] = []
+    used: set[str] = set()
     for spec in specs:
         config = load_vote_config(spec)
         name = Path(spec).stem if spec.endswith((".yaml", ".yml")) else spec

@@ -2,12 +2,17 @@
 
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from arc_kit.errors import ArcKitError
-from arc_kit.data import grid_problem
+from arc_kit.data import Grid, TaskSet, grid_problem
+
+if TYPE_CHECKING:
+    from arc_kit.vote import Candidate
 
 N_RESAMPLES = 10_000   # bootstrap resamples: fixed so that intervals are reproducible
 SEED = 0
@@ -15,11 +20,11 @@ CONFIDENCE = 0.95
 ALPHA = 0.05           # significance level of `compare`
 
 
-def _as_list(grid):
+def _as_list(grid: object) -> object:
     return grid.tolist() if hasattr(grid, "tolist") else grid
 
 
-def first_correct(ranked: list, truth) -> int | None:
+def first_correct(ranked: list[Any], truth: object) -> int | None:
     """1-based rank of the first attempt equal to `truth` (malformed attempts never count), or None."""
     truth = _as_list(truth)
     for r, g in enumerate(ranked, 1):
@@ -28,7 +33,7 @@ def first_correct(ranked: list, truth) -> int | None:
     return None
 
 
-def bootstrap_ci(values, n_resamples: int = N_RESAMPLES, seed: int = SEED,
+def bootstrap_ci(values: Sequence[float] | np.ndarray, n_resamples: int = N_RESAMPLES, seed: int = SEED,
                  confidence: float = CONFIDENCE) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean; [s, s] when every value is the same (or n < 2)."""
     x = np.asarray(values, dtype=np.float64)
@@ -96,7 +101,7 @@ class ScoreReport:
     def ci95(self, k: int = 2) -> tuple[float, float]:
         return bootstrap_ci(list(self.fractions(k).values()))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         """The object `arc-kit score --json` prints (and a run's score.json holds)."""
         ks = report_ks(self.max_k)
         n_out = sum(len(r) for r in self.ranks.values())
@@ -155,7 +160,7 @@ class ScoreReport:
         return "\n".join(lines)
 
 
-def _truth(task_set) -> dict:
+def _truth(task_set: TaskSet) -> dict[str, list[Grid | None]]:
     for tid, task in task_set.tasks.items():
         for i, p in enumerate(task.test):
             if p.output is None:
@@ -164,7 +169,7 @@ def _truth(task_set) -> dict:
     return {tid: [p.output for p in task.test] for tid, task in task_set.tasks.items()}
 
 
-def score_ranked(ranked: dict[str, list[list]], task_set, max_k: int = 2, kind: str = "submission",
+def score_ranked(ranked: dict[str, list[list[Any]]], task_set: TaskSet, max_k: int = 2, kind: str = "submission",
                  problems: list[str] | None = None) -> ScoreReport:
     """ranked: task id -> per test input, a best-first list of grids. Iterates over the ground truth."""
     truth = _truth(task_set)
@@ -184,7 +189,7 @@ def score_ranked(ranked: dict[str, list[list]], task_set, max_k: int = 2, kind: 
                        [t for t in invalid if t not in truth])
 
 
-def score_submission(sub: dict, task_set) -> ScoreReport:
+def score_submission(sub: dict[str, Any], task_set: TaskSet) -> ScoreReport:
     """pass@1 = attempt_1, pass@2 = either attempt. Malformed parts count as wrong and are listed."""
     from arc_kit.submission import validate_submission
     if not isinstance(sub, dict):
@@ -197,7 +202,7 @@ def score_submission(sub: dict, task_set) -> ScoreReport:
     return score_ranked(ranked, task_set, 2, "submission", problems)
 
 
-def score_votes(votes: dict, task_set, fallback: str = "input") -> ScoreReport:
+def score_votes(votes: dict[str, list[list["Candidate"]]], task_set: TaskSet, fallback: str = "input") -> ScoreReport:
     """Score voted predictions: the ranked list is the candidates, then the fallback grids, so that
     pass@2 equals the score of the submission build_submission makes from the same votes."""
     from arc_kit.submission import fallback_grids
@@ -225,10 +230,10 @@ class Comparison:
     name_a: str = "A"
     name_b: str = "B"
 
-    def _diff(self):
+    def _diff(self) -> np.ndarray:
         return np.asarray(self.b, dtype=np.float64) - np.asarray(self.a, dtype=np.float64)
 
-    def stats(self) -> dict:
+    def stats(self) -> dict[str, Any]:
         from scipy import stats
         d = self._diff()
         wins_b, wins_a = int((d > 0).sum()), int((d < 0).sum())

@@ -1,14 +1,19 @@
 """Submission: build the Kaggle submission.json from votes (always complete, fallback-filled), validate, write atomically."""
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_json, read_json
-from arc_kit.data import grid_problem
+from arc_kit.data import Grid, TaskSet, grid_problem
+
+if TYPE_CHECKING:
+    from arc_kit.vote import Candidate
 
 ATTEMPT_KEYS = ("attempt_1", "attempt_2")
-ZEROS = [[0]]
+ZEROS: Grid = [[0]]
 
 
 @dataclass
@@ -33,7 +38,7 @@ class FillReport:
         return s
 
 
-def fallback_grids(test_input, fallback: str) -> list:
+def fallback_grids(test_input: Any, fallback: str) -> list[Grid]:
     """The grids that fill attempts no vote covers, in order (shared with scoring.score_votes)."""
     # "input": ARC outputs often resemble their input (same size, most cells kept), so the input is a
     # better blind guess than a constant; [[0]] comes next so the two attempts differ when possible.
@@ -42,7 +47,7 @@ def fallback_grids(test_input, fallback: str) -> list:
     return [ZEROS]
 
 
-def _attempts(candidate_grids: list, test_input, fallback: str, n: int = 2) -> tuple[list, int]:
+def _attempts(candidate_grids: list[Grid], test_input: Any, fallback: str, n: int = 2) -> tuple[list[Grid], int]:
     """First `n` attempts: ranked candidates, then fallback grids not used yet (the last one repeats)."""
     out = list(candidate_grids[:n])
     n_voted = len(out)
@@ -56,7 +61,8 @@ def _attempts(candidate_grids: list, test_input, fallback: str, n: int = 2) -> t
     return out, n_voted
 
 
-def build_submission(votes: dict, task_set, fallback: str = "input", report: FillReport | None = None) -> dict:
+def build_submission(votes: Mapping[str, Sequence[Sequence["Candidate | Grid"]]], task_set: TaskSet,
+                     fallback: str = "input", report: FillReport | None = None) -> dict[str, Any]:
     """votes (task -> per test input ranked Candidates, see vote.vote) -> a complete, valid submission dict.
 
     Every task of the task set gets one {"attempt_1", "attempt_2"} dict per test input, in order; tasks
@@ -101,17 +107,17 @@ def build_submission(votes: dict, task_set, fallback: str = "input", report: Fil
     return sub
 
 
-def fallback_submission(task_set, fallback: str = "input") -> dict:
+def fallback_submission(task_set: TaskSet, fallback: str = "input") -> dict[str, Any]:
     """A valid submission without any prediction (what a run writes before its model has produced anything)."""
     return build_submission({}, task_set, fallback)
 
 
-def write_submission(path: str | Path, submission: dict) -> None:
+def write_submission(path: str | Path, submission: dict[str, Any]) -> None:
     """Atomic write: readers (and Kaggle) see the old file or the new one, never half of one."""
     atomic_write_json(path, submission)
 
 
-def read_submission(path: str | Path) -> dict:
+def read_submission(path: str | Path) -> dict[str, Any]:
     obj = read_json(path, "submission file")
     if not isinstance(obj, dict):
         raise ArcKitError(f"{path}: a submission must be a JSON object mapping task ids to lists, "
@@ -119,7 +125,7 @@ def read_submission(path: str | Path) -> dict:
     return obj
 
 
-def expected_test_counts(task_set) -> dict[str, int]:
+def expected_test_counts(task_set: TaskSet) -> dict[str, int]:
     """task id -> number of test inputs: valid tasks, then tasks dropped as invalid, then tasks outside the selection."""
     counts = {tid: len(t.test) for tid, t in task_set.tasks.items()}
     for tid, n in (getattr(task_set, "invalid", None) or {}).items():
@@ -129,7 +135,7 @@ def expected_test_counts(task_set) -> dict[str, int]:
     return counts
 
 
-def validate_submission(sub, task_set) -> list[str]:
+def validate_submission(sub: object, task_set: TaskSet) -> list[str]:
     """Every problem of `sub` against the tasks, one line each (empty list: valid for Kaggle)."""
     if not isinstance(sub, dict):
         return [f"submission must be a JSON object mapping task ids to lists, got {type(sub).__name__}"]

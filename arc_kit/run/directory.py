@@ -30,6 +30,9 @@ TTT_DIR = "ttt"                    # ttt/model: the test-time-trained checkpoint
 RUN_FILES = (CONFIG_FILE, TASKS_FILE, MANIFEST_FILE, STATE_FILE, PLAN_FILE, PREDICTIONS_FILE, EMPTY_VIEWS_FILE,
              SUBMISSION_FILE, SCORE_FILE, REPORT_FILE, "stage_train.json", "stage_infer.json")
 
+# Logger name -> the (run directory, tag) its handlers write for: setting up the same pair again is a no-op.
+_LOG_TARGETS: dict[str, tuple[str, str]] = {}
+
 
 def save_tasks(path: Path, task_set: TaskSet) -> None:
     """The stages' task file: the selected tasks' demonstrations and test inputs. Test outputs are never written:
@@ -44,7 +47,7 @@ def load_saved_tasks(path: Path) -> TaskSet:
 def setup_logging(out: Path, tag: str) -> logging.Logger:
     """Logger `arc_kit.run`: short lines on stderr, timestamped lines appended to OUT/run.log (all processes)."""
     log = logging.getLogger("arc_kit.run")
-    if getattr(log, "_arc_kit_out", None) == (str(out), tag):
+    if _LOG_TARGETS.get(log.name) == (str(out), tag):
         return log
     for h in list(log.handlers):
         log.removeHandler(h)
@@ -58,7 +61,7 @@ def setup_logging(out: Path, tag: str) -> logging.Logger:
     fh = logging.FileHandler(out / LOG_FILE, encoding="utf-8")
     fh.setFormatter(logging.Formatter(f"%(asctime)s [{tag} pid %(process)d] %(message)s"))
     log.addHandler(fh)
-    log._arc_kit_out = (str(out), tag)
+    _LOG_TARGETS[log.name] = (str(out), tag)
     return log
 
 

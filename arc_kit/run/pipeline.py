@@ -6,6 +6,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from arc_kit import __version__
 from arc_kit.progress import fmt_seconds
@@ -173,7 +174,7 @@ def supervise(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: s
                 "tasks_hash": tasks_hash(task_set), "checkpoint_hash": checkpoint_hash(cfg.model.checkpoint),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config_label": config_label}
     resuming = prepare_out(out, manifest, fresh, log)
-    prev = {}
+    prev: dict[str, Any] = {}
     if resuming:
         try:
             prev = read_json(out / STATE_FILE, "run state").get("stages", {}) if (out / STATE_FILE).is_file() else {}

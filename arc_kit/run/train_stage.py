@@ -7,6 +7,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from arc_kit.data import Task, TaskSet, task_fits, visible_side
 from arc_kit.files import atomic_write_json, read_json
@@ -16,6 +17,9 @@ from arc_kit.run.directory import PLAN_FILE, TTT_DIR
 from arc_kit.run.faults import fault_requested, inject_fault
 from arc_kit.run.hardware import hardware, setup_torch
 from arc_kit.run.plan import plan_run
+
+if TYPE_CHECKING:
+    import torch
 
 
 def ttt_canvas(cfg: RunConfig, tasks: list[Task]) -> int:
@@ -45,14 +49,19 @@ def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger):
     import torch
 
     from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info, table_mean
-    stored = read_checkpoint_info(cfg.model.checkpoint).puzzle_names
+    checkpoint = cfg.model.checkpoint
+    if not checkpoint:
+        raise ValueError("checkpoint_model_for: the run config has no model.checkpoint")
+    stored = read_checkpoint_info(checkpoint).puzzle_names
     row_of = {n: i for i, n in enumerate(stored)}
-    model, _ = load_checkpoint(cfg.model.checkpoint, puzzle_rows=[row_of.get(n, 0) for n in names])
+    model, _ = load_checkpoint(checkpoint, puzzle_rows=[row_of.get(n, 0) for n in names])
     new = [i for i, n in enumerate(names) if i > 0 and n not in row_of]
     if new and model.config.puzzle_emb_ndim > 0:
-        mean = table_mean(cfg.model.checkpoint)
+        mean = table_mean(checkpoint)
+        table = model.puzzle_emb.weights
+        assert isinstance(table, torch.Tensor)  # a buffer, though nn.Module's __getattr__ types it Tensor | Module
         with torch.no_grad():
-            model.puzzle_emb.weights[torch.tensor(new)] = mean
+            table[torch.tensor(new)] = mean
     log.info(f"train: {len(names) - 1} puzzles to train: {len(names) - 1 - len(new)} start from the checkpoint's "
              f"rows, {len(new)} from the mean of its {len(stored)}-row table")
     if cfg.model.halt_max_steps is not None:
@@ -80,8 +89,8 @@ class StageEnv:
     accelerator: object | None
     world: int
     is_main: bool
-    device: object
-    autocast: object | None
+    device: "torch.device"
+    autocast: "torch.dtype | None"
     threads: int
 
     @property

@@ -7,7 +7,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 
 @dataclass
@@ -62,7 +62,8 @@ def watch_child(name: str, cmd: list[str], deadline: float, *, grace_seconds: fl
     t0 = time.time()
     if time.time() >= deadline:
         return StageResult(name, "skipped", 0.0, None, "no time left")
-    pipe = {} if output is None else dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    pipe: dict[str, Any] = ({} if output is None
+                            else dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"))
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent, **pipe)
     reader = None
     if output is not None:
