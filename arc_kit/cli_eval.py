@@ -36,7 +36,16 @@ def _read_all_predictions(specs: list[str], problems: list[str]):
     paths, weights = zip(*(parse_weighted_path(s) for s in specs))
     for p in paths:  # the stream is lazy: fail on a missing or unreadable file before any work
         open_read(p, "predictions file").close()
+        if _is_submission(p):
+            raise ArcKitError(f"{p}: is a submission.json (task id -> attempts), not a predictions file: "
+                              "score a submission without --vote, vote only predictions")
     return iter_predictions(list(paths), list(weights), problems)
+
+
+def _first_line(path: Path) -> bytes:
+    from .files import open_read
+    with open_read(path, "file") as f:
+        return f.readline(1 << 20)
 
 
 def _is_predictions(path: Path) -> bool:
@@ -44,12 +53,31 @@ def _is_predictions(path: Path) -> bool:
     if path.suffix == ".jsonl":
         return True
     try:
-        with open(path, "rb") as f:
-            first = f.readline(1 << 20)
-        obj = json.loads(first)
-    except (OSError, ValueError):
+        obj = json.loads(_first_line(path))
+    except ValueError:
         return False
     return isinstance(obj, dict) and "task_id" in obj and "grid" in obj
+
+
+def _is_submission(path: Path) -> bool:
+    """A JSON object of task id -> list of attempt dicts (a submission.json), judged by its first entry."""
+    first = _first_line(path).lstrip()
+    if not first.startswith(b"{"):
+        return False
+    try:
+        obj = json.loads(first)
+    except ValueError:  # an indented file: the opening line alone is no JSON; read the whole file
+        if first.strip() != b"{":
+            return False
+        try:
+            from .files import read_json
+            obj = read_json(path, "file")
+        except ArcKitError:
+            return False
+    if not isinstance(obj, dict) or not obj or "task_id" in obj:
+        return False
+    value = next(iter(obj.values()))
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict) and "attempt_1" in value[0]
 
 
 def _score_input(specs: list[str], task_set, vote_config: str | None, notes: list[str]):
@@ -64,6 +92,30 @@ def _score_input(specs: list[str], task_set, vote_config: str | None, notes: lis
         votes = vote(preds, task_set, config, notes)
         return score_votes(votes, task_set, config.fallback)
     return score_submission(read_submission(first), task_set)
+
+
+def _inputs(args, prediction_specs=()) -> list:
+    """Every file a command reads: predictions (weights stripped), tasks, solutions, ids, config."""
+    from .predictions import parse_weighted_path
+    out = [parse_weighted_path(s)[0] for s in prediction_specs]
+    out += [getattr(args, k, None) for k in ("tasks", "solutions", "submission")]
+    ids = getattr(args, "ids", None)
+    if ids and ids.startswith("@"):
+        out.append(ids[1:])
+    config = getattr(args, "config", None)
+    if config and Path(config).exists():
+        out.append(config)
+    return [p for p in out if p is not None and not isinstance(p, list)]
+
+
+def _check_outputs(args, prediction_specs, outputs: list[tuple[str, str | None]]) -> None:
+    """Output files are writable names, not one of the inputs, and not each other."""
+    from .files import check_writable_file, refuse_input_as_output
+    inputs = _inputs(args, prediction_specs)
+    given = [(opt, out) for opt, out in outputs if out]
+    for i, (opt, out) in enumerate(given):
+        check_writable_file(out, opt)
+        refuse_input_as_output(out, inputs + [o for _, o in given[:i]], opt)
 
 
 def _print_notes(notes: list[str], limit: int = 20) -> None:
@@ -82,6 +134,7 @@ def cmd_vote(args) -> int:
     from .submission import FillReport, build_submission, validate_submission, write_submission
     from .vote import load_vote_config, rank_tally, tally
     files, overrides = _split_items(list(args.predictions) + list(args.overrides))
+    _check_outputs(args, files, [("-o", args.output), ("--report", args.report)])
     # lenient: a broken task must not cost the whole submission; it gets [[0]] attempts
     task_set = tasks_from_args(args, lenient=True)
     _print_notes(task_set.problems)
@@ -95,7 +148,7 @@ def cmd_vote(args) -> int:
     sub = build_submission(votes, task_set, config.fallback, report)
     bad = validate_submission(sub, task_set)
     if bad:  # cannot happen for a correct build_submission: refuse to write a broken file
-        raise ArcKitError(f"{args.output}: internal error, built submission is invalid: {bad[0]}")
+        raise RuntimeError(f"built submission is invalid: {bad[0]}")  # a bug: exit 3
     write_submission(args.output, sub)
     _print_notes(notes)
     _eprint(f"voted {t.n_predictions} prediction(s) from {len(files)} file(s) with '{config.strategy}' "
@@ -190,26 +243,51 @@ def _shipped_voting_configs() -> list[str]:
     return [n for n in order if n in names] + sorted(names - set(order))
 
 
+def _config_names(specs: list[str]) -> list[str]:
+    """Output sub-folder per voting config: its file stem or shipped name, made unique."""
+    names: list[str] = []
+    for spec in specs:
+        name = Path(spec).stem if spec.endswith((".yaml", ".yml")) else spec
+        base, n = name, 2
+        while name in names:
+            name, n = f"{base}_{n}", n + 1
+        names.append(name)
+    return names
+
+
+def _check_revote_output(args, names: list[str]) -> None:
+    """-o DIR is a folder name, and none of the files revote writes there is an input."""
+    from .files import check_writable_dir, is_within, refuse_input_as_output
+    out = Path(args.output)
+    check_writable_dir(out, "-o")
+    inputs = _inputs(args, args.predictions) + list(args.configs or [])
+    refuse_input_as_output(out / "revote.json", inputs, "-o")
+    for name in names:
+        check_writable_dir(out / name, "-o")
+        for inp in inputs:
+            if Path(inp).exists() and is_within(inp, out / name):
+                raise ArcKitError(f"-o {args.output}: revote rewrites {out / name}, which holds an input ({inp}); "
+                                  "choose another output folder")
+
+
 def cmd_revote(args) -> int:
     from .data import tasks_from_args
     from .files import atomic_write_json
     from .scoring import compare_reports, score_votes
     from .submission import build_submission, write_submission
     from .vote import load_vote_config, rank_tally, tally
+    specs = args.configs or _shipped_voting_configs()
+    names = _config_names(specs)
+    if args.output:
+        _check_revote_output(args, names)
+    configs = [load_vote_config(spec) for spec in specs]  # every config checked before anything is written
     task_set = tasks_from_args(args)
     notes: list[str] = []
     preds = _read_all_predictions(args.predictions, notes)
     t = tally(preds, task_set)  # group once, rank under every config
     _print_notes(notes + t.problems)
-    specs = args.configs or _shipped_voting_configs()
-    rows, reports, used = [], [], set()
-    for spec in specs:
-        config = load_vote_config(spec)
-        name = Path(spec).stem if spec.endswith((".yaml", ".yml")) else spec
-        base, n = name, 2
-        while name in used:
-            name, n = f"{base}_{n}", n + 1
-        used.add(name)
+    rows, reports = [], []
+    for spec, name, config in zip(specs, names, configs):
         votes = rank_tally(t, task_set, config)
         report = score_votes(votes, task_set, config.fallback)
         row = {"config": name, "path": spec, "strategy": config.strategy,

@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 from .data import Task, add_task_args, load_tasks, tasks_from_args
 from .errors import ArcKitError
@@ -92,9 +93,19 @@ def _submission_attempts(path: str, task: Task) -> list[list]:
 
 
 def cmd_show(args) -> int:
+    from .data import task_id_problem
+    from .files import check_writable_file, refuse_input_as_output
     from .render import save_task_picture
+    problem = task_id_problem(args.task_id)
+    if problem:  # the default output name is TASK_ID.png: it must stay in the current folder
+        raise ArcKitError(f"TASK_ID: {problem}")
+    output = args.output or f"{args.task_id}.png"
+    if Path(output).suffix.lower() not in (".png", ".svg"):
+        raise ArcKitError(f"-o {output}: picture must end in .png or .svg")
+    check_writable_file(output, "-o")
+    refuse_input_as_output(output, [args.tasks, args.solutions, args.submission], "-o")
     task = load_tasks(args.tasks, solutions=args.solutions, ids=[args.task_id]).tasks[args.task_id]
     attempts = _submission_attempts(args.submission, task) if args.submission else None
-    out = save_task_picture(task, args.output or f"{args.task_id}.png", attempts)
+    out = save_task_picture(task, output, attempts)
     print(f"wrote {out}")
     return 0

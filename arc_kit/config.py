@@ -26,7 +26,7 @@ def config_roots() -> list[Path]:
 def resolve_config_path(name: str | Path, subdir: str = "") -> Path:
     """A path as given, or the bare name of a shipped config (`cpu-demo`, `reference`, `voting/reference`)."""
     p = Path(name)
-    if p.is_file():
+    if p.exists() and not p.is_dir():  # a FIFO or device is refused by read_yaml, never searched past
         return p
     if p.suffix in (".yaml", ".yml") and (p.parent != Path(".") or p.exists()):
         raise ArcKitError(f"{p}: config file not found")
@@ -174,11 +174,9 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
 
 
 def read_yaml(path: str | Path) -> dict:
+    from .files import read_text
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ArcKitError(f"{path}: cannot read config: {e.strerror or e}") from None
+    text = read_text(path, "config")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:

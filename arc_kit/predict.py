@@ -84,7 +84,25 @@ def _check_run_file(out_dir: Path, settings: dict) -> None:
             if old.get(key) != settings[key]:
                 raise ArcKitError(f"{path}: {out_dir / PREDICTIONS} was written with {key}={old.get(key)!r}, "
                                   f"this run has {key}={settings[key]!r}: use another --out")
-    atomic_write_json(path, settings, indent=1)
+
+
+def check_device(device: str, option: str = "--device") -> str:
+    """A torch device this machine has: `cuda` without CUDA (or a GPU index past the last) is an error, not a crash."""
+    import torch
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ArcKitError(f"{option} {device}: not a device name (cpu, cuda, cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ArcKitError(f"{option} {device}: CUDA is not available on this machine (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ArcKitError(f"{option} {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ArcKitError(f"{option} {device}: MPS is not available on this machine (use --device cpu)")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ArcKitError(f"{option} {device}: unsupported device type '{dev.type}' (cpu, cuda, cuda:N)")
+    return device
 
 
 def _model_fingerprint(model_dir: Path) -> str:
@@ -118,6 +136,8 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
     from .predictions import PredictionWriter
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    from .files import check_writable_dir
+    check_writable_dir(out_dir, "--out")
     if cfg.views is not None and cfg.views < 1:
         raise ArcKitError(f"--views must be at least 1, got {cfg.views}")
     if cfg.batch_size < 1:
@@ -140,13 +160,12 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
 
     rows, local_row, global_row = compact_table(chosen)
 
-    device = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = check_device(cfg.device) if cfg.device else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = cfg.dtype
     if dtype is None and str(device).startswith("cpu") and info.config.forward_dtype != "float32":
         dtype = "float32"   # bfloat16 matmuls are slow on most CPUs
     settings = {"model": _model_fingerprint(model_dir), "model_dir": str(model_dir.resolve()),
                 "early_halt": cfg.early_halt, "all_steps": cfg.all_steps, "config": asdict(cfg)}
-    out_dir.mkdir(parents=True, exist_ok=True)
     _check_run_file(out_dir, settings)
     done = _done_keys(out_dir)
 
@@ -171,6 +190,9 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
     t0, written, empty, ran, steps = time.time(), 0, 0, 0, 0
     bar = tqdm(total=len(todo), desc="predict", unit="view", file=sys.stderr, disable=not cfg.progress,
                mininterval=1.0, dynamic_ncols=True, leave=False)
+    # the folder and its settings file appear only once the model is loaded: a failed start leaves nothing
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / RUN_FILE, settings, indent=1)
     try:
         with PredictionWriter(out_dir / PREDICTIONS) as writer:
             for batch in make_batches(todo, cfg.batch_size):

@@ -133,6 +133,8 @@ def parse_weighted_path(spec: str | Path) -> tuple[Path, float]:
     try:
         w = float(tail)
     except ValueError:
+        if head and Path(head).exists():  # `a.jsonl:abc` names an existing file with a bad weight
+            raise ArcKitError(f"{s}: weight {tail!r} is not a number (FILE:WEIGHT, e.g. {head}:2.0)") from None
         return Path(s), 1.0
     if not math.isfinite(w) or w < 0:
         raise ArcKitError(f"{s}: weight must be a finite number >= 0")
