@@ -17,10 +17,11 @@ def _eprint(*a) -> None:
 def _split_items(items: list[str]) -> tuple[list[str], list[str]]:
     """Positional items -> (prediction file specs, key=value overrides). argparse hands every positional to
     the first nargs='+' argument, so overrides written after the files arrive mixed with them."""
+    from .files import path_exists
     from .predictions import parse_weighted_path
     files, overrides = [], []
     for x in items:
-        if _OVERRIDE.match(x) and not parse_weighted_path(x)[0].exists():
+        if _OVERRIDE.match(x) and not path_exists(parse_weighted_path(x)[0]):
             overrides.append(x)
         else:
             files.append(x)
@@ -44,7 +45,7 @@ def _read_all_predictions(specs: list[str], problems: list[str]):
 
 def _first_line(path: Path) -> bytes:
     from .files import open_read
-    with open_read(path, "file") as f:
+    with open_read(path, "submission or predictions file") as f:
         return f.readline(1 << 20)
 
 
@@ -54,7 +55,7 @@ def _is_predictions(path: Path) -> bool:
         return True
     try:
         obj = json.loads(_first_line(path))
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
     return isinstance(obj, dict) and "task_id" in obj and "grid" in obj
 
@@ -66,7 +67,7 @@ def _is_submission(path: Path) -> bool:
         return False
     try:
         obj = json.loads(first)
-    except ValueError:  # an indented file: the opening line alone is no JSON; read the whole file
+    except (ValueError, RecursionError):  # an indented file: the opening line alone is no JSON; read the whole file
         if first.strip() != b"{":
             return False
         try:
@@ -96,12 +97,10 @@ def _score_input(specs: list[str], task_set, vote_config: str | None, notes: lis
 
 def _inputs(args, prediction_specs=()) -> list:
     """Every file a command reads: predictions (weights stripped), tasks, solutions, ids, config."""
+    from .data import task_input_files
     from .predictions import parse_weighted_path
-    out = [parse_weighted_path(s)[0] for s in prediction_specs]
-    out += [getattr(args, k, None) for k in ("tasks", "solutions", "submission")]
-    ids = getattr(args, "ids", None)
-    if ids and ids.startswith("@"):
-        out.append(ids[1:])
+    out = [parse_weighted_path(s)[0] for s in prediction_specs] + task_input_files(args)
+    out.append(getattr(args, "submission", None))
     config = getattr(args, "config", None)
     if config and Path(config).exists():
         out.append(config)
@@ -347,12 +346,18 @@ def add_commands(subparsers) -> None:
     p.add_argument("--report", metavar="FILE", default=None, help="write one line per fallback-filled attempt")
     p.set_defaults(func=cmd_vote)
 
-    p = subparsers.add_parser("validate", help="check a submission.json against the tasks (exit 0 valid, 1 not)")
-    p.add_argument("submission", metavar="SUBMISSION")
+    p = subparsers.add_parser("validate", help="check a submission.json against the tasks (exit 0 valid, 1 not)",
+                              description="Check that a submission.json has every task and test input with two valid "
+                                          "attempts: exit 0 when valid, 1 with one line per problem, 2 when a file "
+                                          "cannot be read.")
+    p.add_argument("submission", metavar="SUBMISSION", help="submission.json to check")
     add_task_args(p, positional=False)
     p.set_defaults(func=cmd_validate)
 
-    p = subparsers.add_parser("score", help="score a submission.json or voted predictions against solutions")
+    p = subparsers.add_parser("score", help="score a submission.json or voted predictions against solutions",
+                              description="Score a submission.json (or predictions .jsonl files, voted first) against "
+                                          "the tasks' solutions: per task and per test output, pass@1 and pass@2, "
+                                          "with a 95% confidence interval. Malformed attempts count as wrong.")
     p.add_argument("submission", nargs="+", metavar="SUBMISSION",
                    help="submission.json (pass@1 = attempt_1, pass@2 = either) or predictions .jsonl file(s)")
     add_task_args(p, positional=False)
@@ -362,7 +367,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--no-table", action="store_true", help="omit the per-task table")
     p.set_defaults(func=cmd_score)
 
-    p = subparsers.add_parser("compare", help="does B beat A on the same tasks? (paired sign test)")
+    p = subparsers.add_parser("compare", help="does B beat A on the same tasks? (paired sign test)",
+                              description="Score two submissions (or predictions files) on the same tasks and test "
+                                          "whether B beats A: per-task differences, sign test and Wilcoxon test.")
     p.add_argument("a", metavar="SUB_A", help="submission.json or predictions .jsonl")
     p.add_argument("b", metavar="SUB_B", help="submission.json or predictions .jsonl")
     add_task_args(p, positional=False)
@@ -370,7 +377,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print only a JSON object on stdout")
     p.set_defaults(func=cmd_compare)
 
-    p = subparsers.add_parser("revote", help="re-vote cached predictions under several voting configs and score each")
+    p = subparsers.add_parser("revote", help="re-vote cached predictions under several voting configs and score each",
+                              description="Vote the same predictions under several voting configs, score each against "
+                                          "the solutions and compare them with the first (the baseline).")
     p.add_argument("predictions", nargs="+", metavar="PREDICTIONS", help=preds_help)
     add_task_args(p, positional=False)
     p.add_argument("--configs", nargs="+", metavar="CONFIG", default=None,

@@ -77,7 +77,7 @@ def run_identifiers(args) -> int:
 
 
 def run_predict(args) -> int:
-    from .data import tasks_from_args
+    from .data import task_input_files, tasks_from_args
     from .errors import ArcKitError
     from .files import check_writable_dir, refuse_input_as_output, same_path
     from .predict import PREDICTIONS, PredictConfig, check_device, predict
@@ -85,7 +85,7 @@ def run_predict(args) -> int:
     check_writable_dir(args.out, "--out")
     if same_path(args.out, args.model_dir):
         raise ArcKitError(f"--out {args.out}: is the checkpoint folder; choose another output folder")
-    refuse_input_as_output(Path(args.out) / PREDICTIONS, [args.tasks, args.solutions], "--out")
+    refuse_input_as_output(Path(args.out) / PREDICTIONS, task_input_files(args), "--out")
     if args.device:
         check_device(args.device)
     task_set = tasks_from_args(args, lenient=True)

@@ -156,6 +156,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise ArcKitError(f"override '{key}': value nested too deeply") from None
     return key.split("."), value
 
 
@@ -183,6 +185,8 @@ def read_yaml(path: str | Path) -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ArcKitError(f"{path}: malformed YAML{where}") from None
+    except RecursionError:
+        raise ArcKitError(f"{path}: YAML nested too deeply to read") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

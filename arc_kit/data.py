@@ -332,7 +332,7 @@ def parse_ids(spec: str) -> list[str]:
     """`a,b,c` or `@file.txt` (ids separated by commas, spaces or newlines; '#' starts a comment)."""
     if spec.startswith("@"):
         path = Path(spec[1:])
-        text = read_text(path, "ids file")
+        text = read_text(path, "file of task ids (--ids @FILE)")
         text = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     else:
         text = spec
@@ -362,3 +362,19 @@ def tasks_from_args(args: argparse.Namespace, lenient: bool = False) -> TaskSet:
     return load_tasks(args.tasks, solutions=getattr(args, "solutions", None), ids=ids,
                       max_size=getattr(args, "max_size", None), limit=getattr(args, "limit", None),
                       lenient=lenient)
+
+
+def task_input_files(args: argparse.Namespace) -> list[str]:
+    """The files a command reads for its tasks (source, solutions given or found beside it, --ids @file):
+    none of them may be an output."""
+    source = str(getattr(args, "tasks", "") or "")
+    files = [source] if source else []
+    solutions = getattr(args, "solutions", None)
+    if solutions:
+        files.append(str(solutions))
+    elif source.endswith("_challenges.json"):
+        files.append(source[: -len("_challenges.json")] + "_solutions.json")
+    ids = getattr(args, "ids", None)
+    if ids and ids.startswith("@"):
+        files.append(ids[1:])
+    return files

@@ -141,6 +141,14 @@ def read_json(path: str | Path, what: str = "file") -> Any:
 # Output paths: checked before any work, so a bad one costs nothing and never replaces an input.
 
 
+def path_exists(path: str | Path) -> bool:
+    """Path.exists() that answers False for a name the system cannot even look up (too long, a loop)."""
+    try:
+        return Path(path).exists()
+    except OSError:
+        return False
+
+
 def _nearest_existing(path: Path) -> Path:
     p = path
     while not p.exists() and p != p.parent:

@@ -151,14 +151,6 @@ def _check_inputs(out: Path, checkpoint: Path | None, kit_wheel: Path | None, nb
         if missing:
             raise ArcKitError(f"--wheels-from {wheels_from}: no wheel for {', '.join(missing)} (the notebook installs "
                               f"it offline; get it with `pip download --no-deps --only-binary=:all: {missing[0]}`)")
-    if checkpoint is not None:
-        from .checkpoint import read_checkpoint_info
-        if not (checkpoint / "model.safetensors").is_file():
-            raise ArcKitError(f"--checkpoint {checkpoint}: not a kit checkpoint (no model.safetensors)")
-        read_checkpoint_info(checkpoint)
-    if config:
-        from .run_config import load_run_config
-        load_run_config(config)  # fail here, not on Kaggle
     # the bundle replaces OUT/wheels, OUT/checkpoint and OUT/kernel: no input may live there or be OUT itself
     inputs = [("--checkpoint", checkpoint), ("--kit-wheel", kit_wheel), ("--notebook", nb),
               ("--config", Path(config) if config and Path(config).exists() else None),
@@ -172,6 +164,14 @@ def _check_inputs(out: Path, checkpoint: Path | None, kit_wheel: Path | None, nb
             if is_within(path, out / name):
                 raise ArcKitError(f"-o {out}: the bundle replaces {out / name}, which holds the input {opt} {path}; "
                                   "choose another output folder")
+    if checkpoint is not None:
+        from .checkpoint import read_checkpoint_info
+        if not (checkpoint / "model.safetensors").is_file():
+            raise ArcKitError(f"--checkpoint {checkpoint}: not a kit checkpoint (no model.safetensors)")
+        read_checkpoint_info(checkpoint)
+    if config:
+        from .run_config import load_run_config
+        load_run_config(config)  # fail here, not on Kaggle
 
 
 def bundle(out_dir: str | Path, names: BundleNames, checkpoint: str | Path | None = None, *,

@@ -46,7 +46,14 @@ class BundleNames:
 def check_names(names: BundleNames, allow_new_shape: bool = False) -> list[str]:
     """Every problem of the names a bundle would write, found before anything is written."""
     out = []
-    if names.machine_shape not in KNOWN_SHAPES and not allow_new_shape:
+    if not OWNER_RE.match(names.owner):
+        out.append(f"--owner {names.owner!r}: a Kaggle username is lowercase letters, digits, '-' or '_'")
+    if not SLUG_RE.match(names.competition):
+        out.append(f"--competition {names.competition!r}: not a competition slug (lowercase words joined by '-', "
+                   f"e.g. {DEFAULT_SLUG})")
+    if not re.match(r"^[A-Za-z0-9]+$", names.machine_shape):
+        out.append(f"--machine-shape {names.machine_shape!r}: expected a name like {', '.join(KNOWN_SHAPES)}")
+    elif names.machine_shape not in KNOWN_SHAPES and not allow_new_shape:
         out.append(f"--machine-shape {names.machine_shape!r}: not a known Kaggle machine shape "
                    f"({', '.join(KNOWN_SHAPES)}; --new-machine-shape accepts another)")
     datasets = [names.ref(names.wheels_title), names.ref(names.checkpoint_title)]
@@ -149,7 +156,7 @@ def check_kernel_metadata(meta: dict, folder: Path | None = None) -> list[str]:
     elif folder is not None:
         try:
             json.loads((folder / code).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             out.append(f"code_file {code!r}: missing or not a JSON notebook")
     return [where + p for p in out]
 

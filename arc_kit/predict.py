@@ -70,7 +70,7 @@ def _done_keys(out_dir: Path) -> set[tuple[str, int, str]]:
                 try:
                     o = json.loads(line)
                     keys.add((o["task_id"], o["test_index"], o["augmentation"]))
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, RecursionError):
                     raise ArcKitError(f"{path}:{n}: not a prediction line (task_id, test_index, augmentation)") from None
     return keys
 

