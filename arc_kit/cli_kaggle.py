@@ -65,8 +65,14 @@ def cmd_bundle(args) -> int:
     return 0
 
 
+def _check_bundle_dir(bundle: str) -> None:
+    if not Path(bundle).is_dir():
+        raise ArcKitError(f"--bundle {bundle}: not a folder (write one with `arc-kit kaggle bundle`)")
+
+
 def cmd_push(args) -> int:
     from .kaggle_api import push
+    _check_bundle_dir(args.bundle)
     report = push(args.bundle, dry_run=args.dry_run, notes=args.message, datasets=not args.kernel_only,
                   kernel=not args.datasets_only, log=_log)
     if args.dry_run or args.json:
@@ -78,6 +84,7 @@ def cmd_submit(args) -> int:
     from .kaggle_api import submit
     if args.version is not None and args.version < 1:
         raise ArcKitError(f"--version must be a kernel version >= 1, got {args.version}")
+    _check_bundle_dir(args.bundle)
     report = submit(args.bundle, dry_run=args.dry_run, message=args.message, kernel=args.kernel,
                     version=args.version, competition=args.competition, log=_log)
     if args.dry_run or args.json:

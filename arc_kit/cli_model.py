@@ -136,7 +136,9 @@ def run_forward(args) -> int:
             if not isinstance(loaded, np.lib.npyio.NpzFile):
                 raise ArcKitError(f"{path}: a single .npy array, expected an npz archive of named arrays")
             data = dict(loaded)
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    except ValueError:  # numpy's words here advise allow_pickle: the kit never loads pickles
+        raise ArcKitError(f"{path}: not an npz archive of numeric arrays (pickled data is never loaded)") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise ArcKitError(f"{path}: cannot read npz ({' '.join(str(e).split())})") from None
     for key in ("inputs", "puzzle_identifiers"):
         if key not in data:

@@ -332,7 +332,7 @@ def parse_ids(spec: str) -> list[str]:
     """`a,b,c` or `@file.txt` (ids separated by commas, spaces or newlines; '#' starts a comment)."""
     if spec.startswith("@"):
         path = Path(spec[1:])
-        text = read_text(path, "file of task ids (--ids @FILE)")
+        text = read_text(path, "ids file")
         text = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     else:
         text = spec

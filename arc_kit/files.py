@@ -53,6 +53,10 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = None) -> 
     atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
 def _file_type(mode: int) -> str:
     if stat.S_ISFIFO(mode):
         return "a FIFO (named pipe)"
@@ -72,13 +76,13 @@ def open_read(path: str | Path, what: str = "file"):
     except OSError:
         mode = None  # the open below reports what is wrong
     if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-        raise ArcKitError(f"{path}: expected a {what}, found {_file_type(mode)}")
+        raise ArcKitError(f"{path}: expected {_article(what)} {what}, found {_file_type(mode)}")
     try:
         return open(path, "rb")
     except FileNotFoundError:
         raise ArcKitError(f"{path}: {what} not found") from None
     except IsADirectoryError:
-        raise ArcKitError(f"{path}: expected a {what}, found a directory") from None
+        raise ArcKitError(f"{path}: expected {_article(what)} {what}, found a directory") from None
     except NotADirectoryError:
         raise ArcKitError(f"{path}: {what} not found (a parent is a file)") from None
     except OSError as e:

@@ -141,7 +141,7 @@ def _check_inputs(out: Path, checkpoint: Path | None, kit_wheel: Path | None, nb
         open_read(kit_wheel, "--kit-wheel wheel").close()
         if not kit_wheel.name.startswith("arc_kit-") or kit_wheel.suffix != ".whl":
             raise ArcKitError(f"--kit-wheel {kit_wheel}: expected an arc_kit-*.whl file")
-    if not download:
+    if not download and packages:
         if wheels_from is None:
             raise ArcKitError(f"--no-download: the notebook installs {', '.join(packages)} offline: "
                               "give --wheels-from DIR holding their wheels")

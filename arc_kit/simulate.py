@@ -110,6 +110,12 @@ def _check_args(args) -> None:
                    ("--gpu-throughput", args.gpu_throughput), ("--gpu-infer-throughput", args.gpu_infer_throughput)):
         if v is not None and not (math.isfinite(v) and v > 0):
             raise ArcKitError(f"{opt} must be a finite number > 0, got {v}")
+    if args.config:
+        from .run_config import load_run_config
+        load_run_config(args.config)  # before minutes of notebook run, not after
+    if args.checkpoint:
+        from .checkpoint import read_checkpoint_info
+        read_checkpoint_info(args.checkpoint)
     out = Path(args.out)
     check_writable_dir(out, "--out")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():

@@ -145,6 +145,8 @@ CASES = [
     ("push-exclusive", ["kaggle", "push", "--bundle", "adir", "--datasets-only", "--kernel-only"],
      ["--kernel-only", "--datasets-only"]),
     ("simulate-no-tasks", ["kaggle", "simulate", "--tasks", "0", "--out", "sim"], ["--tasks"]),
+    ("simulate-bad-config", ["kaggle", "simulate", "--out", "sim", "--config", "nope.yaml"], ["nope.yaml"]),
+    ("push-no-bundle", ["kaggle", "push", "--bundle", "nope", "--dry-run"], ["--bundle", "nope"]),
     ("simulate-foreign-out", ["kaggle", "simulate", "--out", "."], ["--out", "simulate"]),
     # unreadable input: one line, never a crash or a hang
     ("json-nested-too-deep", ["tasks", "deep_challenges.json"], ["deep_challenges.json", "nested"]),
@@ -156,7 +158,7 @@ CASES = [
     ("tasks-fifo", ["tasks", "fifo.json"], ["fifo.json", "FIFO"]),
     ("vote-predictions-fifo", ["vote", "fifo.json", *TASKS, "-o", "new.json"], ["fifo.json", "FIFO"]),
     ("vote-config-fifo", ["vote", "p.jsonl", *TASKS, "--config", "fifo.json", "-o", "new.json"], ["fifo.json"]),
-    ("ids-file-fifo", ["tasks", "t_challenges.json", "--ids", "@fifo.json"], ["fifo.json", "FIFO"]),
+    ("ids-file-fifo", ["tasks", "t_challenges.json", "--ids", "@fifo.json"], ["fifo.json", "FIFO", "ids file"]),
     ("score-submission-fifo", ["score", "fifo.json", *TASKS], ["fifo.json", "FIFO"]),
     ("train-minutes-inf", ["train", "--out", "run", "--minutes", "inf"], ["--minutes", "inf"]),
     ("train-minutes-nan", ["train", "--out", "run", "--minutes", "nan"], ["--minutes", "nan"]),
@@ -198,3 +200,107 @@ def test_path_with_hash_is_a_path(ws):
         assert r.returncode == 0 and json.loads(r.stdout)["summary"]["tasks"] == 1, r.stderr
     finally:
         (ws / "my #1_challenges.json").unlink()
+
+
+# ---------------------------------------------------------------- commands that need torch (a few, they are slower)
+
+@pytest.fixture(scope="module")
+def model_ws(ws) -> Path:
+    """A tiny real checkpoint and an npz whose token ids lie outside its vocabulary."""
+    import numpy as np
+    import torch
+    from arc_kit.checkpoint import save_checkpoint
+    from arc_kit.model import TRM, TRMConfig
+    cfg = TRMConfig(hidden_size=16, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, seq_len=16, puzzle_emb_ndim=16,
+                    puzzle_emb_len=1, num_puzzle_identifiers=2, halt_max_steps=1)
+    torch.manual_seed(0)
+    save_checkpoint(ws / "model", TRM(cfg), ["<blank>", "aa"])
+    inputs = np.full((2, 16), 2, dtype=np.int64)
+    inputs[1, 3] = 99                                       # vocabulary is 0..11
+    np.savez(ws / "io.npz", inputs=inputs, puzzle_identifiers=np.array([0, 1]))
+    np.savez(ws / "io-rows.npz", inputs=np.full((1, 16), 2), puzzle_identifiers=np.array([7]))
+    np.savez(ws / "io-float.npz", inputs=np.full((1, 16), 2.5), puzzle_identifiers=np.array([0]))
+    return ws
+
+
+@pytest.mark.parametrize("args,names", [
+    (["forward", "model", "--inputs", "io.npz", "-o", "out.npz"], ["io.npz", "99", "vocabulary"]),
+    (["forward", "model", "--inputs", "io-rows.npz", "-o", "out.npz"], ["io-rows.npz", "puzzle identifier 7"]),
+    (["forward", "model", "--inputs", "io-float.npz", "-o", "out.npz"], ["io-float.npz", "float64"]),
+    (["forward", "model", "--inputs", "t_challenges.json", "-o", "out.npz"], ["t_challenges.json", "npz"]),
+    (["forward", "model", "--inputs", "io.npz", "-o", "io.npz"], ["-o", "io.npz", "input"]),
+    (["forward", "model", "--inputs", "io.npz", "-o", "model/model.safetensors"], ["-o", "model.safetensors"]),
+    (["forward", "model", "--inputs", "io.npz", "-o", "out.npz", "--device", "cuda:99"], ["--device cuda:99"]),
+    (["predict", "model", *TASKS, "--out", "preds", "--device", "cuda:99"], ["--device cuda:99"]),
+    (["predict", "model", *TASKS, "--out", "preds", "--device", "tpu"], ["--device tpu"]),
+], ids=["token-outside-vocab", "puzzle-row-outside-table", "float-tokens", "not-npz", "forward-o-is-input",
+        "forward-o-is-checkpoint-file", "forward-no-cuda", "predict-no-cuda", "predict-bad-device"])
+def test_model_commands_refuse_bad_input(model_ws, args, names):
+    assert_refused(model_ws, args, *names)
+
+
+# ---------------------------------------------------------------- no partial output, help, Kaggle defaults
+
+def test_failed_bundle_build_leaves_the_output_as_it_was(tmp_path, monkeypatch):
+    """A failure after validation (here: while writing the kernel folder) removes the half-built folders and
+    keeps the previous bundle untouched."""
+    from arc_kit import kaggle_bundle as kb
+    from arc_kit.errors import ArcKitError
+    from arc_kit.kaggle_meta import BundleNames
+    wheel = tmp_path / "arc_kit-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK")
+    out = tmp_path / "b"
+    kb.bundle(out, BundleNames(owner="alice"), download=False, kit_wheel=wheel, packages=(), log=lambda m: None)
+    before = tree_state(out)
+    assert sorted(before) == sorted(["kernel", "kernel/arc_kit_submission.ipynb", "kernel/kernel-metadata.json",
+                                     "wheels", "wheels/arc_kit-0.1.0-py3-none-any.whl",
+                                     "wheels/dataset-metadata.json"])
+
+    def broken(*a, **k):
+        raise ArcKitError("disk trouble")
+    monkeypatch.setattr(kb, "kernel_metadata", broken)
+    with pytest.raises(ArcKitError, match="disk trouble"):
+        kb.bundle(out, BundleNames(owner="alice"), download=False, kit_wheel=wheel, packages=(), log=lambda m: None)
+    assert tree_state(out) == before
+    fresh = tmp_path / "fresh"
+    with pytest.raises(ArcKitError):
+        kb.bundle(fresh, BundleNames(owner="alice"), download=False, kit_wheel=wheel, packages=(), log=lambda m: None)
+    assert not fresh.exists()
+
+
+def test_every_command_and_option_has_help():
+    import argparse
+    from arc_kit.cli import build_parser
+    missing = []
+
+    def walk(parser, name):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub_name, sub in action.choices.items():
+                    if not sub.description:
+                        missing.append(f"{name} {sub_name}: no description")
+                    walk(sub, f"{name} {sub_name}")
+            elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)) and not action.help:
+                missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}: no help")
+    walk(build_parser(), "arc-kit")
+    assert missing == []
+
+
+def test_kaggle_defaults_name_the_2026_competition_in_every_copy():
+    """The slug and data path live in arc_kit.kaggle.COMPETITIONS; the files that cannot import it agree."""
+    import re
+
+    import yaml
+    from arc_kit.kaggle import COMPETITIONS, DEFAULT_SLUG, TEST_FILE
+    from arc_kit.kaggle_meta import KNOWN_SHAPES, BundleNames
+    assert DEFAULT_SLUG == "arc-prize-2026-arc-agi-2"
+    assert {"arc-prize-2025", "arc-prize-2024"} <= set(COMPETITIONS)
+    assert COMPETITIONS[DEFAULT_SLUG].data_dir == f"/kaggle/input/competitions/{DEFAULT_SLUG}"
+    assert all(c.machine_shape in KNOWN_SHAPES for c in COMPETITIONS.values())
+    assert BundleNames(owner="x").competition == DEFAULT_SLUG
+    notebook = (ROOT / "submission" / "notebook.py").read_text()
+    assert re.search(r'SLUG = os.environ.get\("ARC_KIT_COMPETITION", "([^"]+)"\)', notebook).group(1) == DEFAULT_SLUG
+    meta = json.loads((ROOT / "submission" / "kernel-metadata.json").read_text())
+    assert meta["competition_sources"] == [DEFAULT_SLUG]
+    config = yaml.safe_load((ROOT / "configs" / "kaggle-arc-agi-2.yaml").read_text())
+    assert config["tasks"]["source"] == f"{COMPETITIONS[DEFAULT_SLUG].data_dir}/{TEST_FILE}"
