@@ -98,8 +98,15 @@ def run_import(args) -> int:
         raise ArcKitError("import-trm: --subsets/--test-set only go with --rebuild-identifiers")
     rows = _table_rows(args.step_file) if args.rebuild_identifiers else None
     names, source = _identifiers(args, rows)
-    info = import_reference(args.step_file, args.config, out, identifiers=names, identifiers_source=source,
-                            seq_len=args.seq_len)
+    try:
+        info = import_reference(args.step_file, args.config, out, identifiers=names, identifiers_source=source,
+                                seq_len=args.seq_len)
+    except ArcKitError as e:
+        # torch's refusal advises reloading with weights_only=False (arbitrary code execution): never pass that on
+        if "Weights only load failed" in str(e) or "weights_only" in str(e):
+            raise ArcKitError(f"{args.step_file}: holds Python objects besides tensors; arc-kit loads checkpoints with "
+                              "weights_only=True and never unpickles anything else (expected a plain state dict)") from None
+        raise
     c = info.config
     print(f"import-trm: {args.step_file} -> {out}: hidden {c.hidden_size}, {c.L_layers} layers, H_cycles {c.H_cycles}, "
           f"L_cycles {c.L_cycles}, halt_max_steps {c.halt_max_steps}, {len(info.puzzle_names):,} puzzle rows "

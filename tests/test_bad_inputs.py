@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT.parent / "shared" / "fixtures"
 GRID = [[1, 2], [3, 4]]
 TASK = {"train": [{"input": GRID, "output": [[4, 3], [2, 1]]}], "test": [{"input": GRID}]}
 
@@ -220,7 +221,13 @@ def model_ws(ws) -> Path:
     np.savez(ws / "io.npz", inputs=inputs, puzzle_identifiers=np.array([0, 1]))
     np.savez(ws / "io-rows.npz", inputs=np.full((1, 16), 2), puzzle_identifiers=np.array([7]))
     np.savez(ws / "io-float.npz", inputs=np.full((1, 16), 2.5), puzzle_identifiers=np.array([0]))
+    torch.save({"model": _Opaque()}, ws / "step_pickled")   # loads only with weights_only=False
+    (ws / "all_config.yaml").write_bytes((FIXTURES / "trm-reference" / "all_config.yaml").read_bytes())
     return ws
+
+
+class _Opaque:
+    """A class torch.load(weights_only=True) refuses to unpickle."""
 
 
 @pytest.mark.parametrize("args,names", [
@@ -233,10 +240,13 @@ def model_ws(ws) -> Path:
     (["forward", "model", "--inputs", "io.npz", "-o", "out.npz", "--device", "cuda:99"], ["--device cuda:99"]),
     (["predict", "model", *TASKS, "--out", "preds", "--device", "cuda:99"], ["--device cuda:99"]),
     (["predict", "model", *TASKS, "--out", "preds", "--device", "tpu"], ["--device tpu"]),
+    (["import-trm", "step_pickled", "--config", "all_config.yaml", "-o", "imported"], ["step_pickled", "weights_only=True"]),
 ], ids=["token-outside-vocab", "puzzle-row-outside-table", "float-tokens", "not-npz", "forward-o-is-input",
-        "forward-o-is-checkpoint-file", "forward-no-cuda", "predict-no-cuda", "predict-bad-device"])
+        "forward-o-is-checkpoint-file", "forward-no-cuda", "predict-no-cuda", "predict-bad-device",
+        "import-trm-pickled-objects"])
 def test_model_commands_refuse_bad_input(model_ws, args, names):
-    assert_refused(model_ws, args, *names)
+    line = assert_refused(model_ws, args, *names)
+    assert "weights_only=False" not in line and "allow_pickle" not in line
 
 
 # ---------------------------------------------------------------- no partial output, help, Kaggle defaults
