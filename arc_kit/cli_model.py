@@ -81,13 +81,13 @@ def _table_rows(step_file: str) -> int | None:
 
 
 def run_import(args) -> int:
-    from .checkpoint import CONFIG_FILE, import_reference
-    from .files import check_writable_dir, is_within
+    from .checkpoint import CONFIG_FILE, MODEL_FILE, PUZZLES_FILE, STATE_FILES, TABLE_FILE, import_reference
+    from .files import check_writable_dir, refuse_input_as_output
     out = Path(args.out)
     check_writable_dir(out, "-o")
-    for opt, inp in (("STEP_FILE", args.step_file), ("--config", args.config), ("--identifiers", args.identifiers)):
-        if inp and Path(inp).exists() and is_within(inp, out):
-            raise ArcKitError(f"-o {out}: holds the input {opt} {inp}; choose another output folder")
+    inputs = [args.step_file, args.config, args.identifiers]
+    for name in (CONFIG_FILE, MODEL_FILE, PUZZLES_FILE, TABLE_FILE, *STATE_FILES.values()):  # what the import writes
+        refuse_input_as_output(out / name, inputs, "-o")
     if args.num_aug < 1:
         raise ArcKitError(f"--num-aug must be at least 1, got {args.num_aug}")
     if args.seq_len is not None and args.seq_len < 1:

@@ -80,12 +80,13 @@ def run_predict(args) -> int:
     from .data import task_input_files, tasks_from_args
     from .errors import ArcKitError
     from .files import check_writable_dir, refuse_input_as_output, same_path
-    from .predict import PREDICTIONS, PredictConfig, check_device, predict
+    from .predict import EMPTY, PREDICTIONS, RUN_FILE, PredictConfig, check_device, predict
 
     check_writable_dir(args.out, "--out")
     if same_path(args.out, args.model_dir):
         raise ArcKitError(f"--out {args.out}: is the checkpoint folder; choose another output folder")
-    refuse_input_as_output(Path(args.out) / PREDICTIONS, task_input_files(args), "--out")
+    for name in (PREDICTIONS, EMPTY, RUN_FILE):  # the files predict appends to or rewrites
+        refuse_input_as_output(Path(args.out) / name, task_input_files(args), "--out")
     if args.device:
         check_device(args.device)
     task_set = tasks_from_args(args, lenient=True)

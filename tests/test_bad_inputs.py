@@ -43,6 +43,8 @@ def ws(tmp_path_factory) -> Path:
     for name, tid in (("slash", "x/y"), ("dots", ".."), ("sep", "a|||b"), ("empty", "")):
         _write(d / f"{name}_challenges.json", {tid: TASK, "ok": TASK})
     _write(d / "rev" / "revote.json", "{}\n")                 # revote -o rev would overwrite this input
+    _write(d / "ck" / "config.yaml", "arch: {}\n")           # so would import-trm -o ck
+    _write(d / "pr" / "predictions.jsonl", json.dumps({"aa": TASK}))  # and predict --out pr
     # a kit checkpoint lookalike for `kaggle bundle`: deleting it is what must never happen
     _write(d / "checkpoint" / "model.safetensors", "weights")
     _write(d / "checkpoint" / "config.yaml", "model: {}\n")
@@ -116,6 +118,10 @@ CASES = [
     ("predict-out-file", ["predict", "checkpoint", *TASKS, "--out", "afile"], ["--out", "afile"]),
     ("predict-out-is-checkpoint", ["predict", "checkpoint", *TASKS, "--out", "checkpoint"], ["--out", "checkpoint"]),
     ("train-out-under-file", ["train", "--out", "afile/run"], ["--out", "afile"]),
+    ("import-trm-o-holds-config", ["import-trm", "step", "--config", "ck/config.yaml", "-o", "ck"],
+     ["-o", "ck/config.yaml", "input"]),
+    ("predict-out-holds-tasks", ["predict", "checkpoint", "--tasks", "pr/predictions.jsonl", "--out", "pr"],
+     ["--out", "pr/predictions.jsonl"]),
     ("import-trm-o-file", ["import-trm", "step", "--config", "c.yaml", "-o", "afile"], ["-o", "afile"]),
     ("trm-identifiers-o-dir", ["trm-identifiers", "--data", "adir", "--subsets", "training", "--test-set",
                                "training", "-o", "adir"], ["-o", "adir", "directory"]),
