@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
             return _internal_error(args, e)
         print(f"error: {e.filename}: {e.strerror}", file=sys.stderr)
         return 2
-    except Exception as e:  # a bug, not bad input: still no traceback unless asked for
+    except Exception as e:  # noqa: BLE001  (a bug, not bad input: exit 3, no traceback unless asked for)
         return _internal_error(args, e)
 
 

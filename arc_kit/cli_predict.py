@@ -80,7 +80,14 @@ def run_predict(args) -> int:
     from .data import task_input_files, tasks_from_args
     from .errors import ArcKitError
     from .files import check_writable_dir, refuse_input_as_output, same_path
-    from .predict import EMPTY, PREDICTIONS, RUN_FILE, PredictConfig, check_device, predict
+    from .predict import (
+        EMPTY,
+        PREDICTIONS,
+        RUN_FILE,
+        PredictConfig,
+        check_device,
+        predict,
+    )
 
     check_writable_dir(args.out, "--out")
     if same_path(args.out, args.model_dir):

@@ -77,7 +77,7 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.Compl
     env = dict(os.environ, PYTHONPATH=str(ROOT), ARC_KIT_DEBUG="")
     env.pop("KAGGLE_USERNAME", None)
     return subprocess.run([sys.executable, "-m", "arc_kit.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, check=False)
 
 
 def assert_refused(ws: Path, args: list[str], *names: str) -> str:
@@ -216,6 +216,7 @@ def model_ws(ws) -> Path:
     """A tiny real checkpoint and an npz whose token ids lie outside its vocabulary."""
     import numpy as np
     import torch
+
     from arc_kit.checkpoint import save_checkpoint
     from arc_kit.model import TRM, TRMConfig
     cfg = TRMConfig(hidden_size=16, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, seq_len=16, puzzle_emb_ndim=16,
@@ -286,6 +287,7 @@ def test_failed_bundle_build_leaves_the_output_as_it_was(tmp_path, monkeypatch):
 
 def test_every_command_and_option_has_help():
     import argparse
+
     from arc_kit.cli import build_parser
     missing = []
 
@@ -307,6 +309,7 @@ def test_kaggle_defaults_name_the_2026_competition_in_every_copy():
     import re
 
     import yaml
+
     from arc_kit.kaggle import COMPETITIONS, DEFAULT_SLUG, TEST_FILE
     from arc_kit.kaggle_meta import KNOWN_SHAPES, BundleNames
     assert DEFAULT_SLUG == "arc-prize-2026-arc-agi-2"
