@@ -164,6 +164,12 @@ def _check_inputs(out: Path, checkpoint: Path | None, kit_wheel: Path | None, nb
             if is_within(path, out / name):
                 raise ArcKitError(f"-o {out}: the bundle replaces {out / name}, which holds the input {opt} {path}; "
                                   "choose another output folder")
+    # only folders an earlier bundle wrote are replaced: a user's own OUT/wheels (say, with `-o .`) stays
+    for name, meta in (("wheels", "dataset-metadata.json"), ("checkpoint", "dataset-metadata.json"),
+                       ("kernel", "kernel-metadata.json")):
+        if (out / name).exists() and not (out / name / meta).is_file():
+            raise ArcKitError(f"-o {out}: {out / name} exists but was not written by `kaggle bundle` (no {meta}); "
+                              "move it or choose another output folder")
     if checkpoint is not None:
         from .checkpoint import read_checkpoint_info
         if not (checkpoint / "model.safetensors").is_file():
