@@ -81,9 +81,14 @@ def cmd_push(args) -> int:
 
 
 def cmd_submit(args) -> int:
+    from .kaggle import DEFAULT_SLUG
     from .kaggle_api import submit
+    from .kaggle_meta import SLUG_RE
     if args.version is not None and args.version < 1:
         raise ArcKitError(f"--version must be a kernel version >= 1, got {args.version}")
+    if args.competition is not None and not SLUG_RE.match(args.competition):
+        raise ArcKitError(f"--competition {args.competition!r}: not a competition slug (lowercase words joined "
+                          f"by '-', e.g. {DEFAULT_SLUG})")
     _check_bundle_dir(args.bundle)
     report = submit(args.bundle, dry_run=args.dry_run, message=args.message, kernel=args.kernel,
                     version=args.version, competition=args.competition, log=_log)

@@ -88,8 +88,8 @@ def run_import(args) -> int:
     inputs = [args.step_file, args.config, args.identifiers]
     for name in (CONFIG_FILE, MODEL_FILE, PUZZLES_FILE, TABLE_FILE, *STATE_FILES.values()):  # what the import writes
         refuse_input_as_output(out / name, inputs, "-o")
-    if args.num_aug < 1:
-        raise ArcKitError(f"--num-aug must be at least 1, got {args.num_aug}")
+    if args.num_aug < 0:
+        raise ArcKitError(f"--num-aug must be at least 0, got {args.num_aug}")
     if args.seq_len is not None and args.seq_len < 1:
         raise ArcKitError(f"--seq-len must be at least 1, got {args.seq_len}")
     if (out / CONFIG_FILE).exists() and not args.force:

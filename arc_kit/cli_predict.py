@@ -55,8 +55,11 @@ def add_commands(subparsers) -> None:
 
 def run_identifiers(args) -> int:
     from .augment import SEP
+    from .errors import ArcKitError
     from .files import atomic_write_json, check_writable_file, refuse_input_as_output
     from .identifiers import BLANK, build_identifiers
+    if not 0 <= args.seed < 2 ** 32:
+        raise ArcKitError(f"--seed must lie in 0..2**32-1 (a numpy seed), got {args.seed}")
     outputs = [("-o", args.out), ("--test-split-out", args.test_split_out)]
     for i, (opt, path) in enumerate(o for o in outputs if o[1]):
         check_writable_file(path, opt)

@@ -125,6 +125,8 @@ CASES = [
     ("import-trm-o-file", ["import-trm", "step", "--config", "c.yaml", "-o", "afile"], ["-o", "afile"]),
     ("trm-identifiers-o-dir", ["trm-identifiers", "--data", "adir", "--subsets", "training", "--test-set",
                                "training", "-o", "adir"], ["-o", "adir", "directory"]),
+    ("trm-identifiers-seed", ["trm-identifiers", "--data", "adir", "--subsets", "training", "--test-set", "training",
+                              "-o", "ids.json", "--seed", "-1"], ["--seed"]),
     ("notebook-target-dir", ["kaggle", "notebook", "--source", str(ROOT / "submission" / "notebook.py"),
                              "--target", "adir"], ["--target", "adir"]),
     # kaggle bundle: validate everything before touching the output, never delete an input
@@ -152,6 +154,8 @@ CASES = [
     ("notebook-source-missing", ["kaggle", "notebook", "--source", "nope.py", "--target", "nb.ipynb"],
      ["nope.py", "not found"]),
     ("submit-version-zero", ["kaggle", "submit", "--bundle", "adir", "--version", "0", "--dry-run"], ["--version"]),
+    ("submit-competition-slug", ["kaggle", "submit", "--bundle", "adir", "--competition", "Bad_Slug", "--dry-run"],
+     ["--competition", "Bad_Slug"]),
     ("push-exclusive", ["kaggle", "push", "--bundle", "adir", "--datasets-only", "--kernel-only"],
      ["--kernel-only", "--datasets-only"]),
     ("simulate-no-tasks", ["kaggle", "simulate", "--tasks", "0", "--out", "sim"], ["--tasks"]),
