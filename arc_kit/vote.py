@@ -22,8 +22,8 @@ class VoteConfig:
     # filtered:   drop candidates with votes < min_votes or mean confidence < min_confidence, then reference
     strategy: str = "reference"
     tie_break: str = "confidence"  # plurality only: "confidence" | "identity" (the un-augmented view's grid) | "canonical"
-    min_votes: float = 1.0         # filtered: weighted votes a candidate needs to be kept
-    min_confidence: float = 0.0    # filtered: mean sigmoid(q_halt) a candidate needs to be kept
+    min_votes: float = 1.0         # filtered: weighted votes a candidate needs to be kept (a positive integer)
+    min_confidence: float = 0.0    # filtered: mean sigmoid(q_halt) a candidate needs to be kept (in [0, 1])
     refill: bool = False           # filtered: when fewer than 2 survive, refill from the dropped ones (best first)
     fallback: str = "input"        # missing attempts: "input" = the test input grid, then [[0]]; "zeros" = [[0]]
 
