@@ -104,8 +104,8 @@ def run_import(args) -> int:
     except ArcKitError as e:
         # torch's refusal advises reloading with weights_only=False (arbitrary code execution): never pass that on
         if "Weights only load failed" in str(e) or "weights_only" in str(e):
-            raise ArcKitError(f"{args.step_file}: holds Python objects besides tensors; arc-kit loads checkpoints with "
-                              "weights_only=True and never unpickles anything else (expected a plain state dict)") from None
+            raise ArcKitError(f"{args.step_file}: not a PyTorch checkpoint that loads safely: not a plain state dict "
+                              "of tensors (arc-kit loads with weights_only=True and never unpickles anything else)") from None
         raise
     c = info.config
     print(f"import-trm: {args.step_file} -> {out}: hidden {c.hidden_size}, {c.L_layers} layers, H_cycles {c.H_cycles}, "
