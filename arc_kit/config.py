@@ -29,7 +29,7 @@ def config_roots() -> list[Path]:
 def resolve_config_path(name: str | Path, subdir: str = "") -> Path:
     """A path as given, or the bare name of a shipped config (`cpu-demo`, `reference`, `voting/reference`)."""
     p = Path(name)
-    if p.is_file():
+    if p.exists() and not p.is_dir():  # a FIFO or device is refused by read_yaml, never searched past
         return p
     if p.suffix in (".yaml", ".yml") and (p.parent != Path(".") or p.exists()):
         raise ArcKitError(f"{p}: config file not found")
@@ -161,6 +161,8 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
+    except RecursionError:
+        raise ArcKitError(f"override '{key}': value nested too deeply") from None
     return key.split("."), value
 
 
@@ -179,17 +181,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
+    from arc_kit.files import read_text
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise ArcKitError(f"{path}: cannot read config: {e.strerror or e}") from None
+    text = read_text(path, "config")
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ArcKitError(f"{path}: malformed YAML{where}") from None
+    except RecursionError:
+        raise ArcKitError(f"{path}: YAML nested too deeply to read") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -7,6 +7,7 @@ from typing import Any
 
 from arc_kit.errors import ArcKitError
 from arc_kit.files import read_json
+from arc_kit.files import read_text
 
 Grid = list[list[int]]
 MAX_GRID = 30  # ARC grids are 1..30 x 1..30
@@ -152,8 +153,28 @@ def _parse_pairs(pairs: Any, kind: str, where: str, need_output: bool) -> list[P
     return out
 
 
+# "|||" joins a task id and its augmentation in puzzle names (augment.SEP), so an id holding it is ambiguous.
+_ID_SEP = "|||"
+
+
+def task_id_problem(task_id: str) -> str | None:
+    """None for a usable task id, else what is wrong: ids name output files (`show`) and puzzle rows."""
+    if not task_id.strip():
+        return "empty task id"
+    if "/" in task_id or "\\" in task_id or "\0" in task_id:
+        return f"task id {task_id!r} contains a path separator"
+    if ".." in task_id:
+        return f"task id {task_id!r} contains '..'"
+    if _ID_SEP in task_id:
+        return f"task id {task_id!r} contains '{_ID_SEP}', the augmentation-name separator"
+    return None
+
+
 def parse_task(task_id: str, obj: Any, where: str, source: str = "", version: str = "") -> Task:
     """Build a validated Task from its JSON object; `where` is the '<file>: task <id>' error prefix."""
+    problem = task_id_problem(task_id)
+    if problem:
+        raise ArcKitError(f"{where}: {problem}")
     if not isinstance(obj, dict):
         raise ArcKitError(f"{where}: expected an object with 'train' and 'test', got {_describe(obj)}")
     for key in ("train", "test"):
@@ -374,10 +395,7 @@ def parse_ids(spec: str) -> list[str]:
     """`a,b,c` or `@file.txt` (ids separated by commas, spaces or newlines; '#' starts a comment)."""
     if spec.startswith("@"):
         path = Path(spec[1:])
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ArcKitError(f"{path}: cannot read ids file: {e.strerror or e}") from None
+        text = read_text(path, "ids file")
         text = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     else:
         text = spec

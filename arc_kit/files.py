@@ -4,6 +4,7 @@ import gzip
 import contextlib
 import json
 import os
+import stat
 import tempfile
 import zlib
 from pathlib import Path
@@ -17,8 +18,12 @@ def atomic_open(path: str | Path) -> Iterator[BinaryIO]:
     """A binary file to write (or stream) into that replaces `path` only once the block succeeds:
     readers see the old file or the new one, never half of one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    check_writable_file(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # read-only folder, no space, a parent that is a file: the user's setup, not a bug
+        raise ArcKitError(f"{path}: cannot write: {e.strerror or e}") from None
     try:
         # mkstemp creates the file 0600; give it the permissions a plain open() would (bundles, datasets).
         umask = os.umask(0)
@@ -48,18 +53,79 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = None) -> 
     atomic_write_text(path, json.dumps(obj, indent=indent) + "\n")
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def _file_type(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
 def open_read(path: str | Path, what: str = "file"):
-    """Open `path` for binary reading; a missing file, a directory or an unreadable file becomes an
-    ArcKitError naming it."""
+    """Open `path` for binary reading; a missing file, a directory, a FIFO or device (which would block or
+    never end) or an unreadable file becomes an ArcKitError naming it."""
     path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # the open below reports what is wrong
+    if mode is not None and not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise ArcKitError(f"{path}: expected {_article(what)} {what}, found {_file_type(mode)}")
     try:
         return open(path, "rb")
     except FileNotFoundError:
         raise ArcKitError(f"{path}: {what} not found") from None
     except IsADirectoryError:
-        raise ArcKitError(f"{path}: expected a {what}, found a directory") from None
+        raise ArcKitError(f"{path}: expected {_article(what)} {what}, found a directory") from None
+    except NotADirectoryError:
+        raise ArcKitError(f"{path}: {what} not found (a parent is a file)") from None
     except OSError as e:
         raise ArcKitError(f"{path}: cannot read {what}: {e.strerror or e}") from None
+
+
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A UTF-8 text file's content, with open_read's one-line errors."""
+    with open_read(path, what) as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ArcKitError(f"{path}: cannot read {what}: not UTF-8 text") from None
+
+
+def _unique_keys(pairs: list) -> dict:
+    """object_pairs_hook: a key given twice is an error (json's default keeps the last one silently)."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
+        raise _DuplicateKey(dup)
+    return obj
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def parse_json_text(text: str, where: str) -> Any:
+    """json.loads with one-line errors prefixed by `where`: malformed JSON (line, column), nesting deeper
+    than the parser can follow, and duplicate object keys."""
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as e:
+        raise ArcKitError(f"{where}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except _DuplicateKey as e:
+        raise ArcKitError(f"{where}: duplicate key {e.key!r} in a JSON object (each key may appear once)") from None
+    except RecursionError:
+        raise ArcKitError(f"{where}: JSON nested too deeply to read") from None
 
 
 def read_json(path: str | Path, what: str = "file") -> Any:
@@ -72,7 +138,68 @@ def read_json(path: str | Path, what: str = "file") -> Any:
             text = (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8")
         except (OSError, EOFError, zlib.error, UnicodeDecodeError) as e:  # gzip.BadGzipFile is an OSError
             raise ArcKitError(f"{path}: cannot read {what}: {e}") from None
+    return parse_json_text(text, str(path))
+
+
+# -----------------------------------------------------------------------------
+# Output paths: checked before any work, so a bad one costs nothing and never replaces an input.
+
+
+def path_exists(path: str | Path) -> bool:
+    """Path.exists() that answers False for a name the system cannot even look up (too long, a loop)."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ArcKitError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        return Path(path).exists()
+    except OSError:
+        return False
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def check_writable_file(path: str | Path, option: str = "") -> None:
+    """An output file must not be a directory or sit under a file."""
+    path = Path(path)
+    name = f"{option} {path}" if option else str(path)
+    if path.is_dir():
+        raise ArcKitError(f"{name}: is a directory, expected a file name")
+    anchor = _nearest_existing(path.parent)
+    if anchor.exists() and not anchor.is_dir():
+        raise ArcKitError(f"{name}: cannot write under {anchor}, which is a file")
+
+
+def check_writable_dir(path: str | Path, option: str = "") -> None:
+    """An output folder must not be a file or sit under a file."""
+    path = Path(path)
+    name = f"{option} {path}" if option else str(path)
+    anchor = _nearest_existing(path)
+    if anchor.exists() and not anchor.is_dir():
+        what = "is a file" if anchor == path else f"sits under {anchor}, which is a file"
+        raise ArcKitError(f"{name}: {what}, expected a folder")
+
+
+def same_path(a: str | Path, b: str | Path) -> bool:
+    """The same file or folder after resolving links (and for paths that do not exist yet, the same name)."""
+    a, b = Path(a), Path(b)
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def is_within(path: str | Path, folder: str | Path) -> bool:
+    """`path` is `folder` or lies inside it, after resolving links."""
+    p, f = Path(path).resolve(), Path(folder).resolve()
+    return p == f or f in p.parents
+
+
+def refuse_input_as_output(output: str | Path, inputs, option: str = "-o") -> None:
+    """Writing `output` must not replace one of the command's inputs (same file after resolving links)."""
+    for inp in inputs:
+        if inp is not None and str(inp) != "" and same_path(output, inp):
+            raise ArcKitError(f"{option} {output}: is also an input ({inp}); choose another output path")

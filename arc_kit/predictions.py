@@ -10,6 +10,7 @@ from typing import Iterable, Iterator
 from arc_kit.data import Grid, grid_problem
 from arc_kit.errors import ArcKitError
 from arc_kit.files import open_read
+from arc_kit.files import path_exists
 
 # The fields every line has; anything else on a line is kept in Prediction.extra.
 FIELDS = ("task_id", "test_index", "augmentation", "grid", "q_halt")
@@ -127,12 +128,14 @@ class PredictionWriter:
 def parse_weighted_path(spec: str | Path) -> tuple[Path, float]:
     """`preds.jsonl:2.0` -> (Path("preds.jsonl"), 2.0); a plain path has weight 1.0."""
     s = str(spec)
-    if Path(s).exists() or ":" not in s:
+    if path_exists(s) or ":" not in s:
         return Path(s), 1.0
     head, tail = s.rsplit(":", 1)
     try:
         w = float(tail)
     except ValueError:
+        if head and path_exists(head):  # `a.jsonl:abc` names an existing file with a bad weight
+            raise ArcKitError(f"{s}: weight {tail!r} is not a number (FILE:WEIGHT, e.g. {head}:2.0)") from None
         return Path(s), 1.0
     if not math.isfinite(w) or w < 0:
         raise ArcKitError(f"{s}: weight must be a finite number >= 0")
@@ -163,6 +166,8 @@ def iter_predictions(paths, weights=None, problems: list[str] | None = None) -> 
                 where = f"{path}:{line_no}"
                 try:
                     obj = json.loads(raw)
+                except RecursionError:
+                    raise ArcKitError(f"{where}: JSON nested too deeply to read") from None
                 except (json.JSONDecodeError, UnicodeDecodeError) as e:
                     if not complete:  # only the very last line can lack its newline
                         if problems is not None:

@@ -10,6 +10,18 @@ from arc_kit.submission import build_submission, write_submission
 from arc_kit.vote import Tally, load_vote_config, rank_tally
 
 
+def config_names(specs: list[str]) -> list[str]:
+    """One name per voting config (its output sub-folder and table row): its file stem or shipped name, made unique."""
+    names: list[str] = []
+    for spec in specs:
+        name = Path(spec).stem if spec.endswith((".yaml", ".yml")) else spec
+        base, n = name, 2
+        while name in names:
+            name, n = f"{base}_{n}", n + 1
+        names.append(name)
+    return names
+
+
 def revote(t: Tally, task_set: TaskSet, specs: list[str], output: str | Path | None = None,
            meta: dict[str, Any] | None = None) -> dict[str, Any]:
     """Rank the tally `t` under every voting config in `specs` (names or YAML paths), score each against the task
@@ -18,14 +30,8 @@ def revote(t: Tally, task_set: TaskSet, specs: list[str], output: str | Path | N
     Returns {"source", "n_tasks", **meta, "configs": [one row per config]}."""
     rows: list[dict[str, Any]] = []
     reports: list[tuple[str, ScoreReport]] = []
-    used: set[str] = set()
-    for spec in specs:
+    for spec, name in zip(specs, config_names(specs), strict=True):
         config = load_vote_config(spec)
-        name = Path(spec).stem if spec.endswith((".yaml", ".yml")) else spec
-        base, n = name, 2
-        while name in used:
-            name, n = f"{base}_{n}", n + 1
-        used.add(name)
         votes = rank_tally(t, task_set, config)
         report = score_votes(votes, task_set, config.fallback)
         row = {"config": name, "path": spec, "strategy": config.strategy,

@@ -22,8 +22,8 @@ class VoteConfig:
     # filtered:   drop candidates with votes < min_votes or mean confidence < min_confidence, then reference
     strategy: str = "reference"
     tie_break: str = "confidence"  # plurality only: "confidence" | "identity" (the un-augmented view's grid) | "canonical"
-    min_votes: float = 1.0         # filtered: weighted votes a candidate needs to be kept
-    min_confidence: float = 0.0    # filtered: mean sigmoid(q_halt) a candidate needs to be kept
+    min_votes: float = 1.0         # filtered: weighted votes a candidate needs to be kept (a positive integer)
+    min_confidence: float = 0.0    # filtered: mean sigmoid(q_halt) a candidate needs to be kept (in [0, 1])
     refill: bool = False           # filtered: when fewer than 2 survive, refill from the dropped ones (best first)
     fallback: str = "input"        # missing attempts: "input" = the test input grid, then [[0]]; "zeros" = [[0]]
 
@@ -34,6 +34,11 @@ class VoteConfig:
             raise ArcKitError(f"voting config: tie_break '{self.tie_break}' unknown (known: {', '.join(TIE_BREAKS)})")
         if self.fallback not in FALLBACKS:
             raise ArcKitError(f"voting config: fallback '{self.fallback}' unknown (known: {', '.join(FALLBACKS)})")
+        # filtered thresholds: a count of (weighted) votes, and a mean sigmoid, which lies in [0, 1]
+        if not (math.isfinite(self.min_votes) and self.min_votes >= 1 and self.min_votes == int(self.min_votes)):
+            raise ArcKitError(f"voting config: min_votes must be a positive integer, got {self.min_votes!r}")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ArcKitError(f"voting config: min_confidence must lie in [0, 1], got {self.min_confidence!r}")
 
 
 def sigmoid(x: float) -> float:

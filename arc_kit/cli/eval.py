@@ -18,9 +18,10 @@ def _split_items(items: list[str]) -> tuple[list[str], list[str]]:
     """Positional items -> (prediction file specs, key=value overrides). argparse hands every positional to
     the first nargs='+' argument, so overrides written after the files arrive mixed with them."""
     from arc_kit.predictions import parse_weighted_path
+    from arc_kit.files import path_exists
     files, overrides = [], []
     for x in items:
-        if _OVERRIDE.match(x) and not parse_weighted_path(x)[0].exists():
+        if _OVERRIDE.match(x) and not path_exists(parse_weighted_path(x)[0]):
             overrides.append(x)
         else:
             files.append(x)
@@ -36,7 +37,16 @@ def _read_all_predictions(specs: list[str], problems: list[str]):
     paths, weights = zip(*(parse_weighted_path(s) for s in specs))
     for p in paths:  # the stream is lazy: fail on a missing or unreadable file before any work
         open_read(p, "predictions file").close()
+        if _is_submission(p):
+            raise ArcKitError(f"{p}: is a submission.json (task id -> attempts), not a predictions file: "
+                              "score a submission without --vote, vote only predictions")
     return iter_predictions(list(paths), list(weights), problems)
+
+
+def _first_line(path: Path) -> bytes:
+    from arc_kit.files import open_read
+    with open_read(path, "submission or predictions file") as f:
+        return f.readline(1 << 20)
 
 
 def _is_predictions(path: Path) -> bool:
@@ -44,12 +54,31 @@ def _is_predictions(path: Path) -> bool:
     if path.suffix == ".jsonl":
         return True
     try:
-        with open(path, "rb") as f:
-            first = f.readline(1 << 20)
-        obj = json.loads(first)
-    except (OSError, ValueError):
+        obj = json.loads(_first_line(path))
+    except (ValueError, RecursionError):
         return False
     return isinstance(obj, dict) and "task_id" in obj and "grid" in obj
+
+
+def _is_submission(path: Path) -> bool:
+    """A JSON object of task id -> list of attempt dicts (a submission.json), judged by its first entry."""
+    first = _first_line(path).lstrip()
+    if not first.startswith(b"{"):
+        return False
+    try:
+        obj = json.loads(first)
+    except (ValueError, RecursionError):  # an indented file: the opening line alone is no JSON; read the whole file
+        if first.strip() != b"{":
+            return False
+        try:
+            from arc_kit.files import read_json
+            obj = read_json(path, "file")
+        except ArcKitError:
+            return False
+    if not isinstance(obj, dict) or not obj or "task_id" in obj:
+        return False
+    value = next(iter(obj.values()))
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict) and "attempt_1" in value[0]
 
 
 def _score_input(specs: list[str], task_set, vote_config: str | None, notes: list[str]):
@@ -64,6 +93,28 @@ def _score_input(specs: list[str], task_set, vote_config: str | None, notes: lis
         votes = vote(preds, task_set, config, notes)
         return score_votes(votes, task_set, config.fallback)
     return score_submission(read_submission(first), task_set)
+
+
+def _inputs(args, prediction_specs=()) -> list:
+    """Every file a command reads: predictions (weights stripped), tasks, solutions, ids, config."""
+    from arc_kit.cli.common import task_input_files
+    from arc_kit.predictions import parse_weighted_path
+    out = [parse_weighted_path(s)[0] for s in prediction_specs] + task_input_files(args)
+    out.append(getattr(args, "submission", None))
+    config = getattr(args, "config", None)
+    if config and Path(config).exists():
+        out.append(config)
+    return [p for p in out if p is not None and not isinstance(p, list)]
+
+
+def _check_outputs(args, prediction_specs, outputs: list[tuple[str, str | None]]) -> None:
+    """Output files are writable names, not one of the inputs, and not each other."""
+    from arc_kit.files import check_writable_file, refuse_input_as_output
+    inputs = _inputs(args, prediction_specs)
+    given = [(opt, out) for opt, out in outputs if out]
+    for i, (opt, out) in enumerate(given):
+        check_writable_file(out, opt)
+        refuse_input_as_output(out, inputs + [o for _, o in given[:i]], opt)
 
 
 def _print_notes(notes: list[str], limit: int = 20) -> None:
@@ -82,6 +133,7 @@ def cmd_vote(args) -> int:
     from arc_kit.submission import FillReport, build_submission, validate_submission, write_submission
     from arc_kit.vote import load_vote_config, rank_tally, tally
     files, overrides = _split_items(list(args.predictions) + list(args.overrides))
+    _check_outputs(args, files, [("-o", args.output), ("--report", args.report)])
     # lenient: a broken task must not cost the whole submission; it gets [[0]] attempts
     task_set = tasks_from_args(args, lenient=True)
     _print_notes(task_set.problems)
@@ -95,7 +147,7 @@ def cmd_vote(args) -> int:
     sub = build_submission(votes, task_set, config.fallback, report)
     bad = validate_submission(sub, task_set)
     if bad:  # cannot happen for a correct build_submission: refuse to write a broken file
-        raise ArcKitError(f"{args.output}: internal error, built submission is invalid: {bad[0]}")
+        raise RuntimeError(f"built submission is invalid: {bad[0]}")  # a bug: exit 3
     write_submission(args.output, sub)
     _print_notes(notes)
     _eprint(f"voted {t.n_predictions} prediction(s) from {len(files)} file(s) with '{config.strategy}' "
@@ -190,16 +242,35 @@ def _shipped_voting_configs() -> list[str]:
     return [n for n in order if n in names] + sorted(names - set(order))
 
 
+def _check_revote_output(args, names: list[str]) -> None:
+    """-o DIR is a folder name, and none of the files revote writes there is an input."""
+    from arc_kit.files import check_writable_dir, is_within, refuse_input_as_output
+    out = Path(args.output)
+    check_writable_dir(out, "-o")
+    inputs = _inputs(args, args.predictions) + list(args.configs or [])
+    refuse_input_as_output(out / "revote.json", inputs, "-o")
+    for name in names:
+        check_writable_dir(out / name, "-o")
+        for inp in inputs:
+            if Path(inp).exists() and is_within(inp, out / name):
+                raise ArcKitError(f"-o {args.output}: revote rewrites {out / name}, which holds an input ({inp}); "
+                                  "choose another output folder")
+
+
 def cmd_revote(args) -> int:
     from arc_kit.cli.common import tasks_from_args
-    from arc_kit.revote import revote
-    from arc_kit.vote import tally
+    from arc_kit.revote import config_names, revote
+    from arc_kit.vote import load_vote_config, tally
+    specs = args.configs or _shipped_voting_configs()
+    if args.output:
+        _check_revote_output(args, config_names(specs))
+    for spec in specs:  # every config checked before anything is read or written
+        load_vote_config(spec)
     task_set = tasks_from_args(args)
     notes: list[str] = []
     preds = _read_all_predictions(args.predictions, notes)
     t = tally(preds, task_set)  # group once, rank under every config
     _print_notes(notes + t.problems)
-    specs = args.configs or _shipped_voting_configs()
     result = revote(t, task_set, specs, output=args.output,
                     meta={"predictions": list(args.predictions), "n_predictions": t.n_predictions})
     rows = result["configs"]
@@ -242,12 +313,18 @@ def add_commands(subparsers) -> None:
     p.add_argument("--report", metavar="FILE", default=None, help="write one line per fallback-filled attempt")
     p.set_defaults(func=cmd_vote)
 
-    p = subparsers.add_parser("validate", help="check a submission.json against the tasks (exit 0 valid, 1 not)")
-    p.add_argument("submission", metavar="SUBMISSION")
+    p = subparsers.add_parser("validate", help="check a submission.json against the tasks (exit 0 valid, 1 not)",
+                              description="Check that a submission.json has every task and test input with two valid "
+                                          "attempts: exit 0 when valid, 1 with one line per problem, 2 when a file "
+                                          "cannot be read.")
+    p.add_argument("submission", metavar="SUBMISSION", help="submission.json to check")
     add_task_args(p, positional=False)
     p.set_defaults(func=cmd_validate)
 
-    p = subparsers.add_parser("score", help="score a submission.json or voted predictions against solutions")
+    p = subparsers.add_parser("score", help="score a submission.json or voted predictions against solutions",
+                              description="Score a submission.json (or predictions .jsonl files, voted first) against "
+                                          "the tasks' solutions: per task and per test output, pass@1 and pass@2, "
+                                          "with a 95% confidence interval. Malformed attempts count as wrong.")
     p.add_argument("submission", nargs="+", metavar="SUBMISSION",
                    help="submission.json (pass@1 = attempt_1, pass@2 = either) or predictions .jsonl file(s)")
     add_task_args(p, positional=False)
@@ -257,7 +334,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--no-table", action="store_true", help="omit the per-task table")
     p.set_defaults(func=cmd_score)
 
-    p = subparsers.add_parser("compare", help="does B beat A on the same tasks? (paired sign test)")
+    p = subparsers.add_parser("compare", help="does B beat A on the same tasks? (paired sign test)",
+                              description="Score two submissions (or predictions files) on the same tasks and test "
+                                          "whether B beats A: per-task differences, sign test and Wilcoxon test.")
     p.add_argument("a", metavar="SUB_A", help="submission.json or predictions .jsonl")
     p.add_argument("b", metavar="SUB_B", help="submission.json or predictions .jsonl")
     add_task_args(p, positional=False)
@@ -265,7 +344,9 @@ def add_commands(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print only a JSON object on stdout")
     p.set_defaults(func=cmd_compare)
 
-    p = subparsers.add_parser("revote", help="re-vote cached predictions under several voting configs and score each")
+    p = subparsers.add_parser("revote", help="re-vote cached predictions under several voting configs and score each",
+                              description="Vote the same predictions under several voting configs, score each against "
+                                          "the solutions and compare them with the first (the baseline).")
     p.add_argument("predictions", nargs="+", metavar="PREDICTIONS", help=preds_help)
     add_task_args(p, positional=False)
     p.add_argument("--configs", nargs="+", metavar="CONFIG", default=None,

@@ -1,6 +1,7 @@
 """Command line: `arc-kit <command>`; each area registers its commands from its own module in this package."""
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -11,6 +12,10 @@ from arc_kit.errors import ArcKitError
 # Each module defines `add_commands(subparsers)`; handlers return an exit code.
 # Modules import heavy dependencies (torch) inside their handlers, so `arc-kit --help` stays fast.
 COMMAND_MODULES = ("tasks", "eval", "model", "predict", "train", "run", "kaggle")
+
+# OSErrors that describe the user's machine or paths (exit 2 naming the file), never the kit's code.
+_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.ENAMETOOLONG, errno.EDQUOT,
+                       errno.ELOOP, errno.EIO}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,13 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except Exception as e:  # a bug, not bad input: still no traceback unless asked for
-        if os.environ.get("ARC_KIT_DEBUG"):
-            raise
-        msg = " ".join(str(e).split())
-        print(f"error: internal error in '{args.command}': {type(e).__name__}: {msg} "
-              f"(set ARC_KIT_DEBUG=1 for a traceback)", file=sys.stderr)
-        return 3
+    except OSError as e:  # the machine refused a named file (permissions, space, name length): not a kit bug
+        if e.errno not in _ENVIRONMENT_ERRNOS or e.filename is None:
+            return _internal_error(args, e)
+        print(f"error: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001  (a bug, not bad input: exit 3, no traceback unless asked for)
+        return _internal_error(args, e)
+
+
+def _internal_error(args, e: Exception) -> int:
+    if os.environ.get("ARC_KIT_DEBUG"):
+        raise e
+    msg = " ".join(str(e).split())
+    print(f"error: internal error in '{args.command}': {type(e).__name__}: {msg} "
+          f"(set ARC_KIT_DEBUG=1 for a traceback; please report it)", file=sys.stderr)
+    return 3
 
 
 if __name__ == "__main__":

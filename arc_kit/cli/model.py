@@ -32,13 +32,14 @@ def add_commands(subparsers) -> None:
         description="Reads inputs [B, L] and puzzle_identifiers [B] (and optional labels [B, L]) from an npz, runs N "
                     "supervision steps in evaluation mode from the initial state and writes logits [N, B, L, V], "
                     "q_halt_logits and q_continue_logits [N, B] (and loss [N] with labels).")
-    p.add_argument("model_dir", metavar="MODEL_DIR")
-    p.add_argument("--inputs", required=True, metavar="IO.npz")
+    p.add_argument("model_dir", metavar="MODEL_DIR", help="kit checkpoint folder")
+    p.add_argument("--inputs", required=True, metavar="IO.npz",
+                   help="npz with inputs [B, L] and puzzle_identifiers [B] (optional labels [B, L])")
     p.add_argument("--steps", type=int, default=None, help="supervision steps (default: the model's halt_max_steps; "
                                                          "more steps keep recursing without a reset)")
-    p.add_argument("-o", "--out", required=True, metavar="OUT.npz")
+    p.add_argument("-o", "--out", required=True, metavar="OUT.npz", help="npz file to write the outputs to")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="forward dtype (default: saved)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N (cuda needs a GPU)")
     p.add_argument("--states", action="store_true", help="also write z_H_step{k}, z_L_step{k} [B, T, D]")
     p.set_defaults(func=run_forward)
 
@@ -78,15 +79,32 @@ def _table_rows(step_file: str) -> int | None:
 
 def run_import(args) -> int:
     from arc_kit.model.checkpoint import CONFIG_FILE, import_reference
+    from arc_kit.model.checkpoint import MODEL_FILE, PUZZLES_FILE, STATE_FILES, TABLE_FILE
+    from arc_kit.files import check_writable_dir, refuse_input_as_output
     out = Path(args.out)
+    check_writable_dir(out, "-o")
+    inputs = [args.step_file, args.config, args.identifiers]
+    for name in (CONFIG_FILE, MODEL_FILE, PUZZLES_FILE, TABLE_FILE, *STATE_FILES.values()):  # what the import writes
+        refuse_input_as_output(out / name, inputs, "-o")
+    if args.num_aug < 0:
+        raise ArcKitError(f"--num-aug must be at least 0, got {args.num_aug}")
+    if args.seq_len is not None and args.seq_len < 1:
+        raise ArcKitError(f"--seq-len must be at least 1, got {args.seq_len}")
     if (out / CONFIG_FILE).exists() and not args.force:
         raise ArcKitError(f"{out}: already holds a checkpoint (use --force to overwrite)")
     if (args.subsets or args.test_set) and not args.rebuild_identifiers:
         raise ArcKitError("import-trm: --subsets/--test-set only go with --rebuild-identifiers")
     rows = _table_rows(args.step_file) if args.rebuild_identifiers else None
     names, source = _identifiers(args, rows)
-    info = import_reference(args.step_file, args.config, out, identifiers=names, identifiers_source=source,
-                            seq_len=args.seq_len)
+    try:
+        info = import_reference(args.step_file, args.config, out, identifiers=names, identifiers_source=source,
+                                seq_len=args.seq_len)
+    except ArcKitError as e:
+        # torch's refusal advises reloading with weights_only=False (arbitrary code execution): never pass that on
+        if "Weights only load failed" in str(e) or "weights_only" in str(e):
+            raise ArcKitError(f"{args.step_file}: not a PyTorch checkpoint that loads safely: not a plain state dict "
+                              "of tensors (arc-kit loads with weights_only=True and never unpickles anything else)") from None
+        raise
     c = info.config
     print(f"import-trm: {args.step_file} -> {out}: hidden {c.hidden_size}, {c.L_layers} layers, H_cycles {c.H_cycles}, "
           f"L_cycles {c.L_cycles}, halt_max_steps {c.halt_max_steps}, {len(info.puzzle_names):,} puzzle rows "
@@ -95,34 +113,74 @@ def run_import(args) -> int:
 
 
 def run_forward(args) -> int:
+    import zipfile
+
     import numpy as np
     import torch
 
-    from arc_kit.model.checkpoint import load_checkpoint
-    from arc_kit.files import atomic_write_bytes
+    from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info
+    from arc_kit.encoding import IGNORE_LABEL_ID
+    from arc_kit.files import (
+        atomic_write_bytes,
+        check_writable_file,
+        open_read,
+        refuse_input_as_output,
+    )
     from arc_kit.model.loss import compute_loss
+    from arc_kit.model.device import resolve_device
     path = Path(args.inputs)
+    check_writable_file(args.out, "-o")
+    model_files = sorted(Path(args.model_dir).iterdir()) if Path(args.model_dir).is_dir() else []
+    refuse_input_as_output(args.out, [path] + model_files, "-o")
+    if args.steps is not None and args.steps < 1:
+        raise ArcKitError(f"--steps must be at least 1, got {args.steps}")
+    resolve_device(args.device)  # before any work: a missing GPU is one clear line
     try:
-        data = dict(np.load(path))
-    except Exception as e:
+        with open_read(path, "npz file") as f:  # no pickles: object arrays are refused
+            loaded = np.load(f, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ArcKitError(f"{path}: a single .npy array, expected an npz archive of named arrays")
+            data = dict(loaded)
+    except ValueError:  # numpy's words here advise allow_pickle: the kit never loads pickles
+        raise ArcKitError(f"{path}: not an npz archive of numeric arrays (pickled data is never loaded)") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
         raise ArcKitError(f"{path}: cannot read npz ({' '.join(str(e).split())})") from None
     for key in ("inputs", "puzzle_identifiers"):
         if key not in data:
             raise ArcKitError(f"{path}: missing array '{key}'")
     inputs, ids = data["inputs"], data["puzzle_identifiers"].reshape(-1)
+    for key in ("inputs", "puzzle_identifiers", "labels"):
+        if key in data and data[key].dtype.kind not in "iu":
+            raise ArcKitError(f"{path}: array '{key}' holds {data[key].dtype}, expected integers")
     if inputs.ndim != 2 or ids.shape[0] != inputs.shape[0]:
         raise ArcKitError(f"{path}: expected inputs [B, L] and puzzle_identifiers [B], got {inputs.shape} and {ids.shape}")
+    if inputs.shape[0] == 0:
+        raise ArcKitError(f"{path}: no sequences (inputs has 0 rows)")
+    if "labels" in data and data["labels"].shape != inputs.shape:
+        raise ArcKitError(f"{path}: labels have shape {data['labels'].shape}, inputs {inputs.shape}")
     # load only the table rows this batch uses; local id i <-> stored row rows[i]
     rows, local_ids = np.unique(ids, return_inverse=True)
-    from arc_kit.model.device import resolve_device
+    info = read_checkpoint_info(args.model_dir)  # config and row names only: check the batch before loading
+    cfg = info.config
+    if inputs.shape[1] != cfg.seq_len:
+        raise ArcKitError(f"{path}: inputs have {inputs.shape[1]} tokens but the model's seq_len is {cfg.seq_len}")
+    V = cfg.vocab_size
+    if inputs.min() < 0 or inputs.max() >= V:
+        bad = int(inputs.min()) if inputs.min() < 0 else int(inputs.max())
+        raise ArcKitError(f"{path}: token id {bad} in 'inputs' is outside the model's vocabulary 0..{V - 1}")
+    if "labels" in data:
+        lab = data["labels"]
+        outside = (lab != IGNORE_LABEL_ID) & ((lab < 0) | (lab >= V))
+        if outside.any():
+            raise ArcKitError(f"{path}: label {int(lab[outside][0])} in 'labels' is outside 0..{V - 1} "
+                              f"(and not the ignore id {IGNORE_LABEL_ID})")
+    n_rows = len(info.puzzle_names)
+    if cfg.puzzle_emb_ndim > 0 and (rows.min() < 0 or rows.max() >= n_rows):
+        bad = int(rows.min()) if rows.min() < 0 else int(rows.max())
+        raise ArcKitError(f"{path}: puzzle identifier {bad} out of range (table has {n_rows} rows)")
     dev = resolve_device(args.device)
     model, info = load_checkpoint(args.model_dir, device=dev, puzzle_rows=rows.tolist(), forward_dtype=args.dtype)
     cfg = model.config
-    if inputs.shape[1] != cfg.seq_len:
-        raise ArcKitError(f"{path}: inputs have {inputs.shape[1]} tokens but the model's seq_len is {cfg.seq_len}")
-    n_rows = len(info.puzzle_names)
-    if cfg.puzzle_emb_ndim > 0 and (rows.min() < 0 or rows.max() >= n_rows):
-        raise ArcKitError(f"{path}: puzzle identifier {int(rows.max())} out of range (table has {n_rows} rows)")
     batch = {"inputs": torch.from_numpy(inputs.astype(np.int64)).to(dev),
              "puzzle_identifiers": torch.from_numpy(local_ids.astype(np.int64)).to(dev)}
     labels = torch.from_numpy(data["labels"].astype(np.int64)).to(dev) if "labels" in data else None

@@ -3,6 +3,7 @@
 import json
 import sys
 import time
+from pathlib import Path
 
 
 def add_commands(subparsers) -> None:
@@ -44,7 +45,8 @@ def add_commands(subparsers) -> None:
                    help="stop each sequence at the first step whose q_halt logit is > 0 (default: all steps)")
     p.add_argument("--all-steps", action="store_true",
                    help="write one prediction per supervision step (\"step\" field), not only the last")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available; "
+                   "cuda needs a GPU)")
     p.add_argument("--dtype", default=None, choices=["float32", "bfloat16", "float16"],
                    help="forward dtype (default: the checkpoint's on GPU, float32 on CPU)")
     p.add_argument("--json", action="store_true", help="print a summary object on stdout")
@@ -53,9 +55,15 @@ def add_commands(subparsers) -> None:
 
 def run_identifiers(args) -> int:
     from arc_kit.augment import SEP
-    from arc_kit.files import atomic_write_json
+    from arc_kit.errors import ArcKitError
+    from arc_kit.files import atomic_write_json, check_writable_file, refuse_input_as_output
     from arc_kit.identifiers import BLANK, build_identifiers
-
+    if not 0 <= args.seed < 2 ** 32:
+        raise ArcKitError(f"--seed must lie in 0..2**32-1 (a numpy seed), got {args.seed}")
+    outputs = [("-o", args.out), ("--test-split-out", args.test_split_out)]
+    for i, (opt, path) in enumerate(o for o in outputs if o[1]):
+        check_writable_file(path, opt)
+        refuse_input_as_output(path, list(Path(args.data).glob("*.json")) + [args.out] * i, opt)
     t0 = time.time()
     names, test_split = build_identifiers(args.data, args.subsets, args.test_set, seed=args.seed,
                                           num_aug=args.num_aug, prefix=args.prefix, progress=True)
@@ -72,9 +80,25 @@ def run_identifiers(args) -> int:
 
 
 def run_predict(args) -> int:
-    from arc_kit.cli.common import tasks_from_args
-    from arc_kit.run.predict import PredictConfig, predict
+    from arc_kit.cli.common import task_input_files, tasks_from_args
+    from arc_kit.errors import ArcKitError
+    from arc_kit.files import check_writable_dir, refuse_input_as_output, same_path
+    from arc_kit.run.predict import (
+        EMPTY,
+        PREDICTIONS,
+        RUN_FILE,
+        PredictConfig,
+        predict,
+    )
+    from arc_kit.model.device import resolve_device
 
+    check_writable_dir(args.out, "--out")
+    if same_path(args.out, args.model_dir):
+        raise ArcKitError(f"--out {args.out}: is the checkpoint folder; choose another output folder")
+    for name in (PREDICTIONS, EMPTY, RUN_FILE):  # the files predict appends to or rewrites
+        refuse_input_as_output(Path(args.out) / name, task_input_files(args), "--out")
+    if args.device:
+        resolve_device(args.device)
     task_set = tasks_from_args(args, lenient=True)
     cfg = PredictConfig(views=args.views, batch_size=args.batch_size, early_halt=args.early_halt,
                         all_steps=args.all_steps, device=args.device, dtype=args.dtype)

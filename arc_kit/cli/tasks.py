@@ -2,6 +2,7 @@
 
 import json
 import sys
+from pathlib import Path
 
 from arc_kit.cli.common import add_task_args, tasks_from_args
 from arc_kit.data import Task, load_tasks, visible_grids
@@ -20,7 +21,7 @@ def add_commands(subparsers) -> None:
     p = subparsers.add_parser("show", help="draw a task (and a submission's attempts) as PNG or SVG",
                               description="Draw a task's pairs; with --submission, its attempts beside the "
                                           "truth (green frame: right, red: wrong).")
-    p.add_argument("task_id", metavar="TASK_ID")
+    p.add_argument("task_id", metavar="TASK_ID", help="id of the task to draw")
     p.add_argument("--tasks", metavar="SOURCE", required=True,
                    help="challenges JSON file, directory of task JSON files, or bundled set")
     p.add_argument("--solutions", metavar="FILE", default=None, help="solutions JSON for the truth")
@@ -93,9 +94,20 @@ def _submission_attempts(path: str, task: Task) -> list[list]:
 
 
 def cmd_show(args) -> int:
+    from arc_kit.cli.common import task_input_files
+    from arc_kit.data import task_id_problem
+    from arc_kit.files import check_writable_file, refuse_input_as_output
     from arc_kit.render import save_task_picture
+    problem = task_id_problem(args.task_id)
+    if problem:  # the default output name is TASK_ID.png: it must stay in the current folder
+        raise ArcKitError(f"TASK_ID: {problem}")
+    output = args.output or f"{args.task_id}.png"
+    if Path(output).suffix.lower() not in (".png", ".svg"):
+        raise ArcKitError(f"-o {output}: picture must end in .png or .svg")
+    check_writable_file(output, "-o")
+    refuse_input_as_output(output, task_input_files(args) + [args.submission], "-o")
     task = load_tasks(args.tasks, solutions=args.solutions, ids=[args.task_id]).tasks[args.task_id]
     attempts = _submission_attempts(args.submission, task) if args.submission else None
-    out = save_task_picture(task, args.output or f"{args.task_id}.png", attempts)
+    out = save_task_picture(task, output, attempts)
     print(f"wrote {out}")
     return 0

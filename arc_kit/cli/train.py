@@ -38,15 +38,30 @@ def add_commands(subparsers) -> None:
                                                        "puzzle rows; new puzzles get the mean embedding)")
     p.add_argument("--out", required=True, metavar="DIR", help="output checkpoint directory")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget; stops (and saves) before it")
+    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget in minutes (> 0); stops (and saves) before it")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=run_train)
+
+
+def _check_args(args) -> None:
+    """Option values and the output folder, checked before torch is imported or anything is read."""
+    import math
+
+    from arc_kit.files import check_writable_dir
+    if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
+        raise ArcKitError(f"--minutes must be a finite number of minutes > 0, got {args.minutes}")
+    if args.threads < 0:
+        raise ArcKitError(f"--threads must be 0 (torch's choice) or more, got {args.threads}")
+    check_writable_dir(args.out, "--out")
+    if args.resume and args.checkpoint:
+        raise ArcKitError("--resume continues the run in --out; drop --checkpoint")
 
 
 def run_train(args) -> int:
     import math
     import os
 
+    _check_args(args)
     import torch
 
     from arc_kit.model.checkpoint import add_puzzles, load_checkpoint, read_checkpoint_info
@@ -60,8 +75,6 @@ def run_train(args) -> int:
     cfg = load_config(_pretrain_config_class(), args.config, args.overrides)
     cfg.data.demo_sources = list(cfg.data.demo_sources) + list(args.tasks)
     out = Path(args.out)
-    if args.resume and args.checkpoint:
-        raise ArcKitError("--resume continues the run in --out; drop --checkpoint")
     if (out / "config.yaml").exists() and not args.resume:
         raise ArcKitError(f"{out}: already holds a checkpoint (use --resume to continue it, or another --out)")
 

@@ -121,9 +121,9 @@ def _call(what: str, fn, *args, **kwargs):
     try:
         with contextlib.redirect_stdout(io.StringIO()) as out:
             result = fn(*args, **kwargs)
-    except ArcKitError:
-        raise
-    except Exception as e:
+    except (ArcKitError, TypeError, AttributeError, NameError, AssertionError):
+        raise  # ours, or a call that does not fit the client: a bug to report (exit 3), not a Kaggle answer
+    except Exception as e:  # the client's own errors (HTTP, auth, quota) come in many types
         msg = " ".join(str(e).split())[:300]
         raise ArcKitError(f"{what}: {type(e).__name__}: {msg}") from None
     for line in out.getvalue().splitlines():

@@ -1,6 +1,7 @@
 """Kaggle bundle: build the wheels, checkpoint and kernel upload folders; the notebook from its text source."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from arc_kit.config import PACKAGE_DIR
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_json, atomic_write_text
 from arc_kit.kaggle.meta import NOTEBOOK, BundleNames, check_bundle, dataset_metadata, kernel_metadata
+from arc_kit.kaggle.meta import check_names
 
 # What the Kaggle image lacks (arc-kit's own dependencies torch, numpy, scipy, pyyaml, safetensors,
 # accelerate and tqdm ship with it). Downloaded without their dependencies: list transitive ones too.
@@ -113,23 +115,120 @@ def strip_puzzle_rows(directory: Path, chunk: int = 65536) -> int:
     return n
 
 
+def _dist_name(name: str) -> str:
+    return re.sub(r"[-_.]+", "_", name).lower()
+
+
+def missing_wheels(packages, folder: Path) -> list[str]:
+    """Requirements (`name` or `name==version`) with no matching wheel file in `folder`."""
+    have = [w.name.split("-")[:2] for w in folder.glob("*.whl")] if folder.is_dir() else []
+    missing = []
+    for req in packages:
+        m = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:==\s*([^\s;,]+))?", req)
+        name, version = (_dist_name(m.group(1)), m.group(2)) if m else (_dist_name(req), None)
+        if not any(_dist_name(n) == name and (version is None or v == version) for n, v in have if n):
+            missing.append(req)
+    return missing
+
+
+def _check_inputs(out: Path, checkpoint: Path | None, kit_wheel: Path | None, nb: Path, config, wheels_from,
+                  download: bool, packages) -> None:
+    """Every input of a bundle, checked before the output is touched."""
+    from arc_kit.files import check_writable_dir, is_within, open_read, read_json, same_path
+    check_writable_dir(out, "-o")
+    read_json(nb, "notebook")  # a file (not a FIFO) holding JSON
+    if kit_wheel is not None:
+        open_read(kit_wheel, "--kit-wheel wheel").close()
+        if not kit_wheel.name.startswith("arc_kit-") or kit_wheel.suffix != ".whl":
+            raise ArcKitError(f"--kit-wheel {kit_wheel}: expected an arc_kit-*.whl file")
+    if not download and packages:
+        if wheels_from is None:
+            raise ArcKitError(f"--no-download: the notebook installs {', '.join(packages)} offline: "
+                              "give --wheels-from DIR holding their wheels")
+        if not Path(wheels_from).is_dir():
+            raise ArcKitError(f"--wheels-from {wheels_from}: not a folder")
+        missing = missing_wheels(packages, Path(wheels_from))
+        if missing:
+            raise ArcKitError(f"--wheels-from {wheels_from}: no wheel for {', '.join(missing)} (the notebook installs "
+                              f"it offline; get it with `pip download --no-deps --only-binary=:all: {missing[0]}`)")
+    # the bundle replaces OUT/wheels, OUT/checkpoint and OUT/kernel: no input may live there or be OUT itself
+    inputs = [("--checkpoint", checkpoint), ("--kit-wheel", kit_wheel), ("--notebook", nb),
+              ("--config", Path(config) if config and Path(config).exists() else None),
+              ("--wheels-from", Path(wheels_from) if wheels_from else None)]
+    for opt, path in inputs:
+        if path is None:
+            continue
+        if same_path(out, path) or (opt == "--checkpoint" and is_within(out, path)):
+            raise ArcKitError(f"-o {out}: is or lies inside the input {opt} {path}; choose another output folder")
+        for name in ("wheels", "checkpoint", "kernel"):
+            if is_within(path, out / name):
+                raise ArcKitError(f"-o {out}: the bundle replaces {out / name}, which holds the input {opt} {path}; "
+                                  "choose another output folder")
+    # only folders an earlier bundle wrote are replaced: a user's own OUT/wheels (say, with `-o .`) stays
+    for name, meta in (("wheels", "dataset-metadata.json"), ("checkpoint", "dataset-metadata.json"),
+                       ("kernel", "kernel-metadata.json")):
+        if (out / name).exists() and not (out / name / meta).is_file():
+            raise ArcKitError(f"-o {out}: {out / name} exists but was not written by `kaggle bundle` (no {meta}); "
+                              "move it or choose another output folder")
+    if checkpoint is not None:
+        from arc_kit.model.checkpoint import read_checkpoint_info
+        if not (checkpoint / "model.safetensors").is_file():
+            raise ArcKitError(f"--checkpoint {checkpoint}: not a kit checkpoint (no model.safetensors)")
+        read_checkpoint_info(checkpoint)
+    if config:
+        from arc_kit.run.config import load_run_config
+        load_run_config(config)  # fail here, not on Kaggle
+
+
 def bundle(out_dir: str | Path, names: BundleNames, checkpoint: str | Path | None = None, *,
            download: bool = True, wheels_from: str | Path | None = None, packages=DEFAULT_WHEELS,
            kit_wheel: str | Path | None = None, notebook: str | Path | None = None,
            strip_puzzles: bool = False, config: str | Path | None = None, python_version: str = "3.11",
-           platform: str = "manylinux2014_x86_64", log=print) -> list[Path]:
-    """Write OUT/wheels, OUT/checkpoint (when given) and OUT/kernel, upload-ready and validated."""
+           platform: str = "manylinux2014_x86_64", allow_new_shape: bool = False, log=print) -> list[Path]:
+    """Write OUT/wheels, OUT/checkpoint (when given) and OUT/kernel, upload-ready and validated.
+
+    Every input is checked first; the folders are built in a temporary folder inside OUT and moved into
+    place only once complete and valid, so a failure leaves OUT as it was."""
     out = Path(out_dir)
+    problems = check_names(names, allow_new_shape)
+    if problems:
+        raise ArcKitError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     nb = Path(notebook) if notebook else shipped_notebook()
-    if not nb.is_file():
-        raise ArcKitError(f"{nb}: notebook not found (pass --notebook)")
-    for name in ("wheels", "checkpoint", "kernel"):
-        if (out / name).exists():
-            shutil.rmtree(out / name)
+    ckpt = Path(checkpoint) if checkpoint else None
+    kit = Path(kit_wheel) if kit_wheel else None
+    _check_inputs(out, ckpt, kit, nb, config, wheels_from, download, packages)
+    if kit is None:
+        kit_source_root()  # a checkout to build from, checked before anything is written
+
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".arc-kit-bundle-", dir=out))
+    try:
+        _build(stage, names, ckpt, kit, nb, download, wheels_from, packages, strip_puzzles, config,
+               python_version, platform, log)
+        folders = [n for n in ("wheels", "checkpoint", "kernel") if (stage / n).exists()]
+        old = stage / "previous"
+        old.mkdir()
+        for name in ("wheels", "checkpoint", "kernel"):  # swap in: the old folders go only once all are built
+            if (out / name).exists():
+                (out / name).rename(old / name)
+        for name in folders:
+            (stage / name).rename(out / name)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
+    return [out / n for n in folders]
+
+
+def _build(out: Path, names: BundleNames, checkpoint: Path | None, kit_wheel: Path | None, nb: Path, download: bool,
+           wheels_from, packages, strip_puzzles: bool, config, python_version: str, platform: str, log) -> None:
     wheels = out / "wheels"
     wheels.mkdir(parents=True)
     if kit_wheel:
-        shutil.copy2(kit_wheel, wheels / Path(kit_wheel).name)
+        shutil.copy2(kit_wheel, wheels / kit_wheel.name)
     else:
         log("building the arc-kit wheel ...")
         build_kit_wheel(wheels)
@@ -140,11 +239,12 @@ def bundle(out_dir: str | Path, names: BundleNames, checkpoint: str | Path | Non
         for w in sorted(Path(wheels_from).glob("*.whl")):
             if not w.name.startswith("arc_kit-"):
                 shutil.copy2(w, wheels / w.name)
+    missing = missing_wheels(packages, wheels)
+    if missing:
+        raise ArcKitError(f"{wheels}: no wheel for {', '.join(missing)}, which the notebook installs offline")
     if config:  # the notebook runs it instead of the hardware preset (arc_kit.kaggle.settings.find_run_config)
         from arc_kit.kaggle.settings import RUN_CONFIG_FILE
         from arc_kit.config import resolve_config_path
-        from arc_kit.run.config import load_run_config
-        load_run_config(config)  # fail here, not on Kaggle
         shutil.copyfile(resolve_config_path(config), wheels / RUN_CONFIG_FILE)
     datasets = [names.ref(names.wheels_title)]
     atomic_write_json(wheels / "dataset-metadata.json", dataset_metadata(
@@ -152,7 +252,7 @@ def bundle(out_dir: str | Path, names: BundleNames, checkpoint: str | Path | Non
         "arc-kit and the wheels the Kaggle image lacks, installed offline by the arc-kit notebook."), indent=2)
     if checkpoint:
         log(f"copying the checkpoint{' (puzzle rows stripped)' if strip_puzzles else ''} ...")
-        copy_checkpoint(Path(checkpoint), out / "checkpoint", strip_puzzles)
+        copy_checkpoint(checkpoint, out / "checkpoint", strip_puzzles)
         datasets.append(names.ref(names.checkpoint_title))
         atomic_write_json(out / "checkpoint" / "dataset-metadata.json", dataset_metadata(
             datasets[1], names.checkpoint_title, names.license, "A Tiny Recursive Model checkpoint in arc-kit format."),
@@ -164,8 +264,6 @@ def bundle(out_dir: str | Path, names: BundleNames, checkpoint: str | Path | Non
     problems = check_bundle(out)
     if problems:
         raise ArcKitError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-    return [p for p in (wheels, out / "checkpoint", kernel) if p.exists()]
-
 
 
 # ---------------------------------------------------------------- the notebook file
@@ -200,7 +298,8 @@ def notebook_from_source(text: str) -> dict:
 
 
 def notebook_json(source: str | Path) -> str:
-    return json.dumps(notebook_from_source(Path(source).read_text(encoding="utf-8")), indent=1,
+    from arc_kit.files import read_text
+    return json.dumps(notebook_from_source(read_text(source, "notebook source")), indent=1,
                       ensure_ascii=False) + "\n"
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from arc_kit.errors import ArcKitError
 from arc_kit.files import read_json
+from arc_kit.kaggle.settings import DEFAULT_SLUG
 
 # Rules the kaggle client (kaggle_api_extended.py, 2.x) and Kaggle's metadata docs enforce.
 SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")          # _validate_slug_syntax
@@ -16,6 +17,8 @@ LICENSES = ("CC0-1.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "CC-BY-NC-SA-4.0", "GPL-2
             "CC-BY-3.0-IGO", "US-Government-Works", "CC-BY-NC-SA-3.0-IGO", "CDLA-Permissive-1.0",
             "CDLA-Sharing-1.0", "CC-BY-ND-4.0", "CC-BY-NC-ND-4.0", "ODC-BY-1.0", "LGPL-3.0", "AGPL-3.0",
             "FDL-1.3", "EU-ODP-Legal-Notice", "apache-2.0", "GPL-3.0")
+# Kaggle's accelerator names for `machine_shape`; `kaggle bundle --machine-shape` accepts these (or, with
+# --new-machine-shape, a name Kaggle added since).
 KNOWN_SHAPES = ("NvidiaTeslaT4", "NvidiaL4", "NvidiaL4X4", "NvidiaH100", "TpuV5E8")
 KERNEL_BOOLS = ("is_private", "enable_gpu", "enable_tpu", "enable_internet")
 NOTEBOOK = "arc_kit_submission.ipynb"
@@ -29,7 +32,7 @@ def slugify(title: str) -> str:
 class BundleNames:
     """Who owns the uploads and what they are called; every slug follows from a title."""
     owner: str
-    competition: str = "arc-prize-2025"
+    competition: str = DEFAULT_SLUG
     machine_shape: str = "NvidiaL4"
     wheels_title: str = "arc-kit wheels"
     checkpoint_title: str = "arc-kit checkpoint"
@@ -38,6 +41,26 @@ class BundleNames:
 
     def ref(self, title: str) -> str:
         return f"{self.owner}/{slugify(title)}"
+
+
+def check_names(names: BundleNames, allow_new_shape: bool = False) -> list[str]:
+    """Every problem of the names a bundle would write, found before anything is written."""
+    out = []
+    if not OWNER_RE.match(names.owner):
+        out.append(f"--owner {names.owner!r}: a Kaggle username is lowercase letters, digits, '-' or '_'")
+    if not SLUG_RE.match(names.competition):
+        out.append(f"--competition {names.competition!r}: not a competition slug (lowercase words joined by '-', "
+                   f"e.g. {DEFAULT_SLUG})")
+    if not re.match(r"^[A-Za-z0-9]+$", names.machine_shape):
+        out.append(f"--machine-shape {names.machine_shape!r}: expected a name like {', '.join(KNOWN_SHAPES)}")
+    elif names.machine_shape not in KNOWN_SHAPES and not allow_new_shape:
+        out.append(f"--machine-shape {names.machine_shape!r}: not a known Kaggle machine shape "
+                   f"({', '.join(KNOWN_SHAPES)}; --new-machine-shape accepts another)")
+    datasets = [names.ref(names.wheels_title), names.ref(names.checkpoint_title)]
+    for ref, title in zip(datasets, (names.wheels_title, names.checkpoint_title)):
+        out += check_dataset_metadata(dataset_metadata(ref, title, names.license, "-"))
+    out += check_kernel_metadata(kernel_metadata(names, datasets))
+    return list(dict.fromkeys(out))
 
 
 def dataset_metadata(ref: str, title: str, license: str, description: str) -> dict:
@@ -133,7 +156,7 @@ def check_kernel_metadata(meta: dict, folder: Path | None = None) -> list[str]:
     elif folder is not None:
         try:
             json.loads((folder / code).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             out.append(f"code_file {code!r}: missing or not a JSON notebook")
     return [where + p for p in out]
 

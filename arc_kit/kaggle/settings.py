@@ -8,10 +8,31 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+
+@dataclass(frozen=True)
+class Competition:
+    """One Kaggle ARC competition: where its data is mounted and what its scored rerun gives."""
+    slug: str
+    data_dir: str             # the folder holding arc-agi_test_challenges.json in the notebook
+    rerun_tasks: int          # hidden tasks in the scored rerun
+    machine_shape: str        # accelerator of the rerun (kaggle_meta.KNOWN_SHAPES)
+    limit_minutes: float      # the whole notebook's limit, installs included
+
+
+# Known competitions by slug. Next year's competition is one new line here plus DEFAULT_SLUG; the notebook
+# (submission/notebook.py), submission/kernel-metadata.json and configs/kaggle-arc-agi-2.yaml repeat the
+# default slug and path (they cannot import the kit) and tests/test_bad_inputs.py checks they agree.
+COMPETITIONS = {c.slug: c for c in (
+    # 2026, ARC-AGI-2 track: notebooks see competition data under /kaggle/input/competitions/<slug>/
+    Competition("arc-prize-2026-arc-agi-2", "/kaggle/input/competitions/arc-prize-2026-arc-agi-2", 240, "NvidiaL4", 720.0),
+    Competition("arc-prize-2025", "/kaggle/input/arc-prize-2025", 240, "NvidiaL4", 720.0),
+    Competition("arc-prize-2024", "/kaggle/input/arc-prize-2024", 100, "NvidiaTeslaT4", 720.0),
+)}
+DEFAULT_SLUG = "arc-prize-2026-arc-agi-2"
+
 # Everything the notebook reads from the environment (documented in submission/README.md).
 TEST_FILE = "arc-agi_test_challenges.json"
-DEFAULT_SLUG = "arc-prize-2025"
-DEFAULT_LIMIT_MINUTES = 720.0    # ARC Prize 2025: 12 h for the whole notebook, installs included
+DEFAULT_LIMIT_MINUTES = COMPETITIONS[DEFAULT_SLUG].limit_minutes  # 12 h for the whole notebook, installs included
 DEFAULT_SAFETY_MINUTES = 10.0    # Kaggle blurs run times by up to 10 min; winners kept ~600 s free
 DEFAULT_INTERACTIVE_MINUTES = 15.0  # Save & Run All (committed run on the placeholder file) stays short
 RUN_CONFIG_FILE = "arc-kit-run.yaml"  # a config shipped in a dataset; used unless ARC_KIT_CONFIG is set

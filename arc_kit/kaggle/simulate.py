@@ -96,16 +96,46 @@ def _fmt(s: float) -> str:
     return f"{s / 3600:.2f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
 
 
+MARKER = ".arc-kit-simulate"  # marks a folder simulate made: only such a folder has its working/ replaced
+
+
+def _check_args(args) -> None:
+    """Option values and the work folder, checked before anything is written."""
+    import math
+
+    from arc_kit.files import check_writable_dir
+    if args.tasks < 1:
+        raise ArcKitError(f"--tasks must be at least 1, got {args.tasks}")
+    for opt, v in (("--budget-minutes", args.budget_minutes), ("--limit-minutes", args.limit_minutes),
+                   ("--gpu-throughput", args.gpu_throughput), ("--gpu-infer-throughput", args.gpu_infer_throughput)):
+        if v is not None and not (math.isfinite(v) and v > 0):
+            raise ArcKitError(f"{opt} must be a finite number > 0, got {v}")
+    if args.config:
+        from arc_kit.run.config import load_run_config
+        load_run_config(args.config)  # before minutes of notebook run, not after
+    if args.checkpoint:
+        from arc_kit.model.checkpoint import read_checkpoint_info
+        read_checkpoint_info(args.checkpoint)
+    out = Path(args.out)
+    check_writable_dir(out, "--out")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
+        raise ArcKitError(f"--out {out}: not empty and not made by `kaggle simulate` (its working/ would be "
+                          "replaced): choose a new folder")
+
+
 def simulate(args) -> int:
     """`arc-kit kaggle simulate`: mock folder, notebook run at a scaled budget, projection table."""
     from arc_kit.kaggle.bundle import shipped_notebook
     from arc_kit.run.config import load_run_config
-    from arc_kit.kaggle.settings import choose_config, detect_gpus
+    from arc_kit.kaggle.settings import DEFAULT_SLUG, choose_config, detect_gpus
+    _check_args(args)
     out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).touch()
     if (out / "working").exists():
         import shutil
         shutil.rmtree(out / "working")
-    slug = "arc-prize-2025"
+    slug = DEFAULT_SLUG
     test_file = out / "input" / "competitions" / slug / TEST_FILE
     print(f"mock competition: {args.tasks} public tasks -> {test_file}", file=sys.stderr)
     tasks = mock_competition(test_file, args.tasks, args.seed)

@@ -60,7 +60,6 @@ def _check_run_file(out_dir: Path, settings: dict) -> None:
         refuse_changed(out_dir, read_json(path, "predict run file"), settings,
                        {"model": "checkpoint", "early_halt": "--early-halt", "all_steps": "--all-steps"},
                        "use another --out")
-    atomic_write_json(path, settings, indent=1)
 
 
 def load_model(model_dir: Path, rows: list[int], device: str, dtype: str | None):
@@ -81,6 +80,8 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
     from arc_kit.infer import plan_views, run_inference
 
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    from arc_kit.files import check_writable_dir
+    check_writable_dir(out_dir, "--out")
     if cfg.views is not None and cfg.views < 1:
         raise ArcKitError(f"--views must be at least 1, got {cfg.views}")
     if cfg.batch_size < 1:
@@ -110,7 +111,6 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
         dtype = "float32"   # bfloat16 matmuls are slow on most CPUs
     settings = {"model": fingerprint(model_dir), "model_dir": str(model_dir.resolve()),
                 "early_halt": cfg.early_halt, "all_steps": cfg.all_steps, "config": asdict(cfg)}
-    out_dir.mkdir(parents=True, exist_ok=True)
     _check_run_file(out_dir, settings)
     done = done_view_keys(out_dir)
 
@@ -131,6 +131,9 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
           f"{model.config.forward_dtype}, {model.config.halt_max_steps} steps"
           f"{' (early halt)' if cfg.early_halt else ''}", file=sys.stderr)
 
+    # the folder and its settings file appear only once the model is loaded: a failed start leaves nothing
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / RUN_FILE, settings, indent=1)
     stats = run_inference(model, todo, tasks, out_dir / PREDICTIONS, batch_size=cfg.batch_size, device=device,
                           show_progress=cfg.progress, empty_path=out_dir / EMPTY, early_halt=cfg.early_halt,
                           all_steps=cfg.all_steps, progress_desc="predict",
