@@ -5,11 +5,12 @@ import copy
 import json
 import sys
 import time
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from .dataset import BatchSampler, TrainData
@@ -43,7 +44,10 @@ class TrainConfig:
     precision: str = "auto"         # auto: bfloat16 autocast on CUDA GPUs that support it | float32 | bfloat16
     device: str = "auto"            # auto | cpu | cuda (an accelerate Accelerator, when given, decides instead)
     seed: int = 0                   # batch order, translations, halting exploration
-    log_every: int = 1              # steps between lines of the JSON-lines metrics log
+    compile: str = "off"            # off | default: torch.compile the training forward + loss (mode "default");
+                                    # the first step pays the compile time (tens of seconds), counted in the run
+    log_every: int = 1              # steps between lines of the JSON-lines metrics log; also how often the host
+                                    # waits for the device (metrics read, NaN check, multi-process stop vote)
     checkpoint_every: int = 0       # steps between checkpoints during train() (0: only when asked)
     progress: bool = True           # tqdm bar on stderr
 
@@ -110,6 +114,8 @@ class Trainer:
         self.carry = None
         self.log_path = Path(log_path) if log_path else None
         self._step_seconds: list[float] = []
+        if config.compile not in ("off", "default"):
+            raise ArcKitError(f"train config: compile must be off or default, got '{config.compile}'")
 
         # Same seed on every process: identical model init elsewhere, identical global batches here;
         # the exploration draws differ per rank like the reference (seed + rank).
@@ -132,6 +138,13 @@ class Trainer:
         self.ema = EMA(model, config.ema_rate) if config.ema else None
 
         self.autocast = self._autocast_dtype()
+        # Divergence is tracked on the device (first non-finite step and its loss) and read at sync points.
+        self._bad = torch.zeros(2, device=self.device)
+        self._forward_loss = self._make_forward_loss()
+        # The next local batch is built in a background thread while the current step runs. `_pending`
+        # holds it with the sampler state from before it was drawn (what a checkpoint saves).
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: tuple[dict[str, torch.Tensor], Future] | None = None
 
     # ------------------------------------------------------------------ setup helpers
 
@@ -147,10 +160,49 @@ class Trainer:
             raise ArcKitError("train config: precision bfloat16 needs a GPU that supports it (not T4-class)")
         return None
 
+    def _make_forward_loss(self) -> Callable:
+        """(carry, batch) -> (new carry, loss, metrics): the model's supervision step and the loss, compiled
+        with torch.compile when asked. The compiled function shares the model's parameters; the model
+        itself stays a plain module (checkpoints, EMA copies and prediction never see the compiled code)."""
+        from .loss import compute_loss
+        model, loss_type = self.model, self.config.loss_type
+
+        def forward_loss(carry, batch):
+            carry, outputs = model(carry, batch)
+            # labels of the data each row works on (rows that did not halt keep their old example)
+            loss, metrics = compute_loss(outputs, carry.current_data["labels"], carry.halted, carry.steps,
+                                         loss_type=loss_type)
+            return carry, loss, metrics
+        return torch.compile(forward_loss) if self.config.compile == "default" else forward_loss
+
+    def _build_batch(self) -> dict[str, torch.Tensor]:
+        """This process's rows of the next global batch, as (pinned, on CUDA) CPU tensors."""
+        part = self.sampler.next_batch(self.rank * self.local_batch, (self.rank + 1) * self.local_batch)
+        batch = {k: torch.from_numpy(v) for k, v in part.items()}
+        if self.device.type == "cuda":
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        return batch
+
+    def _prefetch(self) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arc-kit-batches")
+            weakref.finalize(self, self._pool.shutdown, wait=False)
+        self._pending = (self.sampler.state_tensors(), self._pool.submit(self._build_batch))
+
+    def _drop_prefetch(self) -> None:
+        """Forget the batch built ahead, rewinding the sampler to before it."""
+        if self._pending is not None:
+            state, future = self._pending
+            future.exception()   # wait for the thread to leave the sampler alone
+            self.sampler.load_state_tensors(state)
+            self._pending = None
+
     def _local_batch(self) -> dict[str, torch.Tensor]:
-        full = self.sampler.next_batch()
-        lo, hi = self.rank * self.local_batch, (self.rank + 1) * self.local_batch
-        return {k: torch.from_numpy(np.ascontiguousarray(v[lo:hi])).to(self.device) for k, v in full.items()}
+        if self._pending is None:
+            self._prefetch()
+        batch = self._pending[1].result()
+        self._prefetch()   # the next batch is built while this step runs
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
 
     def _all_reduce_grads(self) -> None:
         """Sum gradients over processes in one flat buffer (the reference all-reduces per parameter)."""
@@ -172,8 +224,14 @@ class Trainer:
     # ------------------------------------------------------------------ training
 
     def step(self) -> dict:
-        """One supervision step on the carried batch; halted rows restart on fresh examples. Returns metrics."""
-        from .loss import compute_loss
+        """One supervision step on the carried batch; halted rows restart on fresh examples. Returns the
+        metrics (reading them waits for the device; raises NonFiniteLoss if the loss is not finite)."""
+        keys, values = self._step()
+        return self._read_metrics(keys, values)
+
+    def _step(self) -> tuple[list[str], torch.Tensor]:
+        """One supervision step that never waits for the device: returns the metric names and their
+        (process-local) values still on the device."""
         t0 = time.perf_counter()
         self.step_count += 1
         self.model.train()
@@ -182,44 +240,56 @@ class Trainer:
             self.carry = self.model.initial_carry(batch)
         ctx = torch.autocast("cuda", dtype=self.autocast) if self.autocast else contextlib.nullcontext()
         with ctx:
-            carry, outputs = self.model(self.carry, batch)
-            # labels of the data each row works on (rows that did not halt keep their old example)
-            loss, metrics = compute_loss(outputs, carry.current_data["labels"], carry.halted, carry.steps,
-                                         loss_type=self.config.loss_type)
-        bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=self.device)
-        if self._sum_over_processes(bad).item() > 0:   # every process raises together (no hung all-reduce)
-            self.step_count -= 1
-            raise NonFiniteLoss(f"training step {self.step_count + 1}: loss is {loss.item()} "
-                                f"(diverged; lower train.lr or check the data)")
+            carry, loss, metrics = self._forward_loss(self.carry, batch)
+        with torch.no_grad():   # remember the first non-finite step and its loss, without a host sync
+            first = ~torch.isfinite(loss.detach()) & (self._bad[0] == 0)
+            self._bad = torch.where(first, torch.stack([torch.tensor(float(self.step_count), device=self.device),
+                                                        loss.detach().float()]), self._bad)
         (loss / self.config.global_batch_size).backward()
         self._all_reduce_grads()
-        lrs = {}
+        self._lrs = {}
         for name, opt, base_lr in self.optimizers:
             lr = lr_at(self.step_count, base_lr, self.config.lr_warmup_steps, self.total_steps, self.config.lr_min_ratio)
             for group in opt.param_groups:
                 group["lr"] = lr
             opt.step()
             opt.zero_grad(set_to_none=True)
-            lrs[name] = lr
+            self._lrs[name] = lr
         if self.ema is not None:
             self.ema.update(self.model)
         self.carry = carry
-        metrics = self._reduce_metrics(metrics)
-        metrics.update({"step": self.step_count, "lr": lrs.get("net", lrs.get("puzzle_emb", 0.0))})
+        # host time: on a GPU the host runs at most a few steps ahead of the device, so on average it
+        # is the device's step time too
         self._step_seconds.append(time.perf_counter() - t0)
-        metrics["step_seconds"] = self._step_seconds[-1]
-        return metrics
+        keys = sorted(metrics)
+        return keys, torch.stack([metrics[k].detach().float() for k in keys])
+
+    def _check_finite(self, bad: torch.Tensor | None = None) -> None:
+        """Raise NonFiniteLoss (on every process together) if any step so far had a non-finite loss."""
+        local = self._bad.cpu() if bad is None else bad
+        flag = self._sum_over_processes(torch.tensor([float(local[0] > 0)], device=self.device)) if self.world > 1 \
+            else local[:1]
+        if float(flag[0]) > 0:
+            where = f"training step {int(local[0])}: loss is {float(local[1])}" if local[0] > 0 else \
+                "training: the loss became non-finite on another process"
+            raise NonFiniteLoss(f"{where} (diverged; lower train.lr or check the data)")
 
     @torch.no_grad()
-    def _reduce_metrics(self, metrics: dict[str, torch.Tensor]) -> dict:
-        """Sum over processes; losses per sequence of the global batch, the rest per halted sequence (as the reference)."""
-        keys = sorted(metrics)
-        v = self._sum_over_processes(torch.stack([metrics[k].detach().float() for k in keys]).to(self.device))
-        v = dict(zip(keys, v.cpu().tolist()))
+    def _read_metrics(self, keys: list[str], values: torch.Tensor) -> dict:
+        """Metrics of one step to the host (one device sync): summed over processes; losses per sequence of
+        the global batch, the rest per halted sequence (as the reference). Raises NonFiniteLoss first."""
+        local = torch.cat([values, self._bad])
+        reduced = self._sum_over_processes(values.clone())
+        host = torch.cat([local, reduced]).cpu()
+        self._check_finite(host[len(keys):len(keys) + 2])
+        v = dict(zip(keys, host[len(keys) + 2:].tolist()))
         count = max(v["count"], 1.0)
         out = {k: x / (self.config.global_batch_size if k.endswith("loss") else count) for k, x in v.items() if k != "count"}
         out["count"] = int(v["count"])
         out["loss"] = out["lm_loss"] + 0.5 * (out["q_halt_loss"] + out.get("q_continue_loss", 0.0))
+        out.update({"step": self.step_count, "lr": self._lrs.get("net", self._lrs.get("puzzle_emb", 0.0))})
+        recent = self._step_seconds[-max(1, self.config.log_every):]
+        out["step_seconds"] = sum(recent) / len(recent) if recent else 0.0
         return out
 
     def steps_by(self, until: float) -> int | None:
@@ -230,41 +300,77 @@ class Trainer:
             return None
         return self.step_count + int(max(0.0, until - time.time()) / (sum(recent) / len(recent)))
 
-    def _should_stop(self, until: float | None, should_stop: Callable[[], bool] | None, max_steps: int) -> bool:
-        stop = self.step_count >= max_steps
+    def _stop_vote(self, until: float | None, should_stop: Callable[[], bool] | None, limit: int) -> bool:
+        """This process's view (host only): the step limit is reached, the next step cannot finish by the
+        deadline, or `should_stop()` says so."""
+        stop = self.step_count >= limit
         if until is not None and self._step_seconds:
             stop |= self.steps_by(until) <= self.step_count   # do not start a step that cannot finish
         elif until is not None:
             stop |= time.time() >= until
         if should_stop is not None:
             stop |= bool(should_stop())
-        if self.world > 1:   # every process must agree, or the next all-reduce hangs
-            flag = self._sum_over_processes(torch.tensor([float(stop)], device=self.device))
-            stop = bool(flag.item() > 0)
         return stop
+
+    def _agree(self, stop: bool, until: float | None) -> tuple[bool, int | None]:
+        """Data parallel, at a sync point: stop if any process votes so (or the next all-reduce would hang),
+        and the last step every process can finish by the deadline (the slowest process's count)."""
+        fit = self.steps_by(until) if until is not None else None
+        never = float(2 ** 52)
+        votes = torch.tensor([float(stop), -float(fit) if fit is not None else -never], device=self.device)
+        torch.distributed.all_reduce(votes, op=torch.distributed.ReduceOp.MAX)
+        stop, fit_all = bool(votes[0] > 0), -float(votes[1])
+        return stop, (int(fit_all) if fit_all < never else None)
 
     def train(self, until: float | None = None, should_stop: Callable[[], bool] | None = None,
               max_steps: int | None = None, checkpoint_dir: str | Path | None = None, **save_kwargs) -> dict:
         """Run steps until total steps / `max_steps`, the wall-clock deadline `until` (time.time() seconds),
         or `should_stop()` says so. Saves to `checkpoint_dir` every `checkpoint_every` steps and at the end.
-        Returns the last metrics (plus 'stopped': why)."""
+        Returns the last metrics (plus 'stopped': why).
+
+        The host waits for the device only at sync points: every `log_every` steps, at checkpoints, after
+        the first step and after the last. There the metrics are read (and logged), a non-finite loss
+        since the last sync point raises NonFiniteLoss, and data-parallel processes agree on stopping.
+        With one process the deadline and `should_stop()` are checked before every step (host only); with
+        several, at sync points, and the deadline's last step is planned there from the measured rate."""
         from tqdm import tqdm
         limit = min(self.total_steps, max_steps if max_steps is not None else self.total_steps)
         bar = tqdm(total=limit, initial=self.step_count, file=sys.stderr, dynamic_ncols=True,
                    disable=not (self.config.progress and self.is_main), desc="train")
+        every = max(1, self.config.log_every)
         last: dict = {}
+        pending = None   # (names, device values) of the last step's metrics, not read yet
+        plan = None      # data parallel: the last step the deadline allows, agreed at the last sync point
         try:
-            while not self._should_stop(until, should_stop, limit):
-                last = self.step()
-                if self.step_count % max(1, self.config.log_every) == 0:
-                    self.log(last)
+            stop = self._stop_vote(until, should_stop, limit)
+            if self.world > 1:
+                stop, plan = self._agree(stop, until)
+            first = True
+            while not stop:
+                pending = self._step()
+                n = self.step_count
                 if until is not None:   # time left: the steps that fit by the deadline, not max_steps
-                    bar.total = max(self.step_count, min(limit, self.steps_by(until)))
+                    bar.total = max(n, min(limit, self.steps_by(until)))
                 bar.update(1)
-                bar.set_postfix(loss=f"{last['loss']:.4f}", exact=f"{last['exact_accuracy']:.3f}",
-                                steps=f"{last['steps']:.2f}", refresh=False)
-                if checkpoint_dir and self.config.checkpoint_every and self.step_count % self.config.checkpoint_every == 0:
-                    self.save(checkpoint_dir, **save_kwargs)
+                checkpoint = bool(checkpoint_dir and self.config.checkpoint_every and n % self.config.checkpoint_every == 0)
+                sync = first or n % every == 0 or checkpoint or n >= limit or (plan is not None and n >= plan)
+                first = False
+                if sync:
+                    last, pending = self._read_metrics(*pending), None
+                    if n % every == 0:
+                        self.log(last)
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", exact=f"{last['exact_accuracy']:.3f}",
+                                    steps=f"{last['steps']:.2f}", refresh=False)
+                    if checkpoint:
+                        self.save(checkpoint_dir, **save_kwargs)
+                if self.world == 1:
+                    stop = self._stop_vote(until, should_stop, limit)
+                elif sync:
+                    stop, plan = self._agree(self._stop_vote(until, should_stop, limit), until)
+                else:
+                    stop = n >= limit or (plan is not None and n >= plan)
+            if pending is not None:
+                last = self._read_metrics(*pending)
         finally:
             bar.close()
         if checkpoint_dir:
@@ -307,7 +413,8 @@ class Trainer:
                 t.update(optimizer_state_tensors(opt, names, f"optim.{name}"))
         if self.ema is not None:
             t.update(self.ema.state_tensors())
-        t.update(self.sampler.state_tensors())
+        # the data stream as the next step will see it (a batch built ahead is drawn again on resume)
+        t.update(self._pending[0] if self._pending is not None else self.sampler.state_tensors())
         t["step"] = torch.tensor(self.step_count, dtype=torch.int64)
         t["total_steps"] = torch.tensor(self.total_steps, dtype=torch.int64)
         t["world_size"] = torch.tensor(self.world, dtype=torch.int64)
@@ -330,6 +437,7 @@ class Trainer:
                 load_optimizer_state_tensors(opt, self.params, f"optim.{name}", t)
         if self.ema is not None:
             self.ema.load_state_tensors(t)
+        self._drop_prefetch()
         self.sampler.load_state_tensors(t)
         self.step_count = int(t["step"])
         mine = f"rank{self.rank}."
@@ -362,6 +470,7 @@ class Trainer:
         Collective under data parallel (call it on every process); only the main process writes."""
         from .checkpoint import save_checkpoint
         from .config import to_dict
+        self._check_finite()   # never save weights a non-finite loss has poisoned
         state = self.state_tensors()
         if not self.is_main:
             return

@@ -16,6 +16,7 @@ from arc_kit.data import Pair, Task, load_tasks
 from arc_kit.dataset import TrainData
 from arc_kit.encoding import decode_grid, encode_grid
 from arc_kit.model import TRM, TRMConfig
+from arc_kit.errors import ArcKitError
 from arc_kit.train import NonFiniteLoss, TrainConfig, Trainer
 
 
@@ -222,3 +223,59 @@ def test_cli_train_writes_checkpoint_and_resumes(tmp_path, capsys):
     assert main(argv + ["--resume"] + tiny + ["train.max_steps=5"]) == 0
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5]
+
+
+def test_host_reads_metrics_only_at_sync_points_and_batches_are_prefetched(tmp_path, monkeypatch):
+    from arc_kit.dataset import BatchSampler
+    data = _data()
+    tr = Trainer(_model(data), data, _config(max_steps=12, log_every=5), log_path=tmp_path / "log.jsonl")
+    reads = []
+    read = Trainer._read_metrics
+    monkeypatch.setattr(Trainer, "_read_metrics", lambda self, *a: reads.append(self.step_count) or read(self, *a))
+    seen = []
+    build = Trainer._build_batch
+    monkeypatch.setattr(Trainer, "_build_batch", lambda self: seen.append(build(self)) or seen[-1])
+    out = tr.train()
+    assert tr.step_count == 12 and out["stopped"] == "steps" and np.isfinite(out["loss"])
+    assert reads == [1, 5, 10, 12]        # first step, every log_every steps, the last step
+    assert [json.loads(x)["step"] for x in (tmp_path / "log.jsonl").read_text().splitlines()] == [5, 10]
+    # one batch built ahead (13 for 12 steps), each equal to the sampler's batch for the seed
+    ref = BatchSampler(data, 8, seed=0)
+    assert len(seen) == 13
+    for batch in seen:
+        for k, v in ref.next_batch().items():
+            np.testing.assert_array_equal(batch[k].numpy(), v)
+
+
+def test_nan_between_sync_points_is_caught_and_never_saved(tmp_path):
+    data = _data()
+    tr = Trainer(_model(data), data, _config(max_steps=40, log_every=10, checkpoint_every=10))
+
+    def poison():
+        if tr.step_count == 12:
+            with torch.no_grad():
+                tr.model.lm_head.weight.fill_(float("nan"))
+        return False
+    with pytest.raises(NonFiniteLoss, match="step 13: loss is nan"):
+        tr.train(should_stop=poison, checkpoint_dir=tmp_path / "ck")
+    assert tr.step_count == 20            # found at the next sync point
+    saved = load_checkpoint(tmp_path / "ck")[0]   # the step-10 checkpoint, finite
+    assert all(torch.isfinite(p).all() for p in saved.parameters())
+    with pytest.raises(NonFiniteLoss):
+        tr.save(tmp_path / "ck")
+
+
+def test_compiled_training_step_follows_eager():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        losses = {}
+        for mode in ("off", "default"):
+            data = _data()
+            tr = Trainer(_model(data, halt_exploration_prob=0.0), data, _config(compile=mode))
+            losses[mode] = [tr.step()["loss"] for _ in range(3)]
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(losses["default"], losses["off"], rtol=1e-4)
+    with pytest.raises(ArcKitError, match="compile must be off or default"):
+        Trainer(_model(_data()), _data(), _config(compile="max"))
