@@ -145,6 +145,10 @@ class Trainer:
         # holds it with the sampler state from before it was drawn (what a checkpoint saves).
         self._pool: ThreadPoolExecutor | None = None
         self._pending: tuple[dict[str, torch.Tensor], Future] | None = None
+        # Benchmarks set this to {} to get seconds per phase of each step (data, forward, backward,
+        # optimizer, sync); it waits for the device between phases, so leave it None when training.
+        self.phase_seconds: dict[str, float] | None = None
+        self._phase_t = 0.0
 
     # ------------------------------------------------------------------ setup helpers
 
@@ -177,10 +181,13 @@ class Trainer:
 
     def _build_batch(self) -> dict[str, torch.Tensor]:
         """This process's rows of the next global batch, as (pinned, on CUDA) CPU tensors."""
+        t = time.perf_counter()
         part = self.sampler.next_batch(self.rank * self.local_batch, (self.rank + 1) * self.local_batch)
         batch = {k: torch.from_numpy(v) for k, v in part.items()}
         if self.device.type == "cuda":
             batch = {k: v.pin_memory() for k, v in batch.items()}
+        if self.phase_seconds is not None:   # built in the background: not on the step's critical path
+            self.phase_seconds["data_build"] = self.phase_seconds.get("data_build", 0.0) + time.perf_counter() - t
         return batch
 
     def _prefetch(self) -> None:
@@ -233,20 +240,24 @@ class Trainer:
         """One supervision step that never waits for the device: returns the metric names and their
         (process-local) values still on the device."""
         t0 = time.perf_counter()
+        self._phase(None)
         self.step_count += 1
         self.model.train()
         batch = self._local_batch()
         if self.carry is None:
             self.carry = self.model.initial_carry(batch)
+        self._phase("data")
         ctx = torch.autocast("cuda", dtype=self.autocast) if self.autocast else contextlib.nullcontext()
         with ctx:
             carry, loss, metrics = self._forward_loss(self.carry, batch)
+        self._phase("forward")
         with torch.no_grad():   # remember the first non-finite step and its loss, without a host sync
             first = ~torch.isfinite(loss.detach()) & (self._bad[0] == 0)
             self._bad = torch.where(first, torch.stack([torch.tensor(float(self.step_count), device=self.device),
                                                         loss.detach().float()]), self._bad)
         (loss / self.config.global_batch_size).backward()
         self._all_reduce_grads()
+        self._phase("backward")
         self._lrs = {}
         for name, opt, base_lr in self.optimizers:
             lr = lr_at(self.step_count, base_lr, self.config.lr_warmup_steps, self.total_steps, self.config.lr_min_ratio)
@@ -258,11 +269,23 @@ class Trainer:
         if self.ema is not None:
             self.ema.update(self.model)
         self.carry = carry
+        self._phase("optimizer")
         # host time: on a GPU the host runs at most a few steps ahead of the device, so on average it
         # is the device's step time too
         self._step_seconds.append(time.perf_counter() - t0)
         keys = sorted(metrics)
         return keys, torch.stack([metrics[k].detach().float() for k in keys])
+
+    def _phase(self, name: str | None) -> None:
+        """With `phase_seconds` set: wait for the device and add the time since the last mark to `name`."""
+        if self.phase_seconds is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        if name is not None:
+            self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + now - self._phase_t
+        self._phase_t = now
 
     def _check_finite(self, bad: torch.Tensor | None = None) -> None:
         """Raise NonFiniteLoss (on every process together) if any step so far had a non-finite loss."""
@@ -278,9 +301,11 @@ class Trainer:
     def _read_metrics(self, keys: list[str], values: torch.Tensor) -> dict:
         """Metrics of one step to the host (one device sync): summed over processes; losses per sequence of
         the global batch, the rest per halted sequence (as the reference). Raises NonFiniteLoss first."""
+        self._phase(None)
         local = torch.cat([values, self._bad])
         reduced = self._sum_over_processes(values.clone())
         host = torch.cat([local, reduced]).cpu()
+        self._phase("sync")
         self._check_finite(host[len(keys):len(keys) + 2])
         v = dict(zip(keys, host[len(keys) + 2:].tolist()))
         count = max(v["count"], 1.0)

@@ -157,9 +157,14 @@ def _dp_worker(out_path):
     table = tr.model.puzzle_emb.weights
     gathered = [torch.empty_like(table) for _ in range(2)]
     torch.distributed.all_gather(gathered, table)
+    param_sum = float(sum(p.detach().double().sum() for p in tr.model.parameters()))
+    # train(): sync points every 3 steps, where the processes agree on stopping and plan the deadline's step
+    tr.config.log_every = 3
+    last = tr.train(max_steps=11, until=time.time() + 600)
     if acc.is_main_process:
         out_path.write_text(json.dumps({"losses": losses, "tables_equal": bool(torch.equal(*gathered)),
-                                        "param_sum": float(sum(p.detach().double().sum() for p in tr.model.parameters()))}))
+                                        "param_sum": param_sum, "trained_to": tr.step_count,
+                                        "stopped": last["stopped"]}))
 
 
 def test_two_process_data_parallel_follows_single_process(tmp_path):
@@ -179,6 +184,7 @@ def test_two_process_data_parallel_follows_single_process(tmp_path):
           max(abs(a - b) / abs(b) for a, b in zip(dp["losses"], losses)))
     np.testing.assert_allclose(dp["losses"], losses, rtol=1e-4)
     assert dp["tables_equal"]                    # sign-SGD gathered every process's rows
+    assert dp["trained_to"] == 11 and dp["stopped"] == "steps"
     assert dp["param_sum"] == pytest.approx(float(sum(p.detach().double().sum() for p in single.model.parameters())), rel=1e-5)
 
 
