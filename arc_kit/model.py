@@ -22,6 +22,16 @@ from .errors import ArcKitError
 from .layers import Attention, CastedEmbedding, CastedLinear, RotaryEmbedding, SwiGLU, rms_norm, trunc_normal_
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+GRID_SIDE = 30                       # coordinate positions: cell (r, c) is P + GRID_SIDE * r + c
+GRID_CELLS = GRID_SIDE * GRID_SIDE
+
+
+def coord_positions(height: int, width: int) -> torch.Tensor:
+    """Coordinate position (without the prefix P) of each token of a row-major `height` x `width` crop:
+    30 r + c, int64 [height * width]."""
+    if not (1 <= height <= GRID_SIDE and 1 <= width <= GRID_SIDE):
+        raise ArcKitError(f"crop {height}x{width} does not fit the {GRID_SIDE}x{GRID_SIDE} coordinate grid")
+    return (torch.arange(height)[:, None] * GRID_SIDE + torch.arange(width)[None, :]).reshape(-1)
 
 
 @dataclass
@@ -39,6 +49,9 @@ class TRMConfig:
     puzzle_emb_len: int = 16           # prefix slots; 0 means ceil(puzzle_emb_ndim / hidden_size)
     num_puzzle_identifiers: int = 1    # rows of the puzzle-embedding table
     pos_encodings: str = "rope"        # rope | learned | none
+    positions: str = "canvas"          # canvas: token t at position P + t (row stride = the canvas side; the
+                                       # reference's); coords: cell (r, c) at P + 30 r + c whatever the crop
+                                       # (RoPE table of P + 900), so one model serves every crop size
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-5
     halt_max_steps: int = 16
@@ -52,6 +65,15 @@ class TRMConfig:
             raise ArcKitError(f"model config: forward_dtype must be one of {', '.join(DTYPES)}, got {self.forward_dtype!r}")
         if self.pos_encodings not in ("rope", "learned", "none"):
             raise ArcKitError(f"model config: pos_encodings must be rope, learned or none, got {self.pos_encodings!r}")
+        if self.positions not in ("canvas", "coords"):
+            raise ArcKitError(f"model config: positions must be canvas or coords, got {self.positions!r}")
+        if self.positions == "coords" and self.pos_encodings == "learned":
+            raise ArcKitError("model config: positions coords needs pos_encodings rope or none (learned position "
+                              "embeddings beyond the trained crops were never trained)")
+        if self.positions == "coords" and self.mlp_t:
+            raise ArcKitError("model config: positions coords cannot be used with mlp_t (its sequence length is fixed)")
+        if self.positions == "coords" and self.seq_len > GRID_CELLS:
+            raise ArcKitError(f"model config: positions coords covers at most {GRID_CELLS} cells, seq_len is {self.seq_len}")
         if self.hidden_size % self.num_heads:
             raise ArcKitError(f"model config: hidden_size {self.hidden_size} is not a multiple of num_heads {self.num_heads}")
         if self.puzzle_emb_ndim > self.prefix_len * self.hidden_size:
@@ -164,7 +186,8 @@ class TRM(nn.Module):
         if cfg.puzzle_emb_ndim > 0:
             self.puzzle_emb = PuzzleEmbedding(cfg.num_puzzle_identifiers, cfg.puzzle_emb_ndim, dtype)
         if cfg.pos_encodings == "rope":
-            self.rotary_emb = RotaryEmbedding(D // cfg.num_heads, cfg.seq_len + P, cfg.rope_theta)
+            n_pos = P + (GRID_CELLS if cfg.positions == "coords" else cfg.seq_len)
+            self.rotary_emb = RotaryEmbedding(D // cfg.num_heads, n_pos, cfg.rope_theta)
         elif cfg.pos_encodings == "learned":
             self.embed_pos = CastedEmbedding(cfg.seq_len + P, D, std=1 / self.embed_scale, dtype=dtype)
         self.L_level = ReasoningModule(cfg)
@@ -196,10 +219,35 @@ class TRM(nn.Module):
             x = 0.707106781 * (x + self.embed_pos.embedding_weight.to(x.dtype))  # keep the variance
         return self.embed_scale * x
 
-    def recurse(self, z_H, z_L, x):
-        """One supervision step of latent recursion. z_H, z_L, x [B, T, D] -> new z_H, z_L (with grad from the last H-cycle)."""
+    def rope(self, batch: dict[str, torch.Tensor] | None = None):
+        """RoPE (cos, sin) for a batch, None without RoPE. Canvas positions: the tables [T, hd]. Coordinate
+        positions: gathered per sequence [B, T, hd] from batch["positions"] ([B, L], 30 r + c of each token),
+        or [T, hd] for a square crop of side sqrt(L) when the batch has no positions (L = seq_len without
+        a batch)."""
         cfg = self.config
-        cos_sin = self.rotary_emb() if cfg.pos_encodings == "rope" else None
+        if cfg.pos_encodings != "rope":
+            return None
+        cos, sin = self.rotary_emb()
+        if cfg.positions == "canvas":
+            return cos, sin
+        P = cfg.prefix_len
+        pos = None if batch is None else batch.get("positions")
+        if pos is None:
+            L = cfg.seq_len if batch is None else batch["inputs"].shape[1]
+            side = math.isqrt(L)
+            if side * side != L:
+                raise ArcKitError(f"model: {L}-token sequences are not square crops: the batch needs 'positions'")
+            pos = coord_positions(side, side).to(cos.device)
+        prefix = torch.arange(P, device=pos.device).expand(*pos.shape[:-1], P)
+        idx = torch.cat((prefix, P + pos.long()), dim=-1)
+        return cos[idx], sin[idx]
+
+    def recurse(self, z_H, z_L, x, cos_sin=None):
+        """One supervision step of latent recursion. z_H, z_L, x [B, T, D] -> new z_H, z_L (with grad from the
+        last H-cycle). cos_sin: from rope(batch) (canvas positions when omitted)."""
+        cfg = self.config
+        if cos_sin is None:
+            cos_sin = self.rope()
         with torch.no_grad():
             for _ in range(cfg.H_cycles - 1):
                 for _ in range(cfg.L_cycles):
@@ -216,15 +264,15 @@ class TRM(nn.Module):
         q = self.q_head(z_H[:, 0]).to(torch.float32)  # the first prefix slot reads the puzzle
         return logits, q[:, 0], q[:, 1]
 
-    def initial_state(self, B: int):
-        """z_H, z_L [B, T, D] at their initial values."""
-        T = self.config.seq_len + self.config.prefix_len
+    def initial_state(self, B: int, L: int | None = None):
+        """z_H, z_L [B, T, D] at their initial values (T = P + L, L default seq_len)."""
+        T = (L or self.config.seq_len) + self.config.prefix_len
         return self.H_init.expand(B, T, -1), self.L_init.expand(B, T, -1)
 
     # ---- ACT interface (trainer) ----------------------------------------------------------------
     def initial_carry(self, batch: dict[str, torch.Tensor]) -> Carry:
         """Every sequence starts halted, so the first step loads `batch` and resets the state."""
-        B, T, D = batch["inputs"].shape[0], self.config.seq_len + self.config.prefix_len, self.config.hidden_size
+        B, T, D = batch["inputs"].shape[0], batch["inputs"].shape[1] + self.config.prefix_len, self.config.hidden_size
         dev = self.H_init.device
         z = torch.zeros(B, T, D, dtype=self.H_init.dtype, device=dev)
         return Carry(z_H=z, z_L=z.clone(), steps=torch.zeros(B, dtype=torch.int32, device=dev),
@@ -246,7 +294,8 @@ class TRM(nn.Module):
         data = {k: torch.where(reset.view((-1,) + (1,) * (v.ndim - 1)), batch[k], v) for k, v in carry.current_data.items()}
 
         x = self.embed(data["inputs"], data["puzzle_identifiers"])
-        z_H, z_L = self.recurse(z_H, z_L, x)
+        cos_sin = self.rope(data)
+        z_H, z_L = self.recurse(z_H, z_L, x, cos_sin)
         logits, q_halt, q_continue = self.heads(z_H)
         outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
         z_H, z_L = z_H.detach(), z_L.detach()  # no gradient flows between supervision steps
@@ -261,7 +310,7 @@ class TRM(nn.Module):
                 min_steps = explore * torch.randint_like(steps, low=2, high=cfg.halt_max_steps + 1)
                 halted = halted & (steps >= min_steps)
                 if not cfg.no_ACT_continue:  # bootstrapped target: value of the next step (PQN-style, no replay)
-                    _, nq_halt, nq_cont = self.heads(self.recurse(z_H, z_L, x)[0])
+                    _, nq_halt, nq_cont = self.heads(self.recurse(z_H, z_L, x, cos_sin)[0])
                     outputs["target_q_continue"] = torch.sigmoid(torch.where(last, nq_halt, torch.maximum(nq_halt, nq_cont)))
         return Carry(z_H, z_L, steps, halted, data), outputs
 
@@ -279,18 +328,19 @@ class TRM(nn.Module):
         try:
             S = steps or self.config.halt_max_steps
             inputs, ids = batch["inputs"], batch["puzzle_identifiers"]
-            B, dev = inputs.shape[0], inputs.device
+            (B, L), dev = inputs.shape, inputs.device
             x = self.embed(inputs, ids)
-            z_H, z_L = self.initial_state(B)
+            cos_sin = self.rope(batch)
+            z_H, z_L = self.initial_state(B, L)
             active = torch.arange(B, device=dev)  # rows of the batch still running
-            out = {"preds": torch.zeros(B, self.config.seq_len, dtype=torch.long, device=dev),
+            out = {"preds": torch.zeros(B, L, dtype=torch.long, device=dev),
                    "q_halt": torch.zeros(B, device=dev), "q_continue": torch.zeros(B, device=dev),
                    "steps_run": torch.zeros(B, dtype=torch.long, device=dev)}
             if return_logits:
-                out["logits"] = torch.zeros(B, self.config.seq_len, self.config.vocab_size, device=dev)
+                out["logits"] = torch.zeros(B, L, self.config.vocab_size, device=dev)
             all_preds, all_q = [], []
             for s in range(1, S + 1):
-                z_H, z_L = self.recurse(z_H, z_L, x)
+                z_H, z_L = self.recurse(z_H, z_L, x, cos_sin)
                 logits, q_halt, q_cont = self.heads(z_H)
                 out["preds"][active] = logits.argmax(-1)
                 out["q_halt"][active], out["q_continue"][active] = q_halt, q_cont
@@ -304,6 +354,8 @@ class TRM(nn.Module):
                     keep = q_halt <= 0
                     if not keep.all():
                         active, x, z_H, z_L = active[keep], x[keep], z_H[keep], z_L[keep]
+                        if cos_sin is not None and cos_sin[0].ndim == 3:   # per-sequence coordinate tables
+                            cos_sin = (cos_sin[0][keep], cos_sin[1][keep])
                     if active.numel() == 0:
                         break
             if return_all_steps:

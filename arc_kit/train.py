@@ -473,7 +473,10 @@ class Trainer:
         carry_keys = [k for k in t if k.startswith(mine + "carry.")]
         self.carry = None   # a different process count restarts the carried batch (fresh examples)
         if carry_keys and int(t.get("world_size", torch.tensor(1))) == self.world:
-            carry = self.model.initial_carry(self._peek_batch())
+            # a batch of the saved data's keys and shapes (e.g. coordinate `positions`, any crop length)
+            saved = {k.split(".")[3]: t[k] for k in carry_keys if k.split(".")[2] == "current_data"}
+            peek = {name: torch.zeros_like(v, device=self.device) for name, v in saved.items()} or self._peek_batch()
+            carry = self.model.initial_carry(peek)
             for k in carry_keys:
                 carry = _assign(carry, k.split(".")[2:], t[k].to(self.device))
             self.carry = carry

@@ -285,3 +285,18 @@ def test_compiled_training_step_follows_eager():
     np.testing.assert_allclose(losses["default"], losses["off"], rtol=1e-4)
     with pytest.raises(ArcKitError, match="compile must be off or default"):
         Trainer(_model(_data()), _data(), _config(compile="max"))
+
+
+def test_coordinate_position_model_trains_and_resumes_exactly(tmp_path):
+    data = _data()   # 4x4 canvas: square crops, so the model derives the coordinate positions itself
+    full = Trainer(_model(data, positions="coords"), data, _config())
+    losses = [full.step()["loss"] for _ in range(4)]
+    data = _data()
+    first = Trainer(_model(data, positions="coords"), data, _config())
+    half = [first.step()["loss"] for _ in range(2)]
+    first.save(tmp_path / "ck")
+    model, info = load_checkpoint(tmp_path / "ck")
+    assert info.config.positions == "coords" and model.rotary_emb.cos.shape[0] == 900 + 1
+    resumed = Trainer(model, data, _config())
+    resumed.load_state(tmp_path / "ck")
+    np.testing.assert_allclose(half + [resumed.step()["loss"] for _ in range(2)], losses, rtol=1e-6, atol=1e-7)
