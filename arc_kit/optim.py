@@ -82,13 +82,15 @@ def sparse_sign_sgd_(weights: torch.Tensor, ids: torch.Tensor, grads: torch.Tens
 
     ids [B] may repeat (several examples of one puzzle in a batch): their gradients [B, D] are summed
     first, so each row moves once per step. Rows not in `ids` are untouched (no decay either).
+    Works at the batch's size with no data-dependent shapes (no `unique`), so on a GPU it never makes the
+    host wait: gradients are summed at each id's first example, every example reads its id's sum, and
+    the rows of repeated ids, computed identically, are written with the same values.
     """
-    uniq, inv = ids.long().unique(return_inverse=True)
-    g = torch.zeros((uniq.numel(), grads.shape[1]), dtype=grads.dtype, device=grads.device)
-    g.index_add_(0, inv, grads)
-    rows = weights[uniq]
+    first = (ids[:, None] == ids[None, :]).int().argmax(dim=1)          # [B] first example with the same id
+    g = torch.zeros_like(grads).index_add_(0, first, grads)[first]      # [B, D] the id's summed gradient
+    rows = weights[ids.long()]
     rows.mul_(1.0 - lr * weight_decay).add_(torch.sign(g).to(rows.dtype), alpha=-lr)
-    weights[uniq] = rows
+    weights[ids.long()] = rows
 
 
 class SparseEmbeddingSignSGD:

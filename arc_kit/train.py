@@ -253,8 +253,8 @@ class Trainer:
         self._phase("forward")
         with torch.no_grad():   # remember the first non-finite step and its loss, without a host sync
             first = ~torch.isfinite(loss.detach()) & (self._bad[0] == 0)
-            self._bad = torch.where(first, torch.stack([torch.tensor(float(self.step_count), device=self.device),
-                                                        loss.detach().float()]), self._bad)
+            self._bad = torch.stack([torch.where(first, float(self.step_count), self._bad[0]),
+                                     torch.where(first, loss.detach().float(), self._bad[1])])
         (loss / self.config.global_batch_size).backward()
         self._all_reduce_grads()
         self._phase("backward")
