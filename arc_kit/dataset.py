@@ -185,21 +185,26 @@ class TrainData:
         H, W = np.where(swap, w, h), np.where(swap, h, w)                      # transformed grid size
         i = np.arange(C)[None, :] - offsets[:, :1]                             # [B, C] row within the grid
         j = np.arange(C)[None, :] - offsets[:, 1:]                             # [B, C] column within the grid
-        # augment.dihedral(a, k)[i, j] = a[si, sj] with si, sj linear in i, j: flat source index
-        # si * C + sj = ci * i + cj * j + c0, one broadcast add over the canvas
+        row_in, col_in = (i >= 0) & (i < H[:, None]), (j >= 0) & (j < W[:, None])
+        below, right = i == H[:, None], j == W[:, None]                        # the EOS row and column
+        # augment.dihedral(a, k)[i, j] = a[si, sj] with si, sj linear in i, j: the flat source index
+        # si * C + sj = ci * i + cj * j + c0 is one broadcast add over the canvas; i and j are clamped into
+        # the grid first so every index is valid (cells outside are masked below)
+        i, j = np.clip(i, 0, H[:, None] - 1), np.clip(j, 0, W[:, None] - 1)
         si_i, si_j, si_h, sj_i, sj_j, sj_w = _DIHEDRAL_SOURCE[k].T
         ci, cj = si_i * C + sj_i, si_j * C + sj_j
         c0 = si_h * (h - 1) * C + sj_w * (w - 1) + (rows * 2 + side) * C * C   # into the flat table of grids
-        src = ((ci[:, None] * i)[:, :, None].astype(np.int32) + (cj[:, None] * j)[:, None, :].astype(np.int32)
-               + c0[:, None, None].astype(np.int32))
-        row_in, col_in = (i >= 0) & (i < H[:, None]), (j >= 0) & (j < W[:, None])
-        inside = row_in[:, :, None] & col_in[:, None, :]                        # [B, C, C]
-        eos = ((i == H[:, None])[:, :, None] & col_in[:, None, :]) | (row_in[:, :, None] & (j == W[:, None])[:, None, :])
-        colours = np.take(self._grids.reshape(-1), np.where(inside, src, 0))  # [B, C, C]
-        # one lookup maps colours through the example's permutation and codes 10 / 11 to EOS / PAD
-        lut = np.concatenate([perm + COLOR_OFFSET, np.full((B, 2), (EOS, PAD), dtype=np.uint8)], axis=1)  # [B, 12]
-        code = np.where(inside, colours, np.where(eos, 10, 11).astype(np.uint8)).reshape(B, -1).astype(np.int32)
-        return np.take(lut.reshape(-1), code + (12 * np.arange(B, dtype=np.int32))[:, None])
+        src = (ci[:, None] * i + c0[:, None]).astype(np.int32)[:, :, None] + (cj[:, None] * j).astype(np.int32)[:, None, :]
+        colours = self._grids.reshape(-1)[src]                                 # [B, C, C] uint8
+        # the example's colour map as one lookup in a [B, 16] token table
+        lut = np.zeros((B, 16), dtype=np.uint8)
+        lut[:, :10] = perm + COLOR_OFFSET
+        tokens = lut.reshape(-1)[colours + (16 * np.arange(B, dtype=np.int32))[:, None, None]]
+        # outside the grid: EOS on the row below and the column right of it (not the corner), PAD elsewhere
+        # (uint8 arithmetic on the masks: much faster than np.where here)
+        inside = row_in[:, :, None] & col_in[:, None, :]
+        border = (below[:, :, None] & col_in[:, None, :]) | (row_in[:, :, None] & right[:, None, :])
+        return (tokens * inside + np.uint8(EOS) * border + np.uint8(PAD)).reshape(B, -1).astype(np.uint8)
 
 
 # augment.dihedral(a, k)[i, j] = a[si, sj] with si = si_i*i + si_j*j + si_h*(h-1), sj = sj_i*i + sj_j*j + sj_w*(w-1):
