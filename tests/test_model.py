@@ -289,6 +289,15 @@ def test_coordinate_positions_batched_crop_equals_crop_alone():
     # the rows' shapes matter: the same tokens read as a 5x4 crop give other logits
     other = dict(alone, positions=_crop_batch([(5, 4)])["positions"])
     assert not torch.allclose(model.predict(other, return_logits=True)["logits"][0], a["logits"][0], atol=1e-4)
+    # early halting drops rows (and their position tables) from the batch: still the same answer
+    with torch.no_grad():
+        model.q_head.weight.normal_(0, 1.0)
+        model.q_head.bias.zero_()
+        q = model.predict(mixed, steps=1)["q_halt"]      # halting threshold between the rows' first q_halt
+        model.q_head.bias[0] = -(q.min() + q.max()) / 2
+    a, b = model.predict(alone, early_halt=True), model.predict(mixed, early_halt=True)
+    assert b["steps_run"].unique().numel() > 1            # some rows stopped before others
+    assert torch.equal(b["preds"][2], a["preds"][0]) and b["steps_run"][2] == a["steps_run"][0]
     # ACT training interface: positions travel in the carry with the rest of the data
     model.train()
     carry, out = model(model.initial_carry(mixed), mixed)
