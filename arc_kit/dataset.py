@@ -1,5 +1,8 @@
 """Training examples: tasks x augmentations -> encoded (inputs, labels, puzzle_identifiers) batches, translated on the canvas."""
 
+import time
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -269,6 +272,52 @@ class BatchSampler:
         self.generator.set_state(tensors["sampler.generator"].clone())
         self.order = tensors["sampler.order"].clone()
         self.pos = int(tensors["sampler.pos"])
+
+
+class BatchPrefetcher:
+    """One process's rows [lo, hi) of the sampler's global batches, each built in a background thread
+    while the previous step runs (pinned memory when `pin`, for asynchronous copies to a GPU).
+
+    `state_tensors()` is the sampler's state before the batch built ahead was drawn, so a checkpoint
+    resumes on exactly the batch the next step would have taken. `seconds` adds up the thread's time."""
+
+    def __init__(self, sampler: BatchSampler, lo: int, hi: int, pin: bool = False):
+        self.sampler, self.lo, self.hi, self.pin = sampler, lo, hi, pin
+        self.seconds = 0.0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: tuple[dict[str, torch.Tensor], Future] | None = None
+
+    def _build(self) -> dict[str, torch.Tensor]:
+        t = time.perf_counter()
+        batch = {k: torch.from_numpy(v) for k, v in self.sampler.next_batch(self.lo, self.hi).items()}
+        if self.pin:
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        self.seconds += time.perf_counter() - t
+        return batch
+
+    def _submit(self) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arc-kit-batches")
+            weakref.finalize(self, self._pool.shutdown, wait=False)
+        self._pending = (self.sampler.state_tensors(), self._pool.submit(self._build))
+
+    def next(self) -> dict[str, torch.Tensor]:
+        """The next batch (waiting for it if the thread is not done), and start building the one after."""
+        if self._pending is None:
+            self._submit()
+        batch = self._pending[1].result()
+        self._submit()
+        return batch
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return self._pending[0] if self._pending is not None else self.sampler.state_tensors()
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Drop the batch built ahead (waiting for the thread to leave the sampler) and restore the stream."""
+        if self._pending is not None:
+            self._pending[1].exception()
+            self._pending = None
+        self.sampler.load_state_tensors(tensors)
 
 
 def load_train_data(config: DataConfig, puzzle_names: list[str] | None = None) -> TrainData:

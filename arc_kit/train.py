@@ -5,15 +5,13 @@ import copy
 import json
 import sys
 import time
-import weakref
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from .dataset import BatchSampler, TrainData
+from .dataset import BatchPrefetcher, BatchSampler, TrainData
 from .errors import ArcKitError
 from .optim import (EMA, SparseEmbeddingSignSGD, build_optimizer, load_optimizer_state_tensors, lr_at,
                     optimizer_state_tensors)
@@ -141,10 +139,9 @@ class Trainer:
         # Divergence is tracked on the device (first non-finite step and its loss) and read at sync points.
         self._bad = torch.zeros(2, device=self.device)
         self._forward_loss = self._make_forward_loss()
-        # The next local batch is built in a background thread while the current step runs. `_pending`
-        # holds it with the sampler state from before it was drawn (what a checkpoint saves).
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: tuple[dict[str, torch.Tensor], Future] | None = None
+        # This process's rows of each batch, built in a background thread while the previous step runs
+        self.batches = BatchPrefetcher(self.sampler, self.rank * self.local_batch, (self.rank + 1) * self.local_batch,
+                                       pin=self.device.type == "cuda")
         # Benchmarks set this to {} to get seconds per phase of each step (data, forward, backward,
         # optimizer, sync); it waits for the device between phases, so leave it None when training.
         self.phase_seconds: dict[str, float] | None = None
@@ -179,37 +176,8 @@ class Trainer:
             return carry, loss, metrics
         return torch.compile(forward_loss) if self.config.compile == "default" else forward_loss
 
-    def _build_batch(self) -> dict[str, torch.Tensor]:
-        """This process's rows of the next global batch, as (pinned, on CUDA) CPU tensors."""
-        t = time.perf_counter()
-        part = self.sampler.next_batch(self.rank * self.local_batch, (self.rank + 1) * self.local_batch)
-        batch = {k: torch.from_numpy(v) for k, v in part.items()}
-        if self.device.type == "cuda":
-            batch = {k: v.pin_memory() for k, v in batch.items()}
-        if self.phase_seconds is not None:   # built in the background: not on the step's critical path
-            self.phase_seconds["data_build"] = self.phase_seconds.get("data_build", 0.0) + time.perf_counter() - t
-        return batch
-
-    def _prefetch(self) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arc-kit-batches")
-            weakref.finalize(self, self._pool.shutdown, wait=False)
-        self._pending = (self.sampler.state_tensors(), self._pool.submit(self._build_batch))
-
-    def _drop_prefetch(self) -> None:
-        """Forget the batch built ahead, rewinding the sampler to before it."""
-        if self._pending is not None:
-            state, future = self._pending
-            future.exception()   # wait for the thread to leave the sampler alone
-            self.sampler.load_state_tensors(state)
-            self._pending = None
-
     def _local_batch(self) -> dict[str, torch.Tensor]:
-        if self._pending is None:
-            self._prefetch()
-        batch = self._pending[1].result()
-        self._prefetch()   # the next batch is built while this step runs
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        return {k: v.to(self.device, non_blocking=True) for k, v in self.batches.next().items()}
 
     def _all_reduce_grads(self) -> None:
         """Sum gradients over processes in one flat buffer (the reference all-reduces per parameter)."""
@@ -439,7 +407,7 @@ class Trainer:
         if self.ema is not None:
             t.update(self.ema.state_tensors())
         # the data stream as the next step will see it (a batch built ahead is drawn again on resume)
-        t.update(self._pending[0] if self._pending is not None else self.sampler.state_tensors())
+        t.update(self.batches.state_tensors())
         t["step"] = torch.tensor(self.step_count, dtype=torch.int64)
         t["total_steps"] = torch.tensor(self.total_steps, dtype=torch.int64)
         t["world_size"] = torch.tensor(self.world, dtype=torch.int64)
@@ -462,8 +430,7 @@ class Trainer:
                 load_optimizer_state_tensors(opt, self.params, f"optim.{name}", t)
         if self.ema is not None:
             self.ema.load_state_tensors(t)
-        self._drop_prefetch()
-        self.sampler.load_state_tensors(t)
+        self.batches.load_state_tensors(t)
         self.step_count = int(t["step"])
         mine = f"rank{self.rank}."
         if f"{mine}rng.torch" in t:

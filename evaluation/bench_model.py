@@ -135,10 +135,12 @@ def main(argv=None) -> int:
     train_s = (time.perf_counter() - t) / args.steps
     train_mem = peak_memory_mb(device)
     trainer.phase_seconds = {}
+    built = trainer.batches.seconds
     for i in range(args.steps):
         pending = trainer._step()
         trainer._read_metrics(*pending)
     phases = {k: v / args.steps for k, v in trainer.phase_seconds.items()}
+    phases["data_build"] = (trainer.batches.seconds - built) / args.steps
 
     f_train, f_infer = flops_per_token(mcfg)
     res = {

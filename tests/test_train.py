@@ -232,15 +232,15 @@ def test_cli_train_writes_checkpoint_and_resumes(tmp_path, capsys):
 
 
 def test_host_reads_metrics_only_at_sync_points_and_batches_are_prefetched(tmp_path, monkeypatch):
-    from arc_kit.dataset import BatchSampler
+    from arc_kit.dataset import BatchPrefetcher, BatchSampler
     data = _data()
     tr = Trainer(_model(data), data, _config(max_steps=12, log_every=5), log_path=tmp_path / "log.jsonl")
     reads = []
     read = Trainer._read_metrics
     monkeypatch.setattr(Trainer, "_read_metrics", lambda self, *a: reads.append(self.step_count) or read(self, *a))
     seen = []
-    build = Trainer._build_batch
-    monkeypatch.setattr(Trainer, "_build_batch", lambda self: seen.append(build(self)) or seen[-1])
+    build = BatchPrefetcher._build
+    monkeypatch.setattr(BatchPrefetcher, "_build", lambda self: seen.append(build(self)) or seen[-1])
     out = tr.train()
     assert tr.step_count == 12 and out["stopped"] == "steps" and np.isfinite(out["loss"])
     assert reads == [1, 5, 10, 12]        # first step, every log_every steps, the last step
