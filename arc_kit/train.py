@@ -86,6 +86,7 @@ class Trainer(TrainerState):
         self.carry = None
         self.log_path = Path(log_path) if log_path else None
         self._step_seconds: list[float] = []
+        self.compile_seconds: float | None = None   # the first step's time when compiling (train.compile)
         if config.compile not in ("off", "default"):
             raise ArcKitError(f"train config: compile must be off or default, got '{config.compile}'")
 
@@ -213,8 +214,12 @@ class Trainer(TrainerState):
         self.carry = carry
         self._phase("optimizer")
         # host time: on a GPU the host runs at most a few steps ahead of the device, so on average it
-        # is the device's step time too
-        self._step_seconds.append(time.perf_counter() - t0)
+        # is the device's step time too. The first compiled step is the compile time: kept apart, so the
+        # deadline planning (steps_by) uses the steps' own time.
+        if self.config.compile != "off" and self.compile_seconds is None:
+            self.compile_seconds = time.perf_counter() - t0
+        else:
+            self._step_seconds.append(time.perf_counter() - t0)
         keys = sorted(metrics)
         return keys, torch.stack([metrics[k].detach().float() for k in keys])
 
