@@ -5,8 +5,14 @@
     python evaluation/bench_model.py --config pretrain-arc-agi-1 --device cpu --batch 32 model.hidden_size=64 \
         model.H_cycles=1 model.L_cycles=2 model.halt_max_steps=3 data.canvas=8
 
-Training = one Trainer.step() (batch sampling and encoding, forward, stablemax loss, backward, Adam-atan2 +
-sign-SGD, EMA) on a synthetic task with canvas-filling grids; inference = one evaluation-mode supervision step.
+Training = one Trainer step as `train()` runs it (batch built ahead in a background thread, forward,
+stablemax loss, backward, Adam-atan2 + sign-SGD, EMA; metrics read once at the end, as with a large
+log_every) on a synthetic task with canvas-filling grids; inference = one evaluation-mode supervision step.
+The first training step (which compiles with --compile default) is timed apart and not counted. Then
+the same steps run again with the device waited for between phases, for the per-step breakdown: data
+(waiting for the batch built ahead, and copying it to the device), forward (model + loss), backward,
+optimizer (Adam-atan2, sign-SGD, EMA), sync (reading the metrics to the host); `data_build` is the
+background thread's time per batch, off the critical path.
 FLOPs are counted analytically (matmuls and attention; norms, activations and RoPE ignored).
 """
 
@@ -60,6 +66,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
+    ap.add_argument("--compile", default="off", choices=["off", "default"], help="train.compile for the training step")
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="GPU peak for MFU (default: from the GPU name)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = ap.parse_args(argv)
@@ -90,7 +97,8 @@ def main(argv=None) -> int:
                                      num_puzzle_identifiers=len(data.puzzle_names)))
     model = TRM(mcfg)
     tcfg = from_dict(type(cfg.train), dict(to_dict(cfg.train), global_batch_size=args.batch, max_steps=10 ** 9,
-                                           progress=False, device=args.device, precision=args.precision))
+                                           progress=False, device=args.device, precision=args.precision,
+                                           compile=args.compile))
     trainer = Trainer(model, data, tcfg)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     T = mcfg.seq_len + mcfg.prefix_len
@@ -114,16 +122,25 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
-    # ---- training: Trainer.step()
-    times = []
-    for i in range(args.steps + 1):
-        sync()
-        t = time.perf_counter()
-        trainer.step()
-        sync()
-        times.append(time.perf_counter() - t)
-    train_s = float(np.median(times[1:]))
+    # ---- training: the first step (compiles when asked) apart, then steps as train() runs them
+    sync()
+    t = time.perf_counter()
+    trainer.step()
+    sync()
+    first_s = time.perf_counter() - t
+    t = time.perf_counter()
+    for i in range(args.steps):
+        pending = trainer._step()
+    trainer._read_metrics(*pending)
+    train_s = (time.perf_counter() - t) / args.steps
     train_mem = peak_memory_mb(device)
+    trainer.phase_seconds = {}
+    built = trainer.batches.seconds
+    for i in range(args.steps):
+        pending = trainer._step()
+        trainer._read_metrics(*pending)
+    phases = {k: v / args.steps for k, v in trainer.phase_seconds.items()}
+    phases["data_build"] = (trainer.batches.seconds - built) / args.steps
 
     f_train, f_infer = flops_per_token(mcfg)
     res = {
@@ -133,6 +150,7 @@ def main(argv=None) -> int:
         "precision": str(trainer.autocast or "float32").replace("torch.", ""),
         "params": model.num_params(), "hidden": mcfg.hidden_size, "H_cycles": mcfg.H_cycles, "L_cycles": mcfg.L_cycles,
         "canvas": canvas, "tokens_per_seq": T, "batch": args.batch,
+        "compile": args.compile, "first_step_s": first_s, "train_phase_s": phases,
         "train_step_s": train_s, "train_seq_per_s": args.batch / train_s, "train_tokens_per_s": args.batch * T / train_s,
         "infer_step_s": infer_s, "infer_seq_per_s": args.batch / infer_s, "infer_tokens_per_s": args.batch * T / infer_s,
         "train_gflop_per_seq": f_train * T / 1e9, "infer_gflop_per_seq": f_infer * T / 1e9,
@@ -158,6 +176,11 @@ def main(argv=None) -> int:
         if f"{kind}_mfu" in res:
             line += f"  MFU {100 * res[f'{kind}_mfu']:.1f}%"
         print(line)
+    on_path = sum(v for k, v in phases.items() if k != "data_build")
+    print(f"train step breakdown (device waited for between phases; compile {args.compile}, first step "
+          f"{first_s:.2f} s): " + ", ".join(f"{k} {1000 * phases.get(k, 0.0):.1f} ms ({100 * phases.get(k, 0.0) / on_path:.0f}%)"
+                                           for k in ("data", "forward", "backward", "optimizer", "sync"))
+          + f"; data_build {1000 * phases.get('data_build', 0.0):.1f} ms in the background")
     print("(per supervision step; CPU peak memory is the process's peak RSS, GPU's is max allocated)")
     return 0
 

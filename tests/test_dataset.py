@@ -116,3 +116,55 @@ def test_non_square_pairs_fit_after_any_transform():
     for _ in range(3):
         b = sampler.next_batch()                  # every translation stays on the 5x5 canvas
         assert (b["inputs"] >= COLOR_OFFSET).sum(1).tolist() == [10] * 64
+
+
+def _per_example_batch(data, sampler_seed, batch_size, n_batches):
+    """The pre-vectorisation sampler, one example at a time with encode_pair: the oracle for next_batch."""
+    import torch
+
+    from arc_kit.encoding import encode_pair, loss_labels
+    g = torch.Generator().manual_seed(sampler_seed)
+    order, pos, out = torch.zeros(0, dtype=torch.int64), 0, []
+    for _ in range(n_batches):
+        examples = []
+        while len(examples) < batch_size:
+            if pos >= len(order):
+                order, pos = torch.randperm(len(data.groups), generator=g), 0
+            pos += 1
+            group = data.groups[int(order[pos - 1])]
+            puzzle = group[int(torch.randint(len(group), (1,), generator=g))]
+            take = min(len(puzzle), batch_size - len(examples))
+            examples.extend((puzzle, int(j)) for j in torch.randperm(len(puzzle), generator=g)[:take])
+        u = torch.rand((len(examples), 2), generator=g, dtype=torch.float64).numpy()
+        xs, ys = [], []
+        for b, (puzzle, j) in enumerate(examples):
+            off = np.floor(u[b] * (data.canvas - np.array(puzzle.shape(j)) + 1)).astype(np.int64)
+            x, y = encode_pair(*puzzle.pair(j), canvas=data.canvas, offset=(int(off[0]), int(off[1])))
+            xs.append(x)
+            ys.append(y)
+        out.append({"inputs": np.stack(xs).astype(np.int32), "labels": loss_labels(np.stack(ys), np.int32),
+                    "puzzle_identifiers": np.array([p.identifier for p, _ in examples], dtype=np.int32)})
+    return out
+
+
+def test_vectorised_batches_equal_per_example_encoding_and_slices():
+    # non-square pairs whose output differs in size from the input, under every dihedral transform
+    wide = Task(id="wide", train=[Pair([[1, 2, 3, 4], [5, 6, 7, 8]], [[2, 3, 4], [5, 6, 7], [8, 9, 0]]),
+                                  Pair([[3]], [[4, 5, 6, 7, 8]])], test=[])
+    tasks = [wide, _task("a"), _task("b", size=2, n_train=4)]
+    data = TrainData.from_tasks(tasks, num_augmentations=20, augment_config=AugmentConfig(), seed=3, canvas=6)
+    assert {p.aug.k for p in data.groups[0]} == set(range(8))
+    sampler = BatchSampler(data, 13, seed=5)
+    for want in _per_example_batch(data, 5, 13, 6):
+        state = sampler.state_tensors()
+        got = sampler.next_batch()
+        for key in want:
+            assert got[key].dtype == want[key].dtype
+            np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+        # a process's slice: the same rows, and the stream advances exactly as for the whole batch
+        after = sampler.state_tensors()
+        sampler.load_state_tensors(state)
+        part = sampler.next_batch(4, 9)
+        for key in want:
+            np.testing.assert_array_equal(part[key], want[key][4:9], err_msg=key)
+        assert all(np.array_equal(after[k].numpy(), v.numpy()) for k, v in sampler.state_tensors().items())

@@ -262,3 +262,94 @@ def test_config_errors():
         tiny_config(num_heads=3)
     with pytest.raises(ArcKitError, match="does not fit"):
         tiny_config(puzzle_emb_ndim=100, puzzle_emb_len=1)
+
+
+def _crop_batch(shapes, seed=0, P=2):
+    """One sequence per (h, w) crop, all of the same length: random tokens, coordinate positions."""
+    from arc_kit.model.trm import coord_positions
+    g = torch.Generator().manual_seed(seed)
+    L = shapes[0][0] * shapes[0][1]
+    assert all(h * w == L for h, w in shapes)
+    return {"inputs": torch.randint(0, 12, (len(shapes), L), generator=g, dtype=torch.int32),
+            "puzzle_identifiers": torch.randint(1, 5, (len(shapes),), generator=g, dtype=torch.int32),
+            "positions": torch.stack([coord_positions(h, w) for h, w in shapes])}
+
+
+def test_coordinate_positions_batched_crop_equals_crop_alone():
+    torch.manual_seed(0)
+    model = TRM(tiny_config(positions="coords", seq_len=900)).eval()
+    # a 4x5 crop (3x4 grid + EOS border) alone, then in a 20-token bucket with 5x4, 2x10 and another 4x5 crop
+    alone = _crop_batch([(4, 5)], seed=1)
+    mixed = _crop_batch([(5, 4), (2, 10), (4, 5), (4, 5)], seed=2)
+    mixed["inputs"][2], mixed["puzzle_identifiers"][2] = alone["inputs"][0], alone["puzzle_identifiers"][0]
+    a = model.predict(alone, return_logits=True)
+    b = model.predict(mixed, return_logits=True)
+    torch.testing.assert_close(b["logits"][2], a["logits"][0], rtol=1e-5, atol=1e-5)
+    assert torch.equal(b["preds"][2], a["preds"][0])
+    # the rows' shapes matter: the same tokens read as a 5x4 crop give other logits
+    other = dict(alone, positions=_crop_batch([(5, 4)])["positions"])
+    assert not torch.allclose(model.predict(other, return_logits=True)["logits"][0], a["logits"][0], atol=1e-4)
+    # early halting drops rows (and their position tables) from the batch: still the same answer
+    with torch.no_grad():
+        model.q_head.weight.normal_(0, 1.0)
+        model.q_head.bias.zero_()
+        q = model.predict(mixed, steps=1)["q_halt"]      # halting threshold between the rows' first q_halt
+        model.q_head.bias[0] = -(q.min() + q.max()) / 2
+    a, b = model.predict(alone, early_halt=True), model.predict(mixed, early_halt=True)
+    assert b["steps_run"].unique().numel() > 1            # some rows stopped before others
+    assert torch.equal(b["preds"][2], a["preds"][0]) and b["steps_run"][2] == a["steps_run"][0]
+    # ACT training interface: positions travel in the carry with the rest of the data
+    model.train()
+    carry, out = model(model.initial_carry(mixed), mixed)
+    assert torch.equal(carry.current_data["positions"], mixed["positions"]) and out["logits"].shape == (4, 20, 12)
+
+
+def test_coordinate_positions_follow_the_cell_not_the_crop():
+    from arc_kit.model.trm import coord_positions
+    torch.manual_seed(0)
+    model = TRM(tiny_config(positions="coords", seq_len=900))
+    P = model.config.prefix_len
+    assert model.rotary_emb.cos.shape[0] == P + 900                 # one table for every crop up to 30x30
+    small, big = _crop_batch([(3, 3)]), _crop_batch([(5, 5)])
+    cs, cb = model.rope(small)[0][0], model.rope(big)[0][0]          # [T, hd]
+    # cell (1, 0) is token 3 of the 3x3 crop and token 5 of the 5x5 crop: same position P + 30
+    torch.testing.assert_close(cs[P + 3], cb[P + 5])
+    torch.testing.assert_close(cs[P + 3], model.rotary_emb.cos[P + 30])
+    # square crops need no explicit positions; other lengths do
+    del small["positions"]
+    torch.testing.assert_close(model.rope(small)[0], cs)
+    assert coord_positions(2, 3).tolist() == [0, 1, 2, 30, 31, 32]
+    with pytest.raises(ArcKitError, match="not square crops"):
+        model.rope({"inputs": torch.zeros(1, 20, dtype=torch.int32)})
+    # canvas positions (the reference's, the default) are unchanged: the token index
+    canvas = TRM(tiny_config())
+    assert canvas.config.positions == "canvas" and canvas.rotary_emb.cos.shape[0] == 16 + canvas.config.prefix_len
+
+
+def test_coordinate_positions_refusals():
+    with pytest.raises(ArcKitError, match="learned"):
+        tiny_config(positions="coords", pos_encodings="learned")
+    with pytest.raises(ArcKitError, match="mlp_t"):
+        tiny_config(positions="coords", mlp_t=True)
+    with pytest.raises(ArcKitError, match="positions must be canvas or coords"):
+        tiny_config(positions="grid")
+    tiny_config(positions="coords", pos_encodings="none")        # no positions at all: nothing to refuse
+
+
+def test_position_scheme_saved_with_checkpoints(tmp_path):
+    from arc_kit.model.checkpoint import load_checkpoint, save_checkpoint
+    torch.manual_seed(0)
+    model = TRM(tiny_config(positions="coords", num_puzzle_identifiers=2))
+    save_checkpoint(tmp_path / "c", model, ["<blank>", "a"])
+    loaded, info = load_checkpoint(tmp_path / "c")
+    assert info.config.positions == "coords" and loaded.config.positions == "coords"
+    batch = _crop_batch([(4, 4)])
+    batch["puzzle_identifiers"][:] = 1
+    torch.testing.assert_close(loaded.predict(batch, return_logits=True)["logits"],
+                               model.predict(batch, return_logits=True)["logits"])
+    # a checkpoint written before the field existed loads with the canvas positions it was trained with
+    cfg_file = tmp_path / "c" / "config.yaml"
+    doc = yaml.safe_load(cfg_file.read_text())
+    del doc["model"]["positions"]
+    cfg_file.write_text(yaml.safe_dump(doc))
+    assert load_checkpoint(tmp_path / "c")[1].config.positions == "canvas"

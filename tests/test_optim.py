@@ -139,3 +139,52 @@ def test_optimizer_state_round_trip(name):
         o.step()
     for pa, pb in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0)
+
+
+def _adam_atan2_per_parameter(params, state, lr, betas, wd):
+    """The pre-foreach implementation, one parameter at a time: the oracle for the foreach update."""
+    beta1, beta2 = betas
+    for p in params:
+        if p.grad is None:
+            continue
+        st = state.setdefault(p, {"step": 0, "m": torch.zeros_like(p), "v": torch.zeros_like(p)})
+        st["step"] += 1
+        t, m, v = st["step"], st["m"], st["v"]
+        p.mul_(1.0 - lr * wd)
+        m.lerp_(p.grad, 1.0 - beta1)
+        v.lerp_(p.grad * p.grad, 1.0 - beta2)
+        p.add_(torch.atan2(m, v.sqrt() / math.sqrt(1.0 - beta2 ** t)), alpha=-lr / (1.0 - beta1 ** t))
+
+
+@torch.no_grad()
+def test_foreach_adam_atan2_and_ema_equal_the_per_parameter_updates():
+    gen = torch.Generator().manual_seed(0)
+    shapes = [(7, 5), (5,), (3, 4, 2), (1,)]
+    fast = [torch.nn.Parameter(torch.randn(s, generator=gen)) for s in shapes]
+    slow = [torch.nn.Parameter(p.detach().clone()) for p in fast]
+    opt = AdamAtan2(fast, lr=3e-2, betas=(0.9, 0.95), weight_decay=0.1)
+    module = torch.nn.Module()
+    for i, p in enumerate(fast):
+        module.register_parameter(f"p{i}", p)
+    ema = EMA(module, rate=0.8)
+    ema_slow = [p.detach().clone() for p in fast]
+    state: dict = {}
+    for step in range(6):
+        for i, (f, s) in enumerate(zip(fast, slow)):
+            g = torch.randn(f.shape, generator=gen) * 10 ** (i - 2)
+            # parameter 2 misses step 1: its own step count (bias correction) falls behind the others
+            f.grad = s.grad = None if (i == 2 and step == 1) else g
+        opt.step()
+        _adam_atan2_per_parameter(slow, state, lr=3e-2, betas=(0.9, 0.95), wd=0.1)
+        ema.update(module)
+        for e, s in zip(ema_slow, slow):
+            e.mul_(0.8).add_(s, alpha=0.2)
+        for f, s in zip(fast, slow):
+            torch.testing.assert_close(f, s, rtol=1e-6, atol=1e-7)
+        for n, e in zip(ema.shadow, ema_slow):
+            torch.testing.assert_close(ema.shadow[n], e, rtol=1e-6, atol=1e-7)
+    assert [opt.state[p]["step"].item() for p in fast] == [6, 6, 5, 6]
+    # copy_to writes the averages into a model's parameters
+    ema.copy_to(module)
+    for p, e in zip(fast, ema_slow):
+        torch.testing.assert_close(p, e, rtol=1e-6, atol=1e-7)

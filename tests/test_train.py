@@ -17,6 +17,7 @@ from arc_kit.model.dataset import TrainData
 from arc_kit.encoding import decode_grid, encode_grid
 from arc_kit.model.trm import TRM, TRMConfig
 from arc_kit.model.train import NonFiniteLoss, TrainConfig, Trainer
+from arc_kit.errors import ArcKitError
 
 
 def _task(tid="t1", size=3, n_train=3):
@@ -156,9 +157,14 @@ def _dp_worker(out_path):
     table = tr.model.puzzle_emb.weights
     gathered = [torch.empty_like(table) for _ in range(2)]
     torch.distributed.all_gather(gathered, table)
+    param_sum = float(sum(p.detach().double().sum() for p in tr.model.parameters()))
+    # train(): sync points every 3 steps, where the processes agree on stopping and plan the deadline's step
+    tr.config.log_every = 3
+    last = tr.train(max_steps=11, until=time.time() + 600)
     if acc.is_main_process:
         out_path.write_text(json.dumps({"losses": losses, "tables_equal": bool(torch.equal(*gathered)),
-                                        "param_sum": float(sum(p.detach().double().sum() for p in tr.model.parameters()))}))
+                                        "param_sum": param_sum, "trained_to": tr.step_count,
+                                        "stopped": last["stopped"]}))
 
 
 def test_two_process_data_parallel_follows_single_process(tmp_path):
@@ -178,6 +184,7 @@ def test_two_process_data_parallel_follows_single_process(tmp_path):
           max(abs(a - b) / abs(b) for a, b in zip(dp["losses"], losses)))
     np.testing.assert_allclose(dp["losses"], losses, rtol=1e-4)
     assert dp["tables_equal"]                    # sign-SGD gathered every process's rows
+    assert dp["trained_to"] == 11 and dp["stopped"] == "steps"
     assert dp["param_sum"] == pytest.approx(float(sum(p.detach().double().sum() for p in single.model.parameters())), rel=1e-5)
 
 
@@ -220,3 +227,76 @@ def test_cli_train_writes_checkpoint_and_resumes(tmp_path, capsys):
     assert main(argv + ["--resume"] + tiny + ["train.max_steps=5"]) == 0
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5]
+
+
+def test_host_reads_metrics_only_at_sync_points_and_batches_are_prefetched(tmp_path, monkeypatch):
+    from arc_kit.model.dataset import BatchPrefetcher, BatchSampler
+    data = _data()
+    tr = Trainer(_model(data), data, _config(max_steps=12, log_every=5), log_path=tmp_path / "log.jsonl")
+    reads = []
+    read = Trainer._read_metrics
+    monkeypatch.setattr(Trainer, "_read_metrics", lambda self, *a: reads.append(self.step_count) or read(self, *a))
+    seen = []
+    build = BatchPrefetcher._build
+    monkeypatch.setattr(BatchPrefetcher, "_build", lambda self: seen.append(build(self)) or seen[-1])
+    out = tr.train()
+    assert tr.step_count == 12 and out["stopped"] == "steps" and np.isfinite(out["loss"])
+    assert reads == [1, 5, 10, 12]        # first step, every log_every steps, the last step
+    assert [json.loads(x)["step"] for x in (tmp_path / "log.jsonl").read_text().splitlines()] == [5, 10]
+    # one batch built ahead (13 for 12 steps), each equal to the sampler's batch for the seed
+    ref = BatchSampler(data, 8, seed=0)
+    assert len(seen) == 13
+    for batch in seen:
+        for k, v in ref.next_batch().items():
+            np.testing.assert_array_equal(batch[k].numpy(), v)
+
+
+def test_nan_between_sync_points_is_caught_and_never_saved(tmp_path):
+    data = _data()
+    tr = Trainer(_model(data), data, _config(max_steps=40, log_every=10, checkpoint_every=10))
+
+    def poison():
+        if tr.step_count == 12:
+            with torch.no_grad():
+                tr.model.lm_head.weight.fill_(float("nan"))
+        return False
+    with pytest.raises(NonFiniteLoss, match="step 13: loss is nan"):
+        tr.train(should_stop=poison, checkpoint_dir=tmp_path / "ck")
+    assert tr.step_count == 20            # found at the next sync point
+    saved = load_checkpoint(tmp_path / "ck")[0]   # the step-10 checkpoint, finite
+    assert all(torch.isfinite(p).all() for p in saved.parameters())
+    with pytest.raises(NonFiniteLoss):
+        tr.save(tmp_path / "ck")
+
+
+def test_compiled_training_step_follows_eager():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        losses = {}
+        for mode in ("off", "default"):
+            data = _data()
+            tr = Trainer(_model(data, halt_exploration_prob=0.0), data, _config(compile=mode))
+            losses[mode] = [tr.step()["loss"] for _ in range(3)]
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_allclose(losses["default"], losses["off"], rtol=1e-4)
+    # the compiling first step is kept out of the step times that plan the deadline
+    assert tr.compile_seconds is not None and len(tr._step_seconds) == 2
+    with pytest.raises(ArcKitError, match="compile must be off or default"):
+        Trainer(_model(_data()), _data(), _config(compile="max"))
+
+
+def test_coordinate_position_model_trains_and_resumes_exactly(tmp_path):
+    data = _data()   # 4x4 canvas: square crops, so the model derives the coordinate positions itself
+    full = Trainer(_model(data, positions="coords"), data, _config())
+    losses = [full.step()["loss"] for _ in range(4)]
+    data = _data()
+    first = Trainer(_model(data, positions="coords"), data, _config())
+    half = [first.step()["loss"] for _ in range(2)]
+    first.save(tmp_path / "ck")
+    model, info = load_checkpoint(tmp_path / "ck")
+    assert info.config.positions == "coords" and model.rotary_emb.cos.shape[0] == 900 + 1
+    resumed = Trainer(model, data, _config())
+    resumed.load_state(tmp_path / "ck")
+    np.testing.assert_allclose(half + [resumed.step()["loss"] for _ in range(2)], losses, rtol=1e-6, atol=1e-7)

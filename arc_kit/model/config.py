@@ -8,6 +8,8 @@ from arc_kit.config import from_dict
 from arc_kit.errors import ConfigValueError
 
 FORWARD_DTYPES = ("float32", "bfloat16", "float16")
+GRID_SIDE = 30                       # coordinate positions: cell (r, c) is P + GRID_SIDE * r + c
+GRID_CELLS = GRID_SIDE * GRID_SIDE
 
 
 @dataclass
@@ -25,6 +27,9 @@ class TRMConfig:
     puzzle_emb_len: int = 16           # prefix slots; 0 means ceil(puzzle_emb_ndim / hidden_size)
     num_puzzle_identifiers: int = 1    # rows of the puzzle-embedding table
     pos_encodings: str = "rope"        # rope | learned | none
+    positions: str = "canvas"          # canvas: token t at position P + t (row stride = the canvas side; the
+                                       # reference's); coords: cell (r, c) at P + 30 r + c whatever the crop
+                                       # (RoPE table of P + 900), so one model serves every crop size
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-5
     halt_max_steps: int = 16
@@ -40,6 +45,15 @@ class TRMConfig:
             bad("forward_dtype", f"expected one of {', '.join(FORWARD_DTYPES)}, got {self.forward_dtype!r}")
         if self.pos_encodings not in ("rope", "learned", "none"):
             bad("pos_encodings", f"expected rope, learned or none, got {self.pos_encodings!r}")
+        if self.positions not in ("canvas", "coords"):
+            bad("positions", f"expected canvas or coords, got {self.positions!r}")
+        if self.positions == "coords" and self.pos_encodings == "learned":
+            bad("positions", "coords needs pos_encodings rope or none (learned position embeddings beyond the "
+                             "trained crops were never trained)")
+        if self.positions == "coords" and self.mlp_t:
+            bad("positions", "coords cannot be used with mlp_t (its sequence length is fixed)")
+        if self.positions == "coords" and self.seq_len > GRID_CELLS:
+            bad("positions", f"coords covers at most {GRID_CELLS} cells, seq_len is {self.seq_len}")
         for name in ("hidden_size", "num_heads", "L_layers", "H_cycles", "L_cycles", "vocab_size", "seq_len",
                      "halt_max_steps", "num_puzzle_identifiers"):
             if getattr(self, name) < 1:
@@ -92,7 +106,10 @@ class TrainConfig:
     precision: str = "auto"         # auto: bfloat16 autocast on CUDA GPUs that support it | float32 | bfloat16
     device: str = "auto"            # auto | cpu | cuda (an accelerate Accelerator, when given, decides instead)
     seed: int = 0                   # batch order, translations, halting exploration
-    log_every: int = 1              # steps between lines of the JSON-lines metrics log
+    compile: str = "off"            # off | default: torch.compile the training forward + loss (mode "default");
+                                    # the first step pays the compile time (tens of seconds), counted in the run
+    log_every: int = 1              # steps between lines of the JSON-lines metrics log; also how often the host
+                                    # waits for the device (metrics read, NaN check, multi-process stop vote)
     checkpoint_every: int = 0       # steps between checkpoints during train() (0: only when asked)
     progress: bool = True           # tqdm bar on stderr
 
@@ -114,7 +131,7 @@ class TrainConfig:
             if not 0 <= getattr(self, name) < 1:
                 bad(name, f"must be in [0, 1), got {getattr(self, name)}")
         choices = {"optimizer": ("adam_atan2", "adamw"), "loss_type": ("stablemax_cross_entropy", "softmax_cross_entropy"),
-                   "precision": ("auto", "float32", "bfloat16")}
+                   "precision": ("auto", "float32", "bfloat16"), "compile": ("off", "default")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 bad(name, f"expected {' or '.join(allowed)}, got {getattr(self, name)!r}")

@@ -1,12 +1,15 @@
 """Training examples: tasks x augmentations -> encoded (inputs, labels, puzzle_identifiers) batches, translated on the canvas."""
 
+import time
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from arc_kit.augment import IDENTITY, Augmentation
-from arc_kit.encoding import encode_pair, loss_labels
+from arc_kit.encoding import COLOR_OFFSET, EOS, PAD, loss_labels
 from arc_kit.errors import ArcKitError
 from arc_kit.identifiers import BLANK   # puzzle-embedding row 0, as the reference builder numbers them
 
@@ -94,6 +97,37 @@ class TrainData:
         self.puzzle_names = puzzle_names
         self.canvas = canvas
         self.translate = translate
+        self._build_tables()
+
+    def _build_tables(self) -> None:
+        """Flat arrays for vectorised batch encoding: every distinct base pair once, padded to the canvas
+        (`_grids` [N, 2, C, C], `_dims` [N, 2, 2] rows/cols of input and output), and per puzzle (numbered
+        group by group) its first pair's row `_pz_pairs`, dihedral `_pz_k`, colour map `_pz_perm` and
+        embedding row `_pz_id`."""
+        C = self.canvas
+        first: dict[int, int] = {}   # id(puzzle.base) -> row of its first pair (versions share their task's base)
+        bases = []
+        for group in self.groups:
+            for p in group:
+                if id(p.base) not in first:
+                    first[id(p.base)] = sum(len(b) for b in bases)
+                    bases.append(p.base)
+        n = sum(len(b) for b in bases)
+        self._grids = np.zeros((n, 2, C, C), dtype=np.uint8)
+        self._dims = np.zeros((n, 2, 2), dtype=np.int64)
+        i = 0
+        for base in bases:
+            for pair in base:
+                for s, g in enumerate(pair):
+                    self._grids[i, s, :g.shape[0], :g.shape[1]] = g
+                    self._dims[i, s] = g.shape
+                i += 1
+        puzzles = [p for group in self.groups for p in group]
+        self._group_start = np.cumsum([0] + [len(g) for g in self.groups])
+        self._pz_pairs = np.array([first[id(p.base)] for p in puzzles], dtype=np.int64)
+        self._pz_k = np.array([p.aug.k for p in puzzles], dtype=np.int64)
+        self._pz_perm = np.array([p.aug.perm for p in puzzles], dtype=np.uint8).reshape(-1, 10)
+        self._pz_id = np.array([p.identifier for p in puzzles], dtype=np.int32)
 
     @classmethod
     def from_tasks(cls, tasks, num_augmentations: int | list[int], augment_config=None, seed: int = 42, canvas: int = 30,
@@ -132,19 +166,56 @@ class TrainData:
         """The reference's epoch: every task once, one random version each."""
         return len(self.groups) * self.mean_puzzle_examples / global_batch_size
 
-    def encode(self, examples: list[tuple[Puzzle, int]], offsets: np.ndarray) -> dict[str, np.ndarray]:
-        """Encode (puzzle, pair index) examples at canvas offsets [B, 2] -> inputs/labels [B, L], puzzle_identifiers [B].
+    def encode(self, puzzles: np.ndarray, pairs: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:
+        """Encode examples (flat puzzle index [B], pair index within the puzzle [B]) at canvas offsets [B, 2]
+        -> inputs/labels [B, L], puzzle_identifiers [B], with whole-batch array operations.
 
-        int32 throughout; label PAD positions become IGNORE_LABEL_ID (not trained), EOS stays (trained)."""
-        B, L = len(examples), self.seq_len
-        inputs = np.zeros((B, L), dtype=np.int32)
-        labels = np.zeros((B, L), dtype=np.uint8)
-        ids = np.zeros((B,), dtype=np.int32)
-        for b, (puzzle, j) in enumerate(examples):
-            inp, out = puzzle.pair(j)
-            x, y = encode_pair(inp, out, canvas=self.canvas, offset=(int(offsets[b, 0]), int(offsets[b, 1])))
-            inputs[b], labels[b], ids[b] = x, y, puzzle.identifier
-        return {"inputs": inputs, "labels": loss_labels(labels, np.int32), "puzzle_identifiers": ids}
+        int32 throughout; label PAD positions become IGNORE_LABEL_ID (not trained), EOS stays (trained).
+        Equal to encoding.encode_pair of each augmented pair (Puzzle.pair) at its offset."""
+        rows = self._pz_pairs[puzzles] + pairs
+        k, perm = self._pz_k[puzzles], self._pz_perm[puzzles]
+        inputs = self._encode_grids(rows, 0, k, perm, offsets)
+        labels = self._encode_grids(rows, 1, k, perm, offsets)
+        return {"inputs": inputs.astype(np.int32), "labels": loss_labels(labels, np.int32),
+                "puzzle_identifiers": self._pz_id[puzzles].copy()}
+
+    def _encode_grids(self, rows: np.ndarray, side: int, k: np.ndarray, perm: np.ndarray,
+                      offsets: np.ndarray) -> np.ndarray:
+        """Side 0 (inputs) or 1 (outputs) of base pairs `rows` [B] -> colour-mapped, dihedral-transformed
+        tokens at `offsets` [B, 2] with the EOS border of encoding.encode_grid: uint8 [B, C * C]."""
+        B, C = len(rows), self.canvas
+        h, w = self._dims[rows, side, 0], self._dims[rows, side, 1]          # [B]
+        swap = np.isin(k, (1, 3, 6, 7))                                        # transforms that transpose
+        H, W = np.where(swap, w, h), np.where(swap, h, w)                      # transformed grid size
+        i = np.arange(C)[None, :] - offsets[:, :1]                             # [B, C] row within the grid
+        j = np.arange(C)[None, :] - offsets[:, 1:]                             # [B, C] column within the grid
+        row_in, col_in = (i >= 0) & (i < H[:, None]), (j >= 0) & (j < W[:, None])
+        below, right = i == H[:, None], j == W[:, None]                        # the EOS row and column
+        # augment.dihedral(a, k)[i, j] = a[si, sj] with si, sj linear in i, j: the flat source index
+        # si * C + sj = ci * i + cj * j + c0 is one broadcast add over the canvas; i and j are clamped into
+        # the grid first so every index is valid (cells outside are masked below)
+        i, j = np.clip(i, 0, H[:, None] - 1), np.clip(j, 0, W[:, None] - 1)
+        si_i, si_j, si_h, sj_i, sj_j, sj_w = _DIHEDRAL_SOURCE[k].T
+        ci, cj = si_i * C + sj_i, si_j * C + sj_j
+        c0 = si_h * (h - 1) * C + sj_w * (w - 1) + (rows * 2 + side) * C * C   # into the flat table of grids
+        src = (ci[:, None] * i + c0[:, None]).astype(np.int32)[:, :, None] + (cj[:, None] * j).astype(np.int32)[:, None, :]
+        colours = self._grids.reshape(-1)[src]                                 # [B, C, C] uint8
+        # the example's colour map as one lookup in a [B, 16] token table
+        lut = np.zeros((B, 16), dtype=np.uint8)
+        lut[:, :10] = perm + COLOR_OFFSET
+        tokens = lut.reshape(-1)[colours + (16 * np.arange(B, dtype=np.int32))[:, None, None]]
+        # outside the grid: EOS on the row below and the column right of it (not the corner), PAD elsewhere
+        # (uint8 arithmetic on the masks: much faster than np.where here)
+        inside = row_in[:, :, None] & col_in[:, None, :]
+        border = (below[:, :, None] & col_in[:, None, :]) | (row_in[:, :, None] & right[:, None, :])
+        return (tokens * inside + np.uint8(EOS) * border + np.uint8(PAD)).reshape(B, -1).astype(np.uint8)
+
+
+# augment.dihedral(a, k)[i, j] = a[si, sj] with si = si_i*i + si_j*j + si_h*(h-1), sj = sj_i*i + sj_j*j + sj_w*(w-1):
+# 0: (i, j)  1: (j, w-1-i)  2: (h-1-i, w-1-j)  3: (h-1-j, i)  4: (i, w-1-j)  5: (h-1-i, j)  6: (j, i)  7: (h-1-j, w-1-i)
+_DIHEDRAL_SOURCE = np.array([(1, 0, 0, 0, 1, 0), (0, 1, 0, -1, 0, 1), (-1, 0, 1, 0, -1, 1), (0, -1, 1, 1, 0, 0),
+                             (1, 0, 0, 0, -1, 1), (-1, 0, 1, 0, 1, 0), (0, 1, 0, 1, 0, 0), (0, -1, 1, -1, 0, 1)],
+                            dtype=np.int64)
 
 
 class BatchSampler:
@@ -170,22 +241,29 @@ class BatchSampler:
         self.pos += 1
         return int(self.order[self.pos - 1])
 
-    def next_batch(self) -> dict[str, np.ndarray]:
-        g = self.generator
-        examples: list[tuple[Puzzle, int]] = []
-        while len(examples) < self.batch_size:
-            group = self.data.groups[self._next_group()]
-            puzzle = group[int(torch.randint(len(group), (1,), generator=g))]
-            take = min(len(puzzle), self.batch_size - len(examples))
-            order = torch.randperm(len(puzzle), generator=g)[:take]
-            examples.extend((puzzle, int(j)) for j in order)
-        offsets = np.zeros((len(examples), 2), dtype=np.int64)
-        if self.data.translate:
-            u = torch.rand((len(examples), 2), generator=g, dtype=torch.float64).numpy()
-            for b, (puzzle, j) in enumerate(examples):
-                room = self.data.canvas - np.array(puzzle.shape(j))
-                offsets[b] = np.floor(u[b] * (room + 1)).astype(np.int64)
-        return self.data.encode(examples, offsets)
+    def next_batch(self, lo: int = 0, hi: int | None = None) -> dict[str, np.ndarray]:
+        """The next global batch's rows [lo, hi) (default: all). Every process draws the whole batch's
+        randomness (the stream stays in step) but encodes only its own rows."""
+        g, data = self.generator, self.data
+        puzzles, pairs = [], []
+        while len(pairs) < self.batch_size:
+            group = self._next_group()
+            p = int(torch.randint(len(data.groups[group]), (1,), generator=g))
+            take = min(len(data.groups[group][p]), self.batch_size - len(pairs))
+            order = torch.randperm(len(data.groups[group][p]), generator=g)[:take]
+            puzzles.extend([data._group_start[group] + p] * take)
+            pairs.extend(order.tolist())
+        hi = self.batch_size if hi is None else hi
+        puzzles_a, pairs_a = np.array(puzzles[lo:hi], dtype=np.int64), np.array(pairs[lo:hi], dtype=np.int64)
+        offsets = np.zeros((len(puzzles_a), 2), dtype=np.int64)
+        if data.translate:
+            u = torch.rand((self.batch_size, 2), generator=g, dtype=torch.float64).numpy()[lo:hi]
+            rows = data._pz_pairs[puzzles_a] + pairs_a
+            size = data._dims[rows].max(axis=1)                                 # [n, 2] larger of input and output
+            k = data._pz_k[puzzles_a]
+            size = np.where(np.isin(k, (1, 3, 6, 7))[:, None], size[:, ::-1], size)
+            offsets = np.floor(u * (data.canvas - size + 1)).astype(np.int64)
+        return data.encode(puzzles_a, pairs_a, offsets)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {"sampler.generator": self.generator.get_state(), "sampler.order": self.order.clone(),
@@ -195,6 +273,52 @@ class BatchSampler:
         self.generator.set_state(tensors["sampler.generator"].clone())
         self.order = tensors["sampler.order"].clone()
         self.pos = int(tensors["sampler.pos"])
+
+
+class BatchPrefetcher:
+    """One process's rows [lo, hi) of the sampler's global batches, each built in a background thread
+    while the previous step runs (pinned memory when `pin`, for asynchronous copies to a GPU).
+
+    `state_tensors()` is the sampler's state before the batch built ahead was drawn, so a checkpoint
+    resumes on exactly the batch the next step would have taken. `seconds` adds up the thread's time."""
+
+    def __init__(self, sampler: BatchSampler, lo: int, hi: int, pin: bool = False):
+        self.sampler, self.lo, self.hi, self.pin = sampler, lo, hi, pin
+        self.seconds = 0.0
+        self._pool: ThreadPoolExecutor | None = None
+        self._pending: tuple[dict[str, torch.Tensor], Future] | None = None
+
+    def _build(self) -> dict[str, torch.Tensor]:
+        t = time.perf_counter()
+        batch = {k: torch.from_numpy(v) for k, v in self.sampler.next_batch(self.lo, self.hi).items()}
+        if self.pin:
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        self.seconds += time.perf_counter() - t
+        return batch
+
+    def _submit(self) -> None:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arc-kit-batches")
+            weakref.finalize(self, self._pool.shutdown, wait=False)
+        self._pending = (self.sampler.state_tensors(), self._pool.submit(self._build))
+
+    def next(self) -> dict[str, torch.Tensor]:
+        """The next batch (waiting for it if the thread is not done), and start building the one after."""
+        if self._pending is None:
+            self._submit()
+        batch = self._pending[1].result()
+        self._submit()
+        return batch
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        return self._pending[0] if self._pending is not None else self.sampler.state_tensors()
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Drop the batch built ahead (waiting for the thread to leave the sampler) and restore the stream."""
+        if self._pending is not None:
+            self._pending[1].exception()
+            self._pending = None
+        self.sampler.load_state_tensors(tensors)
 
 
 def load_train_data(config: DataConfig, puzzle_names: list[str] | None = None) -> TrainData:

@@ -25,8 +25,7 @@ class AdamAtan2(Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            lr, wd = group["lr"], group["weight_decay"]
-            beta1, beta2 = group["betas"]
+            params, grads, ms, vs, steps = [], [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
@@ -35,14 +34,34 @@ class AdamAtan2(Optimizer):
                     state["step"] = torch.zeros((), dtype=torch.float32)
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state["step"] += 1
-                t = state["step"].item()
-                m, v = state["exp_avg"], state["exp_avg_sq"]
-                p.mul_(1.0 - lr * wd)
-                m.lerp_(p.grad, 1.0 - beta1)
-                v.lerp_(p.grad * p.grad, 1.0 - beta2)
-                denom = v.sqrt() / math.sqrt(1.0 - beta2 ** t)
-                p.add_(torch.atan2(m, denom), alpha=-lr / (1.0 - beta1 ** t))
+                params.append(p)
+                grads.append(p.grad)
+                ms.append(state["exp_avg"])
+                vs.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+            if params:
+                self._update(params, grads, ms, vs, steps, group)
+
+    @staticmethod
+    def _update(params, grads, ms, vs, steps, group) -> None:
+        """The update over a list of tensors with `torch._foreach_*` kernels (one launch per op, not per
+        parameter); only atan2 has no foreach form. Step counters stay CPU scalars: reading them needs no
+        device synchronisation."""
+        lr, wd = group["lr"], group["weight_decay"]
+        beta1, beta2 = group["betas"]
+        torch._foreach_add_(steps, 1)
+        torch._foreach_mul_(params, 1.0 - lr * wd)
+        torch._foreach_lerp_(ms, grads, 1.0 - beta1)
+        torch._foreach_lerp_(vs, torch._foreach_mul(grads, grads), 1.0 - beta2)
+        # parameters that missed steps (no gradient) have their own count: one bias correction per count
+        by_t: dict[float, list[int]] = {}
+        for i, s in enumerate(steps):
+            by_t.setdefault(s.item(), []).append(i)
+        for t, idx in by_t.items():
+            denom = torch._foreach_sqrt([vs[i] for i in idx])
+            torch._foreach_div_(denom, math.sqrt(1.0 - beta2 ** t))
+            updates = [torch.atan2(ms[i], d) for i, d in zip(idx, denom)]
+            torch._foreach_add_([params[i] for i in idx], updates, alpha=-lr / (1.0 - beta1 ** t))
 
 
 def build_optimizer(name: str, params, lr: float, betas: tuple[float, float], weight_decay: float) -> Optimizer:
@@ -50,7 +69,7 @@ def build_optimizer(name: str, params, lr: float, betas: tuple[float, float], we
     if name == "adam_atan2":
         return AdamAtan2(params, lr=lr, betas=betas, weight_decay=weight_decay)
     if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, foreach=False)
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, foreach=True)
     raise ValueError(f"unknown optimizer '{name}' (known: adam_atan2, adamw)")
 
 
@@ -63,13 +82,15 @@ def sparse_sign_sgd_(weights: torch.Tensor, ids: torch.Tensor, grads: torch.Tens
 
     ids [B] may repeat (several examples of one puzzle in a batch): their gradients [B, D] are summed
     first, so each row moves once per step. Rows not in `ids` are untouched (no decay either).
+    Works at the batch's size with no data-dependent shapes (no `unique`), so on a GPU it never makes the
+    host wait: gradients are summed at each id's first example, every example reads its id's sum, and
+    the rows of repeated ids, computed identically, are written with the same values.
     """
-    uniq, inv = ids.long().unique(return_inverse=True)
-    g = torch.zeros((uniq.numel(), grads.shape[1]), dtype=grads.dtype, device=grads.device)
-    g.index_add_(0, inv, grads)
-    rows = weights[uniq]
+    first = (ids[:, None] == ids[None, :]).int().argmax(dim=1)          # [B] first example with the same id
+    g = torch.zeros_like(grads).index_add_(0, first, grads)[first]      # [B, D] the id's summed gradient
+    rows = weights[ids.long()]
     rows.mul_(1.0 - lr * weight_decay).add_(torch.sign(g).to(rows.dtype), alpha=-lr)
-    weights[uniq] = rows
+    weights[ids.long()] = rows
 
 
 class SparseEmbeddingSignSGD:
@@ -132,17 +153,18 @@ class EMA:
     def __init__(self, model: torch.nn.Module, rate: float = 0.999):
         self.rate = rate
         self.shadow = {n: p.detach().clone() for n, p in model.named_parameters()}
+        self._shadows = list(self.shadow.values())   # in named_parameters() order, for the foreach update
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
-        for n, p in model.named_parameters():
-            self.shadow[n].mul_(self.rate).add_(p.detach(), alpha=1.0 - self.rate)
+        params = [p.detach() for p in model.parameters()]
+        torch._foreach_mul_(self._shadows, self.rate)
+        torch._foreach_add_(self._shadows, params, alpha=1.0 - self.rate)
 
     @torch.no_grad()
     def copy_to(self, model: torch.nn.Module) -> None:
         """Overwrite `model`'s parameters with the averages (buffers, e.g. the puzzle table, stay)."""
-        for n, p in model.named_parameters():
-            p.copy_(self.shadow[n])
+        torch._foreach_copy_([p for p in model.parameters()], self._shadows)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return {f"ema.{n}": t for n, t in self.shadow.items()}

@@ -1,7 +1,6 @@
 """Trainer: deep supervision as the TRM reference trains (carried batch, one supervision step per call), with resume."""
 
 import contextlib
-import copy
 import json
 import sys
 import time
@@ -12,10 +11,10 @@ import numpy as np
 import torch
 
 from arc_kit.model.config import TrainConfig
-from arc_kit.model.dataset import BatchSampler, TrainData
+from arc_kit.model.dataset import BatchPrefetcher, BatchSampler, TrainData
 from arc_kit.errors import ArcKitError
-from arc_kit.model.optim import (EMA, SparseEmbeddingSignSGD, build_optimizer, load_optimizer_state_tensors, lr_at,
-                    optimizer_state_tensors)
+from arc_kit.model.optim import EMA, SparseEmbeddingSignSGD, build_optimizer, lr_at
+from arc_kit.model.train_state import TrainerState
 
 
 class NonFiniteLoss(ArcKitError):
@@ -29,32 +28,7 @@ def total_steps(config: TrainConfig, data: TrainData) -> int:
     return max(1, int(config.epochs * data.steps_per_epoch(config.global_batch_size)))
 
 
-def _flatten(obj, prefix: str, out: dict) -> dict:
-    """Tensors of a (nested) dataclass / dict, e.g. the model's carry, as {'prefix.a.b': tensor}."""
-    if torch.is_tensor(obj):
-        out[prefix] = obj
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            _flatten(v, f"{prefix}.{k}", out)
-    elif hasattr(obj, "__dataclass_fields__"):
-        for k in obj.__dataclass_fields__:
-            _flatten(getattr(obj, k), f"{prefix}.{k}", out)
-    return out
-
-
-def _assign(obj, path: list[str], value: torch.Tensor):
-    """Inverse of _flatten for one tensor: returns obj with the leaf at `path` replaced."""
-    if not path:
-        return value
-    head, rest = path[0], path[1:]
-    if isinstance(obj, dict):
-        obj[head] = _assign(obj[head], rest, value)
-    else:
-        setattr(obj, head, _assign(getattr(obj, head), rest, value))
-    return obj
-
-
-class Trainer:
+class Trainer(TrainerState):
     """Owns the optimisers, schedule, EMA, the carried batch and the data stream of one training run.
 
     `step()` runs one supervision step; `train(until=..., should_stop=...)` loops. With an accelerate
@@ -80,6 +54,9 @@ class Trainer:
         self.carry = None
         self.log_path = Path(log_path) if log_path else None
         self._step_seconds: list[float] = []
+        self.compile_seconds: float | None = None   # the first step's time when compiling (train.compile)
+        if config.compile not in ("off", "default"):
+            raise ArcKitError(f"train config: compile must be off or default, got '{config.compile}'")
 
         # Same seed on every process: identical model init elsewhere, identical global batches here;
         # the exploration draws differ per rank like the reference (seed + rank).
@@ -102,6 +79,16 @@ class Trainer:
         self.ema = EMA(model, config.ema_rate) if config.ema else None
 
         self.autocast = self._autocast_dtype()
+        # Divergence is tracked on the device (first non-finite step and its loss) and read at sync points.
+        self._bad = torch.zeros(2, device=self.device)
+        self._forward_loss = self._make_forward_loss()
+        # This process's rows of each batch, built in a background thread while the previous step runs
+        self.batches = BatchPrefetcher(self.sampler, self.rank * self.local_batch, (self.rank + 1) * self.local_batch,
+                                       pin=self.device.type == "cuda")
+        # Benchmarks set this to {} to get seconds per phase of each step (data, forward, backward,
+        # optimizer, sync); it waits for the device between phases, so leave it None when training.
+        self.phase_seconds: dict[str, float] | None = None
+        self._phase_t = 0.0
 
     # ------------------------------------------------------------------ setup helpers
 
@@ -118,10 +105,23 @@ class Trainer:
             raise ArcKitError("train config: precision bfloat16 needs a GPU that supports it (not T4-class)")
         return None
 
+    def _make_forward_loss(self) -> Callable:
+        """(carry, batch) -> (new carry, loss, metrics): the model's supervision step and the loss, compiled
+        with torch.compile when asked. The compiled function shares the model's parameters; the model
+        itself stays a plain module (checkpoints, EMA copies and prediction never see the compiled code)."""
+        from arc_kit.model.loss import compute_loss
+        model, loss_type = self.model, self.config.loss_type
+
+        def forward_loss(carry, batch):
+            carry, outputs = model(carry, batch)
+            # labels of the data each row works on (rows that did not halt keep their old example)
+            loss, metrics = compute_loss(outputs, carry.current_data["labels"], carry.halted, carry.steps,
+                                         loss_type=loss_type)
+            return carry, loss, metrics
+        return torch.compile(forward_loss) if self.config.compile == "default" else forward_loss
+
     def _local_batch(self) -> dict[str, torch.Tensor]:
-        full = self.sampler.next_batch()
-        lo, hi = self.rank * self.local_batch, (self.rank + 1) * self.local_batch
-        return {k: torch.from_numpy(np.ascontiguousarray(v[lo:hi])).to(self.device) for k, v in full.items()}
+        return {k: v.to(self.device, non_blocking=True) for k, v in self.batches.next().items()}
 
     def _all_reduce_grads(self) -> None:
         """Sum gradients over processes in one flat buffer (the reference all-reduces per parameter)."""
@@ -143,54 +143,94 @@ class Trainer:
     # ------------------------------------------------------------------ training
 
     def step(self) -> dict:
-        """One supervision step on the carried batch; halted rows restart on fresh examples. Returns metrics."""
-        from arc_kit.model.loss import compute_loss
+        """One supervision step on the carried batch; halted rows restart on fresh examples. Returns the
+        metrics (reading them waits for the device; raises NonFiniteLoss if the loss is not finite)."""
+        keys, values = self._step()
+        return self._read_metrics(keys, values)
+
+    def _step(self) -> tuple[list[str], torch.Tensor]:
+        """One supervision step that never waits for the device: returns the metric names and their
+        (process-local) values still on the device."""
         t0 = time.perf_counter()
+        self._phase(None)
         self.step_count += 1
         self.model.train()
         batch = self._local_batch()
         if self.carry is None:
             self.carry = self.model.initial_carry(batch)
+        self._phase("data")
         ctx = torch.autocast("cuda", dtype=self.autocast) if self.autocast else contextlib.nullcontext()
         with ctx:
-            carry, outputs = self.model(self.carry, batch)
-            # labels of the data each row works on (rows that did not halt keep their old example)
-            loss, metrics = compute_loss(outputs, carry.current_data["labels"], carry.halted, carry.steps,
-                                         loss_type=self.config.loss_type)
-        bad = torch.tensor([0.0 if torch.isfinite(loss.detach()).all() else 1.0], device=self.device)
-        if self._sum_over_processes(bad).item() > 0:   # every process raises together (no hung all-reduce)
-            self.step_count -= 1
-            raise NonFiniteLoss(f"training step {self.step_count + 1}: loss is {loss.item()} "
-                                f"(diverged; lower train.lr or check the data)")
+            carry, loss, metrics = self._forward_loss(self.carry, batch)
+        self._phase("forward")
+        with torch.no_grad():   # remember the first non-finite step and its loss, without a host sync
+            first = ~torch.isfinite(loss.detach()) & (self._bad[0] == 0)
+            self._bad = torch.stack([torch.where(first, float(self.step_count), self._bad[0]),
+                                     torch.where(first, loss.detach().float(), self._bad[1])])
         (loss / self.config.global_batch_size).backward()
         self._all_reduce_grads()
-        lrs = {}
+        self._phase("backward")
+        self._lrs = {}
         for name, opt, base_lr in self.optimizers:
             lr = lr_at(self.step_count, base_lr, self.config.lr_warmup_steps, self.total_steps, self.config.lr_min_ratio)
             for group in opt.param_groups:
                 group["lr"] = lr
             opt.step()
             opt.zero_grad(set_to_none=True)
-            lrs[name] = lr
+            self._lrs[name] = lr
         if self.ema is not None:
             self.ema.update(self.model)
         self.carry = carry
-        metrics = self._reduce_metrics(metrics)
-        metrics.update({"step": self.step_count, "lr": lrs.get("net", lrs.get("puzzle_emb", 0.0))})
-        self._step_seconds.append(time.perf_counter() - t0)
-        metrics["step_seconds"] = self._step_seconds[-1]
-        return metrics
+        self._phase("optimizer")
+        # host time: on a GPU the host runs at most a few steps ahead of the device, so on average it
+        # is the device's step time too. The first compiled step is the compile time: kept apart, so the
+        # deadline planning (steps_by) uses the steps' own time.
+        if self.config.compile != "off" and self.compile_seconds is None:
+            self.compile_seconds = time.perf_counter() - t0
+        else:
+            self._step_seconds.append(time.perf_counter() - t0)
+        keys = sorted(metrics)
+        return keys, torch.stack([metrics[k].detach().float() for k in keys])
+
+    def _phase(self, name: str | None) -> None:
+        """With `phase_seconds` set: wait for the device and add the time since the last mark to `name`."""
+        if self.phase_seconds is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        if name is not None:
+            self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + now - self._phase_t
+        self._phase_t = now
+
+    def _check_finite(self, bad: torch.Tensor | None = None) -> None:
+        """Raise NonFiniteLoss (on every process together) if any step so far had a non-finite loss."""
+        local = self._bad.cpu() if bad is None else bad
+        flag = self._sum_over_processes(torch.tensor([float(local[0] > 0)], device=self.device)) if self.world > 1 \
+            else local[:1]
+        if float(flag[0]) > 0:
+            where = f"training step {int(local[0])}: loss is {float(local[1])}" if local[0] > 0 else \
+                "training: the loss became non-finite on another process"
+            raise NonFiniteLoss(f"{where} (diverged; lower train.lr or check the data)")
 
     @torch.no_grad()
-    def _reduce_metrics(self, metrics: dict[str, torch.Tensor]) -> dict:
-        """Sum over processes; losses per sequence of the global batch, the rest per halted sequence (as the reference)."""
-        keys = sorted(metrics)
-        v = self._sum_over_processes(torch.stack([metrics[k].detach().float() for k in keys]).to(self.device))
-        v = dict(zip(keys, v.cpu().tolist()))
+    def _read_metrics(self, keys: list[str], values: torch.Tensor) -> dict:
+        """Metrics of one step to the host (one device sync): summed over processes; losses per sequence of
+        the global batch, the rest per halted sequence (as the reference). Raises NonFiniteLoss first."""
+        self._phase(None)
+        local = torch.cat([values, self._bad])
+        reduced = self._sum_over_processes(values.clone())
+        host = torch.cat([local, reduced]).cpu()
+        self._phase("sync")
+        self._check_finite(host[len(keys):len(keys) + 2])
+        v = dict(zip(keys, host[len(keys) + 2:].tolist()))
         count = max(v["count"], 1.0)
         out = {k: x / (self.config.global_batch_size if k.endswith("loss") else count) for k, x in v.items() if k != "count"}
         out["count"] = int(v["count"])
         out["loss"] = out["lm_loss"] + 0.5 * (out["q_halt_loss"] + out.get("q_continue_loss", 0.0))
+        out.update({"step": self.step_count, "lr": self._lrs.get("net", self._lrs.get("puzzle_emb", 0.0))})
+        recent = self._step_seconds[-max(1, self.config.log_every):]
+        out["step_seconds"] = sum(recent) / len(recent) if recent else 0.0
         return out
 
     def steps_by(self, until: float) -> int | None:
@@ -201,41 +241,77 @@ class Trainer:
             return None
         return self.step_count + int(max(0.0, until - time.time()) / (sum(recent) / len(recent)))
 
-    def _should_stop(self, until: float | None, should_stop: Callable[[], bool] | None, max_steps: int) -> bool:
-        stop = self.step_count >= max_steps
+    def _stop_vote(self, until: float | None, should_stop: Callable[[], bool] | None, limit: int) -> bool:
+        """This process's view (host only): the step limit is reached, the next step cannot finish by the
+        deadline, or `should_stop()` says so."""
+        stop = self.step_count >= limit
         if until is not None and self._step_seconds:
             stop |= self.steps_by(until) <= self.step_count   # do not start a step that cannot finish
         elif until is not None:
             stop |= time.time() >= until
         if should_stop is not None:
             stop |= bool(should_stop())
-        if self.world > 1:   # every process must agree, or the next all-reduce hangs
-            flag = self._sum_over_processes(torch.tensor([float(stop)], device=self.device))
-            stop = bool(flag.item() > 0)
         return stop
+
+    def _agree(self, stop: bool, until: float | None) -> tuple[bool, int | None]:
+        """Data parallel, at a sync point: stop if any process votes so (or the next all-reduce would hang),
+        and the last step every process can finish by the deadline (the slowest process's count)."""
+        fit = self.steps_by(until) if until is not None else None
+        never = float(2 ** 52)
+        votes = torch.tensor([float(stop), -float(fit) if fit is not None else -never], device=self.device)
+        torch.distributed.all_reduce(votes, op=torch.distributed.ReduceOp.MAX)
+        stop, fit_all = bool(votes[0] > 0), -float(votes[1])
+        return stop, (int(fit_all) if fit_all < never else None)
 
     def train(self, until: float | None = None, should_stop: Callable[[], bool] | None = None,
               max_steps: int | None = None, checkpoint_dir: str | Path | None = None, **save_kwargs) -> dict:
         """Run steps until total steps / `max_steps`, the wall-clock deadline `until` (time.time() seconds),
         or `should_stop()` says so. Saves to `checkpoint_dir` every `checkpoint_every` steps and at the end.
-        Returns the last metrics (plus 'stopped': why)."""
+        Returns the last metrics (plus 'stopped': why).
+
+        The host waits for the device only at sync points: every `log_every` steps, at checkpoints, after
+        the first step and after the last. There the metrics are read (and logged), a non-finite loss
+        since the last sync point raises NonFiniteLoss, and data-parallel processes agree on stopping.
+        With one process the deadline and `should_stop()` are checked before every step (host only); with
+        several, at sync points, and the deadline's last step is planned there from the measured rate."""
         from tqdm import tqdm
         limit = min(self.total_steps, max_steps if max_steps is not None else self.total_steps)
         bar = tqdm(total=limit, initial=self.step_count, file=sys.stderr, dynamic_ncols=True,
                    disable=not (self.config.progress and self.is_main), desc="train")
+        every = max(1, self.config.log_every)
         last: dict = {}
+        pending = None   # (names, device values) of the last step's metrics, not read yet
+        plan = None      # data parallel: the last step the deadline allows, agreed at the last sync point
         try:
-            while not self._should_stop(until, should_stop, limit):
-                last = self.step()
-                if self.step_count % max(1, self.config.log_every) == 0:
-                    self.log(last)
+            stop = self._stop_vote(until, should_stop, limit)
+            if self.world > 1:
+                stop, plan = self._agree(stop, until)
+            first = True
+            while not stop:
+                pending = self._step()
+                n = self.step_count
                 if until is not None:   # time left: the steps that fit by the deadline, not max_steps
-                    bar.total = max(self.step_count, min(limit, self.steps_by(until)))
+                    bar.total = max(n, min(limit, self.steps_by(until)))
                 bar.update(1)
-                bar.set_postfix(loss=f"{last['loss']:.4f}", exact=f"{last['exact_accuracy']:.3f}",
-                                steps=f"{last['steps']:.2f}", refresh=False)
-                if checkpoint_dir and self.config.checkpoint_every and self.step_count % self.config.checkpoint_every == 0:
-                    self.save(checkpoint_dir, **save_kwargs)
+                checkpoint = bool(checkpoint_dir and self.config.checkpoint_every and n % self.config.checkpoint_every == 0)
+                sync = first or n % every == 0 or checkpoint or n >= limit or (plan is not None and n >= plan)
+                first = False
+                if sync:
+                    last, pending = self._read_metrics(*pending), None
+                    if n % every == 0:
+                        self.log(last)
+                    bar.set_postfix(loss=f"{last['loss']:.4f}", exact=f"{last['exact_accuracy']:.3f}",
+                                    steps=f"{last['steps']:.2f}", refresh=False)
+                    if checkpoint:
+                        self.save(checkpoint_dir, **save_kwargs)
+                if self.world == 1:
+                    stop = self._stop_vote(until, should_stop, limit)
+                elif sync:
+                    stop, plan = self._agree(self._stop_vote(until, should_stop, limit), until)
+                else:
+                    stop = n >= limit or (plan is not None and n >= plan)
+            if pending is not None:
+                last = self._read_metrics(*pending)
         finally:
             bar.close()
         if checkpoint_dir:
@@ -249,116 +325,6 @@ class Trainer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(json.dumps({k: v for k, v in metrics.items()}) + "\n")
-
-    # ------------------------------------------------------------------ weights, save and resume
-
-    def ema_model(self) -> torch.nn.Module:
-        """A copy of the model with the EMA parameters (and the live puzzle table), in eval mode."""
-        m = copy.deepcopy(self.model)
-        if self.ema is not None:
-            self.ema.copy_to(m)
-        return m.eval()
-
-    def _rank_tensors(self) -> dict[str, torch.Tensor]:
-        """State that differs per process: RNG (halting exploration) and its slice of the carried batch."""
-        t = {"rng.torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            t["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        if self.carry is not None:
-            _flatten(self.carry, "carry", t)
-        return {f"rank{self.rank}.{k}": v.detach().cpu().contiguous() for k, v in t.items()}
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        """Everything a resumed run needs besides the checkpoint's model file, as named tensors.
-        Collective under data parallel: every process must call it (it gathers the per-rank state)."""
-        names = {id(p): n for n, p in self.params.items()}
-        t = {f"param.{n}": p.detach() for n, p in self.params.items()}
-        for name, opt, _ in self.optimizers:
-            if isinstance(opt, torch.optim.Optimizer):
-                t.update(optimizer_state_tensors(opt, names, f"optim.{name}"))
-        if self.ema is not None:
-            t.update(self.ema.state_tensors())
-        t.update(self.sampler.state_tensors())
-        t["step"] = torch.tensor(self.step_count, dtype=torch.int64)
-        t["total_steps"] = torch.tensor(self.total_steps, dtype=torch.int64)
-        t["world_size"] = torch.tensor(self.world, dtype=torch.int64)
-        mine = self._rank_tensors()
-        if self.world > 1:
-            parts = [None] * self.world
-            torch.distributed.all_gather_object(parts, mine)   # in memory between our own processes
-            for part in parts:
-                t.update(part)
-        else:
-            t.update(mine)
-        return {k: v.detach().cpu().contiguous() for k, v in t.items()}
-
-    @torch.no_grad()
-    def load_state_tensors(self, t: dict[str, torch.Tensor]) -> None:
-        for n, p in self.params.items():
-            p.copy_(t[f"param.{n}"])
-        for name, opt, _ in self.optimizers:
-            if isinstance(opt, torch.optim.Optimizer):
-                load_optimizer_state_tensors(opt, self.params, f"optim.{name}", t)
-        if self.ema is not None:
-            self.ema.load_state_tensors(t)
-        self.sampler.load_state_tensors(t)
-        self.step_count = int(t["step"])
-        mine = f"rank{self.rank}."
-        if f"{mine}rng.torch" in t:
-            torch.set_rng_state(t[f"{mine}rng.torch"])
-        if f"{mine}rng.cuda" in t and self.device.type == "cuda":
-            torch.cuda.set_rng_state(t[f"{mine}rng.cuda"], self.device)
-        carry_keys = [k for k in t if k.startswith(mine + "carry.")]
-        self.carry = None   # a different process count restarts the carried batch (fresh examples)
-        if carry_keys and int(t.get("world_size", torch.tensor(1))) == self.world:
-            carry = self.model.initial_carry(self._peek_batch())
-            for k in carry_keys:
-                carry = _assign(carry, k.split(".")[2:], t[k].to(self.device))
-            self.carry = carry
-
-    def _peek_batch(self) -> dict[str, torch.Tensor]:
-        """A batch of the right shapes without advancing the data stream (to rebuild the carry)."""
-        L = self.data.seq_len
-        return {"inputs": torch.zeros((self.local_batch, L), dtype=torch.int32, device=self.device),
-                "labels": torch.zeros((self.local_batch, L), dtype=torch.int32, device=self.device),
-                "puzzle_identifiers": torch.zeros((self.local_batch,), dtype=torch.int32, device=self.device)}
-
-    def save(self, directory: str | Path, extra_config: dict | None = None) -> None:
-        """Write a checkpoint directory (arc_kit.model.checkpoint format) that `load_state` resumes exactly.
-
-        model.safetensors / puzzle_emb.safetensors hold the EMA weights (what prediction uses) and the live
-        puzzle table; optimizer.safetensors holds the optimiser state plus the rest of the training state
-        (raw weights `param.*`, data stream `sampler.*`, RNG and carried batch `rank{r}.*`, `step`);
-        ema.safetensors the averages; config.yaml gets a `train:` section (+ `extra_config` sections, e.g. data).
-        Collective under data parallel (call it on every process); only the main process writes."""
-        from arc_kit.model.checkpoint import save_checkpoint
-        from arc_kit.config import to_dict
-        state = self.state_tensors()
-        if not self.is_main:
-            return
-        ema = {k: v for k, v in state.items() if k.startswith("ema.")}
-        rest = {k: v for k, v in state.items() if not k.startswith("ema.")}
-        extra = {"train": to_dict(self.config), **(extra_config or {})}
-        save_checkpoint(directory, self.ema_model(), self.data.puzzle_names, extra_config=extra,
-                        optimizer_state=rest, ema_state=ema or None)
-
-    def load_state(self, directory: str | Path) -> None:
-        """Continue the run saved in `directory` by `save`: raw weights, puzzle table, optimiser/EMA state,
-        data stream, RNG, carried batch and step. The trainer must have been built with the same model
-        architecture, data and config (e.g. model from load_checkpoint(directory) or a fresh TRM)."""
-        from arc_kit.model.checkpoint import STATE_FILES, load_model_tensors, read_checkpoint_info
-        info = read_checkpoint_info(directory)
-        state = info.state("optimizer")
-        if state is None or "step" not in state:
-            raise ArcKitError(f"{Path(directory) / STATE_FILES['optimizer']}: no training state to resume from")
-        if info.puzzle_names != self.data.puzzle_names:
-            raise ArcKitError(f"{Path(directory)}: its puzzle rows differ from this run's training data "
-                              f"({len(info.puzzle_names)} vs {len(self.data.puzzle_names)} rows)")
-        # buffers (puzzle table, H_init/L_init) from the model files; the EMA parameters there are then
-        # replaced by the raw ones
-        self.model.load_state_dict(load_model_tensors(directory, self.device))
-        state.update(info.state("ema") or {})
-        self.load_state_tensors(state)
 
 
 def measure_train_rate(model, canvas: int, batch_size: int, device, autocast, repeats: int = 2) -> float:

@@ -16,10 +16,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arc_kit.model.config import TRMConfig
+from arc_kit.errors import ArcKitError
+from arc_kit.model.config import GRID_CELLS, GRID_SIDE, TRMConfig
 from arc_kit.model.layers import Attention, CastedEmbedding, CastedLinear, RotaryEmbedding, SwiGLU, rms_norm, trunc_normal_
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}   # TRMConfig.forward_dtype
+
+
+def coord_positions(height: int, width: int) -> torch.Tensor:
+    """Coordinate position (without the prefix P) of each token of a row-major `height` x `width` crop:
+    30 r + c, int64 [height * width]."""
+    if not (1 <= height <= GRID_SIDE and 1 <= width <= GRID_SIDE):
+        raise ArcKitError(f"crop {height}x{width} does not fit the {GRID_SIDE}x{GRID_SIDE} coordinate grid")
+    return (torch.arange(height)[:, None] * GRID_SIDE + torch.arange(width)[None, :]).reshape(-1)
+
+
 
 
 @dataclass
@@ -106,7 +117,8 @@ class TRM(nn.Module):
         if cfg.puzzle_emb_ndim > 0:
             self.puzzle_emb = PuzzleEmbedding(cfg.num_puzzle_identifiers, cfg.puzzle_emb_ndim, dtype)
         if cfg.pos_encodings == "rope":
-            self.rotary_emb = RotaryEmbedding(D // cfg.num_heads, cfg.seq_len + P, cfg.rope_theta)
+            n_pos = P + (GRID_CELLS if cfg.positions == "coords" else cfg.seq_len)
+            self.rotary_emb = RotaryEmbedding(D // cfg.num_heads, n_pos, cfg.rope_theta)
         elif cfg.pos_encodings == "learned":
             self.embed_pos = CastedEmbedding(cfg.seq_len + P, D, std=1 / self.embed_scale, dtype=dtype)
         self.L_level = ReasoningModule(cfg)
@@ -138,10 +150,35 @@ class TRM(nn.Module):
             x = 0.707106781 * (x + self.embed_pos.embedding_weight.to(x.dtype))  # keep the variance
         return self.embed_scale * x
 
-    def recurse(self, z_H, z_L, x):
-        """One supervision step of latent recursion. z_H, z_L, x [B, T, D] -> new z_H, z_L (with grad from the last H-cycle)."""
+    def rope(self, batch: dict[str, torch.Tensor] | None = None):
+        """RoPE (cos, sin) for a batch, None without RoPE. Canvas positions: the tables [T, hd]. Coordinate
+        positions: gathered per sequence [B, T, hd] from batch["positions"] ([B, L], 30 r + c of each token),
+        or [T, hd] for a square crop of side sqrt(L) when the batch has no positions (L = seq_len without
+        a batch)."""
         cfg = self.config
-        cos_sin = self.rotary_emb() if cfg.pos_encodings == "rope" else None
+        if cfg.pos_encodings != "rope":
+            return None
+        cos, sin = self.rotary_emb()
+        if cfg.positions == "canvas":
+            return cos, sin
+        P = cfg.prefix_len
+        pos = None if batch is None else batch.get("positions")
+        if pos is None:
+            L = cfg.seq_len if batch is None else batch["inputs"].shape[1]
+            side = math.isqrt(L)
+            if side * side != L:
+                raise ArcKitError(f"model: {L}-token sequences are not square crops: the batch needs 'positions'")
+            pos = coord_positions(side, side).to(cos.device)
+        prefix = torch.arange(P, device=pos.device).expand(*pos.shape[:-1], P)
+        idx = torch.cat((prefix, P + pos.long()), dim=-1)
+        return cos[idx], sin[idx]
+
+    def recurse(self, z_H, z_L, x, cos_sin=None):
+        """One supervision step of latent recursion. z_H, z_L, x [B, T, D] -> new z_H, z_L (with grad from the
+        last H-cycle). cos_sin: from rope(batch) (canvas positions when omitted)."""
+        cfg = self.config
+        if cos_sin is None:
+            cos_sin = self.rope()
         with torch.no_grad():
             for _ in range(cfg.H_cycles - 1):
                 for _ in range(cfg.L_cycles):
@@ -158,15 +195,15 @@ class TRM(nn.Module):
         q = self.q_head(z_H[:, 0]).to(torch.float32)  # the first prefix slot reads the puzzle
         return logits, q[:, 0], q[:, 1]
 
-    def initial_state(self, B: int):
-        """z_H, z_L [B, T, D] at their initial values."""
-        T = self.config.seq_len + self.config.prefix_len
+    def initial_state(self, B: int, L: int | None = None):
+        """z_H, z_L [B, T, D] at their initial values (T = P + L, L default seq_len)."""
+        T = (L or self.config.seq_len) + self.config.prefix_len
         return self.H_init.expand(B, T, -1), self.L_init.expand(B, T, -1)
 
     # ---- ACT interface (trainer) ----------------------------------------------------------------
     def initial_carry(self, batch: dict[str, torch.Tensor]) -> Carry:
         """Every sequence starts halted, so the first step loads `batch` and resets the state."""
-        B, T, D = batch["inputs"].shape[0], self.config.seq_len + self.config.prefix_len, self.config.hidden_size
+        B, T, D = batch["inputs"].shape[0], batch["inputs"].shape[1] + self.config.prefix_len, self.config.hidden_size
         dev = self.H_init.device
         z = torch.zeros(B, T, D, dtype=self.H_init.dtype, device=dev)
         return Carry(z_H=z, z_L=z.clone(), steps=torch.zeros(B, dtype=torch.int32, device=dev),
@@ -188,7 +225,8 @@ class TRM(nn.Module):
         data = {k: torch.where(reset.view((-1,) + (1,) * (v.ndim - 1)), batch[k], v) for k, v in carry.current_data.items()}
 
         x = self.embed(data["inputs"], data["puzzle_identifiers"])
-        z_H, z_L = self.recurse(z_H, z_L, x)
+        cos_sin = self.rope(data)
+        z_H, z_L = self.recurse(z_H, z_L, x, cos_sin)
         logits, q_halt, q_continue = self.heads(z_H)
         outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
         z_H, z_L = z_H.detach(), z_L.detach()  # no gradient flows between supervision steps
@@ -203,7 +241,7 @@ class TRM(nn.Module):
                 min_steps = explore * torch.randint_like(steps, low=2, high=cfg.halt_max_steps + 1)
                 halted = halted & (steps >= min_steps)
                 if not cfg.no_ACT_continue:  # bootstrapped target: value of the next step (PQN-style, no replay)
-                    _, nq_halt, nq_cont = self.heads(self.recurse(z_H, z_L, x)[0])
+                    _, nq_halt, nq_cont = self.heads(self.recurse(z_H, z_L, x, cos_sin)[0])
                     outputs["target_q_continue"] = torch.sigmoid(torch.where(last, nq_halt, torch.maximum(nq_halt, nq_cont)))
         return Carry(z_H, z_L, steps, halted, data), outputs
 
@@ -221,18 +259,19 @@ class TRM(nn.Module):
         try:
             S = steps or self.config.halt_max_steps
             inputs, ids = batch["inputs"], batch["puzzle_identifiers"]
-            B, dev = inputs.shape[0], inputs.device
+            (B, L), dev = inputs.shape, inputs.device
             x = self.embed(inputs, ids)
-            z_H, z_L = self.initial_state(B)
+            cos_sin = self.rope(batch)
+            z_H, z_L = self.initial_state(B, L)
             active = torch.arange(B, device=dev)  # rows of the batch still running
-            out = {"preds": torch.zeros(B, self.config.seq_len, dtype=torch.long, device=dev),
+            out = {"preds": torch.zeros(B, L, dtype=torch.long, device=dev),
                    "q_halt": torch.zeros(B, device=dev), "q_continue": torch.zeros(B, device=dev),
                    "steps_run": torch.zeros(B, dtype=torch.long, device=dev)}
             if return_logits:
-                out["logits"] = torch.zeros(B, self.config.seq_len, self.config.vocab_size, device=dev)
+                out["logits"] = torch.zeros(B, L, self.config.vocab_size, device=dev)
             all_preds, all_q = [], []
             for s in range(1, S + 1):
-                z_H, z_L = self.recurse(z_H, z_L, x)
+                z_H, z_L = self.recurse(z_H, z_L, x, cos_sin)
                 logits, q_halt, q_cont = self.heads(z_H)
                 out["preds"][active] = logits.argmax(-1)
                 out["q_halt"][active], out["q_continue"][active] = q_halt, q_cont
@@ -246,6 +285,8 @@ class TRM(nn.Module):
                     keep = q_halt <= 0
                     if not keep.all():
                         active, x, z_H, z_L = active[keep], x[keep], z_H[keep], z_L[keep]
+                        if cos_sin is not None and cos_sin[0].ndim == 3:   # per-sequence coordinate tables
+                            cos_sin = (cos_sin[0][keep], cos_sin[1][keep])
                     if active.numel() == 0:
                         break
             if return_all_steps:
