@@ -331,7 +331,7 @@ def test_coordinate_positions_refusals():
         tiny_config(positions="coords", pos_encodings="learned")
     with pytest.raises(ArcKitError, match="mlp_t"):
         tiny_config(positions="coords", mlp_t=True)
-    with pytest.raises(ArcKitError, match="positions must be canvas or coords"):
+    with pytest.raises(ArcKitError, match="positions.: expected canvas or coords"):
         tiny_config(positions="grid")
     tiny_config(positions="coords", pos_encodings="none")        # no positions at all: nothing to refuse
 

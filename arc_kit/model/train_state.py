@@ -1,5 +1,6 @@
-"""The Trainer's checkpoints: everything a run needs to continue exactly (weights, optimiser and EMA state,
-data stream, RNG, carried batch), saved as named tensors and loaded back."""
+"""The Trainer's checkpoints: exact resume state (weights, optimiser, EMA, data stream, RNG, carry) as named tensors.
+
+Everything a run needs to continue exactly is saved as named tensors and loaded back."""
 
 import copy
 from pathlib import Path
