@@ -42,6 +42,7 @@ def _as_2d(a: npt.ArrayLike) -> np.ndarray:
 @dataclass(frozen=True)
 class Augmentation:
     """Colour permutation `perm` (old colour i -> perm[i]) followed by dihedral transform `k`."""
+
     k: int = 0
     perm: tuple[int, ...] = IDENTITY_PERM
 
@@ -104,10 +105,17 @@ def split_name(name: str) -> tuple[str, Augmentation]:
 
 def augment_task(task: Task, aug: Augmentation) -> Task:
     """Every grid of `task` (test outputs too, when known) augmented; the id becomes aug.name(task.id)."""
+
     def pair(p: Pair) -> Pair:
         return Pair(aug.apply(p.input), aug.apply(p.output) if p.output is not None else None)
-    return Task(id=aug.name(task.id), train=[pair(p) for p in task.train], test=[pair(p) for p in task.test],
-                source=task.source, version=task.version)
+
+    return Task(
+        id=aug.name(task.id),
+        train=[pair(p) for p in task.train],
+        test=[pair(p) for p in task.test],
+        source=task.source,
+        version=task.version,
+    )
 
 
 # -----------------------------------------------------------------------------
@@ -118,10 +126,11 @@ def augment_task(task: Task, aug: Augmentation) -> Task:
 class AugmentConfig:
     """An augmentation set: which transforms are drawn (configs/augmentation/*.yaml). How many versions,
     the seed and canvas translation belong to the run or training config that uses the set."""
-    dihedral: bool = True         # sample one of the 8 dihedral transforms
-    colors: bool = True           # sample a colour permutation
-    fix_background: bool = True   # colour 0 stays 0 (the reference's rule)
-    max_trials: int = 0           # sampling attempts per task; 0 -> 5 * n (the reference's bound)
+
+    dihedral: bool = True  # sample one of the 8 dihedral transforms
+    colors: bool = True  # sample a colour permutation
+    fix_background: bool = True  # colour 0 stays 0 (the reference's rule)
+    max_trials: int = 0  # sampling attempts per task; 0 -> 5 * n (the reference's bound)
 
 
 def _task_seed(seed: int, task_id: str) -> list[int]:
@@ -148,9 +157,12 @@ class TaskVersions:
         def output(p: Pair, is_test: bool) -> np.ndarray:
             known = p.output is not None and (test_outputs or not is_test)
             return np.asarray(p.output if known else np.zeros((0, 0)), dtype=np.uint8)
+
         # a test output left out (or unknown) counts as a 0x0 grid
-        pairs = [(np.asarray(p.input, dtype=np.uint8), output(p, i >= len(task.train)))
-                 for i, p in enumerate(task.train + task.test)]
+        pairs = [
+            (np.asarray(p.input, dtype=np.uint8), output(p, i >= len(task.train)))
+            for i, p in enumerate(task.train + task.test)
+        ]
         # Per transform: all grids in one buffer, and per pair (shape header, start, end). A pair's key is
         # its header + its bytes; the header fixes both grids' lengths, so keys are unambiguous.
         self.buffers, self.slices = [], []
@@ -179,8 +191,8 @@ def sample_augmentations(task: Task, n: int, seed: int = 42, config: AugmentConf
 
     Candidates are drawn at random (transform and/or colour permutation, per `config`); a candidate that
     yields a task identical to one already taken (demonstration pairs and test inputs; test outputs are never
-    looked at, even when known) is dropped. Stops after `config.max_trials` draws (default 5 * n), so symmetric tasks with few
-    colours simply get fewer augmentations.
+    looked at, even when known) is dropped. Stops after `config.max_trials` draws (default 5 * n), so
+    symmetric tasks with few colours simply get fewer augmentations.
     """
     config = config or AugmentConfig()
     out = [IDENTITY]

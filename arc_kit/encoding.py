@@ -10,11 +10,11 @@ from arc_kit.data import Grid, load_tasks
 from arc_kit.errors import ArcKitError
 from arc_kit.identifiers import plan_test_split, read_identifiers
 
-PAD = 0           # empty canvas cell; PAD label positions are ignored by the loss
-EOS = 1           # marks the row below and the column right of a grid
+PAD = 0  # empty canvas cell; PAD label positions are ignored by the loss
+EOS = 1  # marks the row below and the column right of a grid
 COLOR_OFFSET = 2  # colour c -> token c + 2, so tokens 2..11 are colours
 VOCAB_SIZE = 12
-CANVAS = 30       # the reference canvas is 30 x 30 -> sequences of 900 tokens
+CANVAS = 30  # the reference canvas is 30 x 30 -> sequences of 900 tokens
 IGNORE_LABEL_ID = -100
 
 
@@ -31,16 +31,17 @@ def encode_grid(grid: Grid | np.ndarray, canvas: int = CANVAS, offset: tuple[int
     if r < 0 or c < 0 or r + h > canvas or c + w > canvas:
         raise ArcKitError(f"grid {h}x{w} at offset ({r}, {c}) does not fit a {canvas}x{canvas} canvas")
     board = np.zeros((canvas, canvas), dtype=np.uint8)
-    board[r:r + h, c:c + w] = g + COLOR_OFFSET
+    board[r : r + h, c : c + w] = g + COLOR_OFFSET
     if r + h < canvas:
-        board[r + h, c:c + w] = EOS
+        board[r + h, c : c + w] = EOS
     if c + w < canvas:
-        board[r:r + h, c + w] = EOS
+        board[r : r + h, c + w] = EOS
     return board.reshape(-1)
 
 
-def encode_pair(inp: Grid | np.ndarray, out: Grid | np.ndarray, canvas: int = CANVAS,
-                offset: tuple[int, int] = (0, 0)) -> tuple[np.ndarray, np.ndarray]:
+def encode_pair(
+    inp: Grid | np.ndarray, out: Grid | np.ndarray, canvas: int = CANVAS, offset: tuple[int, int] = (0, 0)
+) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, labels): both grids at the same offset, uint8 [canvas * canvas] each (labels: PAD = 0)."""
     return encode_grid(inp, canvas, offset), encode_grid(out, canvas, offset)
 
@@ -52,11 +53,11 @@ def crop_tokens(tokens: np.ndarray, canvas: int = CANVAS) -> np.ndarray:
     largest area (first one on ties) wins. Returns colours uint8 [h, w], possibly 0 x 0.
     """
     g = np.asarray(tokens).reshape(canvas, canvas)
-    bad = (g < COLOR_OFFSET) | (g > COLOR_OFFSET + 9)                  # [canvas, canvas]
-    first_bad = np.where(bad.any(1), bad.argmax(1), canvas)           # [canvas] width usable per row
-    width = np.minimum.accumulate(first_bad)                          # a row can only narrow the rectangle
+    bad = (g < COLOR_OFFSET) | (g > COLOR_OFFSET + 9)  # [canvas, canvas]
+    first_bad = np.where(bad.any(1), bad.argmax(1), canvas)  # [canvas] width usable per row
+    width = np.minimum.accumulate(first_bad)  # a row can only narrow the rectangle
     area = width * np.arange(1, canvas + 1)
-    best = int(area.argmax())                                         # first maximum, as the reference's `>`
+    best = int(area.argmax())  # first maximum, as the reference's `>`
     h, w = (best + 1, int(width[best])) if area[best] > 0 else (0, 0)
     return (g[:h, :w] - COLOR_OFFSET).astype(np.uint8)
 
@@ -86,8 +87,9 @@ def _find_challenges(source_dir: Path, test_set: str) -> Path:
     return hits[0]
 
 
-def build_test_split(source_dir: str | Path, identifiers: list[str] | str | Path, test_set: str = "evaluation",
-                     canvas: int = CANVAS) -> dict[str, np.ndarray]:
+def build_test_split(
+    source_dir: str | Path, identifiers: list[str] | str | Path, test_set: str = "evaluation", canvas: int = CANVAS
+) -> dict[str, np.ndarray]:
     """Rebuild the reference dataset's test split from Kaggle-style files and the identifier list.
 
     Returns the arrays the reference stores as test/all__{key}.npy: inputs, labels uint8 [N, canvas^2];
@@ -103,8 +105,11 @@ def build_test_split(source_dir: str | Path, identifiers: list[str] | str | Path
         for ident, aug in puzzles:
             for pair in task.test:
                 out = pair.output if pair.output is not None else [[0]]
-                x, y = encode_pair(aug.apply_array(np.asarray(pair.input, dtype=np.uint8)),
-                                   aug.apply_array(np.asarray(out, dtype=np.uint8)), canvas)
+                x, y = encode_pair(
+                    aug.apply_array(np.asarray(pair.input, dtype=np.uint8)),
+                    aug.apply_array(np.asarray(out, dtype=np.uint8)),
+                    canvas,
+                )
                 inputs.append(x)
                 labels.append(y)
             puzzle_ids.append(ident)

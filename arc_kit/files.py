@@ -1,14 +1,15 @@
 """Small file helpers shared by every stage: atomic writes and JSON reads with one-line errors."""
 
-import gzip
 import contextlib
+import gzip
 import json
 import os
 import stat
 import tempfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from arc_kit.errors import ArcKitError
 

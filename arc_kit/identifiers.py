@@ -1,4 +1,4 @@
-"""Reference TRM puzzle identifiers: the exact (task, augmentation) -> embedding-row list of the reference ARC builder."""
+"""Reference TRM puzzle identifiers: the reference ARC builder's exact (task, augmentation) -> embedding-row list."""
 
 # A published TRM checkpoint's puzzle-embedding table has one row per augmented puzzle of its
 # training build, numbered by the reference dataset builder (`dataset/build_arc_dataset.py`,
@@ -27,17 +27,19 @@ from arc_kit.augment import SEP, Augmentation, TaskVersions, split_name
 from arc_kit.data import Task, load_tasks
 from arc_kit.errors import ArcKitError
 from arc_kit.files import read_json
+from arc_kit.progress import progress as progress_bar
 
-RETRIES_FACTOR = 5      # reference ARCAugmentRetriesFactor
-BLANK = "<blank>"       # identifier 0: the reference builder's padding puzzle
+RETRIES_FACTOR = 5  # reference ARCAugmentRetriesFactor
+BLANK = "<blank>"  # identifier 0: the reference builder's padding puzzle
 
 
 @dataclass(frozen=True)
 class Recipe:
     """One reference build: which subsets went in, which one became the test split."""
+
     subsets: tuple[str, ...]
     test_set: str
-    rows: int           # puzzle-embedding rows of the published checkpoint (identifiers incl. <blank>)
+    rows: int  # puzzle-embedding rows of the published checkpoint (identifiers incl. <blank>)
 
 
 # The two published builds (ARC Prize Foundation `trm_arc_prize_verification` checkpoints).
@@ -83,10 +85,10 @@ def augmentation_names(task: Task, num_aug: int, rng: np.random.RandomState) -> 
     seen = {versions.key(0, identity)}
     digits = np.frombuffer(b"0123456789", dtype=np.uint8)
     colours = np.arange(1, 10, dtype=np.uint8)
-    lut = identity.copy()                       # [0] + permutation of 1..9: new colour of old colour i
+    lut = identity.copy()  # [0] + permutation of 1..9: new colour of old colour i
     for _ in range(RETRIES_FACTOR * num_aug):
         trans = rng.randint(0, 8)
-        lut[1:] = rng.permutation(colours)      # the reference's np.random.permutation(np.arange(1, 10))
+        lut[1:] = rng.permutation(colours)  # the reference's np.random.permutation(np.arange(1, 10))
         key = versions.key(trans, lut)
         if key not in seen:
             seen.add(key)
@@ -96,9 +98,16 @@ def augmentation_names(task: Task, num_aug: int, rng: np.random.RandomState) -> 
     return names
 
 
-def build_identifiers(data_dir: str | Path, subsets, test_set: str, seed: int = 42, num_aug: int = 1000,
-                      prefix: str = "arc-agi", test_set2: str = "evaluation2",
-                      progress: bool = False) -> tuple[list[str], list[list[int]]]:
+def build_identifiers(
+    data_dir: str | Path,
+    subsets,
+    test_set: str,
+    seed: int = 42,
+    num_aug: int = 1000,
+    prefix: str = "arc-agi",
+    test_set2: str = "evaluation2",
+    progress: bool = False,
+) -> tuple[list[str], list[list[int]]]:
     """Replay the reference ARC builder; return (names, test_split).
 
     names[i] is the puzzle of identifier i (names[0] == "<blank>"): the row order of the
@@ -111,11 +120,10 @@ def build_identifiers(data_dir: str | Path, subsets, test_set: str, seed: int = 
         raise ArcKitError("trm-identifiers: no subsets given")
     if num_aug < 0:
         raise ArcKitError(f"trm-identifiers: --num-aug must be at least 0, got {num_aug}")
-    loaded = [(s, load_subset(data_dir, s, prefix)) for s in subsets]   # read everything first: fail fast
+    loaded = [(s, load_subset(data_dir, s, prefix)) for s in subsets]  # read everything first: fail fast
     rng = np.random.RandomState(seed)
-    ids: dict[str, int] = {}       # name -> identifier, in order of first appearance
+    ids: dict[str, int] = {}  # name -> identifier, in order of first appearance
     test_tasks: dict[str, Task] = {}
-    from arc_kit.progress import progress as progress_bar
     bar = progress_bar(sum(len(p) for _, p in loaded), "identifiers", enabled=progress, unit="task")
     for subset, tasks in loaded:
         items = list(tasks.items())
@@ -134,8 +142,9 @@ def build_identifiers(data_dir: str | Path, subsets, test_set: str, seed: int = 
     # already. (The reference numbers "train" first whenever the first subset is not the test set;
     # otherwise its order depends on Python's hash seed.)
     table = [BLANK] + list(ids)
-    test_split = [[row, len(test_tasks[t].test)] for t, puzzles in plan_test_split(test_tasks, table)
-                  for row, _ in puzzles]
+    test_split = [
+        [row, len(test_tasks[t].test)] for t, puzzles in plan_test_split(test_tasks, table) for row, _ in puzzles
+    ]
     return table, test_split
 
 
@@ -163,7 +172,7 @@ def task_puzzles(names: list[str], task_ids) -> dict[str, list[tuple[int, str]]]
         if base in wanted:
             out.setdefault(base, []).append((row, name))
     for tid, puzzles in out.items():
-        puzzles.sort(key=lambda rn: rn[1] != tid)   # stable: the plain name (identity) first
+        puzzles.sort(key=lambda rn: rn[1] != tid)  # stable: the plain name (identity) first
     return out
 
 
@@ -173,5 +182,7 @@ def plan_test_split(tasks: dict[str, Task], names: list[str]) -> list[tuple[str,
     The builder stores each test-set task's test pairs once per augmented puzzle (identity first), one
     group per task, tasks in the order the identifier list first names them.
     """
-    return [(tid, [(row, split_name(name)[1]) for row, name in puzzles])
-            for tid, puzzles in task_puzzles(names, tasks).items()]
+    return [
+        (tid, [(row, split_name(name)[1]) for row, name in puzzles])
+        for tid, puzzles in task_puzzles(names, tasks).items()
+    ]

@@ -1,15 +1,18 @@
-"""Augmented inference: every test input under M augmented views, batched across tasks, decoded back to the original frame."""
+"""Augmented inference: every test input under M views, batched across tasks, decoded back to the original frame."""
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from arc_kit.augment import Augmentation, split_name
 from arc_kit.data import Task
-from arc_kit.encoding import IGNORE_LABEL_ID
+from arc_kit.encoding import IGNORE_LABEL_ID, crop_tokens, encode_grid
+from arc_kit.predictions import Prediction, PredictionWriter, parse_prediction, record_empty_views
+from arc_kit.progress import progress
 
 if TYPE_CHECKING:
     from arc_kit.predictions import Prediction
@@ -18,12 +21,13 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class View:
     """One model call's worth of work: test input `test_index` of `task_id` under augmentation `name`."""
+
     task_id: str
     test_index: int
-    name: str        # full augmentation name: "TASK|||t1|||0123456789" or plain "TASK"
-    rank: int        # position of this augmentation in the task's view list (0 = identity)
-    row: int         # puzzle-embedding row the model uses for this augmented puzzle (0 = <blank>)
-    canvas: int      # canvas side the input is encoded on
+    name: str  # full augmentation name: "TASK|||t1|||0123456789" or plain "TASK"
+    rank: int  # position of this augmentation in the task's view list (0 = identity)
+    row: int  # puzzle-embedding row the model uses for this augmented puzzle (0 = <blank>)
+    canvas: int  # canvas side the input is encoded on
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -32,14 +36,14 @@ class View:
 
 @dataclass
 class InferStats:
-    planned: int = 0          # views this call was asked to run (finished ones excluded)
-    written: int = 0          # predictions written (main process: all processes together)
-    empty: int = 0            # views whose output decoded to no grid (nothing written)
-    skipped_cap: int = 0      # views dropped by the per-task time cap
-    skipped_time: int = 0     # views not run because the deadline came first
+    planned: int = 0  # views this call was asked to run (finished ones excluded)
+    written: int = 0  # predictions written (main process: all processes together)
+    empty: int = 0  # views whose output decoded to no grid (nothing written)
+    skipped_cap: int = 0  # views dropped by the per-task time cap
+    skipped_time: int = 0  # views not run because the deadline came first
     seconds: float = 0.0
     seq_per_s: float = 0.0
-    steps: int = 0            # supervision steps run, summed over views (this process; early halting lowers it)
+    steps: int = 0  # supervision steps run, summed over views (this process; early halting lowers it)
     capped_tasks: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -53,8 +57,14 @@ class InferStats:
         return s
 
 
-def plan_views(tasks: dict[str, Task], names: dict[str, list[str]], rows: dict[str, int], canvases: dict[str, int],
-               n_views: int, done: set | None = None) -> list[View]:
+def plan_views(
+    tasks: dict[str, Task],
+    names: dict[str, list[str]],
+    rows: dict[str, int],
+    canvases: dict[str, int],
+    n_views: int,
+    done: set | None = None,
+) -> list[View]:
     """Views to run, rank-major: every test input's view 0, then every view 1, ...
 
     Rank-major order means that a run cut short by its deadline has the same number of views for
@@ -108,18 +118,20 @@ def make_batches(views: list[View], batch_size: int) -> list[list[View]]:
 
 def encode_views(views: list[View], tasks: dict[str, Task]) -> dict[str, np.ndarray]:
     """Batch arrays: inputs [B, canvas^2] int32 (augmented test input at the top-left), puzzle_identifiers [B]."""
-    from arc_kit.encoding import encode_grid
     c = views[0].canvas
     inputs = np.zeros((len(views), c * c), dtype=np.int32)
     for b, v in enumerate(views):
         aug = split_name(v.name)[1]
-        inputs[b] = encode_grid(aug.apply_array(np.asarray(tasks[v.task_id].test[v.test_index].input, dtype=np.uint8)), c)
+        inputs[b] = encode_grid(
+            aug.apply_array(np.asarray(tasks[v.task_id].test[v.test_index].input, dtype=np.uint8)), c
+        )
     ids = np.array([v.row for v in views], dtype=np.int32)
     return {"inputs": inputs, "labels": np.full_like(inputs, IGNORE_LABEL_ID), "puzzle_identifiers": ids}
 
 
-def run_model(model, batch: dict[str, np.ndarray], device, autocast=None, early_halt: bool = False,
-              all_steps: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def run_model(
+    model, batch: dict[str, np.ndarray], device, autocast=None, early_halt: bool = False, all_steps: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Evaluation-mode TRM on one batch: every sequence runs up to halt_max_steps supervision steps.
 
     Returns predicted tokens [B, L] (argmax of the last step's logits), q_halt logits [B] as float64 and the
@@ -130,6 +142,7 @@ def run_model(model, batch: dict[str, np.ndarray], device, autocast=None, early_
     import contextlib
 
     import torch
+
     tb = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
     ctx = torch.autocast("cuda", dtype=autocast) if autocast is not None else contextlib.nullcontext()
     with torch.inference_mode(), ctx:
@@ -153,8 +166,9 @@ def run_model(model, batch: dict[str, np.ndarray], device, autocast=None, early_
         return tokens, outputs["q_halt_logits"].float().cpu().numpy().astype(np.float64), None
 
 
-def decode_views(views: list[View], tokens: np.ndarray, q: np.ndarray, extra: dict | None = None,
-                 steps_run: np.ndarray | None = None) -> tuple[list, list[View]]:
+def decode_views(
+    views: list[View], tokens: np.ndarray, q: np.ndarray, extra: dict | None = None, steps_run: np.ndarray | None = None
+) -> tuple[list, list[View]]:
     """(Predictions, views decoded empty) of one batch: crop by the reference rule, map back to the original frame.
 
     tokens [B, L] and q_halt logits [B]: each view's final answer; or [S, B, L] and [S, B]: one answer per
@@ -162,8 +176,6 @@ def decode_views(views: list[View], tokens: np.ndarray, q: np.ndarray, extra: di
     sequence ran; early halt): a final answer's extra["step"], and with all steps the last step kept (later
     steps repeat the answer). A view is "empty" when its final answer crops to no grid (nothing written).
     """
-    from arc_kit.encoding import crop_tokens
-    from arc_kit.predictions import Prediction
     all_steps = tokens.ndim == 3
     per_step = [(s + 1, tokens[s], q[s]) for s in range(tokens.shape[0])] if all_steps else [(None, tokens, q)]
     preds, empty = [], []
@@ -172,10 +184,10 @@ def decode_views(views: list[View], tokens: np.ndarray, q: np.ndarray, extra: di
         last = int(steps_run[b]) if steps_run is not None else (len(per_step) if all_steps else None)
         for step, tok, q_s in per_step:
             if step is not None and last is not None and step > last:
-                break                       # early-halted: later steps repeat the answer
+                break  # early-halted: later steps repeat the answer
             grid = crop_tokens(tok[b], v.canvas)
             if grid.size == 0:
-                if step is None or step == last:    # the view's final answer
+                if step is None or step == last:  # the view's final answer
                     empty.append(v)
                 continue
             x = dict(extra or {})
@@ -188,7 +200,9 @@ def decode_views(views: list[View], tokens: np.ndarray, q: np.ndarray, extra: di
     return preds, empty
 
 
-def predict_views(model, views: list[View], tasks: dict[str, Task], batch_size: int, device="cpu", autocast=None) -> list:
+def predict_views(
+    model, views: list[View], tasks: dict[str, Task], batch_size: int, device="cpu", autocast=None
+) -> list:
     """All predictions for `views` in memory (no file, no deadline): for tests and small jobs."""
     out = []
     for batch in make_batches(views, batch_size):
@@ -197,14 +211,28 @@ def predict_views(model, views: list[View], tasks: dict[str, Task], batch_size: 
     return out
 
 
-def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: str | Path | None, *,
-                  batch_size: int = 256, device="cpu", autocast=None, deadline: float | None = None,
-                  task_time_cap: float = 0.0, accelerator=None, show_progress: bool = True,
-                  extra: dict | None = None, log: Callable[[str], None] = lambda s: None,
-                  fault: Callable[[str], None] = lambda s: None, empty_path: str | Path | None = None,
-                  early_halt: bool = False, all_steps: bool = False,
-                  annotate: Callable[["Prediction"], None] | None = None,
-                  progress_desc: str = "inference") -> InferStats:
+def run_inference(
+    model,
+    views: list[View],
+    tasks: dict[str, Task],
+    out_path: str | Path | None,
+    *,
+    batch_size: int = 256,
+    device="cpu",
+    autocast=None,
+    deadline: float | None = None,
+    task_time_cap: float = 0.0,
+    accelerator=None,
+    show_progress: bool = True,
+    extra: dict | None = None,
+    log: Callable[[str], None] = lambda s: None,
+    fault: Callable[[str], None] = lambda s: None,
+    empty_path: str | Path | None = None,
+    early_halt: bool = False,
+    all_steps: bool = False,
+    annotate: Callable[["Prediction"], None] | None = None,
+    progress_desc: str = "inference",
+) -> InferStats:
     """Run `views` and append their predictions to `out_path` batch by batch (crash-safe).
 
     Data parallel when `accelerator` has several processes: whole tasks are dealt to processes, every
@@ -216,8 +244,6 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
     `early_halt` / `all_steps`: see run_model; `annotate` may add fields to each prediction before it is written.
     This one loop serves `arc-kit run` (deadline, data parallel) and `arc-kit predict` (published checkpoints).
     """
-    from arc_kit.progress import progress
-    from arc_kit.predictions import PredictionWriter
     world = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
     is_main = rank == 0
@@ -245,8 +271,9 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
             if batch and not want_stop:
                 fault("infer")
                 tb = time.time()
-                tokens, q, steps_run = run_model(model, encode_views(batch, tasks), device, autocast,
-                                                 early_halt=early_halt, all_steps=all_steps)
+                tokens, q, steps_run = run_model(
+                    model, encode_views(batch, tasks), device, autocast, early_halt=early_halt, all_steps=all_steps
+                )
                 preds, empty_views = decode_views(batch, tokens, q, extra, steps_run=steps_run)
                 if annotate is not None:
                     for pred in preds:
@@ -259,15 +286,18 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
                     spent[v.task_id] = spent.get(v.task_id, 0.0) + last_batch_s / len(batch)
                     if task_time_cap > 0 and spent[v.task_id] > task_time_cap and v.task_id not in capped:
                         capped.add(v.task_id)
-                        log(f"inference: task {v.task_id} reached its {task_time_cap:.0f}s cap; its remaining views are dropped")
+                        log(
+                            f"inference: task {v.task_id} reached its {task_time_cap:.0f}s cap; "
+                            "its remaining views are dropped"
+                        )
                 done_local += len(batch)
                 ran_batch = len(batch)
             if world > 1:
                 from accelerate.utils import gather_object
+
                 gathered = gather_object([(want_stop, [p.to_json() for p in preds], empty_keys, ran_batch, n_cut)])
                 stop = any(g[0] for g in gathered)
                 if is_main:
-                    from arc_kit.predictions import parse_prediction
                     preds = [parse_prediction(o, "gathered prediction") for g in gathered for o in g[1]]
                     empty_keys = [tuple(k) for g in gathered for k in g[2]]
                     n_batch = sum(g[3] for g in gathered)
@@ -281,7 +311,6 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
             if writer is not None:
                 writer.write(preds)
                 if empty_path is not None:
-                    from arc_kit.predictions import record_empty_views
                     record_empty_views(empty_path, empty_keys)
             stats.written += len(preds)
             stats.empty += len(empty_keys)
@@ -304,13 +333,13 @@ def run_inference(model, views: list[View], tasks: dict[str, Task], out_path: st
 def measure_infer_rate(model, canvas: int, batch_size: int, device="cpu", repeats: int = 1, autocast=None) -> float:
     """Views per second of evaluation-mode inference on a blank batch of `batch_size` at `canvas` (all halt steps)."""
     c = canvas
-    batch = {"inputs": np.full((batch_size, c * c), 2, dtype=np.int32),
-             "labels": np.full((batch_size, c * c), IGNORE_LABEL_ID, dtype=np.int32),
-             "puzzle_identifiers": np.zeros(batch_size, dtype=np.int32)}
+    batch = {
+        "inputs": np.full((batch_size, c * c), 2, dtype=np.int32),
+        "labels": np.full((batch_size, c * c), IGNORE_LABEL_ID, dtype=np.int32),
+        "puzzle_identifiers": np.zeros(batch_size, dtype=np.int32),
+    }
     run_model(model, batch, device, autocast)  # warm-up (allocations, kernels)
     t = time.time()
     for _ in range(repeats):
         run_model(model, batch, device, autocast)
     return batch_size * repeats / max(time.time() - t, 1e-6)
-
-

@@ -3,14 +3,13 @@
 import json
 import math
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from arc_kit.data import Grid, grid_problem
 from arc_kit.errors import ArcKitError
-from arc_kit.files import open_read
-from arc_kit.files import path_exists
+from arc_kit.files import open_read, path_exists
 
 # The fields every line has; anything else on a line is kept in Prediction.extra.
 FIELDS = ("task_id", "test_index", "augmentation", "grid", "q_halt")
@@ -20,9 +19,9 @@ FIELDS = ("task_id", "test_index", "augmentation", "grid", "q_halt")
 class Prediction:
     task_id: str
     test_index: int
-    augmentation: str   # full augmentation name, "TASK|||t1|||0123456789", or plain "TASK" for the identity
-    grid: Grid          # already mapped back to the ORIGINAL (un-augmented) frame
-    q_halt: float       # halting logit of the model; sigmoid(q_halt) is its confidence
+    augmentation: str  # full augmentation name, "TASK|||t1|||0123456789", or plain "TASK" for the identity
+    grid: Grid  # already mapped back to the ORIGINAL (un-augmented) frame
+    q_halt: float  # halting logit of the model; sigmoid(q_halt) is its confidence
     extra: dict = field(default_factory=dict)  # optional fields (e.g. "step", "checkpoint"); "weight" scales the vote
 
     @property
@@ -30,8 +29,13 @@ class Prediction:
         return float(self.extra.get("weight", 1.0))
 
     def to_json(self) -> dict:
-        obj = {"task_id": self.task_id, "test_index": self.test_index, "augmentation": self.augmentation,
-               "grid": self.grid, "q_halt": self.q_halt}
+        obj = {
+            "task_id": self.task_id,
+            "test_index": self.test_index,
+            "augmentation": self.augmentation,
+            "grid": self.grid,
+            "q_halt": self.q_halt,
+        }
         obj.update({k: v for k, v in self.extra.items() if k not in FIELDS})
         return obj
 
@@ -74,7 +78,8 @@ class PredictionWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._drop_partial_last_line()
-        self._f = open(self.path, "a", encoding="utf-8")
+        # the writer owns the handle for its whole life (append after append); close()/__exit__ release it
+        self._f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
 
     def _drop_partial_last_line(self) -> None:
         if not self.path.exists():
@@ -154,7 +159,7 @@ def iter_predictions(paths, weights=None, problems: list[str] | None = None) -> 
     weights = [1.0] * len(paths) if weights is None else list(weights)
     if len(weights) != len(paths):
         raise ArcKitError(f"{len(weights)} weights given for {len(paths)} predictions files")
-    for path, fw in zip(paths, weights):
+    for path, fw in zip(paths, weights, strict=False):
         path = Path(path)
         with open_read(path, "predictions file") as f:
             line_no = 0
@@ -209,7 +214,7 @@ class PredictionTail:
         with open(self.path, "rb") as f:
             f.seek(self.offset)
             data = f.read(size - self.offset)
-        end = data.rfind(b"\n") + 1       # complete lines only: a line being written is read next time
+        end = data.rfind(b"\n") + 1  # complete lines only: a line being written is read next time
         n0 = len(self.predictions)
         for raw in data[:end].splitlines():
             self.line_no += 1
@@ -253,12 +258,14 @@ def done_view_keys(directory: str | Path) -> set[tuple[str, int, str]]:
         with open(path, "rb") as f:
             for n, line in enumerate(f, 1):
                 if not line.endswith(b"\n"):
-                    break                   # cut off by a crash: the writer drops it, the view runs again
+                    break  # cut off by a crash: the writer drops it, the view runs again
                 if not line.strip():
                     continue
                 try:
                     o = json.loads(line)
                     keys.add((o["task_id"], o["test_index"], o["augmentation"]))
                 except (ValueError, KeyError, TypeError):
-                    raise ArcKitError(f"{path}:{n}: not a prediction line (task_id, test_index, augmentation)") from None
+                    raise ArcKitError(
+                        f"{path}:{n}: not a prediction line (task_id, test_index, augmentation)"
+                    ) from None
     return keys

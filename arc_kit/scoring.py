@@ -8,16 +8,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from arc_kit.errors import ArcKitError
 from arc_kit.data import Grid, TaskSet, grid_problem
+from arc_kit.errors import ArcKitError
+from arc_kit.submission import fallback_grids, validate_submission
 
 if TYPE_CHECKING:
     from arc_kit.vote import Candidate
 
-N_RESAMPLES = 10_000   # bootstrap resamples: fixed so that intervals are reproducible
+N_RESAMPLES = 10_000  # bootstrap resamples: fixed so that intervals are reproducible
 SEED = 0
 CONFIDENCE = 0.95
-ALPHA = 0.05           # significance level of `compare`
+ALPHA = 0.05  # significance level of `compare`
 
 
 def _as_list(grid: object) -> object:
@@ -33,8 +34,12 @@ def first_correct(ranked: list[Any], truth: object) -> int | None:
     return None
 
 
-def bootstrap_ci(values: Sequence[float] | np.ndarray, n_resamples: int = N_RESAMPLES, seed: int = SEED,
-                 confidence: float = CONFIDENCE) -> tuple[float, float]:
+def bootstrap_ci(
+    values: Sequence[float] | np.ndarray,
+    n_resamples: int = N_RESAMPLES,
+    seed: int = SEED,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
     """Percentile bootstrap interval of the mean; [s, s] when every value is the same (or n < 2)."""
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
@@ -43,6 +48,7 @@ def bootstrap_ci(values: Sequence[float] | np.ndarray, n_resamples: int = N_RESA
     if x.size < 2 or np.all(x == x[0]):
         return (m, m)  # scipy warns (degenerate distribution) and may give NaN here: the answer is exact
     from scipy import stats
+
     kwargs = dict(confidence_level=confidence, n_resamples=n_resamples, method="percentile")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -68,13 +74,13 @@ def report_ks(max_k: int) -> list[int]:
 class ScoreReport:
     # task id -> per test output: 1-based rank of the first correct attempt, None when no attempt is right
     ranks: dict[str, list[int | None]]
-    max_k: int = 2                   # attempts per test input (2 for a submission; candidates for predictions)
-    kind: str = "submission"         # "submission" | "predictions"
-    source: str = ""                 # where the ground truth came from
-    missing: list[str] = field(default_factory=list)   # ground-truth tasks the submission lacks (scored 0)
-    extra: list[str] = field(default_factory=list)     # submission tasks not in the ground truth (ignored)
+    max_k: int = 2  # attempts per test input (2 for a submission; candidates for predictions)
+    kind: str = "submission"  # "submission" | "predictions"
+    source: str = ""  # where the ground truth came from
+    missing: list[str] = field(default_factory=list)  # ground-truth tasks the submission lacks (scored 0)
+    extra: list[str] = field(default_factory=list)  # submission tasks not in the ground truth (ignored)
     problems: list[str] = field(default_factory=list)  # format problems (affected attempts count as wrong)
-    invalid: list[str] = field(default_factory=list)   # tasks dropped as invalid when loading: scored 0
+    invalid: list[str] = field(default_factory=list)  # tasks dropped as invalid when loading: scored 0
 
     def fractions(self, k: int = 2) -> dict[str, float]:
         """task id -> fraction of its test outputs solved within k attempts."""
@@ -109,8 +115,12 @@ class ScoreReport:
             "score_per_task": self.score_per_task,
             "score_per_output": self.score_per_output,
             "ci95": list(self.ci95()),
-            "ci_method": {"method": "percentile bootstrap over tasks", "confidence": CONFIDENCE,
-                          "n_resamples": N_RESAMPLES, "seed": SEED},
+            "ci_method": {
+                "method": "percentile bootstrap over tasks",
+                "confidence": CONFIDENCE,
+                "n_resamples": N_RESAMPLES,
+                "seed": SEED,
+            },
             "pass_at": {str(k): self.pass_at(k) for k in ks},
             "pass_at_per_output": {str(k): self.pass_at_per_output(k) for k in ks},
             "n_tasks": len(self.ranks),
@@ -132,14 +142,19 @@ class ScoreReport:
         solved = sum(r is not None and r <= 2 for t in self.ranks.values() for r in t)
         ks = report_ks(self.max_k)
         shown = ks if len(ks) <= 8 else ks[:4] + ks[-3:]
-        lines = [f"per-task score (pass@2):   {self.score_per_task:.4f}  95% CI [{lo:.4f}, {hi:.4f}]  "
-                 f"({len(self.ranks)} tasks)",
-                 f"per-output score (pass@2): {self.score_per_output:.4f}  ({solved}/{n_out} test outputs)",
-                 "pass@k per task:   " + "  ".join(f"@{k} {self.pass_at(k):.4f}" for k in shown),
-                 "pass@k per output: " + "  ".join(f"@{k} {self.pass_at_per_output(k):.4f}" for k in shown)]
+        lines = [
+            f"per-task score (pass@2):   {self.score_per_task:.4f}  95% CI [{lo:.4f}, {hi:.4f}]  "
+            f"({len(self.ranks)} tasks)",
+            f"per-output score (pass@2): {self.score_per_output:.4f}  ({solved}/{n_out} test outputs)",
+            "pass@k per task:   " + "  ".join(f"@{k} {self.pass_at(k):.4f}" for k in shown),
+            "pass@k per output: " + "  ".join(f"@{k} {self.pass_at_per_output(k):.4f}" for k in shown),
+        ]
         if self.missing:
-            lines.append(f"missing from the {self.kind} (scored 0): {len(self.missing)} task(s): "
-                         + ", ".join(self.missing[:10]) + (", ..." if len(self.missing) > 10 else ""))
+            lines.append(
+                f"missing from the {self.kind} (scored 0): {len(self.missing)} task(s): "
+                + ", ".join(self.missing[:10])
+                + (", ..." if len(self.missing) > 10 else "")
+            )
         if self.invalid:
             lines.append(f"invalid tasks (unreadable, scored 0): {len(self.invalid)}")
         if self.extra:
@@ -164,13 +179,20 @@ def _truth(task_set: TaskSet) -> dict[str, list[Grid | None]]:
     for tid, task in task_set.tasks.items():
         for i, p in enumerate(task.test):
             if p.output is None:
-                raise ArcKitError(f"{task_set.source or task.source}: task {tid}: test {i} has no known output; "
-                                  "scoring needs solutions (give --solutions FILE or a source that has them)")
+                raise ArcKitError(
+                    f"{task_set.source or task.source}: task {tid}: test {i} has no known output; "
+                    "scoring needs solutions (give --solutions FILE or a source that has them)"
+                )
     return {tid: [p.output for p in task.test] for tid, task in task_set.tasks.items()}
 
 
-def score_ranked(ranked: dict[str, list[list[Any]]], task_set: TaskSet, max_k: int = 2, kind: str = "submission",
-                 problems: list[str] | None = None) -> ScoreReport:
+def score_ranked(
+    ranked: dict[str, list[list[Any]]],
+    task_set: TaskSet,
+    max_k: int = 2,
+    kind: str = "submission",
+    problems: list[str] | None = None,
+) -> ScoreReport:
     """ranked: task id -> per test input, a best-first list of grids. Iterates over the ground truth."""
     truth = _truth(task_set)
     ranks, missing = {}, []
@@ -185,13 +207,20 @@ def score_ranked(ranked: dict[str, list[list[Any]]], task_set: TaskSet, max_k: i
     for tid, n in invalid.items():
         ranks.setdefault(tid, [None] * max(1, int(n)))
     extra = [t for t in ranked if t not in truth and t not in invalid]
-    return ScoreReport(ranks, max_k, kind, task_set.source, missing, extra, list(problems or []),
-                       [t for t in invalid if t not in truth])
+    return ScoreReport(
+        ranks,
+        max_k,
+        kind,
+        task_set.source,
+        missing,
+        extra,
+        list(problems or []),
+        [t for t in invalid if t not in truth],
+    )
 
 
 def score_submission(sub: dict[str, Any], task_set: TaskSet) -> ScoreReport:
     """pass@1 = attempt_1, pass@2 = either attempt. Malformed parts count as wrong and are listed."""
-    from arc_kit.submission import validate_submission
     if not isinstance(sub, dict):
         raise ArcKitError("submission must be a JSON object mapping task ids to lists")
     ranked = {}
@@ -205,7 +234,6 @@ def score_submission(sub: dict[str, Any], task_set: TaskSet) -> ScoreReport:
 def score_votes(votes: dict[str, list[list["Candidate"]]], task_set: TaskSet, fallback: str = "input") -> ScoreReport:
     """Score voted predictions: the ranked list is the candidates, then the fallback grids, so that
     pass@2 equals the score of the submission build_submission makes from the same votes."""
-    from arc_kit.submission import fallback_grids
     ranked, max_k = {}, 2
     for tid, task in task_set.tasks.items():
         per_test = []
@@ -224,6 +252,7 @@ def score_votes(votes: dict[str, list[list["Candidate"]]], task_set: TaskSet, fa
 @dataclass
 class Comparison:
     """Paired comparison of two scorings of the same tasks (B against A) on per-task pass@2 scores."""
+
     tasks: list[str]
     a: list[float]
     b: list[float]
@@ -235,6 +264,7 @@ class Comparison:
 
     def stats(self) -> dict[str, Any]:
         from scipy import stats
+
         d = self._diff()
         wins_b, wins_a = int((d > 0).sum()), int((d < 0).sum())
         n_disc = wins_a + wins_b
@@ -254,15 +284,26 @@ class Comparison:
             verdict = f"{self.name_b} beats {self.name_a}" if wins_b > wins_a else f"{self.name_a} beats {self.name_b}"
             verdict += f" (sign test p={p_sign:.3g} < {ALPHA})"
         else:
-            verdict = (f"no significant difference between {self.name_a} and {self.name_b} "
-                       f"(sign test p={p_sign:.3g} >= {ALPHA})")
-        return {"n_tasks": len(self.tasks), "score_a": float(np.mean(self.a)) if self.a else 0.0,
-                "score_b": float(np.mean(self.b)) if self.b else 0.0,
-                "mean_diff": float(d.mean()) if d.size else 0.0, "ci95_diff": [lo, hi],
-                "wins_b": wins_b, "wins_a": wins_a, "ties": int(d.size - n_disc),
-                "p_sign": p_sign, "p_wilcoxon": p_wil, "alpha": ALPHA,
-                "significant": bool(significant), "b_beats_a": bool(significant and wins_b > wins_a),
-                "verdict": verdict}
+            verdict = (
+                f"no significant difference between {self.name_a} and {self.name_b} "
+                f"(sign test p={p_sign:.3g} >= {ALPHA})"
+            )
+        return {
+            "n_tasks": len(self.tasks),
+            "score_a": float(np.mean(self.a)) if self.a else 0.0,
+            "score_b": float(np.mean(self.b)) if self.b else 0.0,
+            "mean_diff": float(d.mean()) if d.size else 0.0,
+            "ci95_diff": [lo, hi],
+            "wins_b": wins_b,
+            "wins_a": wins_a,
+            "ties": int(d.size - n_disc),
+            "p_sign": p_sign,
+            "p_wilcoxon": p_wil,
+            "alpha": ALPHA,
+            "significant": bool(significant),
+            "b_beats_a": bool(significant and wins_b > wins_a),
+            "verdict": verdict,
+        }
 
 
 def compare_reports(a: ScoreReport, b: ScoreReport, name_a: str = "A", name_b: str = "B", k: int = 2) -> Comparison:

@@ -23,12 +23,13 @@ import numpy as np
 
 from arc_kit.augment import SEP
 from arc_kit.errors import ArcKitError
-from arc_kit.identifiers import BLANK
+from arc_kit.files import atomic_open
+from arc_kit.identifiers import BLANK, read_identifiers
 
 FORMAT = "arc-kit-identifiers/1"
 PLAIN = 8
 DATA_DIR = Path(__file__).resolve().parent / "identifier_data"
-SHIPPED = {"arc1": "arc1.npz", "arc2": "arc2.npz"}   # names of identifiers.RECIPES
+SHIPPED = {"arc1": "arc1.npz", "arc2": "arc2.npz"}  # names of identifiers.RECIPES
 
 
 @lru_cache(maxsize=1)
@@ -56,14 +57,26 @@ def encode_identifiers(names: list[str]) -> dict[str, np.ndarray]:
         task_index[i] = tasks.setdefault(parts[0], len(tasks))
         if len(parts) == 1 and parts[0]:
             transform[i] = PLAIN
-        elif len(parts) == 3 and len(parts[1]) == 2 and parts[1][0] == "t" and parts[1][1] in "01234567" and parts[2] in rank:
+        elif (
+            len(parts) == 3
+            and len(parts[1]) == 2
+            and parts[1][0] == "t"
+            and parts[1][1] in "01234567"
+            and parts[2] in rank
+        ):
             transform[i], perm[i] = int(parts[1][1]), rank[parts[2]]
         else:
             raise ArcKitError(f"identifier list: row {i + 1} {name!r} is not TASK or TASK|||t{{k}}|||{{perm}}")
     index_type = np.uint16 if len(tasks) <= 1 << 16 else np.uint32
-    return {"format": np.array(FORMAT), "tasks": np.array(list(tasks)), "task_index": task_index.astype(index_type),
-            "transform": transform, "perm_low": (perm & 0xFFFF).astype(np.uint16),
-            "perm_high": (perm >> 16).astype(np.uint8), "digest": np.array(_digest(names))}
+    return {
+        "format": np.array(FORMAT),
+        "tasks": np.array(list(tasks)),
+        "task_index": task_index.astype(index_type),
+        "transform": transform,
+        "perm_low": (perm & 0xFFFF).astype(np.uint16),
+        "perm_high": (perm >> 16).astype(np.uint8),
+        "digest": np.array(_digest(names)),
+    }
 
 
 def decode_identifiers(arrays, source: str = "identifier list") -> list[str]:
@@ -79,16 +92,17 @@ def decode_identifiers(arrays, source: str = "identifier list") -> list[str]:
         raise ArcKitError(f"{source}: missing array {e}") from None
     perms = _perm_strings()
     names = [BLANK]
-    names += [tasks[ti] if t == PLAIN else f"{tasks[ti]}{SEP}t{t}{SEP}{perms[p]}"
-              for ti, t, p in zip(task_index, transform, perm)]
+    names += [
+        tasks[ti] if t == PLAIN else f"{tasks[ti]}{SEP}t{t}{SEP}{perms[p]}"
+        for ti, t, p in zip(task_index, transform, perm, strict=False)
+    ]
     if _digest(names) != digest:
         raise ArcKitError(f"{source}: decoded list does not match its digest (corrupt file)")
     return names
 
 
 def write_identifier_file(path: str | Path, names: list[str]) -> None:
-    from arc_kit.files import atomic_open
-    save: Callable[..., None] = np.savez_compressed   # its stub types **arrays as its keyword options
+    save: Callable[..., None] = np.savez_compressed  # its stub types **arrays as its keyword options
     with atomic_open(path) as f:
         save(f, **encode_identifiers(names))
 
@@ -118,12 +132,12 @@ def load_identifier_list(spec: str) -> list[str]:
         return shipped_identifiers(spec)
     if spec.endswith(".npz"):
         return read_identifier_file(spec)
-    from arc_kit.identifiers import read_identifiers
     return read_identifiers(spec)
 
 
 if __name__ == "__main__":  # regenerate: python -m arc_kit.shipped_identifiers IN.json[.gz] OUT.npz
     from arc_kit.identifiers import read_identifiers
+
     src, dst = sys.argv[1:3]
     ids = read_identifiers(src)
     write_identifier_file(dst, ids)

@@ -1,13 +1,13 @@
-"""Submission: build the Kaggle submission.json from votes (always complete, fallback-filled), validate, write atomically."""
+"""Submission: build submission.json from votes (always complete, fallback-filled), validate, write atomically."""
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arc_kit.data import Grid, TaskSet, grid_problem
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_json, read_json
-from arc_kit.data import Grid, TaskSet, grid_problem
 
 if TYPE_CHECKING:
     from arc_kit.vote import Candidate
@@ -19,17 +19,20 @@ ZEROS: Grid = [[0]]
 @dataclass
 class FillReport:
     """What build_submission had to fill from the fallback instead of from votes."""
+
     n_tasks: int = 0
     n_test_inputs: int = 0
     n_attempts: int = 0
-    n_voted: int = 0                                       # attempts that came from a voted candidate
-    filled: list[str] = field(default_factory=list)        # "task X: test i: attempt_2 <- test input"
+    n_voted: int = 0  # attempts that came from a voted candidate
+    filled: list[str] = field(default_factory=list)  # "task X: test i: attempt_2 <- test input"
     invalid_tasks: list[str] = field(default_factory=list)  # tasks dropped as invalid: [[0]] everywhere
-    unselected: int = 0                                     # tasks outside the selection: fallback attempts only
+    unselected: int = 0  # tasks outside the selection: fallback attempts only
 
     def summary(self) -> str:
-        s = (f"{self.n_tasks} tasks, {self.n_test_inputs} test inputs, {self.n_voted}/{self.n_attempts} "
-             f"attempts from votes, {self.n_attempts - self.n_voted} from the fallback")
+        s = (
+            f"{self.n_tasks} tasks, {self.n_test_inputs} test inputs, {self.n_voted}/{self.n_attempts} "
+            f"attempts from votes, {self.n_attempts - self.n_voted} from the fallback"
+        )
         if self.invalid_tasks:
             s += f" ({len(self.invalid_tasks)} invalid task(s) got [[0]]: {', '.join(self.invalid_tasks[:5])}"
             s += ", ...)" if len(self.invalid_tasks) > 5 else ")"
@@ -61,8 +64,12 @@ def _attempts(candidate_grids: list[Grid], test_input: Any, fallback: str, n: in
     return out, n_voted
 
 
-def build_submission(votes: Mapping[str, Sequence[Sequence["Candidate | Grid"]]], task_set: TaskSet,
-                     fallback: str = "input", report: FillReport | None = None) -> dict[str, Any]:
+def build_submission(
+    votes: Mapping[str, Sequence[Sequence["Candidate | Grid"]]],
+    task_set: TaskSet,
+    fallback: str = "input",
+    report: FillReport | None = None,
+) -> dict[str, Any]:
     """votes (task -> per test input ranked Candidates, see vote.vote) -> a complete, valid submission dict.
 
     Every task of the task set gets one {"attempt_1", "attempt_2"} dict per test input, in order; tasks
@@ -83,7 +90,7 @@ def build_submission(votes: Mapping[str, Sequence[Sequence["Candidate | Grid"]]]
                 report.filled.append(f"task {tid}: test {i}: {ATTEMPT_KEYS[a]} <- {src}")
             report.n_voted += n_voted
             report.n_attempts += 2
-            entries.append(dict(zip(ATTEMPT_KEYS, attempts)))
+            entries.append(dict(zip(ATTEMPT_KEYS, attempts, strict=False)))
         sub[tid] = entries
         report.n_tasks += 1
         report.n_test_inputs += len(entries)
@@ -99,7 +106,7 @@ def build_submission(votes: Mapping[str, Sequence[Sequence["Candidate | Grid"]]]
     for tid, inputs in (getattr(task_set, "unselected", None) or {}).items():
         if tid in sub:
             continue
-        sub[tid] = [dict(zip(ATTEMPT_KEYS, _attempts([], inp, fallback)[0])) for inp in (inputs or [None])]
+        sub[tid] = [dict(zip(ATTEMPT_KEYS, _attempts([], inp, fallback)[0], strict=True)) for inp in inputs or [None]]
         report.unselected += 1
         report.n_tasks += 1
         report.n_test_inputs += len(sub[tid])
@@ -120,13 +127,14 @@ def write_submission(path: str | Path, submission: dict[str, Any]) -> None:
 def read_submission(path: str | Path) -> dict[str, Any]:
     obj = read_json(path, "submission file")
     if not isinstance(obj, dict):
-        raise ArcKitError(f"{path}: a submission must be a JSON object mapping task ids to lists, "
-                          f"got {type(obj).__name__}")
+        raise ArcKitError(
+            f"{path}: a submission must be a JSON object mapping task ids to lists, got {type(obj).__name__}"
+        )
     return obj
 
 
 def expected_test_counts(task_set: TaskSet) -> dict[str, int]:
-    """task id -> number of test inputs: valid tasks, then tasks dropped as invalid, then tasks outside the selection."""
+    """task id -> number of test inputs: valid tasks, then invalid ones, then those outside the selection."""
     counts = {tid: len(t.test) for tid, t in task_set.tasks.items()}
     for tid, n in (getattr(task_set, "invalid", None) or {}).items():
         counts.setdefault(tid, max(1, int(n)))
@@ -153,8 +161,9 @@ def validate_submission(sub: object, task_set: TaskSet) -> list[str]:
             problems.append(f"task {tid}: {len(entries)} entries, expected {n} (one per test input)")
         for i, entry in enumerate(entries):
             if not isinstance(entry, dict):
-                problems.append(f"task {tid}: test {i}: expected a dict with attempt_1 and attempt_2, "
-                                f"got {type(entry).__name__}")
+                problems.append(
+                    f"task {tid}: test {i}: expected a dict with attempt_1 and attempt_2, got {type(entry).__name__}"
+                )
                 continue
             for k in ATTEMPT_KEYS:
                 if k not in entry:

@@ -1,10 +1,11 @@
 """Voting: group identical predicted grids per test input and rank them into attempts by a configured strategy."""
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Iterable
 
+from arc_kit.config import load_config
 from arc_kit.data import Grid
 from arc_kit.errors import ArcKitError
 
@@ -21,11 +22,13 @@ class VoteConfig:
     # confidence: rank by the sum of weight * sigmoid(q_halt) over the candidate's votes
     # filtered:   drop candidates with votes < min_votes or mean confidence < min_confidence, then reference
     strategy: str = "reference"
-    tie_break: str = "confidence"  # plurality only: "confidence" | "identity" (the un-augmented view's grid) | "canonical"
-    min_votes: float = 1.0         # filtered: weighted votes a candidate needs to be kept (a positive integer)
-    min_confidence: float = 0.0    # filtered: mean sigmoid(q_halt) a candidate needs to be kept (in [0, 1])
-    refill: bool = False           # filtered: when fewer than 2 survive, refill from the dropped ones (best first)
-    fallback: str = "input"        # missing attempts: "input" = the test input grid, then [[0]]; "zeros" = [[0]]
+    tie_break: str = (
+        "confidence"  # plurality only: "confidence" | "identity" (the un-augmented view's grid) | "canonical"
+    )
+    min_votes: float = 1.0  # filtered: weighted votes a candidate needs to be kept (a positive integer)
+    min_confidence: float = 0.0  # filtered: mean sigmoid(q_halt) a candidate needs to be kept (in [0, 1])
+    refill: bool = False  # filtered: when fewer than 2 survive, refill from the dropped ones (best first)
+    fallback: str = "input"  # missing attempts: "input" = the test input grid, then [[0]]; "zeros" = [[0]]
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -61,12 +64,12 @@ def grid_key(grid: Grid) -> bytes:
 @dataclass
 class Candidate:
     grid: Grid
-    key: bytes               # grid_key(grid)
-    votes: float = 0.0       # sum of the weights of the predictions that produced this grid
-    count: int = 0           # number of prediction lines (unweighted)
-    conf_sum: float = 0.0    # sum of weight * sigmoid(q_halt)
-    identity: bool = False   # produced by the un-augmented view (augmentation name == task id)
-    score: float = 0.0       # the strategy's primary ranking value (set by rank())
+    key: bytes  # grid_key(grid)
+    votes: float = 0.0  # sum of the weights of the predictions that produced this grid
+    count: int = 0  # number of prediction lines (unweighted)
+    conf_sum: float = 0.0  # sum of weight * sigmoid(q_halt)
+    identity: bool = False  # produced by the un-augmented view (augmentation name == task id)
+    score: float = 0.0  # the strategy's primary ranking value (set by rank())
 
     @property
     def mean_q(self) -> float:
@@ -74,13 +77,20 @@ class Candidate:
         return self.conf_sum / self.votes if self.votes > 0 else 0.0
 
     def to_json(self) -> dict:
-        return {"grid": self.grid, "votes": self.votes, "count": self.count, "mean_q": self.mean_q,
-                "score": self.score, "identity": self.identity}
+        return {
+            "grid": self.grid,
+            "votes": self.votes,
+            "count": self.count,
+            "mean_q": self.mean_q,
+            "score": self.score,
+            "identity": self.identity,
+        }
 
 
 @dataclass
 class Tally:
     """Predictions grouped by identical grid: (task_id, test_index) -> {grid_key: Candidate}."""
+
     groups: dict[tuple[str, int], dict[bytes, Candidate]] = field(default_factory=dict)
     n_predictions: int = 0
     n_ignored: int = 0
@@ -118,8 +128,10 @@ def tally(predictions: Iterable, task_set) -> Tally:
         why = "task was dropped as invalid" if tid in invalid else "task not in the task set"
         t.problems.append(f"task {tid}: {n} prediction(s) ignored ({why})")
     for (tid, i), n in bad_index.items():
-        t.problems.append(f"task {tid}: {n} prediction(s) for test_index {i} ignored "
-                          f"(task has {len(task_set.tasks[tid].test)} test input(s))")
+        t.problems.append(
+            f"task {tid}: {n} prediction(s) for test_index {i} ignored "
+            f"(task has {len(task_set.tasks[tid].test)} test input(s))"
+        )
     return t
 
 
@@ -164,8 +176,9 @@ def rank_tally(t: Tally, task_set, config: VoteConfig) -> dict[str, list[list[Ca
     return votes
 
 
-def vote(predictions: Iterable, task_set, config: VoteConfig | None = None,
-         problems: list[str] | None = None) -> dict[str, list[list[Candidate]]]:
+def vote(
+    predictions: Iterable, task_set, config: VoteConfig | None = None, problems: list[str] | None = None
+) -> dict[str, list[list[Candidate]]]:
     """Predictions -> ranked candidates per task and test input. Notes on ignored lines go to `problems`."""
     config = config or VoteConfig()
     t = tally(predictions, task_set)
@@ -176,5 +189,4 @@ def vote(predictions: Iterable, task_set, config: VoteConfig | None = None,
 
 def load_vote_config(name_or_path: str | None = None, overrides=()) -> VoteConfig:
     """A shipped voting config by name (`reference`, `plurality`, ...) or a YAML path, plus key=value overrides."""
-    from arc_kit.config import load_config
     return load_config(VoteConfig, name_or_path or "reference", overrides, subdir="voting")

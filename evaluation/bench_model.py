@@ -27,8 +27,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 # Dense bf16 peak TFLOP/s by device-name fragment (fp16 for T4, which has no bf16); --peak-tflops overrides.
-PEAK_TFLOPS = {"H200": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0,
-               "A10G": 70.0, "T4": 65.0, "V100": 125.0}
+PEAK_TFLOPS = {
+    "H200": 989.0,
+    "H100 PCIe": 756.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10G": 70.0,
+    "T4": 65.0,
+    "V100": 125.0,
+}
 
 
 def flops_per_token(cfg) -> tuple[float, float]:
@@ -40,11 +49,12 @@ def flops_per_token(cfg) -> tuple[float, float]:
     so training adds 2x (backward) for (L_cycles + 1) passes and the lm_head.
     """
     from arc_kit.model.layers import swiglu_width
+
     D, T = cfg.hidden_size, cfg.seq_len + cfg.prefix_len
     inner = swiglu_width(D, cfg.expansion)
     block = cfg.L_layers * (4 * D * D + 2 * T * D + 3 * D * inner)
     passes = cfg.H_cycles * (cfg.L_cycles + 1)
-    head = D * cfg.vocab_size * cfg.seq_len / T          # lm_head on canvas positions only
+    head = D * cfg.vocab_size * cfg.seq_len / T  # lm_head on canvas positions only
     infer = 2 * (passes * block + head)
     train = 2 * ((cfg.H_cycles - 1) * (cfg.L_cycles + 1) * block + 3 * ((cfg.L_cycles + 1) * block + head))
     return train, infer
@@ -52,14 +62,17 @@ def flops_per_token(cfg) -> tuple[float, float]:
 
 def peak_memory_mb(device) -> float:
     import torch
+
     if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2 ** 20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux: process peak RSS
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux: process peak RSS
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="pretrain-arc-agi-1", help="train config (model:/data:/train: YAML) or shipped name")
+    ap.add_argument(
+        "--config", default="pretrain-arc-agi-1", help="train config (model:/data:/train: YAML) or shipped name"
+    )
     ap.add_argument("overrides", nargs="*", help="key=value overrides, e.g. model.hidden_size=64 data.canvas=8")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--batch", type=int, default=4, help="sequences per supervision step")
@@ -78,8 +91,8 @@ def main(argv=None) -> int:
     from arc_kit.config import from_dict, load_config, to_dict
     from arc_kit.data import Pair, Task
     from arc_kit.model.dataset import TrainData
-    from arc_kit.model.trm import TRM, TRMConfig
     from arc_kit.model.train import Trainer
+    from arc_kit.model.trm import TRM, TRMConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -89,16 +102,32 @@ def main(argv=None) -> int:
     # A synthetic task whose grids fill the canvas (but the EOS border): every position is a real token.
     rng = np.random.default_rng(0)
     side = max(1, canvas - 1)
-    task = Task("bench", [Pair(rng.integers(0, 10, (side, side)).tolist(), rng.integers(0, 10, (side, side)).tolist())
-                          for _ in range(4)], [])
+    task = Task(
+        "bench",
+        [
+            Pair(rng.integers(0, 10, (side, side)).tolist(), rng.integers(0, 10, (side, side)).tolist())
+            for _ in range(4)
+        ],
+        [],
+    )
     data = TrainData.from_tasks([task], num_augmentations=7, seed=0, canvas=canvas, translate=True)
     torch.manual_seed(0)
-    mcfg = from_dict(TRMConfig, dict(to_dict(cfg.model), seq_len=canvas * canvas,
-                                     num_puzzle_identifiers=len(data.puzzle_names)))
+    mcfg = from_dict(
+        TRMConfig, dict(to_dict(cfg.model), seq_len=canvas * canvas, num_puzzle_identifiers=len(data.puzzle_names))
+    )
     model = TRM(mcfg)
-    tcfg = from_dict(type(cfg.train), dict(to_dict(cfg.train), global_batch_size=args.batch, max_steps=10 ** 9,
-                                           progress=False, device=args.device, precision=args.precision,
-                                           compile=args.compile))
+    tcfg = from_dict(
+        type(cfg.train),
+        dict(
+            to_dict(cfg.train),
+            global_batch_size=args.batch,
+            max_steps=10**9,
+            progress=False,
+            device=args.device,
+            precision=args.precision,
+            compile=args.compile,
+        ),
+    )
     trainer = Trainer(model, data, tcfg)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     T = mcfg.seq_len + mcfg.prefix_len
@@ -108,15 +137,14 @@ def main(argv=None) -> int:
     model.eval()
     ctx = (lambda: torch.autocast("cuda", dtype=trainer.autocast)) if trainer.autocast else torch.no_grad
     times = []
-    with torch.inference_mode():
-        with ctx():
-            carry = model.initial_carry(batch)
-            for i in range(args.steps + 1):
-                sync()
-                t = time.perf_counter()
-                carry, _ = model(carry, batch)
-                sync()
-                times.append(time.perf_counter() - t)
+    with torch.inference_mode(), ctx():
+        carry = model.initial_carry(batch)
+        for _i in range(args.steps + 1):
+            sync()
+            t = time.perf_counter()
+            carry, _ = model(carry, batch)
+            sync()
+            times.append(time.perf_counter() - t)
     infer_s = float(np.median(times[1:]))
     infer_mem = peak_memory_mb(device)
     if device.type == "cuda":
@@ -129,14 +157,14 @@ def main(argv=None) -> int:
     sync()
     first_s = time.perf_counter() - t
     t = time.perf_counter()
-    for i in range(args.steps):
+    for _i in range(args.steps):
         pending = trainer._step()
     trainer._read_metrics(*pending)
     train_s = (time.perf_counter() - t) / args.steps
     train_mem = peak_memory_mb(device)
     trainer.phase_seconds = {}
     built = trainer.batches.seconds
-    for i in range(args.steps):
+    for _i in range(args.steps):
         pending = trainer._step()
         trainer._read_metrics(*pending)
     phases = {k: v / args.steps for k, v in trainer.phase_seconds.items()}
@@ -144,18 +172,35 @@ def main(argv=None) -> int:
 
     f_train, f_infer = flops_per_token(mcfg)
     res = {
-        "config": str(args.config), "overrides": args.overrides, "device": str(device),
+        "config": str(args.config),
+        "overrides": args.overrides,
+        "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "threads": torch.get_num_threads(), "cpu_cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "cpu_cores": os.cpu_count(),
         "precision": str(trainer.autocast or "float32").replace("torch.", ""),
-        "params": model.num_params(), "hidden": mcfg.hidden_size, "H_cycles": mcfg.H_cycles, "L_cycles": mcfg.L_cycles,
-        "canvas": canvas, "tokens_per_seq": T, "batch": args.batch,
-        "compile": args.compile, "first_step_s": first_s, "train_phase_s": phases,
-        "train_step_s": train_s, "train_seq_per_s": args.batch / train_s, "train_tokens_per_s": args.batch * T / train_s,
-        "infer_step_s": infer_s, "infer_seq_per_s": args.batch / infer_s, "infer_tokens_per_s": args.batch * T / infer_s,
-        "train_gflop_per_seq": f_train * T / 1e9, "infer_gflop_per_seq": f_infer * T / 1e9,
-        "train_peak_mb": train_mem, "infer_peak_mb": infer_mem,
-        "train_tflops": f_train * T * args.batch / train_s / 1e12, "infer_tflops": f_infer * T * args.batch / infer_s / 1e12,
+        "params": model.num_params(),
+        "hidden": mcfg.hidden_size,
+        "H_cycles": mcfg.H_cycles,
+        "L_cycles": mcfg.L_cycles,
+        "canvas": canvas,
+        "tokens_per_seq": T,
+        "batch": args.batch,
+        "compile": args.compile,
+        "first_step_s": first_s,
+        "train_phase_s": phases,
+        "train_step_s": train_s,
+        "train_seq_per_s": args.batch / train_s,
+        "train_tokens_per_s": args.batch * T / train_s,
+        "infer_step_s": infer_s,
+        "infer_seq_per_s": args.batch / infer_s,
+        "infer_tokens_per_s": args.batch * T / infer_s,
+        "train_gflop_per_seq": f_train * T / 1e9,
+        "infer_gflop_per_seq": f_infer * T / 1e9,
+        "train_peak_mb": train_mem,
+        "infer_peak_mb": infer_mem,
+        "train_tflops": f_train * T * args.batch / train_s / 1e12,
+        "infer_tflops": f_infer * T * args.batch / infer_s / 1e12,
     }
     if device.type == "cuda":
         peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in res["device_name"]), 0.0)
@@ -166,21 +211,33 @@ def main(argv=None) -> int:
     if args.json:
         print(json.dumps(res))
         return 0
-    print(f"{res['device_name']} ({res['device']}), {res['threads']} threads of {res['cpu_cores']} cores, {res['precision']}")
-    print(f"model: {res['params']:,} parameters, hidden {mcfg.hidden_size}, H{mcfg.H_cycles} L{mcfg.L_cycles}, "
-          f"{canvas}x{canvas} canvas = {T} tokens/seq, batch {args.batch}")
+    print(
+        f"{res['device_name']} ({res['device']}), {res['threads']} threads of {res['cpu_cores']} cores, "
+        f"{res['precision']}"
+    )
+    print(
+        f"model: {res['params']:,} parameters, hidden {mcfg.hidden_size}, H{mcfg.H_cycles} L{mcfg.L_cycles}, "
+        f"{canvas}x{canvas} canvas = {T} tokens/seq, batch {args.batch}"
+    )
     for kind in ("train", "infer"):
-        line = (f"{kind:5s}: {res[f'{kind}_step_s'] * 1000:9.1f} ms/step  {res[f'{kind}_seq_per_s']:9.2f} seq/s  "
-                f"{res[f'{kind}_tokens_per_s']:11.0f} tok/s  {res[f'{kind}_gflop_per_seq']:8.2f} GFLOP/seq  "
-                f"{res[f'{kind}_tflops']:7.3f} TFLOP/s  peak mem {res[f'{kind}_peak_mb']:8.0f} MiB")
+        line = (
+            f"{kind:5s}: {res[f'{kind}_step_s'] * 1000:9.1f} ms/step  {res[f'{kind}_seq_per_s']:9.2f} seq/s  "
+            f"{res[f'{kind}_tokens_per_s']:11.0f} tok/s  {res[f'{kind}_gflop_per_seq']:8.2f} GFLOP/seq  "
+            f"{res[f'{kind}_tflops']:7.3f} TFLOP/s  peak mem {res[f'{kind}_peak_mb']:8.0f} MiB"
+        )
         if f"{kind}_mfu" in res:
             line += f"  MFU {100 * res[f'{kind}_mfu']:.1f}%"
         print(line)
     on_path = sum(v for k, v in phases.items() if k != "data_build")
-    print(f"train step breakdown (device waited for between phases; compile {args.compile}, first step "
-          f"{first_s:.2f} s): " + ", ".join(f"{k} {1000 * phases.get(k, 0.0):.1f} ms ({100 * phases.get(k, 0.0) / on_path:.0f}%)"
-                                           for k in ("data", "forward", "backward", "optimizer", "sync"))
-          + f"; data_build {1000 * phases.get('data_build', 0.0):.1f} ms in the background")
+    print(
+        f"train step breakdown (device waited for between phases; compile {args.compile}, first step "
+        f"{first_s:.2f} s): "
+        + ", ".join(
+            f"{k} {1000 * phases.get(k, 0.0):.1f} ms ({100 * phases.get(k, 0.0) / on_path:.0f}%)"
+            for k in ("data", "forward", "backward", "optimizer", "sync")
+        )
+        + f"; data_build {1000 * phases.get('data_build', 0.0):.1f} ms in the background"
+    )
     print("(per supervision step; CPU peak memory is the process's peak RSS, GPU's is max allocated)")
     return 0
 

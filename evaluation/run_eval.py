@@ -17,8 +17,10 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 MARKER = "<!-- results -->"
-HEADER = ("| date | config | tasks | hardware | budget / wall | training | per-output | per-task (95% CI) | note |\n"
-          "|---|---|---|---|---|---|---|---|---|\n")
+HEADER = (
+    "| date | config | tasks | hardware | budget / wall | training | per-output | per-task (95% CI) | note |\n"
+    "|---|---|---|---|---|---|---|---|---|\n"
+)
 
 
 def table_path(explicit: str | None) -> Path:
@@ -67,34 +69,50 @@ def main() -> int:
     name = Path(args.config).stem
     out = Path(args.out or f"runs/eval-{name}")
     cmd = [sys.executable, "-m", "arc_kit.cli", "run", "--config", args.config, "--out", str(out)]
-    cmd += (["--tasks", args.tasks] if args.tasks else []) + (["--checkpoint", args.checkpoint] if args.checkpoint else [])
+    cmd += (["--tasks", args.tasks] if args.tasks else []) + (
+        ["--checkpoint", args.checkpoint] if args.checkpoint else []
+    )
     cmd += ([] if args.resume else ["--fresh"]) + args.overrides
     print("running:", " ".join(cmd), file=sys.stderr)
     t0 = time.time()
     rc = subprocess.run(cmd).returncode
     wall = time.time() - t0
     if rc != 0 or not (out / "score.json").is_file():
-        print(f"run_eval: the run exited {rc} without score.json (no solutions, or no submission): no row added",
-              file=sys.stderr)
+        print(
+            f"run_eval: the run exited {rc} without score.json (no solutions, or no submission): no row added",
+            file=sys.stderr,
+        )
         return 1
     score = json.loads((out / "score.json").read_text())
     manifest = json.loads((out / "run.json").read_text())
     stages = json.loads((out / "state.json").read_text())["stages"]
     import yaml
+
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     hw = stages.get("train", {}).get("hardware") or stages.get("infer", {}).get("hardware") or {}
     train = stages.get("train", {})
     lo, hi = score["ci95"]
-    row = "| " + " | ".join([
-        time.strftime("%Y-%m-%d"),
-        f"`{name}` ({manifest['config_hash'][:8]}" + (" " + " ".join(args.overrides) if args.overrides else "") + ")",
-        f"{score.get('source') or cfg['tasks']['source']} ({score['n_tasks']} tasks)",
-        describe_hardware(hw, cfg["runtime"]["num_processes"]),
-        f"{cfg['budget']['total_minutes']:g} min / {wall / 60:.1f} min",
-        f"{train.get('steps', 0)} steps" if train.get("status") in ("done", "timeout", "kept") else train.get("status", "-"),
-        f"{score['score_per_output']:.4f} ({score['n_solved_outputs']}/{score['n_outputs']})",
-        f"{score['score_per_task']:.4f} [{lo:.3f}, {hi:.3f}]",
-        args.note or "-"]) + " |"
+    row = (
+        "| "
+        + " | ".join(
+            [
+                time.strftime("%Y-%m-%d"),
+                f"`{name}` ({manifest['config_hash'][:8]}"
+                + (" " + " ".join(args.overrides) if args.overrides else "")
+                + ")",
+                f"{score.get('source') or cfg['tasks']['source']} ({score['n_tasks']} tasks)",
+                describe_hardware(hw, cfg["runtime"]["num_processes"]),
+                f"{cfg['budget']['total_minutes']:g} min / {wall / 60:.1f} min",
+                f"{train.get('steps', 0)} steps"
+                if train.get("status") in ("done", "timeout", "kept")
+                else train.get("status", "-"),
+                f"{score['score_per_output']:.4f} ({score['n_solved_outputs']}/{score['n_outputs']})",
+                f"{score['score_per_task']:.4f} [{lo:.3f}, {hi:.3f}]",
+                args.note or "-",
+            ]
+        )
+        + " |"
+    )
     path = table_path(args.table)
     append_row(path, row)
     print(row)

@@ -16,7 +16,14 @@
 # Start the clock, then write a fallback submission (every attempt = the test input). Standard library only:
 # the kit is not installed yet, so this cell repeats, in small, what arc_kit.kaggle.settings.find_competition_dir and
 # arc_kit.submission.fallback_submission do; the kit's own versions take over once it is importable.
-import glob, json, os, subprocess, sys, time
+import contextlib
+import glob
+import json
+import os
+import subprocess
+import sys
+import time
+
 T0 = time.time()
 os.environ.setdefault("ARC_KIT_T0", repr(T0))
 INPUT = os.environ.get("ARC_KIT_INPUT_ROOT", "/kaggle/input")
@@ -35,9 +42,14 @@ def find_test_file():
 
 
 def is_grid(g):
-    return (isinstance(g, list) and 1 <= len(g) <= 30 and all(isinstance(r, list) and r for r in g)
-            and len({len(r) for r in g}) == 1 and len(g[0]) <= 30
-            and all(type(v) is int and 0 <= v <= 9 for r in g for v in r))
+    return (
+        isinstance(g, list)
+        and 1 <= len(g) <= 30
+        and all(isinstance(r, list) and r for r in g)
+        and len({len(r) for r in g}) == 1
+        and len(g[0]) <= 30
+        and all(type(v) is int and 0 <= v <= 9 for r in g for v in r)
+    )
 
 
 def fallback_submission(path):
@@ -87,12 +99,25 @@ try:
         have = None
     force = bool(os.environ.get("ARC_KIT_FORCE_INSTALL"))
     if wheels and (have != want or force):
-        pip = [sys.executable, "-m", "pip", "install", "--no-index", "--find-links", os.path.dirname(wheels[-1]),
-               "--quiet", "--disable-pip-version-check"]
+        pip = [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--find-links",
+            os.path.dirname(wheels[-1]),
+            "--quiet",
+            "--disable-pip-version-check",
+        ]
         r = subprocess.run(pip + [f"arc-kit=={want}"], capture_output=True, text=True, timeout=900)
         if force and r.returncode == 0:
-            r = subprocess.run(pip + ["--force-reinstall", "--no-deps", f"arc-kit=={want}"],
-                               capture_output=True, text=True, timeout=900)
+            r = subprocess.run(
+                pip + ["--force-reinstall", "--no-deps", f"arc-kit=={want}"],
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
         print(f"pip install arc-kit=={want}: exit {r.returncode}", (r.stdout + r.stderr)[-2000:])
     else:
         print(f"arc-kit {have} installed; wheels: {want or 'none found'}: install skipped")
@@ -104,9 +129,12 @@ except Exception as e:
 ak = kj = settings = None
 try:
     import importlib
+
     importlib.invalidate_caches()
     import arc_kit
-    from arc_kit.kaggle import job as kj, settings as ak
+    from arc_kit.kaggle import job as kj
+    from arc_kit.kaggle import settings as ak
+
     settings = ak.resolve_settings(t0=T0)
     print(f"arc-kit {arc_kit.__version__} from {arc_kit.__file__}")
     print(ak.describe(settings))
@@ -132,8 +160,6 @@ try:
         print(f"submission.json: the fallback ({len(FALLBACK)} tasks)")
 except Exception as e:
     print(f"WARNING: final check failed: {type(e).__name__}: {e}")
-    try:
+    with contextlib.suppress(Exception):  # no cell may raise: the fallback is already on disk
         write_fallback()
-    except Exception:
-        pass
 print(f"notebook time: {(time.time() - T0) / 60:.1f} min")

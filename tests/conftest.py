@@ -32,9 +32,11 @@ def shared_dir() -> Path:
 
 def simple_task(n_train: int = 2, n_test: int = 1, size: int = 3, colour: int = 1) -> dict:
     """A valid task object in ARC JSON: output = input with colour `colour` swapped for colour+1."""
+
     def pair(i):
         g = [[(r + c + i) % 2 * colour for c in range(size)] for r in range(size)]
         return {"input": g, "output": [[v and colour + 1 for v in row] for row in g]}
+
     return {"train": [pair(i) for i in range(n_train)], "test": [pair(10 + i) for i in range(n_test)]}
 
 
@@ -49,11 +51,13 @@ def write_task_dir(root: Path, tasks: dict) -> Path:
 def write_challenges(root: Path, tasks: dict, with_solutions: bool = True, prefix: str = "arc-agi_test") -> Path:
     """Kaggle layout: `<prefix>_challenges.json` without test outputs, `<prefix>_solutions.json` beside it."""
     root.mkdir(parents=True, exist_ok=True)
+
     def strip(t):  # drop test outputs; anything malformed is written as given
         try:
             return {**t, "test": [{"input": p["input"]} for p in t["test"]]}
         except (TypeError, KeyError):
             return t
+
     challenges = {tid: strip(t) for tid, t in tasks.items()}
     path = root / f"{prefix}_challenges.json"
     path.write_text(json.dumps(challenges))
@@ -66,5 +70,7 @@ def write_challenges(root: Path, tasks: dict, with_solutions: bool = True, prefi
 @pytest.fixture
 def challenges_file(tmp_path) -> Path:
     """A Kaggle challenges file of 3 tasks (a: 3x3, b: 2 test inputs, c: 5x5) with solutions beside it."""
-    return write_challenges(tmp_path / "kaggle", {
-        "a": simple_task(), "b": simple_task(n_test=2, colour=3), "c": simple_task(size=5, colour=5)})
+    return write_challenges(
+        tmp_path / "kaggle",
+        {"a": simple_task(), "b": simple_task(n_test=2, colour=3), "c": simple_task(size=5, colour=5)},
+    )

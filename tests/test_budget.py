@@ -22,9 +22,20 @@ def test_budget_deadline_keeps_the_safety_margin():
 
 
 def _plan(**kw):
-    args = dict(n_test_inputs=100, infer_views=10, infer_seq_per_s=100.0, train_seq_per_s=1000.0, batch_size=100,
-                max_steps=10_000, n_demo_pairs=300, ttt_augmentations=10, train_share=0.8, min_infer_share=0.1,
-                min_epochs=2.0, startup_seconds=5.0)
+    args = dict(
+        n_test_inputs=100,
+        infer_views=10,
+        infer_seq_per_s=100.0,
+        train_seq_per_s=1000.0,
+        batch_size=100,
+        max_steps=10_000,
+        n_demo_pairs=300,
+        ttt_augmentations=10,
+        train_share=0.8,
+        min_infer_share=0.1,
+        min_epochs=2.0,
+        startup_seconds=5.0,
+    )
     args.update(kw)
     return plan_run(**args)
 
@@ -65,8 +76,13 @@ def test_plan_with_no_time_left_is_empty_but_valid():
 
 def test_watchdog_kills_a_hanging_stage_at_its_deadline():
     lines = []
-    res = watch_child("hang", [sys.executable, "-c", "import time; time.sleep(60); print('finished', flush=True)"],
-                    deadline=time.time() + 1.0, grace_seconds=1.0, output=lines.append)
+    res = watch_child(
+        "hang",
+        [sys.executable, "-c", "import time; time.sleep(60); print('finished', flush=True)"],
+        deadline=time.time() + 1.0,
+        grace_seconds=1.0,
+        output=lines.append,
+    )
     # killed by SIGTERM at the deadline, long before its 60 s were up (no wall-clock threshold: load-proof)
     assert res.status == "timeout" and res.returncode == -signal.SIGTERM and "finished" not in lines
 
@@ -79,8 +95,13 @@ def test_watchdog_escalates_to_sigkill_when_sigterm_is_ignored():
 
 def test_watchdog_reports_exit_status_and_polls():
     polls = []
-    res = watch_child("ok", [sys.executable, "-c", "import time; time.sleep(1.2)"], deadline=time.time() + 30,
-                    poll=lambda: polls.append(1), poll_every=0.3)
+    res = watch_child(
+        "ok",
+        [sys.executable, "-c", "import time; time.sleep(1.2)"],
+        deadline=time.time() + 30,
+        poll=lambda: polls.append(1),
+        poll_every=0.3,
+    )
     assert res.status == "done" and res.returncode == 0
     assert polls, "the periodic callback (re-vote) never ran"
     res = watch_child("bad", [sys.executable, "-c", "raise SystemExit(3)"], deadline=time.time() + 30)
@@ -90,13 +111,19 @@ def test_watchdog_reports_exit_status_and_polls():
 def test_watchdog_survives_a_failing_poll():
     def boom():
         raise ValueError("vote bug")
-    res = watch_child("ok", [sys.executable, "-c", "import time; time.sleep(0.8)"], deadline=time.time() + 30,
-                    poll=boom, poll_every=0.2)
+
+    res = watch_child(
+        "ok",
+        [sys.executable, "-c", "import time; time.sleep(0.8)"],
+        deadline=time.time() + 30,
+        poll=boom,
+        poll_every=0.2,
+    )
     assert res.status == "done"
 
 
 def _alive(pid: int) -> bool:
-    try:   # a killed process not yet reaped by init is a zombie: dead
+    try:  # a killed process not yet reaped by init is a zombie: dead
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
@@ -105,11 +132,13 @@ def _alive(pid: int) -> bool:
 def test_watchdog_relays_output_and_kills_grandchildren():
     # the grandchild keeps the output pipe open: the reader must not wait for it, the group kill ends it
     lines = []
-    code = ("import subprocess, sys; print('out'); print('err', file=sys.stderr, flush=True); "
-            "print(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']).pid, flush=True)")
+    code = (
+        "import subprocess, sys; print('out'); print('err', file=sys.stderr, flush=True); "
+        "print(subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']).pid, flush=True)"
+    )
     res = watch_child("talk", [sys.executable, "-c", code], deadline=time.time() + 30, output=lines.append)
-    assert res.status == "done"   # a reader waiting for the grandchild's pipe would hit the 30 s deadline instead
-    assert sorted(lines[:2]) == ["err", "out"] and len(lines) == 3   # stdout and stderr, newlines stripped
+    assert res.status == "done"  # a reader waiting for the grandchild's pipe would hit the 30 s deadline instead
+    assert sorted(lines[:2]) == ["err", "out"] and len(lines) == 3  # stdout and stderr, newlines stripped
     grandchild = int(lines[2])
     for _ in range(50):
         if not _alive(grandchild):

@@ -6,19 +6,44 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from arc_kit.model.checkpoint import (TABLE_FILE, add_puzzles, load_checkpoint, load_model_tensors, load_puzzle_rows,
-                                read_checkpoint_info, save_checkpoint)
 from arc_kit.errors import ArcKitError
+from arc_kit.model.checkpoint import (
+    TABLE_FILE,
+    add_puzzles,
+    load_checkpoint,
+    load_model_tensors,
+    load_puzzle_rows,
+    read_checkpoint_info,
+    save_checkpoint,
+)
 from arc_kit.model.trm import TRM, TRMConfig
 
-FILES = ("config.yaml", "model.safetensors", "puzzle_emb.safetensors", "puzzles.json", "optimizer.safetensors",
-         "ema.safetensors")
+FILES = (
+    "config.yaml",
+    "model.safetensors",
+    "puzzle_emb.safetensors",
+    "puzzles.json",
+    "optimizer.safetensors",
+    "ema.safetensors",
+)
 
 
 def small_model(rows: int = 6, seed: int = 0, **kw) -> TRM:
     torch.manual_seed(seed)
-    cfg = TRMConfig(hidden_size=32, num_heads=2, L_layers=1, H_cycles=2, L_cycles=2, expansion=2.0, seq_len=16,
-                    puzzle_emb_ndim=32, puzzle_emb_len=2, num_puzzle_identifiers=rows, halt_max_steps=3, **kw)
+    cfg = TRMConfig(
+        hidden_size=32,
+        num_heads=2,
+        L_layers=1,
+        H_cycles=2,
+        L_cycles=2,
+        expansion=2.0,
+        seq_len=16,
+        puzzle_emb_ndim=32,
+        puzzle_emb_len=2,
+        num_puzzle_identifiers=rows,
+        halt_max_steps=3,
+        **kw,
+    )
     model = TRM(cfg)
     with torch.no_grad():
         model.puzzle_emb.weights.normal_()
@@ -32,8 +57,10 @@ def names(n: int) -> list[str]:
 
 def batch(model: TRM, ids: list[int]) -> dict:
     g = torch.Generator().manual_seed(1)
-    return {"inputs": torch.randint(0, 12, (len(ids), model.config.seq_len), generator=g),
-            "puzzle_identifiers": torch.tensor(ids)}
+    return {
+        "inputs": torch.randint(0, 12, (len(ids), model.config.seq_len), generator=g),
+        "puzzle_identifiers": torch.tensor(ids),
+    }
 
 
 def test_save_load_save_is_bit_exact(tmp_path):
@@ -46,8 +73,14 @@ def test_save_load_save_is_bit_exact(tmp_path):
     assert info.extra == extra and info.puzzle_names == names(6) and info.config == model.config
     assert torch.equal(info.state("optimizer")["exp_avg.qkv"], opt["exp_avg.qkv"])
     assert info.state("ema").keys() == ema.keys()
-    save_checkpoint(tmp_path / "b", loaded, info.puzzle_names, extra_config=info.extra,
-                    optimizer_state=info.state("optimizer"), ema_state=info.state("ema"))
+    save_checkpoint(
+        tmp_path / "b",
+        loaded,
+        info.puzzle_names,
+        extra_config=info.extra,
+        optimizer_state=info.state("optimizer"),
+        ema_state=info.state("ema"),
+    )
     for f in FILES:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
     # the streamed table gets the same permissions as the other files (not mkstemp's 0600)
@@ -139,7 +172,9 @@ def test_errors(tmp_path):
     with pytest.raises(ArcKitError, match="table is \\[4, 32\\], expected 6 rows"):
         load_checkpoint(tmp_path / "c")
     save_checkpoint(tmp_path / "e", small_model(), names(6))
-    (tmp_path / "e" / "config.yaml").write_text((tmp_path / "e" / "config.yaml").read_text().replace("vocab_size: 12", "vocab_size: 10"))
+    (tmp_path / "e" / "config.yaml").write_text(
+        (tmp_path / "e" / "config.yaml").read_text().replace("vocab_size: 12", "vocab_size: 10")
+    )
     with pytest.raises(ArcKitError, match="model.safetensors: does not match its config"):
         load_checkpoint(tmp_path / "e")
     (tmp_path / "c" / "model.safetensors").write_bytes(b"garbage")
@@ -149,8 +184,19 @@ def test_errors(tmp_path):
 
 def test_model_without_puzzle_embedding(tmp_path):
     torch.manual_seed(0)
-    model = TRM(TRMConfig(hidden_size=32, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, seq_len=9,
-                          puzzle_emb_ndim=0, puzzle_emb_len=0, halt_max_steps=2))
+    model = TRM(
+        TRMConfig(
+            hidden_size=32,
+            num_heads=2,
+            L_layers=1,
+            H_cycles=1,
+            L_cycles=1,
+            seq_len=9,
+            puzzle_emb_ndim=0,
+            puzzle_emb_len=0,
+            halt_max_steps=2,
+        )
+    )
     save_checkpoint(tmp_path, model, [])
     loaded, info = load_checkpoint(tmp_path)
     assert info.puzzle_names == [] and not (tmp_path / TABLE_FILE).exists()

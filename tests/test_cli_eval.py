@@ -11,8 +11,10 @@ from arc_kit.predictions import Prediction, PredictionWriter
 # three tasks: "a" (answer [[1,2]]), "b" (2 test inputs), "c" (answer equals its test input)
 TASKS = {
     "a": {"train": [{"input": [[0]], "output": [[1]]}], "test": [{"input": [[2, 1]], "output": [[1, 2]]}]},
-    "b": {"train": [{"input": [[0]], "output": [[1]]}],
-          "test": [{"input": [[3]], "output": [[4]]}, {"input": [[5]], "output": [[6, 6]]}]},
+    "b": {
+        "train": [{"input": [[0]], "output": [[1]]}],
+        "test": [{"input": [[3]], "output": [[4]]}, {"input": [[5]], "output": [[6, 6]]}],
+    },
     "c": {"train": [{"input": [[0]], "output": [[0]]}], "test": [{"input": [[7]], "output": [[7]]}]},
 }
 
@@ -23,23 +25,32 @@ def src(tmp_path):
     chal = {t: {"train": v["train"], "test": [{"input": p["input"]} for p in v["test"]]} for t, v in TASKS.items()}
     (tmp_path / "arc-agi_x_challenges.json").write_text(json.dumps(chal))
     (tmp_path / "arc-agi_x_solutions.json").write_text(
-        json.dumps({t: [p["output"] for p in v["test"]] for t, v in TASKS.items()}))
+        json.dumps({t: [p["output"] for p in v["test"]] for t, v in TASKS.items()})
+    )
     return str(tmp_path / "arc-agi_x_challenges.json")
 
 
 def write_preds(path, rows):
     with PredictionWriter(path) as w:
-        w.write([Prediction(t, i, t if k == 0 else f"{t}|||t{k}|||0123456789", g, q) for k, (t, i, g, q) in
-                 enumerate(rows)])
+        w.write(
+            [Prediction(t, i, t if k == 0 else f"{t}|||t{k}|||0123456789", g, q) for k, (t, i, g, q) in enumerate(rows)]
+        )
     return str(path)
 
 
 @pytest.fixture
 def preds(tmp_path):
-    return write_preds(tmp_path / "p.jsonl", [
-        ("a", 0, [[1, 2]], 1.0), ("a", 0, [[1, 2]], 1.0), ("a", 0, [[9]], 3.0),   # a: right answer first
-        ("b", 0, [[8]], 0.0), ("b", 0, [[4]], -1.0),                              # b0: tie, confidence decides
-        ("ghost", 0, [[1]], 0.0)])                                                # unknown task: ignored
+    return write_preds(
+        tmp_path / "p.jsonl",
+        [
+            ("a", 0, [[1, 2]], 1.0),
+            ("a", 0, [[1, 2]], 1.0),
+            ("a", 0, [[9]], 3.0),  # a: right answer first
+            ("b", 0, [[8]], 0.0),
+            ("b", 0, [[4]], -1.0),  # b0: tie, confidence decides
+            ("ghost", 0, [[1]], 0.0),
+        ],
+    )  # unknown task: ignored
 
 
 def run(capsys, *argv):
@@ -66,8 +77,9 @@ def test_vote_config_overrides_and_weights(tmp_path, capsys, src, preds):
     other = write_preds(tmp_path / "q.jsonl", [("b", 0, [[4]], -1.0)])
     out = tmp_path / "sub.json"
     # q.jsonl's single vote weighs 0.5: b0 now [[4]] 1.5 votes vs [[8]] 1 vote
-    rc, _, _ = run(capsys, "vote", preds, f"{other}:0.5", "fallback=zeros", "--tasks", src,
-                   "--config", "plurality", "-o", out)
+    rc, _, _ = run(
+        capsys, "vote", preds, f"{other}:0.5", "fallback=zeros", "--tasks", src, "--config", "plurality", "-o", out
+    )
     assert rc == 0
     sub = json.loads(out.read_text())
     assert sub["b"][0]["attempt_1"] == [[4]]
@@ -87,19 +99,24 @@ def test_vote_errors_exit_2_naming_file_and_line(tmp_path, capsys, src, preds):
 
 
 def test_validate_verdicts_and_exit_codes(tmp_path, capsys, src):
-    sub = {"a": [{"attempt_1": [[1, 2]], "attempt_2": [[1], [2, 3]]}],
-           "b": [{"attempt_1": [[4]], "attempt_2": [[True]]}],
-           "zzz": []}
+    sub = {
+        "a": [{"attempt_1": [[1, 2]], "attempt_2": [[1], [2, 3]]}],
+        "b": [{"attempt_1": [[4]], "attempt_2": [[True]]}],
+        "zzz": [],
+    }
     path = tmp_path / "s.json"
     path.write_text(json.dumps(sub))
     rc, out, err = run(capsys, "validate", path, "--tasks", src)
     assert rc == 1
     lines = out.strip().splitlines()
     assert len(lines) == 5 and all(line.startswith(f"{path}: task ") for line in lines)
-    for want in ("task a: test 0: attempt_2: ragged grid: row 1 has 2 cells, row 0 has 1",
-                 "task b: 1 entries, expected 2",
-                 "task b: test 0: attempt_2: cell [0][0] is true (a boolean)", "task c: missing",
-                 "task zzz: not in the tasks"):
+    for want in (
+        "task a: test 0: attempt_2: ragged grid: row 1 has 2 cells, row 0 has 1",
+        "task b: 1 entries, expected 2",
+        "task b: test 0: attempt_2: cell [0][0] is true (a boolean)",
+        "task c: missing",
+        "task zzz: not in the tasks",
+    ):
         assert any(want in line for line in lines), want
     assert "5 problem(s)" in err
     path.write_text("[]")
@@ -168,6 +185,7 @@ def test_score_needs_solutions(tmp_path, capsys, src):
 
 def test_score_bundled_true_solutions_print_one(tmp_path, capsys):
     from arc_kit.data import load_tasks
+
     ts = load_tasks("arc-agi-2/evaluation")
     sub = {t: [{"attempt_1": p.output, "attempt_2": p.output} for p in task.test] for t, task in ts.tasks.items()}
     (tmp_path / "s.json").write_text(json.dumps(sub))
@@ -179,8 +197,9 @@ def test_score_bundled_true_solutions_print_one(tmp_path, capsys):
 def test_compare(tmp_path, capsys, src):
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps({t: [{"attempt_1": [[0]], "attempt_2": [[0]]}] * len(v["test"]) for t, v in TASKS.items()}))
-    b.write_text(json.dumps({t: [{"attempt_1": p["output"], "attempt_2": [[0]]} for p in v["test"]]
-                             for t, v in TASKS.items()}))
+    b.write_text(
+        json.dumps({t: [{"attempt_1": p["output"], "attempt_2": [[0]]} for p in v["test"]] for t, v in TASKS.items()})
+    )
     rc, out, _ = run(capsys, "compare", a, b, "--tasks", src)
     assert rc == 0 and "B better: 3" in out and "no significant difference" in out  # 3 tasks: too few
     rc, out, _ = run(capsys, "compare", a, b, "--tasks", src, "--json")
@@ -193,8 +212,20 @@ def test_revote_reproduces_vote_and_compares_configs(tmp_path, capsys, src, pred
     for name in ("reference", "plurality"):
         run(capsys, "vote", preds, "--tasks", src, "--config", name, "-o", tmp_path / f"{name}.json")
     out_dir = tmp_path / "rv"
-    rc, out, _ = run(capsys, "revote", preds, "--tasks", src, "--configs", "reference", "plurality",
-                     Path(__file__).parents[1] / "configs/voting/filtered.yaml", "-o", out_dir, "--json")
+    rc, out, _ = run(
+        capsys,
+        "revote",
+        preds,
+        "--tasks",
+        src,
+        "--configs",
+        "reference",
+        "plurality",
+        Path(__file__).parents[1] / "configs/voting/filtered.yaml",
+        "-o",
+        out_dir,
+        "--json",
+    )
     assert rc == 0
     j = json.loads(out)
     assert [r["config"] for r in j["configs"]] == ["reference", "plurality", "filtered"]
@@ -207,5 +238,9 @@ def test_revote_reproduces_vote_and_compares_configs(tmp_path, capsys, src, pred
     assert j["configs"][2]["score_per_task"] == pytest.approx(2 / 3)
     assert json.loads((out_dir / "revote.json").read_text()) == j
     rc, out, _ = run(capsys, "revote", preds, "--tasks", src)  # default: every shipped config, a table
-    assert rc == 0 and [line.split()[0] for line in out.splitlines()[1:]] == \
-        ["reference", "plurality", "confidence", "filtered"]
+    assert rc == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [
+        "reference",
+        "plurality",
+        "confidence",
+        "filtered",
+    ]

@@ -6,10 +6,11 @@ import sys
 import xml.etree.ElementTree as ET
 import zlib
 
+from conftest import simple_task, write_challenges, write_task_dir
+
 from arc_kit.cli.main import main
 from arc_kit.data import load_tasks
 from arc_kit.render import render_png, task_figure
-from conftest import simple_task, write_challenges, write_task_dir
 
 
 def test_tasks_table_and_summary(challenges_file, capsys):
@@ -25,8 +26,15 @@ def test_tasks_json_is_machine_output(challenges_file, capsys):
     captured = capsys.readouterr()
     data = json.loads(captured.out)
     assert [t["id"] for t in data["tasks"]] == ["a", "c"]
-    assert data["tasks"][1] == {"id": "c", "train": 2, "test": 1, "max_height": 5, "max_width": 5,
-                                "has_solutions": True, "version": ""}
+    assert data["tasks"][1] == {
+        "id": "c",
+        "train": 2,
+        "test": 1,
+        "max_height": 5,
+        "max_width": 5,
+        "has_solutions": True,
+        "version": "",
+    }
     assert data["summary"]["tasks"] == 2 and data["summary"]["fit"]["10"] == 2
 
 
@@ -69,7 +77,9 @@ def test_show_with_submission_marks_attempts(challenges_file, tmp_path):
     task = load_tasks(challenges_file).tasks["b"]
     right, wrong = task.test[0].output, [[1]]
     sub = tmp_path / "submission.json"
-    sub.write_text(json.dumps({"b": [{"attempt_1": wrong, "attempt_2": right}, {"attempt_1": "junk", "attempt_2": wrong}]}))
+    sub.write_text(
+        json.dumps({"b": [{"attempt_1": wrong, "attempt_2": right}, {"attempt_1": "junk", "attempt_2": wrong}]})
+    )
     out = tmp_path / "b.svg"
     assert main(["show", "b", "--tasks", str(challenges_file), "--submission", str(sub), "-o", str(out)]) == 0
     text = out.read_text()
@@ -86,10 +96,16 @@ def test_show_errors(challenges_file, tmp_path, capsys):
     assert "x.gif: picture must end in .png or .svg" in capsys.readouterr().err
     sub = tmp_path / "s.json"
     sub.write_text(json.dumps({"b": []}))
-    assert main(["show", "a", "--tasks", str(challenges_file), "--submission", str(sub), "-o", str(tmp_path / "x.png")]) == 2
+    assert (
+        main(["show", "a", "--tasks", str(challenges_file), "--submission", str(sub), "-o", str(tmp_path / "x.png")])
+        == 2
+    )
     assert "s.json: task a: not in the submission" in capsys.readouterr().err
     sub.write_text("{")
-    assert main(["show", "a", "--tasks", str(challenges_file), "--submission", str(sub), "-o", str(tmp_path / "x.png")]) == 2
+    assert (
+        main(["show", "a", "--tasks", str(challenges_file), "--submission", str(sub), "-o", str(tmp_path / "x.png")])
+        == 2
+    )
     assert "s.json: malformed JSON" in capsys.readouterr().err
 
 
@@ -98,23 +114,33 @@ def test_png_pixels_show_the_grid():
     fig = task_figure(task)
     data = render_png(task)
     # decode our own PNG: one IDAT, filter 0 per row
-    idat = data[data.index(b"IDAT") + 4:data.index(b"IEND") - 8]
+    idat = data[data.index(b"IDAT") + 4 : data.index(b"IEND") - 8]
     raw = zlib.decompress(idat)
     stride = 1 + 3 * fig.width
     first = fig.panels[0]  # train input 1, cell (0, 0) is colour 0 -> #252525; cell (0, 1) colour 7 -> #FF871E
+
     def pixel(x, y):
-        return raw[y * stride + 1 + 3 * x: y * stride + 4 + 3 * x].hex().upper()
+        return raw[y * stride + 1 + 3 * x : y * stride + 4 + 3 * x].hex().upper()
+
     assert pixel(first.x + 1, first.y + 1) == "252525"
     assert pixel(first.x + fig.cell + 1, first.y + 1) == "FF871E"
 
 
 def test_console_script_no_traceback(tmp_path):
-    path = write_challenges(tmp_path, {"a": {"train": [{"input": [[1]], "output": [[True]]}], "test": [{"input": [[1]]}]}},
-                            with_solutions=False)
+    path = write_challenges(
+        tmp_path,
+        {"a": {"train": [{"input": [[1]], "output": [[True]]}], "test": [{"input": [[1]]}]}},
+        with_solutions=False,
+    )
     r = subprocess.run(["arc-kit", "tasks", str(path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip() == (f"error: {path}: task a: train[0].output: cell [0][0] is true (a boolean), "
-                                "expected an integer 0..9")
-    r = subprocess.run([sys.executable, "-m", "arc_kit.cli", "tasks", "arc-agi-2/evaluation", "--limit", "2"],
-                       capture_output=True, text=True, timeout=120)
+    assert r.stderr.strip() == (
+        f"error: {path}: task a: train[0].output: cell [0][0] is true (a boolean), expected an integer 0..9"
+    )
+    r = subprocess.run(
+        [sys.executable, "-m", "arc_kit.cli", "tasks", "arc-agi-2/evaluation", "--limit", "2"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0 and "2 tasks" in r.stdout

@@ -15,20 +15,39 @@ from hypothesis import strategies as st
 from arc_kit.cli.main import main
 
 GRID = [[1, 2, 3], [4, 5, 6]]
-TASKS = {"aa": {"train": [{"input": GRID, "output": [[6, 5, 4], [3, 2, 1]]}], "test": [{"input": GRID}]},
-         "bb": {"train": [{"input": [[0]], "output": [[1]]}, {"input": [[2]], "output": [[3]]}],
-                "test": [{"input": [[4]]}, {"input": [[5, 5]]}]}}
+TASKS = {
+    "aa": {"train": [{"input": GRID, "output": [[6, 5, 4], [3, 2, 1]]}], "test": [{"input": GRID}]},
+    "bb": {
+        "train": [{"input": [[0]], "output": [[1]]}, {"input": [[2]], "output": [[3]]}],
+        "test": [{"input": [[4]]}, {"input": [[5, 5]]}],
+    },
+}
 SOLUTIONS = {"aa": [[[6, 5, 4], [3, 2, 1]]], "bb": [[[5]], [[6, 6]]]}
-PREDICTIONS = [{"task_id": "aa", "test_index": 0, "augmentation": "aa", "grid": [[6, 5, 4], [3, 2, 1]], "q_halt": 0.5},
-               {"task_id": "bb", "test_index": 1, "augmentation": "bb|||t1|||0123456789", "grid": [[6, 6]],
-                "q_halt": -1.0, "weight": 2.0}]
-SUBMISSION = {"aa": [{"attempt_1": [[6, 5, 4], [3, 2, 1]], "attempt_2": GRID}],
-              "bb": [{"attempt_1": [[5]], "attempt_2": [[0]]}, {"attempt_1": [[6, 6]], "attempt_2": [[0]]}]}
+PREDICTIONS = [
+    {"task_id": "aa", "test_index": 0, "augmentation": "aa", "grid": [[6, 5, 4], [3, 2, 1]], "q_halt": 0.5},
+    {
+        "task_id": "bb",
+        "test_index": 1,
+        "augmentation": "bb|||t1|||0123456789",
+        "grid": [[6, 6]],
+        "q_halt": -1.0,
+        "weight": 2.0,
+    },
+]
+SUBMISSION = {
+    "aa": [{"attempt_1": [[6, 5, 4], [3, 2, 1]], "attempt_2": GRID}],
+    "bb": [{"attempt_1": [[5]], "attempt_2": [[0]]}, {"attempt_1": [[6, 6]], "attempt_2": [[0]]}],
+}
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-20, 20) | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=5),
+    st.none()
+    | st.booleans()
+    | st.integers(-20, 20)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
-    max_leaves=8)
+    max_leaves=8,
+)
 
 
 def _mutate(obj, data):
@@ -58,10 +77,10 @@ def _corrupt_text(text: str, data) -> str:
         return text[:i] + data.draw(st.sampled_from(list('{}[],:"0-9e. \n\\'))) + text[i:]
     if kind == "delete" and text:
         i = data.draw(st.integers(0, len(text) - 1))
-        return text[:i] + text[i + 1:]
+        return text[:i] + text[i + 1 :]
     if kind == "dupkey" and text.startswith("{"):
         first = text[1:].split(":", 1)[0]
-        return "{" + first + ': 1, ' + text[1:]
+        return "{" + first + ": 1, " + text[1:]
     if kind == "nest":
         n = data.draw(st.sampled_from([5_000, 100_000]))
         return "[" * n + "]" * n
@@ -109,8 +128,9 @@ COMMANDS = {
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(command=st.sampled_from(sorted(COMMANDS)), target=st.sampled_from(["tasks", "solutions", "input"]),
-       data=st.data())
+@given(
+    command=st.sampled_from(sorted(COMMANDS)), target=st.sampled_from(["tasks", "solutions", "input"]), data=st.data()
+)
 def test_corrupted_files_give_one_error_line(command, target, data):
     with tempfile.TemporaryDirectory() as tmp, contextlib.chdir(tmp):
         d = Path(tmp)

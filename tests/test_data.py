@@ -5,14 +5,14 @@ import json
 import time
 
 import pytest
+from conftest import simple_task, write_challenges, write_task_dir
 
 from arc_kit.cli.common import add_task_args, tasks_from_args
 from arc_kit.data import BUNDLED, load_tasks, parse_ids, validate_grid
 from arc_kit.errors import ArcKitError
-from conftest import simple_task, write_challenges, write_task_dir
-
 
 # --- sources -----------------------------------------------------------------------------------------
+
 
 def test_challenges_file_picks_up_solutions_beside_it(challenges_file):
     ts = load_tasks(challenges_file)
@@ -42,7 +42,9 @@ def test_explicit_solutions_file(tmp_path):
 def test_solutions_count_mismatch_names_task(tmp_path):
     path = write_challenges(tmp_path, {"a": simple_task(n_test=2)}, with_solutions=False)
     (tmp_path / "arc-agi_test_solutions.json").write_text(json.dumps({"a": [[[1]]]}))
-    with pytest.raises(ArcKitError, match=r"arc-agi_test_solutions.json: task a: 1 solution grid\(s\) for 2 test input"):
+    with pytest.raises(
+        ArcKitError, match=r"arc-agi_test_solutions.json: task a: 1 solution grid\(s\) for 2 test input"
+    ):
         load_tasks(path)
 
 
@@ -79,12 +81,15 @@ def test_empty_directory_and_unknown_source(tmp_path):
         load_tasks("arc-agi-9/training")
 
 
-@pytest.mark.parametrize("name,count,n_test,version", [
-    ("arc-agi-1/training", 400, 416, "arcagi"),
-    ("arc-agi-1/evaluation", 400, 419, "arcagi"),
-    ("arc-agi-2/evaluation", 120, 167, "latest"),
-    ("kaggle-2025/evaluation", 120, 172, "kaggle2025"),
-])
+@pytest.mark.parametrize(
+    "name,count,n_test,version",
+    [
+        ("arc-agi-1/training", 400, 416, "arcagi"),
+        ("arc-agi-1/evaluation", 400, 419, "arcagi"),
+        ("arc-agi-2/evaluation", 120, 167, "latest"),
+        ("kaggle-2025/evaluation", 120, 172, "kaggle2025"),
+    ],
+)
 def test_bundled_sets(name, count, n_test, version):
     ts = load_tasks(name)
     assert len(ts.tasks) == count
@@ -93,8 +98,12 @@ def test_bundled_sets(name, count, n_test, version):
 
 
 def test_every_bundled_name_loads_fast():
-    counts = {"arc-agi-2/training": 1000, "kaggle-2025/training": 1000, "kaggle-2024/training": 400,
-              "kaggle-2024/evaluation": 400}
+    counts = {
+        "arc-agi-2/training": 1000,
+        "kaggle-2025/training": 1000,
+        "kaggle-2024/training": 400,
+        "kaggle-2024/evaluation": 400,
+    }
     assert len(BUNDLED) == 8 and set(counts) < set(BUNDLED)
     for name, n in counts.items():
         t0 = time.perf_counter()
@@ -109,6 +118,7 @@ def test_kaggle2025_eval_differs_from_arc_agi_2_eval_in_six_tasks():
 
 
 # --- validation ------------------------------------------------------------------------------------
+
 
 def _bad(tmp_path, task, name="t1"):
     root = write_task_dir(tmp_path / "d", {name: task})
@@ -126,22 +136,25 @@ def _with_grid(where, grid):
     return t
 
 
-@pytest.mark.parametrize("where,grid,expected", [
-    (("train", 1, "output"), [[1, 2], [3]], "train[1].output: ragged grid: row 1 has 1 cells, row 0 has 2"),
-    (("train", 0, "input"), [[1, 10]], "train[0].input: cell [0][1] is 10, expected an integer 0..9"),
-    (("train", 0, "input"), [[1, -1]], "cell [0][1] is -1, expected an integer 0..9"),
-    (("test", 0, "input"), [[0, True]], "test[0].input: cell [0][1] is true (a boolean)"),
-    (("train", 1, "input"), [["3"]], "train[1].input: cell [0][0] is '3' (a string)"),
-    (("train", 0, "input"), [[1.0]], "cell [0][0] is 1.0 (a float)"),
-    (("train", 0, "input"), [[1, [2]]], "cell [0][1] is a list, expected an integer 0..9"),
-    (("train", 0, "input"), [[None]], "cell [0][0] is null, expected an integer 0..9"),
-    (("train", 0, "output"), [[0] * 31], "train[0].output: grid is 1x31, at most 30x30 allowed"),
-    (("train", 0, "output"), [[0]] * 31, "grid is 31x1, at most 30x30 allowed"),
-    (("train", 0, "input"), [], "train[0].input: empty grid (no rows)"),
-    (("train", 0, "input"), [[]], "train[0].input: row 0 is empty"),
-    (("train", 0, "input"), [1, 2], "train[0].input: row 0 is 1, expected a list of cells"),
-    (("test", 0, "input"), "grid", "test[0].input: expected a grid (list of rows), got 'grid' (a string)"),
-])
+@pytest.mark.parametrize(
+    "where,grid,expected",
+    [
+        (("train", 1, "output"), [[1, 2], [3]], "train[1].output: ragged grid: row 1 has 1 cells, row 0 has 2"),
+        (("train", 0, "input"), [[1, 10]], "train[0].input: cell [0][1] is 10, expected an integer 0..9"),
+        (("train", 0, "input"), [[1, -1]], "cell [0][1] is -1, expected an integer 0..9"),
+        (("test", 0, "input"), [[0, True]], "test[0].input: cell [0][1] is true (a boolean)"),
+        (("train", 1, "input"), [["3"]], "train[1].input: cell [0][0] is '3' (a string)"),
+        (("train", 0, "input"), [[1.0]], "cell [0][0] is 1.0 (a float)"),
+        (("train", 0, "input"), [[1, [2]]], "cell [0][1] is a list, expected an integer 0..9"),
+        (("train", 0, "input"), [[None]], "cell [0][0] is null, expected an integer 0..9"),
+        (("train", 0, "output"), [[0] * 31], "train[0].output: grid is 1x31, at most 30x30 allowed"),
+        (("train", 0, "output"), [[0]] * 31, "grid is 31x1, at most 30x30 allowed"),
+        (("train", 0, "input"), [], "train[0].input: empty grid (no rows)"),
+        (("train", 0, "input"), [[]], "train[0].input: row 0 is empty"),
+        (("train", 0, "input"), [1, 2], "train[0].input: row 0 is 1, expected a list of cells"),
+        (("test", 0, "input"), "grid", "test[0].input: expected a grid (list of rows), got 'grid' (a string)"),
+    ],
+)
 def test_bad_grids(tmp_path, where, grid, expected):
     assert expected in _bad(tmp_path, _with_grid(where, grid))
 
@@ -152,16 +165,19 @@ def test_full_size_grid_is_valid():
         validate_grid([[False]], "here")
 
 
-@pytest.mark.parametrize("mutate,expected", [
-    (lambda t: t.pop("test"), "missing 'test'"),
-    (lambda t: t.pop("train"), "missing 'train'"),
-    (lambda t: t["train"][1].pop("output"), "train[1]: missing 'output'"),
-    (lambda t: t["test"][0].pop("input"), "test[0]: missing 'input'"),
-    (lambda t: t.update(test=[]), "no test inputs"),
-    (lambda t: t.update(train=[]), "no demonstration pairs"),
-    (lambda t: t.update(train={"input": [[1]]}), "'train' must be a list of pairs"),
-    (lambda t: t["train"].append([[1]]), "train[2]: expected an object with 'input' and 'output'"),
-])
+@pytest.mark.parametrize(
+    "mutate,expected",
+    [
+        (lambda t: t.pop("test"), "missing 'test'"),
+        (lambda t: t.pop("train"), "missing 'train'"),
+        (lambda t: t["train"][1].pop("output"), "train[1]: missing 'output'"),
+        (lambda t: t["test"][0].pop("input"), "test[0]: missing 'input'"),
+        (lambda t: t.update(test=[]), "no test inputs"),
+        (lambda t: t.update(train=[]), "no demonstration pairs"),
+        (lambda t: t.update(train={"input": [[1]]}), "'train' must be a list of pairs"),
+        (lambda t: t["train"].append([[1]]), "train[2]: expected an object with 'input' and 'output'"),
+    ],
+)
 def test_bad_structure(tmp_path, mutate, expected):
     t = simple_task()
     mutate(t)
@@ -198,11 +214,15 @@ def test_challenges_file_error_names_file_task_and_pair(tmp_path):
 
 # --- lenient mode -----------------------------------------------------------------------------------
 
+
 def test_lenient_keeps_valid_tasks_and_lists_invalid(tmp_path):
     bad = simple_task(n_test=2)
     bad["train"][0]["output"] = [[7, 11]]
-    path = write_challenges(tmp_path, {"ok": simple_task(), "bad": bad, "worse": "nonsense",
-                                       "notest": {"train": simple_task()["train"], "test": []}}, with_solutions=False)
+    path = write_challenges(
+        tmp_path,
+        {"ok": simple_task(), "bad": bad, "worse": "nonsense", "notest": {"train": simple_task()["train"], "test": []}},
+        with_solutions=False,
+    )
     ts = load_tasks(path, lenient=True)
     assert list(ts.tasks) == ["ok"]
     assert ts.invalid == {"bad": 2, "worse": 1, "notest": 1}
@@ -237,6 +257,7 @@ def test_lenient_bad_solution_drops_only_that_task(tmp_path):
 
 # --- selections ------------------------------------------------------------------------------------
 
+
 def test_ids_max_size_limit(challenges_file):
     assert list(load_tasks(challenges_file, ids=["c", "a"]).tasks) == ["a", "c"]  # source order
     assert list(load_tasks(challenges_file, max_size=3).tasks) == ["a", "b"]
@@ -249,11 +270,11 @@ def test_ids_max_size_limit(challenges_file):
 
 def test_max_size_never_looks_at_test_outputs(tmp_path):
     t = simple_task(size=3)
-    t["test"][0]["output"] = [[1] * 8]      # the answer is wider than anything visible
+    t["test"][0]["output"] = [[1] * 8]  # the answer is wider than anything visible
     root = write_task_dir(tmp_path / "d", {"t": t})
     assert list(load_tasks(root, max_size=3).tasks) == ["t"]
     assert load_tasks(root, max_size=2).tasks == {}
-    t["train"][0]["output"] = [[1] * 4]     # a demonstration output counts: it is visible
+    t["train"][0]["output"] = [[1] * 4]  # a demonstration output counts: it is visible
     root = write_task_dir(tmp_path / "e", {"t": t})
     assert load_tasks(root, max_size=3).tasks == {}
 
@@ -275,7 +296,7 @@ def test_lenient_selection_lists_every_other_task_for_the_submission(tmp_path):
     assert set(ts.unselected) == {"big", "bad"} and ts.invalid == {}
     assert ts.unselected["big"] == [tasks["big"]["test"][0]["input"]] and ts.unselected["bad"] == [None]
     strict = load_tasks(path, ids=["a"])
-    assert strict.unselected == {}          # strict loads (validate, tasks) keep the plain selection
+    assert strict.unselected == {}  # strict loads (validate, tasks) keep the plain selection
 
 
 def test_selection_keeps_invalid_ids_in_lenient_mode(tmp_path):

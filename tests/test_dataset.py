@@ -5,16 +5,16 @@ import pytest
 
 from arc_kit.augment import Augmentation, AugmentConfig
 from arc_kit.data import Pair, Task
-from arc_kit.model.dataset import BLANK, BatchSampler, TrainData, build_puzzle_names
 from arc_kit.encoding import COLOR_OFFSET, EOS, IGNORE_LABEL_ID
 from arc_kit.errors import ArcKitError
+from arc_kit.model.dataset import BLANK, BatchSampler, TrainData, build_puzzle_names
 
 
 def _task(tid="t1", size=3, n_train=3):
     def grid(i):
         return [[(r * size + c + i) % 5 + 1 for c in range(size)] for r in range(size)]
-    return Task(id=tid, train=[Pair(grid(i), grid(i + 1)) for i in range(n_train)],
-                test=[Pair(grid(9), grid(10))])
+
+    return Task(id=tid, train=[Pair(grid(i), grid(i + 1)) for i in range(n_train)], test=[Pair(grid(9), grid(10))])
 
 
 def test_puzzle_names_blank_first_existing_kept():
@@ -28,13 +28,13 @@ def test_from_tasks_names_rows_and_pairs():
     tasks = [_task("t1"), _task("t2", n_train=2)]
     data = TrainData.from_tasks(tasks, num_augmentations=3, seed=0, canvas=5, use_test_pairs=[True, False])
     assert data.puzzle_names[0] == BLANK
-    assert data.puzzle_names[1] == "t1"                      # identity first, plain task id
+    assert data.puzzle_names[1] == "t1"  # identity first, plain task id
     assert len(data.groups) == 2 and len(data.groups[0]) == 4
     for group in data.groups:
         for p in group:
             assert data.puzzle_names[p.identifier] == p.name
-    assert len(data.groups[0][0].pairs) == 4                 # 3 demonstrations + the test pair
-    assert len(data.groups[1][0].pairs) == 2                 # demonstrations only
+    assert len(data.groups[0][0].pairs) == 4  # 3 demonstrations + the test pair
+    assert len(data.groups[1][0].pairs) == 2  # demonstrations only
     # an augmented puzzle holds the augmented grids
     p = data.groups[0][1]
     aug = Augmentation.from_name(p.name)
@@ -57,20 +57,22 @@ def test_batches_encode_translated_pairs():
     offsets = set()
     for _ in range(4):
         b = sampler.next_batch()
-        assert b["inputs"].shape == (16, 36) and b["labels"].shape == (16, 36) and b["puzzle_identifiers"].shape == (16,)
+        assert (
+            b["inputs"].shape == (16, 36) and b["labels"].shape == (16, 36) and b["puzzle_identifiers"].shape == (16,)
+        )
         assert b["inputs"].dtype == b["labels"].dtype == np.int32 and np.all(b["puzzle_identifiers"] == 1)
-        for x, y in zip(b["inputs"], b["labels"]):
+        for x, y in zip(b["inputs"], b["labels"], strict=False):
             board = x.reshape(6, 6)
             r, c = np.argwhere(board >= COLOR_OFFSET).min(0)
             offsets.add((int(r), int(c)))
-            grid = board[r:r + 3, c:c + 3] - COLOR_OFFSET
+            grid = board[r : r + 3, c : c + 3] - COLOR_OFFSET
             k = [i for i, p in enumerate(task.train) if np.array_equal(grid, p.input)]
-            assert len(k) == 1                                # the input is one demonstration, intact
+            assert len(k) == 1  # the input is one demonstration, intact
             lab = y.reshape(6, 6)
-            np.testing.assert_array_equal(lab[r:r + 3, c:c + 3] - COLOR_OFFSET, task.train[k[0]].output)
-            assert np.all((lab == IGNORE_LABEL_ID) == (board == 0))   # PAD ignored, EOS trained
+            np.testing.assert_array_equal(lab[r : r + 3, c : c + 3] - COLOR_OFFSET, task.train[k[0]].output)
+            assert np.all((lab == IGNORE_LABEL_ID) == (board == 0))  # PAD ignored, EOS trained
             assert EOS in lab or (r == 3 and c == 3)
-    assert len(offsets) > 4                                   # translation happens, within the canvas
+    assert len(offsets) > 4  # translation happens, within the canvas
 
 
 def test_untranslated_batches_sit_top_left():
@@ -80,8 +82,9 @@ def test_untranslated_batches_sit_top_left():
 
 
 def test_sampler_deterministic_and_resumable():
-    data = TrainData.from_tasks([_task("a"), _task("b", size=2), _task("c", n_train=4)], 5,
-                                augment_config=AugmentConfig(), seed=1, canvas=5)
+    data = TrainData.from_tasks(
+        [_task("a"), _task("b", size=2), _task("c", n_train=4)], 5, augment_config=AugmentConfig(), seed=1, canvas=5
+    )
     s1, s2 = BatchSampler(data, 7, seed=11), BatchSampler(data, 7, seed=11)
     for _ in range(3):
         b1, b2 = s1.next_batch(), s2.next_batch()
@@ -104,17 +107,19 @@ def test_reference_epoch_length():
 
 
 def test_non_square_pairs_fit_after_any_transform():
-    task = Task(id="wide", train=[Pair([[1, 2, 3, 4, 5], [6, 7, 8, 9, 1]], [[2, 3, 4, 5, 6], [7, 8, 9, 1, 2]])], test=[])
+    task = Task(
+        id="wide", train=[Pair([[1, 2, 3, 4, 5], [6, 7, 8, 9, 1]], [[2, 3, 4, 5, 6], [7, 8, 9, 1, 2]])], test=[]
+    )
     data = TrainData.from_tasks([task], num_augmentations=30, seed=0, canvas=5, translate=True)
     ks = set()
     for p in data.groups[0]:
         inp, out = p.pair(0)
         assert p.shape(0) == inp.shape == out.shape
         ks.add(p.aug.k)
-    assert ks & {1, 3, 6, 7}                     # some versions are rotated/transposed to 5x2
+    assert ks & {1, 3, 6, 7}  # some versions are rotated/transposed to 5x2
     sampler = BatchSampler(data, 64, seed=0)
     for _ in range(3):
-        b = sampler.next_batch()                  # every translation stays on the 5x5 canvas
+        b = sampler.next_batch()  # every translation stays on the 5x5 canvas
         assert (b["inputs"] >= COLOR_OFFSET).sum(1).tolist() == [10] * 64
 
 
@@ -123,6 +128,7 @@ def _per_example_batch(data, sampler_seed, batch_size, n_batches):
     import torch
 
     from arc_kit.encoding import encode_pair, loss_labels
+
     g = torch.Generator().manual_seed(sampler_seed)
     order, pos, out = torch.zeros(0, dtype=torch.int64), 0, []
     for _ in range(n_batches):
@@ -142,15 +148,23 @@ def _per_example_batch(data, sampler_seed, batch_size, n_batches):
             x, y = encode_pair(*puzzle.pair(j), canvas=data.canvas, offset=(int(off[0]), int(off[1])))
             xs.append(x)
             ys.append(y)
-        out.append({"inputs": np.stack(xs).astype(np.int32), "labels": loss_labels(np.stack(ys), np.int32),
-                    "puzzle_identifiers": np.array([p.identifier for p, _ in examples], dtype=np.int32)})
+        out.append(
+            {
+                "inputs": np.stack(xs).astype(np.int32),
+                "labels": loss_labels(np.stack(ys), np.int32),
+                "puzzle_identifiers": np.array([p.identifier for p, _ in examples], dtype=np.int32),
+            }
+        )
     return out
 
 
 def test_vectorised_batches_equal_per_example_encoding_and_slices():
     # non-square pairs whose output differs in size from the input, under every dihedral transform
-    wide = Task(id="wide", train=[Pair([[1, 2, 3, 4], [5, 6, 7, 8]], [[2, 3, 4], [5, 6, 7], [8, 9, 0]]),
-                                  Pair([[3]], [[4, 5, 6, 7, 8]])], test=[])
+    wide = Task(
+        id="wide",
+        train=[Pair([[1, 2, 3, 4], [5, 6, 7, 8]], [[2, 3, 4], [5, 6, 7], [8, 9, 0]]), Pair([[3]], [[4, 5, 6, 7, 8]])],
+        test=[],
+    )
     tasks = [wide, _task("a"), _task("b", size=2, n_train=4)]
     data = TrainData.from_tasks(tasks, num_augmentations=20, augment_config=AugmentConfig(), seed=3, canvas=6)
     assert {p.aug.k for p in data.groups[0]} == set(range(8))

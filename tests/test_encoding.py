@@ -7,8 +7,17 @@ import pytest
 
 from arc_kit.augment import split_name
 from arc_kit.data import load_tasks
-from arc_kit.encoding import (EOS, IGNORE_LABEL_ID, PAD, build_test_split, crop_tokens, decode_grid,
-                              encode_grid, encode_pair, loss_labels)
+from arc_kit.encoding import (
+    EOS,
+    IGNORE_LABEL_ID,
+    PAD,
+    build_test_split,
+    crop_tokens,
+    decode_grid,
+    encode_grid,
+    encode_pair,
+    loss_labels,
+)
 from arc_kit.errors import ArcKitError
 from arc_kit.identifiers import plan_test_split, read_identifiers
 
@@ -18,8 +27,9 @@ def test_layout_small_canvas():
     assert t.dtype == np.uint8 and t.tolist() == [
         [2, 11, EOS, PAD],
         [7, 3, EOS, PAD],
-        [EOS, EOS, PAD, PAD],   # EOS row covers the grid's columns only; the corner stays PAD
-        [PAD, PAD, PAD, PAD]]
+        [EOS, EOS, PAD, PAD],  # EOS row covers the grid's columns only; the corner stays PAD
+        [PAD, PAD, PAD, PAD],
+    ]
 
 
 def test_layout_with_offset_and_edges():
@@ -46,12 +56,12 @@ def test_encode_decode_round_trip_every_shape():
 def test_crop_rule_matches_reference_semantics():
     # The largest top-left rectangle of colour tokens wins, even when a later row is narrower.
     board = np.zeros((5, 5), dtype=np.uint8)
-    board[0, :4] = 2          # row 0: width 4
-    board[1, :2] = 3          # row 1: width 2 -> rectangle 2x2 = 4 ties with 1x4: the first wins
+    board[0, :4] = 2  # row 0: width 4
+    board[1, :2] = 3  # row 1: width 2 -> rectangle 2x2 = 4 ties with 1x4: the first wins
     assert crop_tokens(board, canvas=5).tolist() == [[0, 0, 0, 0]]
-    board[2, :2] = 4          # 3x2 = 6 now beats 1x4
+    board[2, :2] = 4  # 3x2 = 6 now beats 1x4
     assert crop_tokens(board, canvas=5).tolist() == [[0, 0], [1, 1], [2, 2]]
-    assert decode_grid(np.zeros(25, dtype=np.uint8), canvas=5) == []   # nothing there
+    assert decode_grid(np.zeros(25, dtype=np.uint8), canvas=5) == []  # nothing there
     assert decode_grid(np.full(25, EOS), canvas=5) == []
 
 
@@ -76,8 +86,10 @@ def test_reference_train_split_rows_are_our_encoding_at_some_offset(shared_dir):
     # puzzle, most translated at random: recover each row's offset and check our encoding matches.
     mini = shared_dir / "fixtures" / "trm-dataset-mini"
     names = read_identifiers(mini / "identifiers.json")
-    tasks = {**load_tasks(mini / "source" / "arc-agi_training_challenges.json").tasks,
-             **load_tasks(mini / "source" / "arc-agi_evaluation_challenges.json").tasks}
+    tasks = {
+        **load_tasks(mini / "source" / "arc-agi_training_challenges.json").tasks,
+        **load_tasks(mini / "source" / "arc-agi_evaluation_challenges.json").tasks,
+    }
     inputs, labels = np.load(mini / "train/all__inputs.npy"), np.load(mini / "train/all__labels.npy")
     pids, starts = np.load(mini / "train/all__puzzle_identifiers.npy"), np.load(mini / "train/all__puzzle_indices.npy")
     evaluation = set(load_tasks(mini / "source" / "arc-agi_evaluation_challenges.json").tasks)
@@ -88,7 +100,7 @@ def test_reference_train_split_rows_are_our_encoding_at_some_offset(shared_dir):
         pairs = task.train + ([] if task_id in evaluation else task.test)
         rows = range(starts[p], starts[p + 1])
         assert len(rows) == len(pairs)
-        for row, pair in zip(rows, pairs):
+        for row, pair in zip(rows, pairs, strict=False):
             colour = np.argwhere(inputs[row].reshape(30, 30) >= 2).min(0)
             offset = (int(colour[0]), int(colour[1]))
             translated += offset != (0, 0)
@@ -100,6 +112,7 @@ def test_reference_train_split_rows_are_our_encoding_at_some_offset(shared_dir):
 def test_test_split_order_of_the_published_arc2_build(shared_dir):
     # The kit orders the full ARC-AGI-2 reference test split (118,766 puzzles) exactly as stored.
     import gzip
+
     ids = read_identifiers(shared_dir / "fixtures/trm-identifiers/arc2_identifiers.json.gz")
     tasks = load_tasks(shared_dir / "data/trm-kaggle-combined/arc-agi_evaluation2_challenges.json").tasks
     with gzip.open(shared_dir / "fixtures/trm-identifiers/arc2_test_split_puzzles.json.gz", "rt") as f:
@@ -122,4 +135,3 @@ def test_bad_identifier_files(tmp_path):
         read_identifiers(gz)
     with pytest.raises(ArcKitError, match="no \\*_evaluation_challenges.json"):
         build_test_split(tmp_path, ["<blank>"])
-

@@ -7,19 +7,27 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from conftest import simple_task, write_challenges, write_task_dir
 from test_pipeline import BROKEN, run_cli, tiny_config
 
-from arc_kit.model.checkpoint import fingerprint, load_checkpoint, save_checkpoint, table_mean
 from arc_kit.data import load_tasks
 from arc_kit.errors import ArcKitError
+from arc_kit.model.checkpoint import fingerprint, load_checkpoint, save_checkpoint, table_mean
 from arc_kit.model.trm import TRM, TRMConfig
 from arc_kit.run.config import load_run_config
 from arc_kit.submission import read_submission, validate_submission
 
-ARCH = dict(hidden_size=16, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, expansion=2.0, puzzle_emb_ndim=16,
-            puzzle_emb_len=1, halt_max_steps=2)
+ARCH = dict(
+    hidden_size=16,
+    num_heads=2,
+    L_layers=1,
+    H_cycles=1,
+    L_cycles=1,
+    expansion=2.0,
+    puzzle_emb_ndim=16,
+    puzzle_emb_len=1,
+    halt_max_steps=2,
+)
 
 
 def leaky_task(size: int = 3) -> dict:
@@ -31,13 +39,14 @@ def leaky_task(size: int = 3) -> dict:
 
 # ---------------------------------------------------------------- 1. the run never sees the answers
 
+
 def test_run_is_identical_with_and_without_solutions_on_disk(tmp_path):
     root = tmp_path / "data"
     path = write_challenges(root, {"a": leaky_task(), "b": simple_task(size=2, colour=3)}, with_solutions=True)
     cfg = tiny_config(path, **{"ttt.max_steps": 3, "inference.views": 2, "model.canvas": "task"})
     with_sol = run_cli(cfg, tmp_path / "with")
     assert with_sol.returncode == 0, with_sol.stderr[-3000:]
-    assert (tmp_path / "with" / "score.json").is_file()          # the solutions were found: they score
+    assert (tmp_path / "with" / "score.json").is_file()  # the solutions were found: they score
     (root / "arc-agi_test_solutions.json").unlink()
     blind = run_cli(cfg, tmp_path / "blind")
     assert blind.returncode == 0, blind.stderr[-3000:]
@@ -47,20 +56,33 @@ def test_run_is_identical_with_and_without_solutions_on_disk(tmp_path):
     # byte-identical stage inputs: the stages never receive a test output
     for name in ("tasks.json", "config.yaml"):
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
-    assert all("output" not in p for t in json.loads((a / "tasks.json").read_text())["tasks"].values()
-               for p in t["test"])
+    assert all(
+        "output" not in p for t in json.loads((a / "tasks.json").read_text())["tasks"].values() for p in t["test"]
+    )
     # the same plan (timings aside), canvas and augmentation names
-    timing = {"created", "train_seq_per_s", "infer_seq_per_s", "train_seconds", "expected_train_seconds",
-              "infer_seconds", "train_until", "train_steps", "notes"}
+    timing = {
+        "created",
+        "train_seq_per_s",
+        "infer_seq_per_s",
+        "train_seconds",
+        "expected_train_seconds",
+        "infer_seconds",
+        "train_until",
+        "train_steps",
+        "notes",
+    }
     plan_a, plan_b = (json.loads((d / "plan.json").read_text()) for d in (a, b))
     assert {k: v for k, v in plan_a.items() if k not in timing} == {k: v for k, v in plan_b.items() if k not in timing}
-    assert plan_a["canvas"] == 4                                   # 3x3 visible grids + EOS border, not the 5x5 answer
+    assert plan_a["canvas"] == 4  # 3x3 visible grids + EOS border, not the 5x5 answer
     assert (a / "ttt/model/puzzles.json").read_bytes() == (b / "ttt/model/puzzles.json").read_bytes()
-    assert json.loads((a / "run.json").read_text())["tasks_hash"] == json.loads((b / "run.json").read_text())["tasks_hash"]
+    assert (
+        json.loads((a / "run.json").read_text())["tasks_hash"] == json.loads((b / "run.json").read_text())["tasks_hash"]
+    )
 
 
 def test_canvas_margin_makes_room_for_answers_larger_than_anything_visible(tmp_path):
     from arc_kit.run.train_stage import ttt_canvas
+
     task = load_tasks(write_task_dir(tmp_path / "t", {"a": leaky_task()})).tasks["a"]
     assert ttt_canvas(load_run_config(None, ["model.canvas=task"]), [task]) == 4
     assert ttt_canvas(load_run_config(None, ["model.canvas=task", "model.canvas_margin=2"]), [task]) == 6
@@ -70,6 +92,7 @@ def test_canvas_margin_makes_room_for_answers_larger_than_anything_visible(tmp_p
 
 
 # ---------------------------------------------------------------- 2. a checkpoint's trained rows are the ones used
+
 
 def stored_checkpoint(path: Path, names: list[str], canvas: int = 4) -> Path:
     torch.manual_seed(0)
@@ -91,12 +114,12 @@ def three_tasks(tmp_path) -> Path:
 def test_ttt_from_a_checkpoint_predicts_with_the_rows_it_trained(tmp_path, three_tasks):
     ck = stored_checkpoint(tmp_path / "ck", ["<blank>", "t0", *STALE, "zz", "t1"])
     cfg = tiny_config(three_tasks, **{"ttt.max_steps": 3, "ttt.augmentations": 2, "inference.views": 3})
-    cfg["model"]["halt_max_steps"] = 2    # the checkpoint brings its architecture; steps may still be set
+    cfg["model"]["halt_max_steps"] = 2  # the checkpoint brings its architecture; steps may still be set
     res = run_cli(cfg, tmp_path / "run", "--checkpoint", str(ck))
     assert res.returncode == 0, res.stderr[-3000:]
     trained = json.loads((tmp_path / "run/ttt/model/puzzles.json").read_text())
     assert trained[0] == "<blank>" and not set(trained) & set(STALE) and "zz" not in trained
-    assert [n for n in trained if "|||" not in n] == ["<blank>", "t0", "t1", "t2"]   # identity first, task by task
+    assert [n for n in trained if "|||" not in n] == ["<blank>", "t0", "t1", "t2"]  # identity first, task by task
     used = {json.loads(line)["augmentation"] for line in (tmp_path / "run/predictions.jsonl").read_text().splitlines()}
     assert used and used <= set(trained[1:])
     infer = json.loads((tmp_path / "run/state.json").read_text())["stages"]["infer"]
@@ -110,23 +133,25 @@ def test_ttt_from_a_checkpoint_predicts_with_the_rows_it_trained(tmp_path, three
     assert {p["augmentation"] for p in used if p["task_id"] == "t0"} <= {"t0", *STALE[:2]}
     assert {p["augmentation"] for p in used if p["task_id"] == "t0" and p["rank"] == 0} == {"t0"}
     infer = json.loads((tmp_path / "plain/state.json").read_text())["stages"]["infer"]
-    assert infer["puzzle_rows_loaded"] == 3 + 2   # t0: its 3 views, t1: its 2 rows, t2: none (row 0); never "zz"
+    assert infer["puzzle_rows_loaded"] == 3 + 2  # t0: its 3 views, t1: its 2 rows, t2: none (row 0); never "zz"
     assert "zz" not in {p["augmentation"] for p in used}
 
 
 def test_new_rows_start_at_the_mean_of_the_whole_stored_table(tmp_path):
     import logging
+
     names = ["<blank>"] + [f"task{i}" for i in range(40)]
     ck = stored_checkpoint(tmp_path / "ck", names)
     full = load_checkpoint(ck)[0].puzzle_emb.weights.detach().clone()
     assert torch.allclose(table_mean(ck), full.mean(0), atol=1e-6)
     from arc_kit.run.train_stage import checkpoint_model_for
+
     cfg = load_run_config(None, [f"model.checkpoint={ck}"])
     model = checkpoint_model_for(cfg, ["<blank>", "task7", "new", "new|||t1|||0123456789"], logging.getLogger("t"))
     table = model.puzzle_emb.weights
     assert table.shape[0] == 4
-    assert torch.equal(table[1], full[8])                       # a stored row starts from its stored value
-    for row in (2, 3):                                          # new rows: the mean of all 41 rows, not of the 2 loaded
+    assert torch.equal(table[1], full[8])  # a stored row starts from its stored value
+    for row in (2, 3):  # new rows: the mean of all 41 rows, not of the 2 loaded
         assert torch.allclose(table[row], full.mean(0), atol=1e-6)
         assert not torch.allclose(table[row], full[[0, 8]].mean(0), atol=1e-3)
 
@@ -137,7 +162,7 @@ def test_fingerprint_is_bounded_and_tracks_kit_written_tables(tmp_path):
     shutil.copytree(ck, copy)
     assert fingerprint(ck) == fingerprint(copy)
     doc = yaml.safe_load((ck / "config.yaml").read_text())
-    assert len(doc["table_sha256"]) == 64                       # recorded as the kit wrote the table
+    assert len(doc["table_sha256"]) == 64  # recorded as the kit wrote the table
     # a table larger than what is hashed in full: its recorded hash (in config.yaml) still tells changes apart
     model, info = load_checkpoint(ck)
     with torch.no_grad():
@@ -148,19 +173,22 @@ def test_fingerprint_is_bounded_and_tracks_kit_written_tables(tmp_path):
 
 # ---------------------------------------------------------------- 3. a run does what the user asked
 
+
 def test_tasks_option_starts_a_fresh_selection():
     from arc_kit.cli.main import build_parser
     from arc_kit.cli.run import run_config_from_args
+
     args = build_parser().parse_args(["run", "--config", "cpu-demo", "--tasks", "arc-agi-2/evaluation"])
     cfg = run_config_from_args(args)
     assert cfg.tasks.source == "arc-agi-2/evaluation" and cfg.tasks.max_size is None
-    args = build_parser().parse_args(["run", "--config", "cpu-demo", "--tasks", "my #1_challenges.json",
-                                      "--checkpoint", "010", "tasks.max_size=12"])
+    args = build_parser().parse_args(
+        ["run", "--config", "cpu-demo", "--tasks", "my #1_challenges.json", "--checkpoint", "010", "tasks.max_size=12"]
+    )
     cfg = run_config_from_args(args)
-    assert cfg.tasks.source == "my #1_challenges.json" and cfg.model.checkpoint == "010"   # paths, not YAML
-    assert cfg.tasks.max_size == 12                              # given again: kept
+    assert cfg.tasks.source == "my #1_challenges.json" and cfg.model.checkpoint == "010"  # paths, not YAML
+    assert cfg.tasks.max_size == 12  # given again: kept
     args = build_parser().parse_args(["run", "--config", "cpu-demo"])
-    assert run_config_from_args(args).tasks.max_size == 8       # without --tasks the config's selection applies
+    assert run_config_from_args(args).tasks.max_size == 8  # without --tasks the config's selection applies
 
 
 def test_empty_selection_and_bad_config_fail_before_any_directory_is_made(tmp_path, three_tasks):
@@ -168,17 +196,19 @@ def test_empty_selection_and_bad_config_fail_before_any_directory_is_made(tmp_pa
     res = run_cli(tiny_config(three_tasks, **{"tasks.ids": ["t0"], "tasks.max_size": 1}), out)
     assert res.returncode == 2 and "leaves no task" in res.stderr and "max_size=1" in res.stderr
     assert not out.exists()
-    for key, value, needle in (("ttt.augment", "no-such-preset", "ttt.augment"),
-                               ("voting", "no-such-voting", "voting"),
-                               ("ttt.extra_sources", ["/no/such/dir"], "ttt.extra_sources[0]"),
-                               ("ttt.train.lr", 0, "ttt.train.lr"),
-                               ("ttt.train.global_batch_size", 0, "ttt.train.global_batch_size"),
-                               ("ttt.train.lrr", 0.1, "ttt.train.lrr"),
-                               ("model.arch.hidden_size", 0, "model.arch.hidden_size"),
-                               ("budget.train_share", 1.5, "budget.train_share"),
-                               ("runtime.threads", -1, "runtime.threads"),
-                               ("runtime.precision", "float16", "runtime.precision"),
-                               ("inference.batch_size", 0, "inference.batch_size")):
+    for key, value, needle in (
+        ("ttt.augment", "no-such-preset", "ttt.augment"),
+        ("voting", "no-such-voting", "voting"),
+        ("ttt.extra_sources", ["/no/such/dir"], "ttt.extra_sources[0]"),
+        ("ttt.train.lr", 0, "ttt.train.lr"),
+        ("ttt.train.global_batch_size", 0, "ttt.train.global_batch_size"),
+        ("ttt.train.lrr", 0.1, "ttt.train.lrr"),
+        ("model.arch.hidden_size", 0, "model.arch.hidden_size"),
+        ("budget.train_share", 1.5, "budget.train_share"),
+        ("runtime.threads", -1, "runtime.threads"),
+        ("runtime.precision", "float16", "runtime.precision"),
+        ("inference.batch_size", 0, "inference.batch_size"),
+    ):
         res = run_cli(tiny_config(three_tasks, **{key: value}), out)
         assert res.returncode == 2, (key, res.stderr[-2000:])
         assert needle in res.stderr and "Traceback" not in res.stderr, (key, res.stderr[-2000:])
@@ -194,14 +224,16 @@ def test_an_invalid_task_never_goes_missing_whatever_the_selection(tmp_path, sel
     res = run_cli(cfg, tmp_path / "run")
     assert res.returncode == 0, res.stderr[-3000:]
     sub = read_submission(tmp_path / "run" / "submission.json")
-    assert set(sub) == {"good", "bad", "big"}                   # every task of the file, always
+    assert set(sub) == {"good", "bad", "big"}  # every task of the file, always
     assert validate_submission(sub, load_tasks(path, lenient=True)) == []
     assert len(sub["bad"]) == 2
 
 
 def test_keep_checkpoint_false_removes_the_ttt_model(tmp_path, three_tasks):
-    res = run_cli(tiny_config(three_tasks, **{"ttt.max_steps": 3, "inference.views": 1,
-                                              "output.keep_checkpoint": False}), tmp_path / "run")
+    res = run_cli(
+        tiny_config(three_tasks, **{"ttt.max_steps": 3, "inference.views": 1, "output.keep_checkpoint": False}),
+        tmp_path / "run",
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     assert not (tmp_path / "run/ttt/model").exists()
     assert (tmp_path / "run/predictions.jsonl").stat().st_size > 0
@@ -209,6 +241,7 @@ def test_keep_checkpoint_false_removes_the_ttt_model(tmp_path, three_tasks):
 
 def test_extra_sources_get_their_own_augmentation_count(tmp_path):
     from arc_kit.model.dataset import TrainData
+
     ts = load_tasks(write_task_dir(tmp_path / "t", {"a": simple_task(size=3), "x": simple_task(size=3, colour=5)}))
     data = TrainData.from_tasks(list(ts.tasks.values()), [4, 0], canvas=4, use_test_pairs=[False, True])
     assert [len(g) for g in data.groups] == [5, 1]
@@ -216,9 +249,10 @@ def test_extra_sources_get_their_own_augmentation_count(tmp_path):
 
 def test_precision_is_one_rule_for_training_and_inference():
     from arc_kit.run.hardware import setup_torch
+
     cfg = load_run_config(None, ["runtime.precision=bfloat16", "runtime.device=cpu", "runtime.threads=1"])
     device, autocast, threads = setup_torch(cfg, 1)
-    assert device.type == "cpu" and autocast is None and threads == 1   # bf16 only where training uses it too
+    assert device.type == "cpu" and autocast is None and threads == 1  # bf16 only where training uses it too
 
 
 def test_empty_views_and_the_deadline_round_keep_what_finished(tmp_path, monkeypatch):
@@ -229,7 +263,7 @@ def test_empty_views_and_the_deadline_round_keep_what_finished(tmp_path, monkeyp
     from arc_kit.infer import plan_views, run_inference
     from arc_kit.predictions import done_view_keys
 
-    class Echo(torch.nn.Module):     # answers with the input on even rows, nothing (all PAD) on odd ones
+    class Echo(torch.nn.Module):  # answers with the input on even rows, nothing (all PAD) on odd ones
         def predict(self, batch):
             x = batch["inputs"].clone()
             x[batch["puzzle_identifiers"] % 2 == 1] = 0
@@ -242,15 +276,23 @@ def test_empty_views_and_the_deadline_round_keep_what_finished(tmp_path, monkeyp
     out = tmp_path / "out"
     out.mkdir()
 
-    class TwoProcesses:          # this is the main process; the other one asks to stop in the first round
+    class TwoProcesses:  # this is the main process; the other one asks to stop in the first round
         num_processes, process_index = 2, 0
 
     monkeypatch.setattr(accelerate.utils, "gather_object", lambda mine: [*mine, (True, [], [], 0, 0)])
-    stats = run_inference(Echo(), views, ts.tasks, out / "predictions.jsonl", batch_size=8,
-                          accelerator=TwoProcesses(), show_progress=False, empty_path=out / "predictions_empty.jsonl")
+    stats = run_inference(
+        Echo(),
+        views,
+        ts.tasks,
+        out / "predictions.jsonl",
+        batch_size=8,
+        accelerator=TwoProcesses(),
+        show_progress=False,
+        empty_path=out / "predictions_empty.jsonl",
+    )
     mine = [v for v in views if v.task_id in ("a", "b")]
     assert stats.written + stats.empty > 0
     done = done_view_keys(out)
     assert done and len(done) == stats.written + stats.empty
-    assert any(rows[k[2]] % 2 == 1 for k in done)              # empty views are recorded as done
+    assert any(rows[k[2]] % 2 == 1 for k in done)  # empty views are recorded as done
     assert len(done) <= len(mine)

@@ -24,14 +24,30 @@ def test_mini_fixture_identifiers_and_test_split():
     # the reference test split stores one puzzle per augmentation of each evaluation task
     ids = np.load(MINI / "test" / "all__puzzle_identifiers.npy").tolist()
     starts = np.load(MINI / "test" / "all__puzzle_indices.npy")
-    assert test_split == [[i, int(n)] for i, n in zip(ids, np.diff(starts))]
+    assert test_split == [[i, int(n)] for i, n in zip(ids, np.diff(starts), strict=False)]
 
 
 def test_cli_writes_identifiers_and_test_split(tmp_path, capsys):
     out, split = tmp_path / "ids.json", tmp_path / "split.json"
-    rc = main(["trm-identifiers", "--data", str(MINI / "source"), "--subsets", "training", "evaluation",
-               "--test-set", "evaluation", "--num-aug", "3", "-o", str(out), "--test-split-out", str(split),
-               "--json"])
+    rc = main(
+        [
+            "trm-identifiers",
+            "--data",
+            str(MINI / "source"),
+            "--subsets",
+            "training",
+            "evaluation",
+            "--test-set",
+            "evaluation",
+            "--num-aug",
+            "3",
+            "-o",
+            str(out),
+            "--test-split-out",
+            str(split),
+            "--json",
+        ]
+    )
     assert rc == 0
     assert json.loads(out.read_text()) == json.loads((MINI / "identifiers.json").read_text())
     assert json.loads(split.read_text())[0] == [13, 1]
@@ -40,16 +56,29 @@ def test_cli_writes_identifiers_and_test_split(tmp_path, capsys):
 
 
 def test_cli_missing_subset_is_one_line_error(tmp_path, capsys):
-    rc = main(["trm-identifiers", "--data", str(MINI / "source"), "--subsets", "training", "concept",
-               "--test-set", "evaluation", "-o", str(tmp_path / "x.json")])
+    rc = main(
+        [
+            "trm-identifiers",
+            "--data",
+            str(MINI / "source"),
+            "--subsets",
+            "training",
+            "concept",
+            "--test-set",
+            "evaluation",
+            "-o",
+            str(tmp_path / "x.json"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "arc-agi_concept_challenges.json" in err and "not found" in err
     assert not (tmp_path / "x.json").exists()
 
 
 def test_bad_grid_names_file_and_task(tmp_path):
-    (tmp_path / "arc-agi_training_challenges.json").write_text(json.dumps(
-        {"abc": {"train": [{"input": [[1, 12]], "output": [[1]]}], "test": [{"input": [[1]]}]}}))
+    (tmp_path / "arc-agi_training_challenges.json").write_text(
+        json.dumps({"abc": {"train": [{"input": [[1, 12]], "output": [[1]]}], "test": [{"input": [[1]]}]}})
+    )
     with pytest.raises(ArcKitError) as e:
         build_identifiers(tmp_path, ["training"], "evaluation", num_aug=2)
     assert "arc-agi_training_challenges.json" in str(e.value) and "task abc" in str(e.value)
@@ -59,7 +88,7 @@ def test_missing_solutions_file_means_dummy_outputs_but_a_gap_in_one_is_an_error
     task = {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[3]]}]}
     (tmp_path / "arc-agi_x_challenges.json").write_text(json.dumps({"a": task, "b": task}))
     tasks = load_subset(tmp_path, "x")
-    assert [p.output for t in tasks.values() for p in t.test] == [[[0]], [[0]]]   # the reference's dummy
+    assert [p.output for t in tasks.values() for p in t.test] == [[[0]], [[0]]]  # the reference's dummy
     (tmp_path / "arc-agi_x_solutions.json").write_text(json.dumps({"a": [[[4]]]}))
     with pytest.raises(ArcKitError, match=r"arc-agi_x_solutions.json: task b: no solution"):
         load_subset(tmp_path, "x")
@@ -84,8 +113,10 @@ def test_full_reference_lists_match_exactly(build):
     # ~20-30 s per build on the 2-core CI machine (the limit is 5 minutes)
     recipe = RECIPES[build]
     names, test_split = build_identifiers(COMBINED, recipe.subsets, recipe.test_set)
-    ref = json.load(gzip.open(FIXTURES / f"{build}_identifiers.json.gz"))
-    ref_split = json.load(gzip.open(FIXTURES / f"{build}_test_split_puzzles.json.gz"))
+    with gzip.open(FIXTURES / f"{build}_identifiers.json.gz") as f:
+        ref = json.load(f)
+    with gzip.open(FIXTURES / f"{build}_test_split_puzzles.json.gz") as f:
+        ref_split = json.load(f)
     assert len(names) == len(ref) == recipe.rows
     assert names == ref
     assert test_split == ref_split

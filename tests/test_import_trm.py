@@ -12,20 +12,37 @@ import pytest
 import torch
 import yaml
 
-from arc_kit.model.checkpoint import load_checkpoint, save_checkpoint
 from arc_kit.cli.main import main
+from arc_kit.model.checkpoint import load_checkpoint, save_checkpoint
 from arc_kit.model.trm import TRM, TRMConfig
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 REF = SHARED / "trm-reference"
 MINI = SHARED / "trm-dataset-mini"
 PREFIX = "_orig_mod.model.inner."
-ARCH_KEYS = ("hidden_size", "num_heads", "L_layers", "H_cycles", "L_cycles", "expansion", "puzzle_emb_ndim",
-             "puzzle_emb_len", "pos_encodings", "rope_theta", "rms_norm_eps", "halt_max_steps",
-             "halt_exploration_prob", "forward_dtype", "mlp_t", "no_ACT_continue")
+ARCH_KEYS = (
+    "hidden_size",
+    "num_heads",
+    "L_layers",
+    "H_cycles",
+    "L_cycles",
+    "expansion",
+    "puzzle_emb_ndim",
+    "puzzle_emb_len",
+    "pos_encodings",
+    "rope_theta",
+    "rms_norm_eps",
+    "halt_max_steps",
+    "halt_exploration_prob",
+    "forward_dtype",
+    "mlp_t",
+    "no_ACT_continue",
+)
 
 
-def write_reference(directory: Path, cfg: TRMConfig, table: torch.Tensor | None = None, drop=(), prefix=PREFIX) -> tuple[Path, Path]:
+def write_reference(
+    directory: Path, cfg: TRMConfig, table: torch.Tensor | None = None, drop=(), prefix=PREFIX
+) -> tuple[Path, Path]:
     """A checkpoint as the reference trainer writes it (torch.save of the compiled loss head's state dict)
     and its all_config.yaml (reference names; seq_len, vocab and table rows are not in it)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -36,8 +53,11 @@ def write_reference(directory: Path, cfg: TRMConfig, table: torch.Tensor | None 
     step = directory / "step_7"
     torch.save({prefix + k: v for k, v in sd.items() if k not in drop}, step)
     arch = {k: getattr(cfg, k) for k in ARCH_KEYS}
-    arch.update(name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", H_layers=0,
-                loss={"name": "losses@ACTLossHead", "loss_type": "stablemax_cross_entropy"})
+    arch.update(
+        name="recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1",
+        H_layers=0,
+        loss={"name": "losses@ACTLossHead", "loss_type": "stablemax_cross_entropy"},
+    )
     conf = directory / "all_config.yaml"
     conf.write_text(yaml.safe_dump({"arch": arch, "lr": 1e-4, "global_batch_size": 768}))
     return step, conf
@@ -53,8 +73,22 @@ def test_import_and_forward_reproduce_reference_fixture(tmp_path, capsys):
     assert main(["import-trm", str(REF / "step_0"), "--config", str(REF / "all_config.yaml"), "-o", str(out_dir)]) == 0
     names = json.loads((out_dir / "puzzles.json").read_text())
     assert names == [f"row{i}" for i in range(7)]  # no identifiers: numbered rows
-    assert main(["forward", str(out_dir), "--inputs", str(REF / "reference_io.npz"), "--steps", "4",
-                 "-o", str(npz), "--states"]) == 0
+    assert (
+        main(
+            [
+                "forward",
+                str(out_dir),
+                "--inputs",
+                str(REF / "reference_io.npz"),
+                "--steps",
+                "4",
+                "-o",
+                str(npz),
+                "--states",
+            ]
+        )
+        == 0
+    )
     got, ref = np.load(npz), np.load(REF / "reference_io.npz")
     assert got["logits"].shape == (4, 4, 900, 12)
     for key in ["logits", "q_halt_logits", "q_continue_logits"] + [f"z_{h}_step{k}" for h in "HL" for k in range(4)]:
@@ -71,7 +105,10 @@ def test_full_size_layout_with_identifiers(tmp_path):
     step, conf = write_reference(tmp_path / "ref", cfg, table)
     ids = tmp_path / "identifiers.json"
     ids.write_text(json.dumps(names))
-    assert main(["import-trm", str(step), "--config", str(conf), "--identifiers", str(ids), "-o", str(tmp_path / "m")]) == 0
+    assert (
+        main(["import-trm", str(step), "--config", str(conf), "--identifiers", str(ids), "-o", str(tmp_path / "m")])
+        == 0
+    )
     model, info = load_checkpoint(tmp_path / "m")
     assert info.puzzle_names == names and info.config == cfg and info.extra["reference_config"]["lr"] == 1e-4
     spec = json.loads((REF / "arc_full_size_state_dict_shapes.json").read_text())["state_dict_shapes"]
@@ -89,12 +126,25 @@ def test_full_size_layout_with_identifiers(tmp_path):
 
 def test_rebuild_identifiers(tmp_path, capsys):
     names = json.loads((MINI / "identifiers.json").read_text())
-    cfg = TRMConfig(hidden_size=32, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, puzzle_emb_ndim=32,
-                    num_puzzle_identifiers=len(names), halt_max_steps=2)
+    cfg = TRMConfig(
+        hidden_size=32,
+        num_heads=2,
+        L_layers=1,
+        H_cycles=1,
+        L_cycles=1,
+        puzzle_emb_ndim=32,
+        num_puzzle_identifiers=len(names),
+        halt_max_steps=2,
+    )
     step, conf = write_reference(tmp_path / "ref", cfg)
     args = ["import-trm", str(step), "--config", str(conf), "--rebuild-identifiers", str(MINI / "source"), "-o"]
-    assert main(args + [str(tmp_path / "m"), "--subsets", "training", "evaluation", "--test-set", "evaluation",
-                        "--num-aug", "3"]) == 0
+    assert (
+        main(
+            args
+            + [str(tmp_path / "m"), "--subsets", "training", "evaluation", "--test-set", "evaluation", "--num-aug", "3"]
+        )
+        == 0
+    )
     assert json.loads((tmp_path / "m" / "puzzles.json").read_text()) == names
     assert main(args + [str(tmp_path / "n")]) == 2  # 21 rows: no known build to infer the recipe from
     assert f"puzzle table of {len(names)} rows matches no known reference build" in capsys.readouterr().err
@@ -108,8 +158,16 @@ def _import_error(tmp_path, capsys, step, conf, *extra) -> str:
 
 
 def test_import_errors(tmp_path, capsys):
-    cfg = TRMConfig(hidden_size=32, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, puzzle_emb_ndim=32,
-                    num_puzzle_identifiers=5, halt_max_steps=2)
+    cfg = TRMConfig(
+        hidden_size=32,
+        num_heads=2,
+        L_layers=1,
+        H_cycles=1,
+        L_cycles=1,
+        puzzle_emb_ndim=32,
+        num_puzzle_identifiers=5,
+        halt_max_steps=2,
+    )
     step, conf = write_reference(tmp_path / "ok", cfg)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"definitely not a checkpoint")
@@ -118,6 +176,7 @@ def test_import_errors(tmp_path, capsys):
     class Evil:  # a pickle that would run code: weights_only refuses it
         def __reduce__(self):
             return (print, ("pwned",))
+
     evil = tmp_path / "evil.pt"
     torch.save({"x": Evil()}, evil)
     err = _import_error(tmp_path, capsys, evil, conf)
@@ -130,8 +189,16 @@ def test_import_errors(tmp_path, capsys):
     s2, _ = write_reference(tmp_path / "drop", cfg, drop=("L_level.layers.0.self_attn.o_proj.weight",))
     assert "missing keys ['L_level.layers.0.self_attn.o_proj.weight']" in _import_error(tmp_path, capsys, s2, conf)
 
-    big = TRMConfig(hidden_size=64, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, puzzle_emb_ndim=32,
-                    num_puzzle_identifiers=5, halt_max_steps=2)
+    big = TRMConfig(
+        hidden_size=64,
+        num_heads=2,
+        L_layers=1,
+        H_cycles=1,
+        L_cycles=1,
+        puzzle_emb_ndim=32,
+        num_puzzle_identifiers=5,
+        halt_max_steps=2,
+    )
     s3, _ = write_reference(tmp_path / "big", big)
     assert "'H_init' has shape [64] but all_config.yaml implies [32]" in _import_error(tmp_path, capsys, s3, conf)
 
@@ -144,7 +211,9 @@ def test_import_errors(tmp_path, capsys):
     err = _import_error(tmp_path, capsys, step, conf, "--identifiers", str(gz))
     assert f"{gz}: 2 identifiers but the puzzle table of {step} has 5 rows" in err
     ids.write_text(json.dumps({"rows": 5}))
-    assert f"{ids}: expected a JSON list of puzzle names" in _import_error(tmp_path, capsys, step, conf, "--identifiers", str(ids))
+    assert f"{ids}: expected a JSON list of puzzle names" in _import_error(
+        tmp_path, capsys, step, conf, "--identifiers", str(ids)
+    )
 
     bad_conf = tmp_path / "noarch.yaml"
     bad_conf.write_text("lr: 1\n")
@@ -153,14 +222,19 @@ def test_import_errors(tmp_path, capsys):
 
 
 def test_forward_errors_and_defaults(tmp_path, capsys):
-    assert main(["import-trm", str(REF / "step_0"), "--config", str(REF / "all_config.yaml"), "-o", str(tmp_path / "m")]) == 0
+    assert (
+        main(["import-trm", str(REF / "step_0"), "--config", str(REF / "all_config.yaml"), "-o", str(tmp_path / "m")])
+        == 0
+    )
     bad = tmp_path / "bad.npz"
     np.savez(bad, inputs=np.zeros((2, 900), np.int32))
     assert main(["forward", str(tmp_path / "m"), "--inputs", str(bad), "-o", str(tmp_path / "o.npz")]) == 2
     assert "missing array 'puzzle_identifiers'" in capsys.readouterr().err
     ok = tmp_path / "ok.npz"
     np.savez(ok, inputs=np.zeros((2, 900), np.int32), puzzle_identifiers=np.array([6, 3]))
-    assert main(["forward", str(tmp_path / "m"), "--inputs", str(ok), "--steps", "2", "-o", str(tmp_path / "o.npz")]) == 0
+    assert (
+        main(["forward", str(tmp_path / "m"), "--inputs", str(ok), "--steps", "2", "-o", str(tmp_path / "o.npz")]) == 0
+    )
     out = np.load(tmp_path / "o.npz")
     assert out["logits"].shape == (2, 2, 900, 12) and out["q_halt_logits"].shape == (2, 2) and "loss" not in out
     np.savez(ok, inputs=np.zeros((1, 900), np.int32), puzzle_identifiers=np.array([7]))
@@ -182,8 +256,16 @@ def test_import_full_size_table_memory(tmp_path):
     under 0.75x the table (measured 0.26x, mostly torch itself: the source is memory-mapped and each
     streamed chunk's pages are released)."""
     rows, ndim = 876_406, 512
-    cfg = TRMConfig(hidden_size=64, num_heads=4, L_layers=1, H_cycles=1, L_cycles=1, puzzle_emb_ndim=ndim,
-                    num_puzzle_identifiers=1, halt_max_steps=2)
+    cfg = TRMConfig(
+        hidden_size=64,
+        num_heads=4,
+        L_layers=1,
+        H_cycles=1,
+        L_cycles=1,
+        puzzle_emb_ndim=ndim,
+        num_puzzle_identifiers=1,
+        halt_max_steps=2,
+    )
     # build the reference file in a child process so this process never holds the table
     make = textwrap.dedent(f"""
         import sys, torch
@@ -195,15 +277,22 @@ def test_import_full_size_table_memory(tmp_path):
     """)
     subprocess.run([sys.executable, "-c", make, str(tmp_path / "ref")], check=True)
     step, conf = tmp_path / "ref" / "step_7", tmp_path / "ref" / "all_config.yaml"
-    res = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(step), str(conf), str(tmp_path / "m")],
-                         check=True, capture_output=True, text=True)
+    res = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(step), str(conf), str(tmp_path / "m")],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     rc, peak, seconds = res.stdout.split()
     table_bytes = rows * ndim * 4
-    print(f"import of a {table_bytes / 2**30:.2f} GiB table: peak RSS {int(peak) / 2**30:.2f} GiB "
-          f"({int(peak) / table_bytes:.2f}x table), {float(seconds):.1f} s")
+    print(
+        f"import of a {table_bytes / 2**30:.2f} GiB table: peak RSS {int(peak) / 2**30:.2f} GiB "
+        f"({int(peak) / table_bytes:.2f}x table), {float(seconds):.1f} s"
+    )
     assert rc == "0" and int(peak) <= 0.75 * table_bytes
     step.unlink()
     from arc_kit.model.checkpoint import load_puzzle_rows
+
     some = list(range(0, rows, 997)) + [rows - 1]
     got = load_puzzle_rows(tmp_path / "m", some)
     assert got[:, 0].tolist() == [float(r) for r in some] and bool((got == got[:, :1]).all())
@@ -211,8 +300,19 @@ def test_import_full_size_table_memory(tmp_path):
 
 @pytest.mark.parametrize("variant", [dict(mlp_t=True), dict(pos_encodings="learned")])
 def test_import_reads_seq_len_off_the_tensors(tmp_path, variant):
-    cfg = TRMConfig(hidden_size=32, num_heads=2, L_layers=1, H_cycles=1, L_cycles=2, puzzle_emb_ndim=32,
-                    puzzle_emb_len=2, seq_len=16, num_puzzle_identifiers=3, halt_max_steps=2, **variant)
+    cfg = TRMConfig(
+        hidden_size=32,
+        num_heads=2,
+        L_layers=1,
+        H_cycles=1,
+        L_cycles=2,
+        puzzle_emb_ndim=32,
+        puzzle_emb_len=2,
+        seq_len=16,
+        num_puzzle_identifiers=3,
+        halt_max_steps=2,
+        **variant,
+    )
     step, conf = write_reference(tmp_path, cfg, torch.randn(3, 32))
     assert main(["import-trm", str(step), "--config", str(conf), "-o", str(tmp_path / "m")]) == 0
     model, info = load_checkpoint(tmp_path / "m")

@@ -10,19 +10,34 @@ import torch
 
 from arc_kit.augment import Augmentation
 from arc_kit.data import Pair, Task
-from arc_kit.infer import (View, decode_views, encode_views, make_batches, plan_views, predict_views, run_inference,
-                           split_views)
+from arc_kit.infer import (
+    View,
+    decode_views,
+    encode_views,
+    make_batches,
+    plan_views,
+    predict_views,
+    run_inference,
+    split_views,
+)
 from arc_kit.predictions import read_predictions
 
 
 def _task(tid: str, n_test: int = 1, h: int = 2, w: int = 3, seed: int = 0) -> Task:
     rng = np.random.default_rng(seed)
+
     def g():
         return rng.integers(0, 10, size=(h, w)).tolist()
+
     return Task(tid, [Pair(g(), g())], [Pair(g(), g()) for _ in range(n_test)])
 
 
-AUGS = [Augmentation(), Augmentation(1, (0, 2, 1, 3, 4, 5, 6, 7, 8, 9)), Augmentation(6), Augmentation(7, (0, 9, 8, 7, 6, 5, 4, 3, 2, 1))]
+AUGS = [
+    Augmentation(),
+    Augmentation(1, (0, 2, 1, 3, 4, 5, 6, 7, 8, 9)),
+    Augmentation(6),
+    Augmentation(7, (0, 9, 8, 7, 6, 5, 4, 3, 2, 1)),
+]
 
 
 def _names(tasks):
@@ -98,13 +113,17 @@ def test_decode_all_steps_stops_at_each_views_last_step():
     # two views, three supervision steps; view 1 halted after step 2 and its step-1 answer is blank
     views = [View("a", 0, "a", 0, 0, 3), View("a", 0, "a|||t6|||0123456789", 1, 0, 3)]
     grid = np.array([[2, 3, 1], [4, 5, 1], [1, 1, 1]], dtype=np.uint8).reshape(-1)  # 2x2 grid, EOS frame
-    tokens = np.stack([np.stack([grid, grid])] * 3)                                  # [S=3, B=2, L=9]
+    tokens = np.stack([np.stack([grid, grid])] * 3)  # [S=3, B=2, L=9]
     tokens[0, 1] = 0
-    q = np.array([[0.5, np.nan], [1.0, 2.0], [1.5, 9.0]])                            # [S, B]
+    q = np.array([[0.5, np.nan], [1.0, 2.0], [1.5, 9.0]])  # [S, B]
     preds, empty = decode_views(views, tokens, q, {"model": "m"}, steps_run=np.array([3, 2]))
     assert empty == []
     assert [(p.augmentation, p.extra["step"], p.q_halt) for p in preds] == [
-        ("a", 1, 0.5), ("a", 2, 1.0), ("a", 3, 1.5), ("a|||t6|||0123456789", 2, 2.0)]
+        ("a", 1, 0.5),
+        ("a", 2, 1.0),
+        ("a", 3, 1.5),
+        ("a|||t6|||0123456789", 2, 2.0),
+    ]
     assert preds[-1].grid == [[0, 2], [1, 3]] and preds[0].extra == {"model": "m", "step": 1, "rank": 0}
     # final answers only: steps_run names the step; a blank final answer makes the view empty
     preds, empty = decode_views(views, tokens[0], q[0], steps_run=np.array([3, 2]))
@@ -128,7 +147,7 @@ def test_run_inference_stops_before_the_deadline_with_views_evenly_trimmed(tmp_p
     model = EchoModel(delay=0.3)
     deadline = time.time() + 1.0
     stats = run_inference(model, views, tasks, out, batch_size=4, deadline=deadline, show_progress=False)
-    assert model.calls == stats.written // 4 and all(t < deadline for t in model.starts)   # no batch began late
+    assert model.calls == stats.written // 4 and all(t < deadline for t in model.starts)  # no batch began late
     assert 0 < stats.written < 16 and stats.skipped_time == 16 - stats.written
     ranks = [p.extra["rank"] for p in read_predictions(out)]
     assert ranks == sorted(ranks) and ranks.count(0) == 4  # every task got its identity view first
@@ -139,8 +158,9 @@ def test_task_time_cap_drops_only_the_slow_task(tmp_path):
     names = dict(_names(tasks), small=["small"])  # small: 1 view; big: 4 test inputs x 4 views
     views = plan_views(tasks, names, {}, {"big": 4, "small": 4}, 4)
     # batches of 1 view, 0.05 s each: the cap of 0.12 s stops "big" after 3 views
-    stats = run_inference(EchoModel(delay=0.05), views, tasks, tmp_path / "p.jsonl", batch_size=1,
-                          task_time_cap=0.12, show_progress=False)
+    stats = run_inference(
+        EchoModel(delay=0.05), views, tasks, tmp_path / "p.jsonl", batch_size=1, task_time_cap=0.12, show_progress=False
+    )
     preds = read_predictions(tmp_path / "p.jsonl")
     assert stats.capped_tasks == ["big"]
     assert sum(p.task_id == "small" for p in preds) == 1
@@ -150,13 +170,28 @@ def test_task_time_cap_drops_only_the_slow_task(tmp_path):
 
 # ---------------------------------------------------------------- two processes (accelerate on CPU)
 
+
 def _tiny_checkpoint(path: Path, tasks: dict) -> None:
     from arc_kit.model.checkpoint import save_checkpoint
     from arc_kit.model.trm import TRM, TRMConfig
+
     names = ["<blank>"] + [n for tid in tasks for n in _names(tasks)[tid]]
     torch.manual_seed(0)
-    model = TRM(TRMConfig(hidden_size=16, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, expansion=2, seq_len=36,
-                          puzzle_emb_ndim=16, puzzle_emb_len=1, num_puzzle_identifiers=len(names), halt_max_steps=2))
+    model = TRM(
+        TRMConfig(
+            hidden_size=16,
+            num_heads=2,
+            L_layers=1,
+            H_cycles=1,
+            L_cycles=1,
+            expansion=2,
+            seq_len=36,
+            puzzle_emb_ndim=16,
+            puzzle_emb_len=1,
+            num_puzzle_identifiers=len(names),
+            halt_max_steps=2,
+        )
+    )
     with torch.no_grad():
         model.puzzle_emb.weights.normal_()
         model.lm_head.weight.mul_(20)  # confident, varied outputs: decodes are grids, not empty crops
@@ -167,18 +202,21 @@ def _infer_worker(ckpt: str, out: str, tasks_json: str) -> None:
     import os
 
     from arc_kit.model.checkpoint import load_checkpoint
+
     torch.set_num_threads(1)
     acc = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under debug_launcher; never in the parent (forked state)
         from accelerate import Accelerator
+
         acc = Accelerator(cpu=True)
-    tasks = {tid: Task(tid, [Pair(**p) for p in t["train"]], [Pair(**p) for p in t["test"]])
-             for tid, t in json.loads(tasks_json).items()}
+    tasks = {
+        tid: Task(tid, [Pair(**p) for p in t["train"]], [Pair(**p) for p in t["test"]])
+        for tid, t in json.loads(tasks_json).items()
+    }
     model, info = load_checkpoint(ckpt)
     rows = {n: i for i, n in enumerate(info.puzzle_names)}
     views = plan_views(tasks, _names(tasks), rows, {t: 6 for t in tasks}, len(AUGS))
-    run_inference(model, views, tasks, out, batch_size=3, accelerator=acc,
-                  show_progress=False)
+    run_inference(model, views, tasks, out, batch_size=3, accelerator=acc, show_progress=False)
 
 
 def test_two_processes_write_the_same_predictions_as_one(tmp_path):
@@ -186,6 +224,7 @@ def test_two_processes_write_the_same_predictions_as_one(tmp_path):
     # has run (as pytest's has) deadlocks the children.
     import subprocess
     import sys
+
     script = f"""
 import json, sys, torch
 torch.set_num_threads(1)
@@ -194,7 +233,8 @@ from test_infer import _task, _tiny_checkpoint, _infer_worker
 from accelerate import debug_launcher
 tasks = {{f"t{{i}}": _task(f"t{{i}}", n_test=1 + i % 2, h=2 + i % 3, w=3, seed=i) for i in range(5)}}
 _tiny_checkpoint({str(tmp_path / "ckpt")!r}, tasks)
-tj = json.dumps({{tid: {{"train": [vars(p) for p in t.train], "test": [vars(p) for p in t.test]}} for tid, t in tasks.items()}})
+tj = json.dumps({{tid: {{"train": [vars(p) for p in t.train], "test": [vars(p) for p in t.test]}}
+                 for tid, t in tasks.items()}})
 _infer_worker({str(tmp_path / "ckpt")!r}, {str(tmp_path / "one.jsonl")!r}, tj)
 debug_launcher(_infer_worker, args=({str(tmp_path / "ckpt")!r}, {str(tmp_path / "two.jsonl")!r}, tj), num_processes=2)
 """
@@ -203,6 +243,7 @@ debug_launcher(_infer_worker, args=({str(tmp_path / "ckpt")!r}, {str(tmp_path / 
     one = sorted(read_predictions(tmp_path / "one.jsonl"), key=lambda p: (p.task_id, p.test_index, p.augmentation))
     two = sorted(read_predictions(tmp_path / "two.jsonl"), key=lambda p: (p.task_id, p.test_index, p.augmentation))
     assert len(one) > 10
-    assert [(p.task_id, p.test_index, p.augmentation, p.grid) for p in one] == \
-           [(p.task_id, p.test_index, p.augmentation, p.grid) for p in two]
+    assert [(p.task_id, p.test_index, p.augmentation, p.grid) for p in one] == [
+        (p.task_id, p.test_index, p.augmentation, p.grid) for p in two
+    ]
     assert [p.q_halt for p in one] == pytest.approx([p.q_halt for p in two], abs=1e-4)

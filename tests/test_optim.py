@@ -6,8 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from arc_kit.model.optim import (EMA, AdamAtan2, SparseEmbeddingSignSGD, build_optimizer, load_optimizer_state_tensors,
-                           lr_at, optimizer_state_tensors, sparse_sign_sgd_)
+from arc_kit.model.optim import (
+    EMA,
+    AdamAtan2,
+    SparseEmbeddingSignSGD,
+    build_optimizer,
+    load_optimizer_state_tensors,
+    lr_at,
+    optimizer_state_tensors,
+    sparse_sign_sgd_,
+)
 
 
 def test_adam_atan2_matches_hand_computation():
@@ -23,7 +31,7 @@ def test_adam_atan2_matches_hand_computation():
         x = x * (1 - lr * wd)
         m = b1 * m + (1 - b1) * g
         v = b2 * v + (1 - b2) * g * g
-        x = x - lr / (1 - b1 ** t) * np.arctan2(m, np.sqrt(v) / math.sqrt(1 - b2 ** t))
+        x = x - lr / (1 - b1**t) * np.arctan2(m, np.sqrt(v) / math.sqrt(1 - b2**t))
         # element 3 has a zero gradient at t=1: it still decays but takes no Adam step (atan2(0, 0) = 0)
         np.testing.assert_allclose(p.detach().numpy(), x, rtol=0, atol=1e-12)
     assert opt.state[p]["step"].item() == 2
@@ -58,7 +66,7 @@ def test_sparse_sign_sgd_updates_only_batch_rows_once():
     # row 1: summed gradient [-2, -1, 0] -> sign [-1, -1, 0]; decayed once
     torch.testing.assert_close(w[1], before[1] * decay - 0.1 * torch.tensor([-1.0, -1.0, 0.0]))
     torch.testing.assert_close(w[3], before[3] * decay - 0.1 * torch.tensor([1.0, 1.0, -1.0]))
-    torch.testing.assert_close(w[[0, 2]], before[[0, 2]])   # rows not in the batch: untouched, no decay
+    torch.testing.assert_close(w[[0, 2]], before[[0, 2]])  # rows not in the batch: untouched, no decay
 
 
 def test_sparse_embedding_optimizer_reads_model_leaf():
@@ -68,9 +76,10 @@ def test_sparse_embedding_optimizer_reads_model_leaf():
             self.register_buffer("weights", torch.zeros(5, 2))
             self.local_weights = None
             self.local_ids = None
+
     emb = Emb()
     opt = SparseEmbeddingSignSGD(emb, lr=0.01, weight_decay=0.1)
-    opt.step()   # no forward yet: nothing to do
+    opt.step()  # no forward yet: nothing to do
     emb.local_ids = torch.tensor([2, 4])
     emb.local_weights = emb.weights[emb.local_ids].requires_grad_(True)
     (emb.local_weights * torch.tensor([[1.0, -1.0], [2.0, 0.0]])).sum().backward()
@@ -110,7 +119,7 @@ def test_ema_parameters_only():
     other.register_buffer("table", torch.full((3,), 7.0))
     ema.copy_to(other)
     torch.testing.assert_close(other.weight, ema.shadow["weight"])
-    assert torch.all(other.table == 7.0)   # buffers untouched
+    assert torch.all(other.table == 7.0)  # buffers untouched
     fresh = EMA(m, rate=0.9)
     fresh.load_state_tensors(ema.state_tensors())
     torch.testing.assert_close(fresh.shadow["weight"], ema.shadow["weight"])
@@ -137,7 +146,7 @@ def test_optimizer_state_round_trip(name):
     for m, o in ((a, oa), (b, ob)):
         m(x).square().sum().backward()
         o.step()
-    for pa, pb in zip(a.parameters(), b.parameters()):
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=False):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0)
 
 
@@ -153,7 +162,7 @@ def _adam_atan2_per_parameter(params, state, lr, betas, wd):
         p.mul_(1.0 - lr * wd)
         m.lerp_(p.grad, 1.0 - beta1)
         v.lerp_(p.grad * p.grad, 1.0 - beta2)
-        p.add_(torch.atan2(m, v.sqrt() / math.sqrt(1.0 - beta2 ** t)), alpha=-lr / (1.0 - beta1 ** t))
+        p.add_(torch.atan2(m, v.sqrt() / math.sqrt(1.0 - beta2**t)), alpha=-lr / (1.0 - beta1**t))
 
 
 @torch.no_grad()
@@ -170,21 +179,21 @@ def test_foreach_adam_atan2_and_ema_equal_the_per_parameter_updates():
     ema_slow = [p.detach().clone() for p in fast]
     state: dict = {}
     for step in range(6):
-        for i, (f, s) in enumerate(zip(fast, slow)):
+        for i, (f, s) in enumerate(zip(fast, slow, strict=False)):
             g = torch.randn(f.shape, generator=gen) * 10 ** (i - 2)
             # parameter 2 misses step 1: its own step count (bias correction) falls behind the others
             f.grad = s.grad = None if (i == 2 and step == 1) else g
         opt.step()
         _adam_atan2_per_parameter(slow, state, lr=3e-2, betas=(0.9, 0.95), wd=0.1)
         ema.update(module)
-        for e, s in zip(ema_slow, slow):
+        for e, s in zip(ema_slow, slow, strict=False):
             e.mul_(0.8).add_(s, alpha=0.2)
-        for f, s in zip(fast, slow):
+        for f, s in zip(fast, slow, strict=False):
             torch.testing.assert_close(f, s, rtol=1e-6, atol=1e-7)
-        for n, e in zip(ema.shadow, ema_slow):
+        for n, e in zip(ema.shadow, ema_slow, strict=False):
             torch.testing.assert_close(ema.shadow[n], e, rtol=1e-6, atol=1e-7)
     assert [opt.state[p]["step"].item() for p in fast] == [6, 6, 5, 6]
     # copy_to writes the averages into a model's parameters
     ema.copy_to(module)
-    for p, e in zip(fast, ema_slow):
+    for p, e in zip(fast, ema_slow, strict=False):
         torch.testing.assert_close(p, e, rtol=1e-6, atol=1e-7)

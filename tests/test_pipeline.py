@@ -1,4 +1,4 @@
-"""`arc-kit run` end to end on tiny tasks and a tiny TRM: budget, broken tasks, kills and resume, injected faults, revote."""
+"""`arc-kit run` end to end on tiny tasks and a tiny TRM: budget, broken tasks, kills, resume, faults, revote."""
 
 import json
 import os
@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import simple_task, write_task_dir
 
 from arc_kit.data import load_tasks
@@ -22,15 +21,33 @@ BROKEN = '{"train": [{"input": [[1, 12]], "output": [[1]]}], "test": [{"input": 
 
 def tiny_config(tasks_dir: Path, **over) -> dict:
     """A TRM small enough that a training step takes milliseconds on one CPU thread (4x4 canvas)."""
-    cfg = {"name": "tiny", "tasks": {"source": str(tasks_dir)},
-           "model": {"canvas": "task", "arch": {"hidden_size": 16, "num_heads": 2, "L_layers": 1, "H_cycles": 1,
-                                                "L_cycles": 1, "expansion": 2, "puzzle_emb_ndim": 16,
-                                                "puzzle_emb_len": 1, "halt_max_steps": 2}},
-           "ttt": {"augmentations": 3, "max_steps": 30,
-                   "train": {"global_batch_size": 16, "lr": 3e-3, "lr_warmup_steps": 2, "ema": False, "log_every": 10}},
-           "inference": {"views": 4, "batch_size": 4},
-           "budget": {"total_minutes": 2.0, "safety_margin_minutes": 0.05, "startup_seconds": 2, "revote_seconds": 1},
-           "runtime": {"device": "cpu", "threads": 1}, "output": {"progress": False}}
+    cfg = {
+        "name": "tiny",
+        "tasks": {"source": str(tasks_dir)},
+        "model": {
+            "canvas": "task",
+            "arch": {
+                "hidden_size": 16,
+                "num_heads": 2,
+                "L_layers": 1,
+                "H_cycles": 1,
+                "L_cycles": 1,
+                "expansion": 2,
+                "puzzle_emb_ndim": 16,
+                "puzzle_emb_len": 1,
+                "halt_max_steps": 2,
+            },
+        },
+        "ttt": {
+            "augmentations": 3,
+            "max_steps": 30,
+            "train": {"global_batch_size": 16, "lr": 3e-3, "lr_warmup_steps": 2, "ema": False, "log_every": 10},
+        },
+        "inference": {"views": 4, "batch_size": 4},
+        "budget": {"total_minutes": 2.0, "safety_margin_minutes": 0.05, "startup_seconds": 2, "revote_seconds": 1},
+        "runtime": {"device": "cpu", "threads": 1},
+        "output": {"progress": False},
+    }
     for key, value in over.items():
         node = cfg
         *head, last = key.split(".")
@@ -53,9 +70,17 @@ def run_command(cfg: dict, out: Path) -> list[str]:
     return [sys.executable, "-m", "arc_kit.cli", "run", "--config", str(path), "--out", str(out)]
 
 
-def run_cli(cfg: dict, out: Path, *extra: str, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run([*run_command(cfg, out), *extra], capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env=dict(os.environ, **(env or {})))
+def run_cli(
+    cfg: dict, out: Path, *extra: str, env: dict | None = None, timeout: float = 240
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*run_command(cfg, out), *extra],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=dict(os.environ, **(env or {})),
+    )
 
 
 def assert_valid_submission(out: Path, tasks_dir: Path) -> dict:
@@ -67,8 +92,14 @@ def assert_valid_submission(out: Path, tasks_dir: Path) -> dict:
 def kill_run_when(cfg: dict, out: Path, fault: str, ready, settle: float = 0.0) -> None:
     """Start `arc-kit run` with ARC_KIT_FAULT=`fault`; once `ready()` (at most 90 s) and `settle` seconds more,
     SIGKILL the supervisor's process group (its stage child must die with it)."""
-    proc = subprocess.Popen(run_command(cfg, out), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env=dict(os.environ, ARC_KIT_FAULT=fault), start_new_session=True)
+    proc = subprocess.Popen(
+        run_command(cfg, out),
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, ARC_KIT_FAULT=fault),
+        start_new_session=True,
+    )
     try:
         deadline = time.time() + 90
         while not ready() and time.time() < deadline:
@@ -100,17 +131,46 @@ def test_run_end_to_end_scores_and_revote_reproduces_it(tmp_path, tasks_dir):
         assert needle in report, needle
 
     # score.json holds exactly what `arc-kit score --json` prints for the same submission and tasks
-    score = subprocess.run([sys.executable, "-m", "arc_kit.cli", "score", str(out / "submission.json"),
-                            "--tasks", str(tasks_dir), "--json"], capture_output=True, text=True, cwd=ROOT)
+    score = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arc_kit.cli",
+            "score",
+            str(out / "submission.json"),
+            "--tasks",
+            str(tasks_dir),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert json.loads(score.stdout) == json.loads((out / "score.json").read_text())
 
     # `arc-kit revote` on the run's predictions reproduces the submission the run voted
-    rv = subprocess.run([sys.executable, "-m", "arc_kit.cli", "revote", str(out / "predictions.jsonl"),
-                         "--tasks", str(tasks_dir), "--configs", "reference", "--output", str(tmp_path / "rv")],
-                        capture_output=True, text=True, cwd=ROOT)
+    rv = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arc_kit.cli",
+            "revote",
+            str(out / "predictions.jsonl"),
+            "--tasks",
+            str(tasks_dir),
+            "--configs",
+            "reference",
+            "--output",
+            str(tmp_path / "rv"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert rv.returncode == 0, rv.stderr
-    assert json.loads((tmp_path / "rv" / "reference" / "submission.json").read_text()) == \
-           json.loads((out / "submission.json").read_text())
+    assert json.loads((tmp_path / "rv" / "reference" / "submission.json").read_text()) == json.loads(
+        (out / "submission.json").read_text()
+    )
 
     # same --out, same everything: resumes, keeps every prediction, runs nothing again
     before = prediction_lines(out)
@@ -127,8 +187,15 @@ def test_run_end_to_end_scores_and_revote_reproduces_it(tmp_path, tasks_dir):
 
 def test_one_minute_budget_ends_in_time_with_a_valid_submission(tmp_path, tasks_dir):
     # training could go on for 10^6 steps: only the budget stops it; inference is slowed down too
-    cfg = tiny_config(tasks_dir, **{"ttt.max_steps": 1_000_000, "budget.total_minutes": 1.0,
-                                    "budget.safety_margin_minutes": 0.1, "inference.views": 4})
+    cfg = tiny_config(
+        tasks_dir,
+        **{
+            "ttt.max_steps": 1_000_000,
+            "budget.total_minutes": 1.0,
+            "budget.safety_margin_minutes": 0.1,
+            "inference.views": 4,
+        },
+    )
     res = run_cli(cfg, tmp_path / "run", env={"ARC_KIT_FAULT": "infer:sleep0.5"})
     assert res.returncode == 0, res.stderr[-3000:]
     assert_valid_submission(tmp_path / "run", tasks_dir)
@@ -137,7 +204,7 @@ def test_one_minute_budget_ends_in_time_with_a_valid_submission(tmp_path, tasks_
     doc = json.loads((tmp_path / "run" / "state.json").read_text())
     state, deadline = doc["stages"], doc["deadline"]
     assert state["train"]["status"] == state["infer"]["status"] == "done"
-    assert 0 < state["train"]["steps"] < 1_000_000   # stopped by its deadline, not by max_steps
+    assert 0 < state["train"]["steps"] < 1_000_000  # stopped by its deadline, not by max_steps
     for stage in ("train", "infer"):
         assert state[stage]["started"] + state[stage]["seconds"] <= deadline, stage
 
@@ -155,8 +222,7 @@ def test_broken_task_gets_fallback_attempts(tmp_path):
 
 @pytest.mark.parametrize("fault", ["train", "train:nan", "train:hang", "infer", "infer_start:exit"])
 def test_injected_fault_costs_only_its_stage(tmp_path, tasks_dir, fault):
-    cfg = tiny_config(tasks_dir, **{"ttt.max_steps": 20, "budget.total_minutes": 0.75,
-                                    "budget.stage_grace_seconds": 2})
+    cfg = tiny_config(tasks_dir, **{"ttt.max_steps": 20, "budget.total_minutes": 0.75, "budget.stage_grace_seconds": 2})
     res = run_cli(cfg, tmp_path / "run", env={"ARC_KIT_FAULT": fault})
     # a valid submission, and the failure said: exit status 4, the stage and reason in the summary and report
     assert res.returncode == 4, res.stderr[-3000:]
@@ -177,7 +243,7 @@ def test_run_killed_during_inference_resumes_without_losing_predictions(tmp_path
     kill_run_when(cfg, out, "infer:sleep0.3", lambda: len(prediction_lines(out)) >= 3)
     time.sleep(1.5)
     before = prediction_lines(out)
-    empty = prediction_lines(out, "predictions_empty.jsonl")   # views that decoded to no grid are done too
+    empty = prediction_lines(out, "predictions_empty.jsonl")  # views that decoded to no grid are done too
     assert 3 <= len(before) < 20, len(before)
     time.sleep(1.0)
     assert prediction_lines(out) == before, "the inference child outlived the killed run"
@@ -185,7 +251,7 @@ def test_run_killed_during_inference_resumes_without_losing_predictions(tmp_path
     res = run_cli(cfg, out)
     assert res.returncode == 0, res.stderr[-3000:]
     after = prediction_lines(out)
-    assert after[:len(before)] == before  # nothing finished was lost or rewritten
+    assert after[: len(before)] == before  # nothing finished was lost or rewritten
     keys = [(o["task_id"], o["test_index"], o["augmentation"]) for o in map(json.loads, after)]
     assert len(keys) == len(set(keys)), "a finished view was predicted again"
     state = json.loads((out / "state.json").read_text())["stages"]
@@ -197,11 +263,16 @@ def test_run_killed_during_inference_resumes_without_losing_predictions(tmp_path
 def test_run_killed_during_training_resumes_from_its_latest_checkpoint(tmp_path, tasks_dir):
     out = tmp_path / "run"
     cfg = tiny_config(tasks_dir, **{"ttt.max_steps": 100_000, "ttt.checkpoint_minutes": 1e-4})  # save every 10 steps
-    kill_run_when(cfg, out, "train:sleep0.02", lambda: (out / "ttt" / "model" / "optimizer.safetensors").is_file(),
-                  settle=0.5)
+    kill_run_when(
+        cfg, out, "train:sleep0.02", lambda: (out / "ttt" / "model" / "optimizer.safetensors").is_file(), settle=0.5
+    )
     assert not (out / "predictions.jsonl").is_file()
-    res = run_cli(tiny_config(tasks_dir, **{"ttt.max_steps": 100_000, "ttt.checkpoint_minutes": 1e-4,
-                                            "budget.total_minutes": 0.5}), out)  # the budget may change on resume
+    res = run_cli(
+        tiny_config(
+            tasks_dir, **{"ttt.max_steps": 100_000, "ttt.checkpoint_minutes": 1e-4, "budget.total_minutes": 0.5}
+        ),
+        out,
+    )  # the budget may change on resume
     assert res.returncode == 0, res.stderr[-3000:]
     assert "resumed phase 'full' at step" in res.stderr
     step = int(res.stderr.split("resumed phase 'full' at step ")[1].split()[0])

@@ -14,13 +14,13 @@ from arc_kit.cli.main import main
 from arc_kit.data import load_tasks
 from arc_kit.encoding import encode_grid
 from arc_kit.identifiers import task_puzzles
-from arc_kit.run.predict import PredictConfig, predict, subsample
 from arc_kit.predictions import read_predictions
+from arc_kit.run.predict import PredictConfig, predict, subsample
 
 SHARED = Path(__file__).parents[2] / "shared"
 MINI = SHARED / "fixtures" / "trm-dataset-mini"
 REF = SHARED / "fixtures" / "trm-reference"
-NAMES = json.loads((MINI / "identifiers.json").read_text())   # 21 rows: <blank> + 5 tasks x 4 puzzles
+NAMES = json.loads((MINI / "identifiers.json").read_text())  # 21 rows: <blank> + 5 tasks x 4 puzzles
 EVAL = MINI / "source" / "arc-agi_evaluation_challenges.json"
 
 
@@ -40,9 +40,18 @@ def model_dir(tmp_path_factory) -> Path:
     torch.save(sd, root / "ref" / "step_0")
     shutil.copy(REF / "all_config.yaml", root / "ref" / "all_config.yaml")
     out = root / "model"
-    rc = main(["import-trm", str(root / "ref" / "step_0"), "--config", str(root / "ref" / "all_config.yaml"),
-               "--identifiers", str(MINI / "identifiers.json"),
-               "-o", str(out)])
+    rc = main(
+        [
+            "import-trm",
+            str(root / "ref" / "step_0"),
+            "--config",
+            str(root / "ref" / "all_config.yaml"),
+            "--identifiers",
+            str(MINI / "identifiers.json"),
+            "-o",
+            str(out),
+        ]
+    )
     assert rc == 0
     assert json.loads((out / "puzzles.json").read_text()) == NAMES
     return out
@@ -67,8 +76,13 @@ def _instrument(monkeypatch, fake_identity: bool = False, fake_blank: bool = Fal
                 return real_predict(batch, **kw)
             B, S = local.shape[0], model.config.halt_max_steps
             preds = torch.zeros_like(batch["inputs"]).long() if fake_blank else batch["inputs"].long()
-            return {"preds": preds, "q_halt": torch.zeros(B), "q_continue": torch.zeros(B),
-                    "steps_run": (torch.tensor(global_rows) % S + 1) if kw.get("early_halt") else torch.full((B,), S)}
+            return {
+                "preds": preds,
+                "q_halt": torch.zeros(B),
+                "q_continue": torch.zeros(B),
+                "steps_run": (torch.tensor(global_rows) % S + 1) if kw.get("early_halt") else torch.full((B,), S),
+            }
+
         model.predict = recorded
         return model, info
 
@@ -93,11 +107,18 @@ def _check_rows_and_inputs(calls, tasks):
     each test input ran with exactly the rows of its own task's puzzles. Returns {(task, test): [rows]}."""
     seen = {}
     for rows, inputs in calls:
-        for r, x in zip(rows, inputs):
+        for r, x in zip(rows, inputs, strict=False):
             task_id = NAMES[r].split("|||")[0] if r else None
             task = tasks.tasks.get(task_id)
-            matches = [i for i, p in enumerate(task.test) if np.array_equal(
-                x, encode_grid(Augmentation.from_name(NAMES[r]).apply(p.input)))] if task else []
+            matches = (
+                [
+                    i
+                    for i, p in enumerate(task.test)
+                    if np.array_equal(x, encode_grid(Augmentation.from_name(NAMES[r]).apply(p.input)))
+                ]
+                if task
+                else []
+            )
             assert matches, f"row {r} ({NAMES[r]}) ran on an input that is not its augmented test input"
             seen.setdefault((task_id, matches[0]), []).append(r)
     for (task_id, i), rows in seen.items():
@@ -110,7 +131,7 @@ def test_real_model_end_to_end_and_resume(model_dir, tmp_path, monkeypatch):
     tasks = load_tasks(EVAL, ids=["00576224"])
     out = tmp_path / "out"
     s = predict(model_dir, tasks, out, PredictConfig(batch_size=3, device="cpu", progress=False))
-    assert s["views"] == 4 and s["ran"] == 4 and s["rows_loaded"] == 4   # only this task's rows are loaded
+    assert s["views"] == 4 and s["ran"] == 4 and s["rows_loaded"] == 4  # only this task's rows are loaded
     assert s["mean_steps"] == 4
     assert len(calls) == 2
     assert set(_check_rows_and_inputs(calls, tasks)) == {("00576224", 0)}
@@ -118,7 +139,7 @@ def test_real_model_end_to_end_and_resume(model_dir, tmp_path, monkeypatch):
     assert len(preds) + s["empty"] == 4
     for p in preds:
         assert NAMES[p.extra["row"]] == p.augmentation and p.augmentation.split("|||")[0] == p.task_id
-        assert p.extra["step"] == 4                                      # all halt_max_steps steps (eval mode)
+        assert p.extra["step"] == 4  # all halt_max_steps steps (eval mode)
 
     # Resume: nothing left to run, nothing appended.
     calls.clear()
@@ -140,10 +161,11 @@ def test_each_view_uses_its_tasks_rows_and_its_own_inverse(model_dir, tmp_path, 
     out = tmp_path / "out"
     s = predict(model_dir, tasks, out, PredictConfig(batch_size=7, device="cpu", progress=False))
     assert s["views"] == 5 * 4 + 1 and s["written"] == 21 and s["unknown_tasks"] == 1 and s["rows_loaded"] == 20
-    assert any(len({NAMES[r].split("|||")[0] for r in rows}) > 1 for rows, _ in calls)   # batched across tasks
+    assert any(len({NAMES[r].split("|||")[0] for r in rows}) > 1 for rows, _ in calls)  # batched across tasks
     known = [(rows, x) for rows, x in calls]
-    seen = _check_rows_and_inputs([([r for r in rows if r], x[[i for i, r in enumerate(rows) if r]])
-                                   for rows, x in known], tasks)
+    seen = _check_rows_and_inputs(
+        [([r for r in rows if r], x[[i for i, r in enumerate(rows) if r]]) for rows, x in known], tasks
+    )
     assert set(seen) == {(t, 0) for t in tasks.tasks if t != "unknown1"}
     preds = read_predictions(out / "predictions.jsonl")
     for p in preds:
@@ -183,9 +205,10 @@ def test_views_subsample_is_deterministic_identity_first(model_dir, tmp_path, mo
 
 
 def test_early_halt_reaches_the_model_and_steps_are_recorded(model_dir, tmp_path, monkeypatch):
-    _, options = _instrument(monkeypatch, fake_identity=True)   # the fake stops view of row r after r % 4 + 1 steps
-    s = predict(model_dir, load_tasks(EVAL), tmp_path / "out",
-                PredictConfig(early_halt=True, device="cpu", progress=False))
+    _, options = _instrument(monkeypatch, fake_identity=True)  # the fake stops view of row r after r % 4 + 1 steps
+    s = predict(
+        model_dir, load_tasks(EVAL), tmp_path / "out", PredictConfig(early_halt=True, device="cpu", progress=False)
+    )
     assert all(kw.get("early_halt") is True for kw in options)
     preds = read_predictions(tmp_path / "out" / "predictions.jsonl")
     assert len(preds) == 8 and all(p.extra["step"] == p.extra["row"] % 4 + 1 for p in preds)
@@ -193,7 +216,7 @@ def test_early_halt_reaches_the_model_and_steps_are_recorded(model_dir, tmp_path
 
 
 def test_views_that_decode_empty_are_remembered(model_dir, tmp_path, monkeypatch):
-    calls, _ = _instrument(monkeypatch, fake_blank=True)   # answers an empty canvas: no grid to write
+    calls, _ = _instrument(monkeypatch, fake_blank=True)  # answers an empty canvas: no grid to write
     tasks = load_tasks(EVAL)
     out = tmp_path / "out"
     s = predict(model_dir, tasks, out, PredictConfig(views=2, device="cpu", progress=False))
@@ -206,17 +229,32 @@ def test_views_that_decode_empty_are_remembered(model_dir, tmp_path, monkeypatch
 
 def test_cli_predict_all_steps_and_settings_guard(model_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main(["predict", str(model_dir), "--tasks", str(EVAL), "--ids", "00576224", "--views", "1",
-               "--all-steps", "--device", "cpu", "--out", str(out), "--json"])
+    rc = main(
+        [
+            "predict",
+            str(model_dir),
+            "--tasks",
+            str(EVAL),
+            "--ids",
+            "00576224",
+            "--views",
+            "1",
+            "--all-steps",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--json",
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["ran"] == 1
     preds = read_predictions(out / "predictions.jsonl")
-    assert sorted(p.extra["step"] for p in preds) == list(range(1, 5)[:len(preds)])  # one line per step
+    assert sorted(p.extra["step"] for p in preds) == list(range(1, 5)[: len(preds)])  # one line per step
     assert all(p.augmentation == "00576224" for p in preds)
     # a resume with different step settings would mix two protocols in one file: refused
-    rc = main(["predict", str(model_dir), "--tasks", str(EVAL), "--views", "1", "--device", "cpu",
-               "--out", str(out)])
+    rc = main(["predict", str(model_dir), "--tasks", str(EVAL), "--views", "1", "--device", "cpu", "--out", str(out)])
     err = capsys.readouterr().err
     assert rc == 2 and "all_steps" in err and "another --out" in err
 

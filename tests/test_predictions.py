@@ -21,8 +21,10 @@ def test_write_read_roundtrip_keeps_extra_fields(tmp_path):
         w.write([pred("t3")])
     got = read_predictions(path)
     assert [(p.task_id, p.test_index, p.augmentation, p.grid, p.q_halt) for p in got] == [
-        ("t1", 0, "t1", [[1, 2], [3, 4]], 0.5), ("t2", 1, "t2|||t1|||0123456789", [[0]], -2.0),
-        ("t3", 0, "t3", [[1, 2], [3, 4]], 0.5)]
+        ("t1", 0, "t1", [[1, 2], [3, 4]], 0.5),
+        ("t2", 1, "t2|||t1|||0123456789", [[0]], -2.0),
+        ("t3", 0, "t3", [[1, 2], [3, 4]], 0.5),
+    ]
     assert got[0].extra == {"step": 3}
     line = json.loads(path.read_text().splitlines()[0])
     assert set(line) == {"task_id", "test_index", "augmentation", "grid", "q_halt", "step"}
@@ -74,22 +76,25 @@ def test_malformed_line_in_the_middle_names_file_and_line(tmp_path):
         read_predictions(path)
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"grid": [[1, 2], [3]]}, "ragged grid: row 1 has 1 cells, row 0 has 2"),
-    ({"grid": [[True]]}, r"cell \[0\]\[0\] is true \(a boolean\), expected an integer 0..9"),
-    ({"grid": [[10]]}, "is 10, expected an integer 0..9"),
-    ({"grid": [["1"]]}, "is '1' \\(a string\\), expected an integer 0..9"),
-    ({"grid": [[1, [2]]]}, r"cell \[0\]\[1\] is a list"),
-    ({"grid": [[0]] * 31}, "grid is 31x1, at most 30x30 allowed"),
-    ({"grid": [[0] * 31]}, "grid is 1x31, at most 30x30 allowed"),
-    ({"grid": []}, "empty grid"),
-    ({"q_halt": None}, "q_halt"),
-    ({"q_halt": True}, "q_halt"),
-    ({"test_index": -1}, "test_index"),
-    ({"test_index": False}, "test_index"),
-    ({"task_id": 7}, "task_id"),
-    ({"weight": -1}, "weight"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"grid": [[1, 2], [3]]}, "ragged grid: row 1 has 1 cells, row 0 has 2"),
+        ({"grid": [[True]]}, r"cell \[0\]\[0\] is true \(a boolean\), expected an integer 0..9"),
+        ({"grid": [[10]]}, "is 10, expected an integer 0..9"),
+        ({"grid": [["1"]]}, "is '1' \\(a string\\), expected an integer 0..9"),
+        ({"grid": [[1, [2]]]}, r"cell \[0\]\[1\] is a list"),
+        ({"grid": [[0]] * 31}, "grid is 31x1, at most 30x30 allowed"),
+        ({"grid": [[0] * 31]}, "grid is 1x31, at most 30x30 allowed"),
+        ({"grid": []}, "empty grid"),
+        ({"q_halt": None}, "q_halt"),
+        ({"q_halt": True}, "q_halt"),
+        ({"test_index": -1}, "test_index"),
+        ({"test_index": False}, "test_index"),
+        ({"task_id": 7}, "task_id"),
+        ({"weight": -1}, "weight"),
+    ],
+)
 def test_field_validation(tmp_path, change, message):
     obj = {**pred("tx").to_json(), **change}
     path = tmp_path / "p.jsonl"
@@ -155,23 +160,24 @@ def test_grid_problem_accepts_valid_grids_only():
     assert grid_problem([[0] * 30] * 30) is None
     assert grid_problem([[9]]) is None
     assert grid_problem([[1, 1.0]]) == "cell [0][1] is 1.0 (a float), expected an integer 0..9"  # 1.0 == 1
-    assert grid_problem([[1, {}]]) == "cell [0][1] is an object, expected an integer 0..9"      # unhashable
+    assert grid_problem([[1, {}]]) == "cell [0][1] is an object, expected an integer 0..9"  # unhashable
     assert grid_problem(((1,),)) == "expected a grid (list of rows), got ((1,),)"
 
 
 def test_prediction_tail_parses_only_new_complete_lines(tmp_path):
     from arc_kit.predictions import PredictionTail
+
     path = tmp_path / "p.jsonl"
     tail = PredictionTail(path)
-    assert tail.read() == 0                                   # no file yet
+    assert tail.read() == 0  # no file yet
     line = '{"task_id": "a", "test_index": 0, "augmentation": "a", "grid": [[1]], "q_halt": 0.5}\n'
-    path.write_text(line * 2 + line[:20])                     # two lines and one being written
+    path.write_text(line * 2 + line[:20])  # two lines and one being written
     assert tail.read() == 2 and tail.offset == 2 * len(line)
     with open(path, "a") as f:
         f.write(line[20:] + line)
-    assert tail.read() == 2 and len(tail.predictions) == 4    # the finished line and one more, nothing re-read
+    assert tail.read() == 2 and len(tail.predictions) == 4  # the finished line and one more, nothing re-read
     assert tail.read() == 0
-    path.write_text(line)                                     # replaced by a shorter file: starts over
+    path.write_text(line)  # replaced by a shorter file: starts over
     assert tail.read() == 1 and len(tail.predictions) == 1
     with open(path, "a") as f:
         f.write("{broken\n")

@@ -7,8 +7,15 @@ import pytest
 from arc_kit.data import Pair, Task, TaskSet, load_tasks
 from arc_kit.errors import ArcKitError
 from arc_kit.predictions import Prediction
-from arc_kit.scoring import (Comparison, ScoreReport, bootstrap_ci, compare_reports, report_ks, score_submission,
-                             score_votes)
+from arc_kit.scoring import (
+    Comparison,
+    ScoreReport,
+    bootstrap_ci,
+    compare_reports,
+    report_ks,
+    score_submission,
+    score_votes,
+)
 from arc_kit.submission import build_submission
 from arc_kit.vote import VoteConfig, vote
 
@@ -17,8 +24,10 @@ X, Y, Z = [[1, 2]], [[3], [4]], [[5]]
 
 def truth_set():
     """a: 1 test (answer X); b: 2 tests (answers Y, Z); c: 1 test (answer Z)."""
+
     def task(tid, outs):
         return Task(tid, [Pair([[0]], [[0]])], [Pair([[9]], o) for o in outs])
+
     return TaskSet({"a": task("a", [X]), "b": task("b", [Y, Z]), "c": task("c", [Z])}, source="hand-made")
 
 
@@ -29,7 +38,7 @@ def entry(a1, a2):
 def test_per_task_and_per_output_scores_differ_on_multi_test_tasks():
     sub = {"a": [entry(X, Z)], "b": [entry(Y, Z), entry(X, X)], "c": [entry(X, X)]}
     r = score_submission(sub, truth_set())
-    assert r.fractions() == {"a": 1.0, "b": 0.5, "c": 0.0}   # 2 tests, 1 solved -> 0.5
+    assert r.fractions() == {"a": 1.0, "b": 0.5, "c": 0.0}  # 2 tests, 1 solved -> 0.5
     assert r.score_per_task == pytest.approx(1.5 / 3)
     assert r.score_per_output == pytest.approx(2 / 4)
     assert r.ranks == {"a": [1], "b": [1, None], "c": [None]}
@@ -55,9 +64,11 @@ def test_missing_tasks_score_zero_and_extra_tasks_are_ignored():
 
 
 def test_wrong_shapes_and_malformed_entries_count_as_wrong():
-    sub = {"a": [entry([[1], [2]], [[1, 2, 0]])],      # transposed / padded: wrong
-           "b": [entry([[True], [4]], "junk"), 5],       # booleans equal to ints are still not a grid
-           "c": "nope"}
+    sub = {
+        "a": [entry([[1], [2]], [[1, 2, 0]])],  # transposed / padded: wrong
+        "b": [entry([[True], [4]], "junk"), 5],  # booleans equal to ints are still not a grid
+        "c": "nope",
+    }
     r = score_submission(sub, truth_set())
     assert r.score_per_output == 0 and r.score_per_task == 0
     sub["b"][0]["attempt_1"] = [[3], [4]]
@@ -85,8 +96,17 @@ def test_truth_without_outputs_is_an_error():
 def test_to_json_shape():
     r = score_submission({"a": [entry(X, X)]}, truth_set())
     j = r.to_json()
-    for key in ("score_per_output", "score_per_task", "ci95", "tasks", "pass_at", "pass_at_per_output",
-                "n_tasks", "n_outputs", "missing_tasks"):
+    for key in (
+        "score_per_output",
+        "score_per_task",
+        "ci95",
+        "tasks",
+        "pass_at",
+        "pass_at_per_output",
+        "n_tasks",
+        "n_outputs",
+        "missing_tasks",
+    ):
         assert key in j
     assert j["tasks"] == {"a": 1.0, "b": 0.0, "c": 0.0}
     assert len(j["ci95"]) == 2 and j["ci95"][0] <= j["score_per_task"] <= j["ci95"][1]
@@ -125,8 +145,13 @@ def P(tid, i, grid, q=0.0):
 
 def test_voted_predictions_pass_at_k_and_consistency_with_the_submission():
     ts = truth_set()
-    preds = ([P("a", 0, Z)] * 3 + [P("a", 0, [[7]])] * 2 + [P("a", 0, X)]      # truth ranked 3rd
-             + [P("b", 0, Y)] + [P("c", 0, [[8]])])                           # b test 1 and c: fallback only
+    preds = (
+        [P("a", 0, Z)] * 3
+        + [P("a", 0, [[7]])] * 2
+        + [P("a", 0, X)]  # truth ranked 3rd
+        + [P("b", 0, Y)]
+        + [P("c", 0, [[8]])]
+    )  # b test 1 and c: fallback only
     votes = vote(preds, ts, VoteConfig())
     r = score_votes(votes, ts)
     assert r.kind == "predictions"
@@ -154,7 +179,7 @@ def test_paired_comparison_verdicts():
     b = [1.0] * 12 + [0.0] * 8
     st = Comparison(tasks, a, b).stats()
     assert st["significant"] and st["b_beats_a"] and st["verdict"].startswith("B beats A")
-    assert st["wins_b"] == 12 and st["ties"] == 8 and st["p_sign"] == pytest.approx(2 * 0.5 ** 12)
+    assert st["wins_b"] == 12 and st["ties"] == 8 and st["p_sign"] == pytest.approx(2 * 0.5**12)
     assert st["mean_diff"] == pytest.approx(0.6) and st["ci95_diff"][0] > 0
     st = Comparison(tasks, b, a).stats()
     assert st["significant"] and not st["b_beats_a"] and st["verdict"].startswith("A beats B")

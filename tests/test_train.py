@@ -11,18 +11,19 @@ import pytest
 import torch
 
 from arc_kit.augment import AugmentConfig
-from arc_kit.model.checkpoint import load_checkpoint
 from arc_kit.data import Pair, Task, load_tasks
-from arc_kit.model.dataset import TrainData
 from arc_kit.encoding import decode_grid, encode_grid
-from arc_kit.model.trm import TRM, TRMConfig
-from arc_kit.model.train import NonFiniteLoss, TrainConfig, Trainer
 from arc_kit.errors import ArcKitError
+from arc_kit.model.checkpoint import load_checkpoint
+from arc_kit.model.dataset import TrainData
+from arc_kit.model.train import NonFiniteLoss, TrainConfig, Trainer
+from arc_kit.model.trm import TRM, TRMConfig
 
 
 def _task(tid="t1", size=3, n_train=3):
     def grid(i):
         return [[(r * size + c + i) % 5 + 1 for c in range(size)] for r in range(size)]
+
     return Task(id=tid, train=[Pair(grid(i), grid(i + 1)) for i in range(n_train)], test=[Pair(grid(9), grid(10))])
 
 
@@ -32,15 +33,27 @@ def _data():
 
 def _model(data, seed=0, **kw):
     torch.manual_seed(seed)
-    cfg = dict(hidden_size=32, num_heads=2, L_layers=1, H_cycles=2, L_cycles=1, expansion=2, seq_len=data.seq_len,
-               puzzle_emb_ndim=32, puzzle_emb_len=1, num_puzzle_identifiers=len(data.puzzle_names), halt_max_steps=3)
+    cfg = dict(
+        hidden_size=32,
+        num_heads=2,
+        L_layers=1,
+        H_cycles=2,
+        L_cycles=1,
+        expansion=2,
+        seq_len=data.seq_len,
+        puzzle_emb_ndim=32,
+        puzzle_emb_len=1,
+        num_puzzle_identifiers=len(data.puzzle_names),
+        halt_max_steps=3,
+    )
     cfg.update(kw)
     return TRM(TRMConfig(**cfg))
 
 
 def _config(**kw):
-    base = dict(global_batch_size=8, max_steps=50, lr=1e-3, lr_warmup_steps=3, ema=True, ema_rate=0.9,
-                progress=False, seed=0)
+    base = dict(
+        global_batch_size=8, max_steps=50, lr=1e-3, lr_warmup_steps=3, ema=True, ema_rate=0.9, progress=False, seed=0
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -69,7 +82,7 @@ def test_resume_continues_the_same_loss_curve(tmp_path):
     first.save(tmp_path / "ckpt", extra_config={"data": {"note": "test"}})
 
     data = _data()
-    resumed = Trainer(_model(data, seed=123), data, _config())   # different init: everything comes from disk
+    resumed = Trainer(_model(data, seed=123), data, _config())  # different init: everything comes from disk
     resumed.load_state(tmp_path / "ckpt")
     assert resumed.step_count == n
     rest = [resumed.step()["loss"] for _ in range(n)]
@@ -79,7 +92,7 @@ def test_resume_continues_the_same_loss_curve(tmp_path):
     model, info = load_checkpoint(tmp_path / "ckpt")
     assert info.extra["train"]["lr"] == 1e-3 and info.extra["data"] == {"note": "test"}
     ema = first.ema_model()
-    for (n1, p1), (n2, p2) in zip(model.named_parameters(), ema.named_parameters()):
+    for (n1, p1), (n2, p2) in zip(model.named_parameters(), ema.named_parameters(), strict=False):
         assert n1 == n2 and torch.equal(p1, p2)
     assert torch.equal(model.puzzle_emb.weights, first.model.puzzle_emb.weights)
 
@@ -100,12 +113,14 @@ def test_stop_conditions_and_log(tmp_path):
 
 def test_progress_bar_counts_the_steps_that_fit_by_the_deadline(monkeypatch):
     import tqdm
+
     totals = []
 
     class Bar(tqdm.tqdm):
         def update(self, n=1):
             totals.append(self.total)
             return super().update(n)
+
     monkeypatch.setattr(tqdm, "tqdm", Bar)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -143,13 +158,14 @@ def test_frozen_network_trains_embeddings_only():
     for n, p in model.named_parameters():
         assert torch.equal(p, before[n]), n
     changed = (model.puzzle_emb.weights != table).any(-1)
-    assert changed.any() and not changed[0]   # trained rows moved; the blank row is never in a batch
+    assert changed.any() and not changed[0]  # trained rows moved; the blank row is never in a batch
 
 
 def _dp_worker(out_path):
     """One process of a 2-process CPU data-parallel run (launched by accelerate.debug_launcher)."""
     torch.set_num_threads(1)
     from accelerate import Accelerator
+
     acc = Accelerator(cpu=True)
     data = _data()
     tr = Trainer(_model(data, halt_exploration_prob=0.0), data, _config(), accelerator=acc)
@@ -162,44 +178,76 @@ def _dp_worker(out_path):
     tr.config.log_every = 3
     last = tr.train(max_steps=11, until=time.time() + 600)
     if acc.is_main_process:
-        out_path.write_text(json.dumps({"losses": losses, "tables_equal": bool(torch.equal(*gathered)),
-                                        "param_sum": param_sum, "trained_to": tr.step_count,
-                                        "stopped": last["stopped"]}))
+        out_path.write_text(
+            json.dumps(
+                {
+                    "losses": losses,
+                    "tables_equal": bool(torch.equal(*gathered)),
+                    "param_sum": param_sum,
+                    "trained_to": tr.step_count,
+                    "stopped": last["stopped"],
+                }
+            )
+        )
 
 
 def test_two_process_data_parallel_follows_single_process(tmp_path):
     # debug_launcher forks: a parent whose OpenMP pool already ran (earlier tests) can deadlock its
     # children, so launch from a fresh interpreter.
     out = tmp_path / "dp.json"
-    script = (f"import sys, pathlib; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_train; "
-              f"from accelerate import debug_launcher; "
-              f"debug_launcher(test_train._dp_worker, args=(pathlib.Path({str(out)!r}),), num_processes=2)")
+    script = (
+        f"import sys, pathlib; sys.path.insert(0, {str(Path(__file__).parent)!r}); import test_train; "
+        f"from accelerate import debug_launcher; "
+        f"debug_launcher(test_train._dp_worker, args=(pathlib.Path({str(out)!r}),), num_processes=2)"
+    )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=240)
     dp = json.loads(out.read_text())
     data = _data()
     single = Trainer(_model(data, halt_exploration_prob=0.0), data, _config())
     losses = [single.step()["loss"] for _ in range(5)]
     # same global batches, gradients summed across processes: equal up to float summation order
-    print("2-process vs 1-process max relative loss difference:",
-          max(abs(a - b) / abs(b) for a, b in zip(dp["losses"], losses)))
+    print(
+        "2-process vs 1-process max relative loss difference:",
+        max(abs(a - b) / abs(b) for a, b in zip(dp["losses"], losses, strict=False)),
+    )
     np.testing.assert_allclose(dp["losses"], losses, rtol=1e-4)
-    assert dp["tables_equal"]                    # sign-SGD gathered every process's rows
+    assert dp["tables_equal"]  # sign-SGD gathered every process's rows
     assert dp["trained_to"] == 11 and dp["stopped"] == "steps"
-    assert dp["param_sum"] == pytest.approx(float(sum(p.detach().double().sum() for p in single.model.parameters())), rel=1e-5)
+    assert dp["param_sum"] == pytest.approx(
+        float(sum(p.detach().double().sum() for p in single.model.parameters())), rel=1e-5
+    )
 
 
 def test_learns_an_arc_task_and_solves_its_test_input():
     """A tiny TRM trained on the 4 demonstrations of ARC-AGI-1 training task 0d3d703e (a colour mapping),
     under dihedral augmentation and translation on a 6x6 canvas, predicts the held-out test output exactly."""
     task = load_tasks("arc-agi-1/training", ids=["0d3d703e"]).tasks["0d3d703e"]
-    data = TrainData.from_tasks([task], num_augmentations=7, augment_config=AugmentConfig(colors=False),
-                                seed=0, canvas=6, translate=True)
+    data = TrainData.from_tasks(
+        [task], num_augmentations=7, augment_config=AugmentConfig(colors=False), seed=0, canvas=6, translate=True
+    )
     torch.manual_seed(0)
-    model = TRM(TRMConfig(hidden_size=64, num_heads=4, L_layers=2, H_cycles=1, L_cycles=2, expansion=4,
-                          seq_len=36, puzzle_emb_ndim=64, puzzle_emb_len=1,
-                          num_puzzle_identifiers=len(data.puzzle_names), halt_max_steps=3))
-    tr = Trainer(model, data, TrainConfig(global_batch_size=32, max_steps=250, lr=3e-3, lr_warmup_steps=20,
-                                          ema=False, progress=False, seed=0))
+    model = TRM(
+        TRMConfig(
+            hidden_size=64,
+            num_heads=4,
+            L_layers=2,
+            H_cycles=1,
+            L_cycles=2,
+            expansion=4,
+            seq_len=36,
+            puzzle_emb_ndim=64,
+            puzzle_emb_len=1,
+            num_puzzle_identifiers=len(data.puzzle_names),
+            halt_max_steps=3,
+        )
+    )
+    tr = Trainer(
+        model,
+        data,
+        TrainConfig(
+            global_batch_size=32, max_steps=250, lr=3e-3, lr_warmup_steps=20, ema=False, progress=False, seed=0
+        ),
+    )
     last = tr.train()
     assert last["loss"] < 0.2
     x = torch.from_numpy(encode_grid(task.test[0].input, 6).astype(np.int32))[None]
@@ -209,20 +257,36 @@ def test_learns_an_arc_task_and_solves_its_test_input():
 
 
 def test_cli_train_writes_checkpoint_and_resumes(tmp_path, capsys):
-    from arc_kit.cli.main import main
     from conftest import simple_task, write_task_dir
+
+    from arc_kit.cli.main import main
+
     tasks = write_task_dir(tmp_path / "tasks", {"x1": simple_task(), "x2": simple_task(colour=3)})
     out = tmp_path / "run"
-    tiny = ["model.hidden_size=32", "model.num_heads=2", "model.L_layers=1", "model.H_cycles=1", "model.L_cycles=1",
-            "model.puzzle_emb_ndim=32", "model.puzzle_emb_len=1", "model.halt_max_steps=2", "data.sources=[]",
-            "data.demo_sources=[]", "data.num_augmentations=3", "data.canvas=4", "train.global_batch_size=8",
-            "train.lr_warmup_steps=2", "train.progress=false", "train.log_every=1"]
+    tiny = [
+        "model.hidden_size=32",
+        "model.num_heads=2",
+        "model.L_layers=1",
+        "model.H_cycles=1",
+        "model.L_cycles=1",
+        "model.puzzle_emb_ndim=32",
+        "model.puzzle_emb_len=1",
+        "model.halt_max_steps=2",
+        "data.sources=[]",
+        "data.demo_sources=[]",
+        "data.num_augmentations=3",
+        "data.canvas=4",
+        "train.global_batch_size=8",
+        "train.lr_warmup_steps=2",
+        "train.progress=false",
+        "train.log_every=1",
+    ]
     argv = ["train", "--config", "pretrain-arc-agi-1", "--tasks", str(tasks), "--out", str(out)]
     assert main(argv + tiny + ["train.max_steps=3"]) == 0
     model, info = load_checkpoint(out)
     assert info.config.seq_len == 16 and info.puzzle_names[0] == "<blank>" and len(info.puzzle_names) == 9
     assert info.extra["data"]["demo_sources"] == [str(tasks)]
-    assert main(argv + tiny + ["train.max_steps=3"]) == 2          # refuses to overwrite
+    assert main(argv + tiny + ["train.max_steps=3"]) == 2  # refuses to overwrite
     assert "already holds a checkpoint" in capsys.readouterr().err
     assert main(argv + ["--resume"] + tiny + ["train.max_steps=5"]) == 0
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -231,6 +295,7 @@ def test_cli_train_writes_checkpoint_and_resumes(tmp_path, capsys):
 
 def test_host_reads_metrics_only_at_sync_points_and_batches_are_prefetched(tmp_path, monkeypatch):
     from arc_kit.model.dataset import BatchPrefetcher, BatchSampler
+
     data = _data()
     tr = Trainer(_model(data), data, _config(max_steps=12, log_every=5), log_path=tmp_path / "log.jsonl")
     reads = []
@@ -241,7 +306,7 @@ def test_host_reads_metrics_only_at_sync_points_and_batches_are_prefetched(tmp_p
     monkeypatch.setattr(BatchPrefetcher, "_build", lambda self: seen.append(build(self)) or seen[-1])
     out = tr.train()
     assert tr.step_count == 12 and out["stopped"] == "steps" and np.isfinite(out["loss"])
-    assert reads == [1, 5, 10, 12]        # first step, every log_every steps, the last step
+    assert reads == [1, 5, 10, 12]  # first step, every log_every steps, the last step
     assert [json.loads(x)["step"] for x in (tmp_path / "log.jsonl").read_text().splitlines()] == [5, 10]
     # one batch built ahead (13 for 12 steps), each equal to the sampler's batch for the seed
     ref = BatchSampler(data, 8, seed=0)
@@ -260,10 +325,11 @@ def test_nan_between_sync_points_is_caught_and_never_saved(tmp_path):
             with torch.no_grad():
                 tr.model.lm_head.weight.fill_(float("nan"))
         return False
+
     with pytest.raises(NonFiniteLoss, match="step 13: loss is nan"):
         tr.train(should_stop=poison, checkpoint_dir=tmp_path / "ck")
-    assert tr.step_count == 20            # found at the next sync point
-    saved = load_checkpoint(tmp_path / "ck")[0]   # the step-10 checkpoint, finite
+    assert tr.step_count == 20  # found at the next sync point
+    saved = load_checkpoint(tmp_path / "ck")[0]  # the step-10 checkpoint, finite
     assert all(torch.isfinite(p).all() for p in saved.parameters())
     with pytest.raises(NonFiniteLoss):
         tr.save(tmp_path / "ck")
@@ -288,7 +354,7 @@ def test_compiled_training_step_follows_eager():
 
 
 def test_coordinate_position_model_trains_and_resumes_exactly(tmp_path):
-    data = _data()   # 4x4 canvas: square crops, so the model derives the coordinate positions itself
+    data = _data()  # 4x4 canvas: square crops, so the model derives the coordinate positions itself
     full = Trainer(_model(data, positions="coords"), data, _config())
     losses = [full.step()["loss"] for _ in range(4)]
     data = _data()

@@ -104,8 +104,7 @@ def test_unknown_tasks_and_test_indices_are_reported_and_ignored():
     ts = task_set()
     ts.invalid = {"broken": 1}
     problems = []
-    votes = vote([P(A), P(B, tid="nope"), P(B, tid="nope"), P(C, i=3), P(D, tid="broken")], ts, VoteConfig(),
-                 problems)
+    votes = vote([P(A), P(B, tid="nope"), P(B, tid="nope"), P(C, i=3), P(D, tid="broken")], ts, VoteConfig(), problems)
     assert list(votes) == ["t"] and [c.grid for c in votes["t"][0]] == [A]
     assert any("task nope: 2 prediction(s) ignored" in p for p in problems)
     assert any("task t: 1 prediction(s) for test_index 3 ignored" in p for p in problems)
@@ -140,8 +139,12 @@ def test_sigmoid_is_stable():
 
 
 def test_shipped_configs_load():
-    for name, strategy in [("reference", "reference"), ("plurality", "plurality"),
-                           ("confidence", "confidence"), ("filtered", "filtered")]:
+    for name, strategy in [
+        ("reference", "reference"),
+        ("plurality", "plurality"),
+        ("confidence", "confidence"),
+        ("filtered", "filtered"),
+    ]:
         cfg = load_vote_config(name)
         assert cfg.strategy == strategy and cfg.fallback == "input"
     assert load_vote_config("filtered").min_votes == 2

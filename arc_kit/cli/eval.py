@@ -5,7 +5,31 @@ import re
 import sys
 from pathlib import Path
 
+from arc_kit.cli.common import add_config_args, add_task_args, task_input_files, tasks_from_args
+from arc_kit.config import config_roots
 from arc_kit.errors import ArcKitError
+from arc_kit.files import (
+    atomic_write_text,
+    check_writable_dir,
+    check_writable_file,
+    is_within,
+    open_read,
+    path_exists,
+    read_json,
+    refuse_input_as_output,
+)
+from arc_kit.predictions import iter_predictions, parse_weighted_path
+from arc_kit.revote import config_names, revote
+from arc_kit.scoring import compare_reports, score_submission, score_votes
+from arc_kit.submission import (
+    FillReport,
+    build_submission,
+    expected_test_counts,
+    read_submission,
+    validate_submission,
+    write_submission,
+)
+from arc_kit.vote import load_vote_config, rank_tally, tally, vote
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
@@ -17,8 +41,6 @@ def _eprint(*a) -> None:
 def _split_items(items: list[str]) -> tuple[list[str], list[str]]:
     """Positional items -> (prediction file specs, key=value overrides). argparse hands every positional to
     the first nargs='+' argument, so overrides written after the files arrive mixed with them."""
-    from arc_kit.predictions import parse_weighted_path
-    from arc_kit.files import path_exists
     files, overrides = [], []
     for x in items:
         if _OVERRIDE.match(x) and not path_exists(parse_weighted_path(x)[0]):
@@ -30,21 +52,20 @@ def _split_items(items: list[str]) -> tuple[list[str], list[str]]:
 
 def _read_all_predictions(specs: list[str], problems: list[str]):
     """Stream the predictions of FILE[:WEIGHT] specs (voting keeps only distinct grids in memory)."""
-    from arc_kit.files import open_read
-    from arc_kit.predictions import iter_predictions, parse_weighted_path
     if not specs:
         raise ArcKitError("no predictions file given")
-    paths, weights = zip(*(parse_weighted_path(s) for s in specs))
+    paths, weights = zip(*(parse_weighted_path(s) for s in specs), strict=False)
     for p in paths:  # the stream is lazy: fail on a missing or unreadable file before any work
         open_read(p, "predictions file").close()
         if _is_submission(p):
-            raise ArcKitError(f"{p}: is a submission.json (task id -> attempts), not a predictions file: "
-                              "score a submission without --vote, vote only predictions")
+            raise ArcKitError(
+                f"{p}: is a submission.json (task id -> attempts), not a predictions file: "
+                "score a submission without --vote, vote only predictions"
+            )
     return iter_predictions(list(paths), list(weights), problems)
 
 
 def _first_line(path: Path) -> bytes:
-    from arc_kit.files import open_read
     with open_read(path, "submission or predictions file") as f:
         return f.readline(1 << 20)
 
@@ -71,7 +92,6 @@ def _is_submission(path: Path) -> bool:
         if first.strip() != b"{":
             return False
         try:
-            from arc_kit.files import read_json
             obj = read_json(path, "file")
         except ArcKitError:
             return False
@@ -83,9 +103,6 @@ def _is_submission(path: Path) -> bool:
 
 def _score_input(specs: list[str], task_set, vote_config: str | None, notes: list[str]):
     """A submission.json or (voted) predictions file(s) -> ScoreReport."""
-    from arc_kit.scoring import score_submission, score_votes
-    from arc_kit.submission import read_submission
-    from arc_kit.vote import load_vote_config, vote
     first = Path(specs[0])
     if len(specs) > 1 or vote_config is not None or _is_predictions(first):
         config = load_vote_config(vote_config or "reference")
@@ -97,8 +114,6 @@ def _score_input(specs: list[str], task_set, vote_config: str | None, notes: lis
 
 def _inputs(args, prediction_specs=()) -> list:
     """Every file a command reads: predictions (weights stripped), tasks, solutions, ids, config."""
-    from arc_kit.cli.common import task_input_files
-    from arc_kit.predictions import parse_weighted_path
     out = [parse_weighted_path(s)[0] for s in prediction_specs] + task_input_files(args)
     out.append(getattr(args, "submission", None))
     config = getattr(args, "config", None)
@@ -109,7 +124,6 @@ def _inputs(args, prediction_specs=()) -> list:
 
 def _check_outputs(args, prediction_specs, outputs: list[tuple[str, str | None]]) -> None:
     """Output files are writable names, not one of the inputs, and not each other."""
-    from arc_kit.files import check_writable_file, refuse_input_as_output
     inputs = _inputs(args, prediction_specs)
     given = [(opt, out) for opt, out in outputs if out]
     for i, (opt, out) in enumerate(given):
@@ -129,9 +143,6 @@ def _print_notes(notes: list[str], limit: int = 20) -> None:
 
 
 def cmd_vote(args) -> int:
-    from arc_kit.cli.common import tasks_from_args
-    from arc_kit.submission import FillReport, build_submission, validate_submission, write_submission
-    from arc_kit.vote import load_vote_config, rank_tally, tally
     files, overrides = _split_items(list(args.predictions) + list(args.overrides))
     _check_outputs(args, files, [("-o", args.output), ("--report", args.report)])
     # lenient: a broken task must not cost the whole submission; it gets [[0]] attempts
@@ -150,11 +161,12 @@ def cmd_vote(args) -> int:
         raise RuntimeError(f"built submission is invalid: {bad[0]}")  # a bug: exit 3
     write_submission(args.output, sub)
     _print_notes(notes)
-    _eprint(f"voted {t.n_predictions} prediction(s) from {len(files)} file(s) with '{config.strategy}' "
-            f"({t.n_ignored} ignored)")
+    _eprint(
+        f"voted {t.n_predictions} prediction(s) from {len(files)} file(s) with '{config.strategy}' "
+        f"({t.n_ignored} ignored)"
+    )
     _eprint(report.summary())
     if args.report:
-        from arc_kit.files import atomic_write_text
         atomic_write_text(args.report, "\n".join(report.filled) + ("\n" if report.filled else ""))
     _eprint(f"wrote {args.output}")
     return 0
@@ -165,9 +177,6 @@ def cmd_vote(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from arc_kit.cli.common import tasks_from_args
-    from arc_kit.files import read_json
-    from arc_kit.submission import expected_test_counts, validate_submission
     sub = read_json(args.submission, "submission file")
     task_set = tasks_from_args(args, lenient=True)  # tasks dropped as invalid still need entries
     _print_notes(task_set.problems)
@@ -187,7 +196,6 @@ def cmd_validate(args) -> int:
 
 
 def cmd_score(args) -> int:
-    from arc_kit.cli.common import tasks_from_args
     task_set = tasks_from_args(args)
     notes: list[str] = []
     report = _score_input(args.submission, task_set, args.vote, notes)
@@ -203,8 +211,6 @@ def cmd_score(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from arc_kit.cli.common import tasks_from_args
-    from arc_kit.scoring import compare_reports
     task_set = tasks_from_args(args)
     notes: list[str] = []
     a = _score_input([args.a], task_set, args.vote, notes)
@@ -213,20 +219,36 @@ def cmd_compare(args) -> int:
     st = compare_reports(a, b, "A", "B").stats()
     if args.json:
         fa, fb = a.fractions(), b.fractions()
-        print(json.dumps({"a": {"file": args.a, "score_per_task": a.score_per_task,
-                                "score_per_output": a.score_per_output, "ci95": list(a.ci95())},
-                          "b": {"file": args.b, "score_per_task": b.score_per_task,
-                                "score_per_output": b.score_per_output, "ci95": list(b.ci95())},
-                          "comparison": st, "tasks": {t: [fa[t], fb[t]] for t in fa}}))
+        print(
+            json.dumps(
+                {
+                    "a": {
+                        "file": args.a,
+                        "score_per_task": a.score_per_task,
+                        "score_per_output": a.score_per_output,
+                        "ci95": list(a.ci95()),
+                    },
+                    "b": {
+                        "file": args.b,
+                        "score_per_task": b.score_per_task,
+                        "score_per_output": b.score_per_output,
+                        "ci95": list(b.ci95()),
+                    },
+                    "comparison": st,
+                    "tasks": {t: [fa[t], fb[t]] for t in fa},
+                }
+            )
+        )
         return 0
     for name, f, r in (("A", args.a, a), ("B", args.b, b)):
         lo, hi = r.ci95()
-        print(f"{name}: {f}: per-task {r.score_per_task:.4f} [{lo:.4f}, {hi:.4f}]  "
-              f"per-output {r.score_per_output:.4f}")
+        print(f"{name}: {f}: per-task {r.score_per_task:.4f} [{lo:.4f}, {hi:.4f}]  per-output {r.score_per_output:.4f}")
     lo, hi = st["ci95_diff"]
     print(f"B - A per task: {st['mean_diff']:+.4f}  95% CI [{lo:+.4f}, {hi:+.4f}]  over {st['n_tasks']} tasks")
-    print(f"tasks B better: {st['wins_b']}, A better: {st['wins_a']}, same: {st['ties']}  "
-          f"(sign test p={st['p_sign']:.3g}, Wilcoxon p={st['p_wilcoxon']:.3g})")
+    print(
+        f"tasks B better: {st['wins_b']}, A better: {st['wins_a']}, same: {st['ties']}  "
+        f"(sign test p={st['p_sign']:.3g}, Wilcoxon p={st['p_wilcoxon']:.3g})"
+    )
     print(st["verdict"])
     return 0
 
@@ -236,7 +258,6 @@ def cmd_compare(args) -> int:
 
 
 def _shipped_voting_configs() -> list[str]:
-    from arc_kit.config import config_roots
     names = {f.stem for r in config_roots() for f in (r / "voting").glob("*.yaml") if not f.stem.startswith("_")}
     order = ["reference", "plurality", "confidence", "filtered"]
     return [n for n in order if n in names] + sorted(names - set(order))
@@ -244,7 +265,6 @@ def _shipped_voting_configs() -> list[str]:
 
 def _check_revote_output(args, names: list[str]) -> None:
     """-o DIR is a folder name, and none of the files revote writes there is an input."""
-    from arc_kit.files import check_writable_dir, is_within, refuse_input_as_output
     out = Path(args.output)
     check_writable_dir(out, "-o")
     inputs = _inputs(args, args.predictions) + list(args.configs or [])
@@ -253,14 +273,13 @@ def _check_revote_output(args, names: list[str]) -> None:
         check_writable_dir(out / name, "-o")
         for inp in inputs:
             if Path(inp).exists() and is_within(inp, out / name):
-                raise ArcKitError(f"-o {args.output}: revote rewrites {out / name}, which holds an input ({inp}); "
-                                  "choose another output folder")
+                raise ArcKitError(
+                    f"-o {args.output}: revote rewrites {out / name}, which holds an input ({inp}); "
+                    "choose another output folder"
+                )
 
 
 def cmd_revote(args) -> int:
-    from arc_kit.cli.common import tasks_from_args
-    from arc_kit.revote import config_names, revote
-    from arc_kit.vote import load_vote_config, tally
     specs = args.configs or _shipped_voting_configs()
     if args.output:
         _check_revote_output(args, config_names(specs))
@@ -271,24 +290,35 @@ def cmd_revote(args) -> int:
     preds = _read_all_predictions(args.predictions, notes)
     t = tally(preds, task_set)  # group once, rank under every config
     _print_notes(notes + t.problems)
-    result = revote(t, task_set, specs, output=args.output,
-                    meta={"predictions": list(args.predictions), "n_predictions": t.n_predictions})
+    result = revote(
+        t,
+        task_set,
+        specs,
+        output=args.output,
+        meta={"predictions": list(args.predictions), "n_predictions": t.n_predictions},
+    )
     rows = result["configs"]
     if args.json:
         print(json.dumps(result))
         return 0
     w = max(6, *(len(r["config"]) for r in rows))
-    print(f"{'config':<{w}}  {'task@1':>7}  {'task@2':>7}  {'output@2':>8}  {'95% CI (task@2)':<17}  vs {rows[0]['config']}")
+    print(
+        f"{'config':<{w}}  {'task@1':>7}  {'task@2':>7}  {'output@2':>8}  {'95% CI (task@2)':<17}  "
+        f"vs {rows[0]['config']}"
+    )
     for r in rows:
         lo, hi = r["ci95"]
         vs = "(baseline)"
         if "vs_first" in r:
             v = r["vs_first"]
-            mark = "better" if v["significant"] and v["wins_b"] > v["wins_a"] else \
-                   "worse" if v["significant"] else "n.s."
+            mark = (
+                "better" if v["significant"] and v["wins_b"] > v["wins_a"] else "worse" if v["significant"] else "n.s."
+            )
             vs = f"{v['mean_diff']:+.4f} +{v['wins_b']}/-{v['wins_a']} p={v['p_sign']:.3g} {mark}"
-        print(f"{r['config']:<{w}}  {r['pass_at_1']:>7.4f}  {r['score_per_task']:>7.4f}  "
-              f"{r['score_per_output']:>8.4f}  [{lo:.4f}, {hi:.4f}]  {vs}")
+        print(
+            f"{r['config']:<{w}}  {r['pass_at_1']:>7.4f}  {r['score_per_task']:>7.4f}  "
+            f"{r['score_per_output']:>8.4f}  [{lo:.4f}, {hi:.4f}]  {vs}"
+        )
     if args.output:
         _eprint(f"wrote {args.output}/<config>/submission.json, score.json and {args.output}/revote.json")
     return 0
@@ -298,45 +328,61 @@ def cmd_revote(args) -> int:
 
 
 def add_commands(subparsers) -> None:
-    from arc_kit.cli.common import add_config_args
-    from arc_kit.cli.common import add_task_args
     preds_help = "predictions .jsonl file(s); FILE:WEIGHT weights every line of a file (e.g. a.jsonl:2.0)"
 
-    p = subparsers.add_parser("vote", help="vote predictions into a complete, valid submission.json",
-                              description="Vote predictions (one line = one vote) into submission.json. "
-                                          "key=value overrides of the voting config may follow the files.")
+    p = subparsers.add_parser(
+        "vote",
+        help="vote predictions into a complete, valid submission.json",
+        description="Vote predictions (one line = one vote) into submission.json. "
+        "key=value overrides of the voting config may follow the files.",
+    )
     p.add_argument("predictions", nargs="+", metavar="PREDICTIONS", help=preds_help)
     add_task_args(p, positional=False)
-    add_config_args(p, default="reference",
-                    help_name=" under configs/voting/: reference, plurality, confidence, filtered")
+    add_config_args(
+        p, default="reference", help_name=" under configs/voting/: reference, plurality, confidence, filtered"
+    )
     p.add_argument("-o", "--output", default="submission.json", help="submission file (default submission.json)")
     p.add_argument("--report", metavar="FILE", default=None, help="write one line per fallback-filled attempt")
     p.set_defaults(func=cmd_vote)
 
-    p = subparsers.add_parser("validate", help="check a submission.json against the tasks (exit 0 valid, 1 not)",
-                              description="Check that a submission.json has every task and test input with two valid "
-                                          "attempts: exit 0 when valid, 1 with one line per problem, 2 when a file "
-                                          "cannot be read.")
+    p = subparsers.add_parser(
+        "validate",
+        help="check a submission.json against the tasks (exit 0 valid, 1 not)",
+        description="Check that a submission.json has every task and test input with two valid "
+        "attempts: exit 0 when valid, 1 with one line per problem, 2 when a file "
+        "cannot be read.",
+    )
     p.add_argument("submission", metavar="SUBMISSION", help="submission.json to check")
     add_task_args(p, positional=False)
     p.set_defaults(func=cmd_validate)
 
-    p = subparsers.add_parser("score", help="score a submission.json or voted predictions against solutions",
-                              description="Score a submission.json (or predictions .jsonl files, voted first) against "
-                                          "the tasks' solutions: per task and per test output, pass@1 and pass@2, "
-                                          "with a 95% confidence interval. Malformed attempts count as wrong.")
-    p.add_argument("submission", nargs="+", metavar="SUBMISSION",
-                   help="submission.json (pass@1 = attempt_1, pass@2 = either) or predictions .jsonl file(s)")
+    p = subparsers.add_parser(
+        "score",
+        help="score a submission.json or voted predictions against solutions",
+        description="Score a submission.json (or predictions .jsonl files, voted first) against "
+        "the tasks' solutions: per task and per test output, pass@1 and pass@2, "
+        "with a 95% confidence interval. Malformed attempts count as wrong.",
+    )
+    p.add_argument(
+        "submission",
+        nargs="+",
+        metavar="SUBMISSION",
+        help="submission.json (pass@1 = attempt_1, pass@2 = either) or predictions .jsonl file(s)",
+    )
     add_task_args(p, positional=False)
-    p.add_argument("--vote", metavar="CONFIG", default=None,
-                   help="voting config for predictions files (default reference)")
+    p.add_argument(
+        "--vote", metavar="CONFIG", default=None, help="voting config for predictions files (default reference)"
+    )
     p.add_argument("--json", action="store_true", help="print only the score JSON object on stdout")
     p.add_argument("--no-table", action="store_true", help="omit the per-task table")
     p.set_defaults(func=cmd_score)
 
-    p = subparsers.add_parser("compare", help="does B beat A on the same tasks? (paired sign test)",
-                              description="Score two submissions (or predictions files) on the same tasks and test "
-                                          "whether B beats A: per-task differences, sign test and Wilcoxon test.")
+    p = subparsers.add_parser(
+        "compare",
+        help="does B beat A on the same tasks? (paired sign test)",
+        description="Score two submissions (or predictions files) on the same tasks and test "
+        "whether B beats A: per-task differences, sign test and Wilcoxon test.",
+    )
     p.add_argument("a", metavar="SUB_A", help="submission.json or predictions .jsonl")
     p.add_argument("b", metavar="SUB_B", help="submission.json or predictions .jsonl")
     add_task_args(p, positional=False)
@@ -344,14 +390,27 @@ def add_commands(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print only a JSON object on stdout")
     p.set_defaults(func=cmd_compare)
 
-    p = subparsers.add_parser("revote", help="re-vote cached predictions under several voting configs and score each",
-                              description="Vote the same predictions under several voting configs, score each against "
-                                          "the solutions and compare them with the first (the baseline).")
+    p = subparsers.add_parser(
+        "revote",
+        help="re-vote cached predictions under several voting configs and score each",
+        description="Vote the same predictions under several voting configs, score each against "
+        "the solutions and compare them with the first (the baseline).",
+    )
     p.add_argument("predictions", nargs="+", metavar="PREDICTIONS", help=preds_help)
     add_task_args(p, positional=False)
-    p.add_argument("--configs", nargs="+", metavar="CONFIG", default=None,
-                   help="voting configs (paths or shipped names; default: every shipped one); the first is the baseline")
-    p.add_argument("-o", "--output", metavar="DIR", default=None,
-                   help="write DIR/<config>/submission.json and score.json, and DIR/revote.json")
+    p.add_argument(
+        "--configs",
+        nargs="+",
+        metavar="CONFIG",
+        default=None,
+        help="voting configs (paths or shipped names; default: every shipped one); the first is the baseline",
+    )
+    p.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        default=None,
+        help="write DIR/<config>/submission.json and score.json, and DIR/revote.json",
+    )
     p.add_argument("--json", action="store_true", help="print only a JSON object on stdout")
     p.set_defaults(func=cmd_revote)

@@ -14,12 +14,22 @@ from arc_kit.errors import ArcKitError
 COMMAND_MODULES = ("tasks", "eval", "model", "predict", "train", "run", "kaggle")
 
 # OSErrors that describe the user's machine or paths (exit 2 naming the file), never the kit's code.
-_ENVIRONMENT_ERRNOS = {errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.ENAMETOOLONG, errno.EDQUOT,
-                       errno.ELOOP, errno.EIO}
+_ENVIRONMENT_ERRNOS = {
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOSPC,
+    errno.EROFS,
+    errno.ENAMETOOLONG,
+    errno.EDQUOT,
+    errno.ELOOP,
+    errno.EIO,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="arc-kit", description="ARC-AGI submission kit around the Tiny Recursive Model.")
+    parser = argparse.ArgumentParser(
+        prog="arc-kit", description="ARC-AGI submission kit around the Tiny Recursive Model."
+    )
     parser.add_argument("--version", action="version", version=f"arc-kit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
@@ -59,8 +69,11 @@ def _internal_error(args, e: Exception) -> int:
     if os.environ.get("ARC_KIT_DEBUG"):
         raise e
     msg = " ".join(str(e).split())
-    print(f"error: internal error in '{args.command}': {type(e).__name__}: {msg} "
-          f"(set ARC_KIT_DEBUG=1 for a traceback; please report it)", file=sys.stderr)
+    print(
+        f"error: internal error in '{args.command}': {type(e).__name__}: {msg} "
+        f"(set ARC_KIT_DEBUG=1 for a traceback; please report it)",
+        file=sys.stderr,
+    )
     return 3
 
 

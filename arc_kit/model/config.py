@@ -8,39 +8,41 @@ from arc_kit.config import from_dict
 from arc_kit.errors import ConfigValueError
 
 FORWARD_DTYPES = ("float32", "bfloat16", "float16")
-GRID_SIDE = 30                       # coordinate positions: cell (r, c) is P + GRID_SIDE * r + c
+GRID_SIDE = 30  # coordinate positions: cell (r, c) is P + GRID_SIDE * r + c
 GRID_CELLS = GRID_SIDE * GRID_SIDE
 
 
 @dataclass
 class TRMConfig:
     """Architecture, in the reference's `arch:` names. Defaults are the published ARC model."""
+
     hidden_size: int = 512
     num_heads: int = 8
     L_layers: int = 2
     H_cycles: int = 3
     L_cycles: int = 4
     expansion: float = 4.0
-    vocab_size: int = 12               # PAD 0, EOS 1, colours 2..11
-    seq_len: int = 900                 # canvas tokens: 900 for reference checkpoints, smaller squares for kit models
-    puzzle_emb_ndim: int = 512         # 0: no puzzle embedding
-    puzzle_emb_len: int = 16           # prefix slots; 0 means ceil(puzzle_emb_ndim / hidden_size)
-    num_puzzle_identifiers: int = 1    # rows of the puzzle-embedding table
-    pos_encodings: str = "rope"        # rope | learned | none
-    positions: str = "canvas"          # canvas: token t at position P + t (row stride = the canvas side; the
-                                       # reference's); coords: cell (r, c) at P + 30 r + c whatever the crop
-                                       # (RoPE table of P + 900), so one model serves every crop size
+    vocab_size: int = 12  # PAD 0, EOS 1, colours 2..11
+    seq_len: int = 900  # canvas tokens: 900 for reference checkpoints, smaller squares for kit models
+    puzzle_emb_ndim: int = 512  # 0: no puzzle embedding
+    puzzle_emb_len: int = 16  # prefix slots; 0 means ceil(puzzle_emb_ndim / hidden_size)
+    num_puzzle_identifiers: int = 1  # rows of the puzzle-embedding table
+    pos_encodings: str = "rope"  # rope | learned | none
+    positions: str = "canvas"  # canvas: token t at position P + t (row stride = the canvas side; the
+    # reference's); coords: cell (r, c) at P + 30 r + c whatever the crop
+    # (RoPE table of P + 900), so one model serves every crop size
     rope_theta: float = 10000.0
     rms_norm_eps: float = 1e-5
     halt_max_steps: int = 16
     halt_exploration_prob: float = 0.1
-    no_ACT_continue: bool = True       # halt on sigmoid(q_halt) alone; False adds the bootstrapped q_continue target
-    forward_dtype: str = "float32"     # float32 | bfloat16 (parameters stay fp32 either way)
-    mlp_t: bool = False                # mix along the sequence with an MLP instead of attention
+    no_ACT_continue: bool = True  # halt on sigmoid(q_halt) alone; False adds the bootstrapped q_continue target
+    forward_dtype: str = "float32"  # float32 | bfloat16 (parameters stay fp32 either way)
+    mlp_t: bool = False  # mix along the sequence with an MLP instead of attention
 
     def __post_init__(self):
         def bad(key, msg):
             raise ConfigValueError(key, msg)
+
         if self.forward_dtype not in FORWARD_DTYPES:
             bad("forward_dtype", f"expected one of {', '.join(FORWARD_DTYPES)}, got {self.forward_dtype!r}")
         if self.pos_encodings not in ("rope", "learned", "none"):
@@ -48,14 +50,26 @@ class TRMConfig:
         if self.positions not in ("canvas", "coords"):
             bad("positions", f"expected canvas or coords, got {self.positions!r}")
         if self.positions == "coords" and self.pos_encodings == "learned":
-            bad("positions", "coords needs pos_encodings rope or none (learned position embeddings beyond the "
-                             "trained crops were never trained)")
+            bad(
+                "positions",
+                "coords needs pos_encodings rope or none (learned position embeddings beyond the "
+                "trained crops were never trained)",
+            )
         if self.positions == "coords" and self.mlp_t:
             bad("positions", "coords cannot be used with mlp_t (its sequence length is fixed)")
         if self.positions == "coords" and self.seq_len > GRID_CELLS:
             bad("positions", f"coords covers at most {GRID_CELLS} cells, seq_len is {self.seq_len}")
-        for name in ("hidden_size", "num_heads", "L_layers", "H_cycles", "L_cycles", "vocab_size", "seq_len",
-                     "halt_max_steps", "num_puzzle_identifiers"):
+        for name in (
+            "hidden_size",
+            "num_heads",
+            "L_layers",
+            "H_cycles",
+            "L_cycles",
+            "vocab_size",
+            "seq_len",
+            "halt_max_steps",
+            "num_puzzle_identifiers",
+        ):
             if getattr(self, name) < 1:
                 bad(name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("puzzle_emb_ndim", "puzzle_emb_len"):
@@ -68,8 +82,10 @@ class TRMConfig:
         if self.hidden_size % self.num_heads:
             bad("hidden_size", f"{self.hidden_size} is not a multiple of num_heads {self.num_heads}")
         if self.puzzle_emb_ndim > self.prefix_len * self.hidden_size:
-            bad("puzzle_emb_ndim", f"{self.puzzle_emb_ndim} does not fit in {self.prefix_len} prefix slots of "
-                                   f"{self.hidden_size}")
+            bad(
+                "puzzle_emb_ndim",
+                f"{self.puzzle_emb_ndim} does not fit in {self.prefix_len} prefix slots of {self.hidden_size}",
+            )
 
     @property
     def prefix_len(self) -> int:  # P
@@ -78,7 +94,8 @@ class TRMConfig:
     @classmethod
     def from_reference(cls, arch: dict, **extra) -> "TRMConfig":
         """From a reference `all_config.yaml` `arch:` section (plus seq_len/vocab/table rows, which the
-        reference takes from the dataset). Unknown non-architecture keys (name, loss, batch_size, H_layers) are dropped."""
+        reference takes from the dataset). Unknown non-architecture keys (name, loss, batch_size, H_layers) are
+        dropped."""
         known = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in arch.items() if k in known}
         kw.update(extra)
@@ -87,51 +104,62 @@ class TRMConfig:
 
 @dataclass
 class TrainConfig:
-    global_batch_size: int = 768    # sequences per supervision step, over all processes
-    epochs: float = 100000          # reference epochs (every task once, one random version each)
-    max_steps: int = 0              # > 0: stop after this many steps (and schedule over them) instead of epochs
-    optimizer: str = "adam_atan2"   # adam_atan2 (reference) | adamw
+    global_batch_size: int = 768  # sequences per supervision step, over all processes
+    epochs: float = 100000  # reference epochs (every task once, one random version each)
+    max_steps: int = 0  # > 0: stop after this many steps (and schedule over them) instead of epochs
+    optimizer: str = "adam_atan2"  # adam_atan2 (reference) | adamw
     lr: float = 1e-4
-    lr_min_ratio: float = 1.0       # cosine floor as a fraction of lr; 1.0 = warm-up then constant
+    lr_min_ratio: float = 1.0  # cosine floor as a fraction of lr; 1.0 = warm-up then constant
     lr_warmup_steps: int = 2000
-    weight_decay: float = 0.1       # decoupled
+    weight_decay: float = 0.1  # decoupled
     beta1: float = 0.9
     beta2: float = 0.95
-    puzzle_emb_lr: float = 1e-2     # sign-SGD on the puzzle-embedding rows in the batch
+    puzzle_emb_lr: float = 1e-2  # sign-SGD on the puzzle-embedding rows in the batch
     puzzle_emb_weight_decay: float = 0.1
-    ema: bool = True                # keep an EMA of the parameters; checkpoints hold the EMA weights
+    ema: bool = True  # keep an EMA of the parameters; checkpoints hold the EMA weights
     ema_rate: float = 0.999
-    freeze_network: bool = False    # train the puzzle embeddings only (test-time training of new puzzles)
+    freeze_network: bool = False  # train the puzzle embeddings only (test-time training of new puzzles)
     loss_type: str = "stablemax_cross_entropy"  # | softmax_cross_entropy
-    precision: str = "auto"         # auto: bfloat16 autocast on CUDA GPUs that support it | float32 | bfloat16
-    device: str = "auto"            # auto | cpu | cuda (an accelerate Accelerator, when given, decides instead)
-    seed: int = 0                   # batch order, translations, halting exploration
-    compile: str = "off"            # off | default: torch.compile the training forward + loss (mode "default");
-                                    # the first step pays the compile time (tens of seconds), counted in the run
-    log_every: int = 1              # steps between lines of the JSON-lines metrics log; also how often the host
-                                    # waits for the device (metrics read, NaN check, multi-process stop vote)
-    checkpoint_every: int = 0       # steps between checkpoints during train() (0: only when asked)
-    progress: bool = True           # tqdm bar on stderr
+    precision: str = "auto"  # auto: bfloat16 autocast on CUDA GPUs that support it | float32 | bfloat16
+    device: str = "auto"  # auto | cpu | cuda (an accelerate Accelerator, when given, decides instead)
+    seed: int = 0  # batch order, translations, halting exploration
+    compile: str = "off"  # off | default: torch.compile the training forward + loss (mode "default");
+    # the first step pays the compile time (tens of seconds), counted in the run
+    log_every: int = 1  # steps between lines of the JSON-lines metrics log; also how often the host
+    # waits for the device (metrics read, NaN check, multi-process stop vote)
+    checkpoint_every: int = 0  # steps between checkpoints during train() (0: only when asked)
+    progress: bool = True  # tqdm bar on stderr
 
     def __post_init__(self):
         def bad(key, msg):
             raise ConfigValueError(key, msg)
+
         for name in ("global_batch_size", "log_every"):
             if getattr(self, name) < 1:
                 bad(name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("max_steps", "lr_warmup_steps", "checkpoint_every"):
             if getattr(self, name) < 0:
                 bad(name, f"must be >= 0, got {getattr(self, name)}")
-        for name, positive in (("lr", True), ("epochs", True), ("puzzle_emb_lr", False), ("weight_decay", False),
-                               ("puzzle_emb_weight_decay", False), ("lr_min_ratio", False)):
+        for name, positive in (
+            ("lr", True),
+            ("epochs", True),
+            ("puzzle_emb_lr", False),
+            ("weight_decay", False),
+            ("puzzle_emb_weight_decay", False),
+            ("lr_min_ratio", False),
+        ):
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0 or (positive and v == 0):
                 bad(name, f"must be a finite number {'> 0' if positive else '>= 0'}, got {v}")
         for name in ("beta1", "beta2", "ema_rate"):
             if not 0 <= getattr(self, name) < 1:
                 bad(name, f"must be in [0, 1), got {getattr(self, name)}")
-        choices = {"optimizer": ("adam_atan2", "adamw"), "loss_type": ("stablemax_cross_entropy", "softmax_cross_entropy"),
-                   "precision": ("auto", "float32", "bfloat16"), "compile": ("off", "default")}
+        choices = {
+            "optimizer": ("adam_atan2", "adamw"),
+            "loss_type": ("stablemax_cross_entropy", "softmax_cross_entropy"),
+            "precision": ("auto", "float32", "bfloat16"),
+            "compile": ("off", "default"),
+        }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 bad(name, f"expected {' or '.join(allowed)}, got {getattr(self, name)!r}")

@@ -1,4 +1,4 @@
-"""Training examples: tasks x augmentations -> encoded (inputs, labels, puzzle_identifiers) batches, translated on the canvas."""
+"""Training examples: tasks x augmentations -> encoded (inputs, labels, puzzle_identifiers) batches on the canvas."""
 
 import time
 import weakref
@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from arc_kit.augment import IDENTITY, Augmentation
+from arc_kit.augment import IDENTITY, Augmentation, AugmentConfig, sample_augmentations
+from arc_kit.config import load_config
+from arc_kit.data import load_tasks
 from arc_kit.encoding import COLOR_OFFSET, EOS, PAD, loss_labels
 from arc_kit.errors import ArcKitError
-from arc_kit.identifiers import BLANK   # puzzle-embedding row 0, as the reference builder numbers them
+from arc_kit.identifiers import BLANK  # puzzle-embedding row 0, as the reference builder numbers them
 
 
 @dataclass
@@ -22,12 +24,12 @@ class DataConfig:
     # Task sets whose demonstration pairs only are trained on (the tasks to be solved);
     # `arc-kit train --tasks SOURCE` appends here.
     demo_sources: list[str] = field(default_factory=list)
-    num_augmentations: int = 1000   # augmented versions per task besides the identity (reference --num-aug;
-                                    # fewer when a task has fewer distinct ones)
+    num_augmentations: int = 1000  # augmented versions per task besides the identity (reference --num-aug;
+    # fewer when a task has fewer distinct ones)
     augmentation: str = "reference"  # shipped config in configs/augmentation/ (or a YAML path)
-    seed: int = 42                  # seed of the augmentation draws (not of the training run)
-    canvas: int = 30                # square canvas side: 30 = reference (900 tokens); smaller for task-sized models
-    translate: bool = True          # random translation of each example on the canvas (same offset for input and output)
+    seed: int = 42  # seed of the augmentation draws (not of the training run)
+    canvas: int = 30  # square canvas side: 30 = reference (900 tokens); smaller for task-sized models
+    translate: bool = True  # random translation of each example on the canvas (same offset for input and output)
 
 
 @dataclass
@@ -37,9 +39,10 @@ class Puzzle:
     The pairs are stored once per task in the original frame (`base`, uint8 arrays shared by all
     versions) and augmented when drawn: a 1000-version pretraining build then costs the memory of
     the tasks, not of a million augmented copies."""
-    name: str                                     # "TASK|||t3|||0123456789" or "TASK"
-    identifier: int                               # row in the puzzle-embedding table
-    base: list[tuple[np.ndarray, np.ndarray]]     # (input, output) pairs in the task's own frame
+
+    name: str  # "TASK|||t3|||0123456789" or "TASK"
+    identifier: int  # row in the puzzle-embedding table
+    base: list[tuple[np.ndarray, np.ndarray]]  # (input, output) pairs in the task's own frame
     aug: Augmentation = IDENTITY
 
     def __len__(self) -> int:
@@ -53,7 +56,7 @@ class Puzzle:
         """(rows, cols) the augmented pair needs on the canvas (the larger of input and output)."""
         inp, out = self.base[j]
         h, w = max(inp.shape[0], out.shape[0]), max(inp.shape[1], out.shape[1])
-        return (w, h) if self.aug.k in (1, 3, 6, 7) else (h, w)   # rotations by 90/270 and transposes swap
+        return (w, h) if self.aug.k in (1, 3, 6, 7) else (h, w)  # rotations by 90/270 and transposes swap
 
     @property
     def pairs(self) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -84,7 +87,9 @@ def task_pairs(task, canvas: int, use_test_pairs: bool) -> list[tuple[np.ndarray
     """A task's training pairs as uint8 arrays: demonstrations, plus test pairs with known outputs if asked."""
     pairs = list(task.train) + ([p for p in task.test if p.output is not None] if use_test_pairs else [])
     where = task.source or "tasks"
-    return [(_grid_array(p.input, canvas, task.id, where), _grid_array(p.output, canvas, task.id, where)) for p in pairs]
+    return [
+        (_grid_array(p.input, canvas, task.id, where), _grid_array(p.output, canvas, task.id, where)) for p in pairs
+    ]
 
 
 class TrainData:
@@ -105,7 +110,7 @@ class TrainData:
         group by group) its first pair's row `_pz_pairs`, dihedral `_pz_k`, colour map `_pz_perm` and
         embedding row `_pz_id`."""
         C = self.canvas
-        first: dict[int, int] = {}   # id(puzzle.base) -> row of its first pair (versions share their task's base)
+        first: dict[int, int] = {}  # id(puzzle.base) -> row of its first pair (versions share their task's base)
         bases = []
         for group in self.groups:
             for p in group:
@@ -119,7 +124,7 @@ class TrainData:
         for base in bases:
             for pair in base:
                 for s, g in enumerate(pair):
-                    self._grids[i, s, :g.shape[0], :g.shape[1]] = g
+                    self._grids[i, s, : g.shape[0], : g.shape[1]] = g
                     self._dims[i, s] = g.shape
                 i += 1
         puzzles = [p for group in self.groups for p in group]
@@ -130,18 +135,25 @@ class TrainData:
         self._pz_id = np.array([p.identifier for p in puzzles], dtype=np.int32)
 
     @classmethod
-    def from_tasks(cls, tasks, num_augmentations: int | list[int], augment_config=None, seed: int = 42, canvas: int = 30,
-                   translate: bool = True, use_test_pairs: bool | list[bool] = False,
-                   puzzle_names: list[str] | None = None) -> "TrainData":
+    def from_tasks(
+        cls,
+        tasks,
+        num_augmentations: int | list[int],
+        augment_config=None,
+        seed: int = 42,
+        canvas: int = 30,
+        translate: bool = True,
+        use_test_pairs: bool | list[bool] = False,
+        puzzle_names: list[str] | None = None,
+    ) -> "TrainData":
         """Build from a list of Task. `num_augmentations` (one count, or one per task) versions besides the identity;
-        `use_test_pairs` (one flag, or one per task) also trains on test pairs with known outputs. `puzzle_names` (e.g. a loaded checkpoint's rows) keeps existing rows; new
-        augmented puzzles are appended after them."""
-        from arc_kit.augment import sample_augmentations
+        `use_test_pairs` (one flag, or one per task) also trains on test pairs with known outputs. `puzzle_names`
+        (e.g. a loaded checkpoint's rows) keeps existing rows; new augmented puzzles are appended after them."""
         tasks = list(tasks)
         flags = use_test_pairs if isinstance(use_test_pairs, list) else [use_test_pairs] * len(tasks)
         counts = num_augmentations if isinstance(num_augmentations, list) else [num_augmentations] * len(tasks)
         per_task = []
-        for task, flag, count in zip(tasks, flags, counts):
+        for task, flag, count in zip(tasks, flags, counts, strict=False):
             # Identity first, then up to `count` distinct versions; the draws depend on (seed, task id).
             augs = sample_augmentations(task, count, seed, augment_config)
             per_task.append((task_pairs(task, canvas, flag), [(aug.name(task.id), aug) for aug in augs]))
@@ -176,30 +188,36 @@ class TrainData:
         k, perm = self._pz_k[puzzles], self._pz_perm[puzzles]
         inputs = self._encode_grids(rows, 0, k, perm, offsets)
         labels = self._encode_grids(rows, 1, k, perm, offsets)
-        return {"inputs": inputs.astype(np.int32), "labels": loss_labels(labels, np.int32),
-                "puzzle_identifiers": self._pz_id[puzzles].copy()}
+        return {
+            "inputs": inputs.astype(np.int32),
+            "labels": loss_labels(labels, np.int32),
+            "puzzle_identifiers": self._pz_id[puzzles].copy(),
+        }
 
-    def _encode_grids(self, rows: np.ndarray, side: int, k: np.ndarray, perm: np.ndarray,
-                      offsets: np.ndarray) -> np.ndarray:
+    def _encode_grids(
+        self, rows: np.ndarray, side: int, k: np.ndarray, perm: np.ndarray, offsets: np.ndarray
+    ) -> np.ndarray:
         """Side 0 (inputs) or 1 (outputs) of base pairs `rows` [B] -> colour-mapped, dihedral-transformed
         tokens at `offsets` [B, 2] with the EOS border of encoding.encode_grid: uint8 [B, C * C]."""
         B, C = len(rows), self.canvas
-        h, w = self._dims[rows, side, 0], self._dims[rows, side, 1]          # [B]
-        swap = np.isin(k, (1, 3, 6, 7))                                        # transforms that transpose
-        H, W = np.where(swap, w, h), np.where(swap, h, w)                      # transformed grid size
-        i = np.arange(C)[None, :] - offsets[:, :1]                             # [B, C] row within the grid
-        j = np.arange(C)[None, :] - offsets[:, 1:]                             # [B, C] column within the grid
+        h, w = self._dims[rows, side, 0], self._dims[rows, side, 1]  # [B]
+        swap = np.isin(k, (1, 3, 6, 7))  # transforms that transpose
+        H, W = np.where(swap, w, h), np.where(swap, h, w)  # transformed grid size
+        i = np.arange(C)[None, :] - offsets[:, :1]  # [B, C] row within the grid
+        j = np.arange(C)[None, :] - offsets[:, 1:]  # [B, C] column within the grid
         row_in, col_in = (i >= 0) & (i < H[:, None]), (j >= 0) & (j < W[:, None])
-        below, right = i == H[:, None], j == W[:, None]                        # the EOS row and column
+        below, right = i == H[:, None], j == W[:, None]  # the EOS row and column
         # augment.dihedral(a, k)[i, j] = a[si, sj] with si, sj linear in i, j: the flat source index
         # si * C + sj = ci * i + cj * j + c0 is one broadcast add over the canvas; i and j are clamped into
         # the grid first so every index is valid (cells outside are masked below)
         i, j = np.clip(i, 0, H[:, None] - 1), np.clip(j, 0, W[:, None] - 1)
         si_i, si_j, si_h, sj_i, sj_j, sj_w = _DIHEDRAL_SOURCE[k].T
         ci, cj = si_i * C + sj_i, si_j * C + sj_j
-        c0 = si_h * (h - 1) * C + sj_w * (w - 1) + (rows * 2 + side) * C * C   # into the flat table of grids
-        src = (ci[:, None] * i + c0[:, None]).astype(np.int32)[:, :, None] + (cj[:, None] * j).astype(np.int32)[:, None, :]
-        colours = self._grids.reshape(-1)[src]                                 # [B, C, C] uint8
+        c0 = si_h * (h - 1) * C + sj_w * (w - 1) + (rows * 2 + side) * C * C  # into the flat table of grids
+        src = (ci[:, None] * i + c0[:, None]).astype(np.int32)[:, :, None] + (cj[:, None] * j).astype(np.int32)[
+            :, None, :
+        ]
+        colours = self._grids.reshape(-1)[src]  # [B, C, C] uint8
         # the example's colour map as one lookup in a [B, 16] token table
         lut = np.zeros((B, 16), dtype=np.uint8)
         lut[:, :10] = perm + COLOR_OFFSET
@@ -213,9 +231,19 @@ class TrainData:
 
 # augment.dihedral(a, k)[i, j] = a[si, sj] with si = si_i*i + si_j*j + si_h*(h-1), sj = sj_i*i + sj_j*j + sj_w*(w-1):
 # 0: (i, j)  1: (j, w-1-i)  2: (h-1-i, w-1-j)  3: (h-1-j, i)  4: (i, w-1-j)  5: (h-1-i, j)  6: (j, i)  7: (h-1-j, w-1-i)
-_DIHEDRAL_SOURCE = np.array([(1, 0, 0, 0, 1, 0), (0, 1, 0, -1, 0, 1), (-1, 0, 1, 0, -1, 1), (0, -1, 1, 1, 0, 0),
-                             (1, 0, 0, 0, -1, 1), (-1, 0, 1, 0, 1, 0), (0, 1, 0, 1, 0, 0), (0, -1, 1, -1, 0, 1)],
-                            dtype=np.int64)
+_DIHEDRAL_SOURCE = np.array(
+    [
+        (1, 0, 0, 0, 1, 0),
+        (0, 1, 0, -1, 0, 1),
+        (-1, 0, 1, 0, -1, 1),
+        (0, -1, 1, 1, 0, 0),
+        (1, 0, 0, 0, -1, 1),
+        (-1, 0, 1, 0, 1, 0),
+        (0, 1, 0, 1, 0, 0),
+        (0, -1, 1, -1, 0, 1),
+    ],
+    dtype=np.int64,
+)
 
 
 class BatchSampler:
@@ -259,15 +287,18 @@ class BatchSampler:
         if data.translate:
             u = torch.rand((self.batch_size, 2), generator=g, dtype=torch.float64).numpy()[lo:hi]
             rows = data._pz_pairs[puzzles_a] + pairs_a
-            size = data._dims[rows].max(axis=1)                                 # [n, 2] larger of input and output
+            size = data._dims[rows].max(axis=1)  # [n, 2] larger of input and output
             k = data._pz_k[puzzles_a]
             size = np.where(np.isin(k, (1, 3, 6, 7))[:, None], size[:, ::-1], size)
             offsets = np.floor(u * (data.canvas - size + 1)).astype(np.int64)
         return data.encode(puzzles_a, pairs_a, offsets)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {"sampler.generator": self.generator.get_state(), "sampler.order": self.order.clone(),
-                "sampler.pos": torch.tensor(self.pos, dtype=torch.int64)}
+        return {
+            "sampler.generator": self.generator.get_state(),
+            "sampler.order": self.order.clone(),
+            "sampler.pos": torch.tensor(self.pos, dtype=torch.int64),
+        }
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.generator.set_state(tensors["sampler.generator"].clone())
@@ -323,9 +354,6 @@ class BatchPrefetcher:
 
 def load_train_data(config: DataConfig, puzzle_names: list[str] | None = None) -> TrainData:
     """Tasks named in `config` -> TrainData (augmentations drawn with config.seed)."""
-    from arc_kit.augment import AugmentConfig
-    from arc_kit.config import load_config
-    from arc_kit.data import load_tasks
     tasks, flags = [], []
     for source, use_test in [(s, True) for s in config.sources] + [(s, False) for s in config.demo_sources]:
         for task in load_tasks(source).tasks.values():
@@ -334,5 +362,13 @@ def load_train_data(config: DataConfig, puzzle_names: list[str] | None = None) -
     if not tasks:
         raise ArcKitError("training data: no tasks (set data.sources or data.demo_sources, or pass --tasks)")
     aug_config = load_config(AugmentConfig, config.augmentation, subdir="augmentation")
-    return TrainData.from_tasks(tasks, config.num_augmentations, aug_config, seed=config.seed, canvas=config.canvas,
-                                translate=config.translate, use_test_pairs=flags, puzzle_names=puzzle_names)
+    return TrainData.from_tasks(
+        tasks,
+        config.num_augmentations,
+        aug_config,
+        seed=config.seed,
+        canvas=config.canvas,
+        translate=config.translate,
+        use_test_pairs=flags,
+        puzzle_names=puzzle_names,
+    )

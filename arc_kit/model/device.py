@@ -9,6 +9,7 @@ def resolve_device(name: str | None, where: str = "--device"):
     """`auto` (or None): CUDA when available, else the CPU; `cpu`; `cuda`/`cuda:N` only on a machine with CUDA
     (an ArcKitError naming `where` otherwise, never a torch traceback)."""
     import torch
+
     name = (name or "auto").strip()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -29,4 +30,5 @@ def resolve_device(name: str | None, where: str = "--device"):
 def bf16_supported(device) -> bool:
     """Whether bfloat16 autocast is worth it on `device`: CUDA GPUs with native bfloat16 (not T4-class)."""
     import torch
+
     return device.type == "cuda" and torch.cuda.is_bf16_supported(including_emulation=False)

@@ -22,6 +22,8 @@ import yaml
 
 from arc_kit.config import load_config
 from arc_kit.errors import ArcKitError
+from arc_kit.files import atomic_write_text
+from arc_kit.shipped_identifiers import load_identifier_list
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 INSTALL_HINT = "pip install 'arc-kit[hub]' (or: pip install huggingface_hub)"
@@ -30,24 +32,27 @@ INSTALL_HINT = "pip install 'arc-kit[hub]' (or: pip install huggingface_hub)"
 @dataclass
 class PublishedCheckpoint:
     """Where a published checkpoint lives and what it must be (configs/checkpoints/*.yaml)."""
+
     description: str = ""
     repo: str = "arcprize/trm_arc_prize_verification"
     repo_type: str = "model"
     revision: str = "main"
-    endpoint: str | None = None     # hub URL; None: $HF_ENDPOINT, else https://huggingface.co
-    checkpoint: str = ""            # the reference step file (torch.save state dict), path in the repo
-    config: str = ""                # its all_config.yaml, path in the repo
-    size: int | None = None         # expected bytes of the step file; None: whatever the hub reports
-    sha256: str | None = None       # pin the step file's sha256; None: the hub's LFS metadata alone
-    identifiers: str = ""           # row names: shipped list (arc1, arc2), compact .npz or identifiers.json[.gz]
+    endpoint: str | None = None  # hub URL; None: $HF_ENDPOINT, else https://huggingface.co
+    checkpoint: str = ""  # the reference step file (torch.save state dict), path in the repo
+    config: str = ""  # its all_config.yaml, path in the repo
+    size: int | None = None  # expected bytes of the step file; None: whatever the hub reports
+    sha256: str | None = None  # pin the step file's sha256; None: the hub's LFS metadata alone
+    identifiers: str = ""  # row names: shipped list (arc1, arc2), compact .npz or identifiers.json[.gz]
 
 
 def load_preset(name: str, overrides=()) -> PublishedCheckpoint:
     """A shipped preset (`arc-agi-1`, `arc-agi-2`) or a YAML file, with key=value overrides."""
     # Text settings keep the text as typed: YAML would read a hex digest or commit such as 0123e45 as a number.
     text = {"description", "repo", "repo_type", "revision", "endpoint", "checkpoint", "config", "sha256", "identifiers"}
-    overrides = [f"{k}={json.dumps(v)}" if k.strip() in text and v.strip() not in ("null", "~") else f"{k}={v}"
-                 for k, _, v in (o.partition("=") for o in overrides)]
+    overrides = [
+        f"{k}={json.dumps(v)}" if k.strip() in text and v.strip() not in ("null", "~") else f"{k}={v}"
+        for k, _, v in (o.partition("=") for o in overrides)
+    ]
     spec = load_config(PublishedCheckpoint, name, overrides, subdir="checkpoints")
     for key in ("repo", "revision", "checkpoint", "config", "identifiers"):
         if not getattr(spec, key):
@@ -83,11 +88,14 @@ def _http_error(e, url: str, spec: PublishedCheckpoint) -> ArcKitError:
     status = getattr(getattr(e, "response", None), "status_code", None)
     name = type(e).__name__
     if name in ("RepositoryNotFoundError", "GatedRepoError") or status in (401, 403):
-        return ArcKitError(f"{url}: HTTP {status}: repository {spec.repo} not found or not accessible "
-                           "(private or gated repositories need `hf auth login` or HF_TOKEN)")
+        return ArcKitError(
+            f"{url}: HTTP {status}: repository {spec.repo} not found or not accessible "
+            "(private or gated repositories need `hf auth login` or HF_TOKEN)"
+        )
     if status == 404:
-        what = {"RevisionNotFoundError": f"revision {spec.revision!r}",
-                "RemoteEntryNotFoundError": "file"}.get(name, "file")
+        what = {"RevisionNotFoundError": f"revision {spec.revision!r}", "RemoteEntryNotFoundError": "file"}.get(
+            name, "file"
+        )
         return ArcKitError(f"{url}: HTTP 404: {what} not found (check the repo, revision and path settings)")
     return ArcKitError(f"{url}: HTTP {status}: {' '.join(str(e).split())[:160]}")
 
@@ -116,8 +124,14 @@ def _check_space(directory: Path, need: int, what: str) -> None:
         raise ArcKitError(f"{directory}: not enough disk space for {what}: {_gb(need)} needed, {_gb(free)} free")
 
 
-def fetch_file(spec: PublishedCheckpoint, path: str, staging: Path, want_size: int | None = None,
-               want_sha256: str | None = None, import_bytes: int = 0) -> tuple[Path, dict]:
+def fetch_file(
+    spec: PublishedCheckpoint,
+    path: str,
+    staging: Path,
+    want_size: int | None = None,
+    want_sha256: str | None = None,
+    import_bytes: int = 0,
+) -> tuple[Path, dict]:
     """Download `path` of the repo into `staging`, resuming a `.partial` left by an earlier run; verify size and
     checksum; return (the verified file, provenance). `import_bytes`: extra room the import will need."""
     hf, errors, http_get, build_hf_headers, httpx2 = _hub()
@@ -126,8 +140,10 @@ def fetch_file(spec: PublishedCheckpoint, path: str, staging: Path, want_size: i
     try:
         meta = hf.get_hf_file_metadata(url)
     except httpx2.TransportError as e:
-        raise ArcKitError(f"{url}: cannot reach the hub at {endpoint} ({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
-                          "check the network, or set HF_ENDPOINT to a mirror") from None
+        raise ArcKitError(
+            f"{url}: cannot reach the hub at {endpoint} ({type(e).__name__}: {' '.join(str(e).split())[:120]}); "
+            "check the network, or set HF_ENDPOINT to a mirror"
+        ) from None
     except errors.OfflineModeIsEnabled:
         raise ArcKitError(f"{url}: HF_HUB_OFFLINE is set: unset it to download") from None
     except errors.HfHubHTTPError as e:
@@ -137,13 +153,15 @@ def fetch_file(spec: PublishedCheckpoint, path: str, staging: Path, want_size: i
     kind, digest = _expected_digest(meta.etag, url)
     size = meta.size
     if want_size is not None and size is not None and size != want_size:
-        raise ArcKitError(f"{url}: the hub reports {size:,} bytes, expected {want_size:,} (setting 'size'): "
-                          "a different file than the settings describe")
+        raise ArcKitError(
+            f"{url}: the hub reports {size:,} bytes, expected {want_size:,} (setting 'size'): "
+            "a different file than the settings describe"
+        )
     if want_sha256 is not None and (kind != "sha256" or digest != want_sha256):
         raise ArcKitError(f"{url}: the hub's checksum {kind} {digest} differs from the pinned sha256 {want_sha256}")
     size = size if size is not None else want_size
     info = {"url": url, "commit": meta.commit_hash, kind: digest, "bytes": size}
-    final = staging / f"{path.replace('/', '__')}.{digest[:16]}"   # named by content: a changed file starts afresh
+    final = staging / f"{path.replace('/', '__')}.{digest[:16]}"  # named by content: a changed file starts afresh
     if final.is_file():
         _log(f"{path}: already downloaded and verified ({final})")
         return final, info
@@ -154,8 +172,10 @@ def fetch_file(spec: PublishedCheckpoint, path: str, staging: Path, want_size: i
         have = 0
     if size is not None:
         _check_space(staging, size - have + import_bytes, f"{path} (+ its import)" if import_bytes else path)
-    _log(f"{path}: {_gb(size) if size is not None else 'unknown size'} from {url}"
-         + (f", resuming at {_gb(have)}" if have else ""))
+    _log(
+        f"{path}: {_gb(size) if size is not None else 'unknown size'} from {url}"
+        + (f", resuming at {_gb(have)}" if have else "")
+    )
     headers = build_hf_headers()
     if urlsplit(meta.location).netloc != urlsplit(url).netloc:
         headers.pop("authorization", None)  # a signed CDN URL: the token stays on the hub (as huggingface_hub does)
@@ -164,19 +184,24 @@ def fetch_file(spec: PublishedCheckpoint, path: str, staging: Path, want_size: i
             http_get(meta.location, f, resume_size=have, headers=headers, expected_size=size, displayed_filename=path)
     except httpx2.TransportError as e:
         kept = partial.stat().st_size if partial.exists() else 0
-        raise ArcKitError(f"{meta.location}: transfer failed ({type(e).__name__}); {_gb(kept)} kept in {partial}: "
-                          "run the same command again to resume") from None
+        raise ArcKitError(
+            f"{meta.location}: transfer failed ({type(e).__name__}); {_gb(kept)} kept in {partial}: "
+            "run the same command again to resume"
+        ) from None
     except errors.HfHubHTTPError as e:  # from the file's location (often a signed CDN URL that can expire)
         status = getattr(getattr(e, "response", None), "status_code", None)
         if status == 416:  # the partial file does not fit the remote one: start afresh next time
             partial.unlink(missing_ok=True)
         kept = partial.stat().st_size if partial.exists() else 0
-        raise ArcKitError(f"{meta.location}: HTTP {status} while downloading {path}; {_gb(kept)} kept: "
-                          "run again to resume") from None
+        raise ArcKitError(
+            f"{meta.location}: HTTP {status} while downloading {path}; {_gb(kept)} kept: run again to resume"
+        ) from None
     except OSError as e:
         if e.errno == errno.ENOSPC:
-            raise ArcKitError(f"{partial}: disk full while downloading ({_gb(partial.stat().st_size)} kept): "
-                              "free some space and run again to resume") from None
+            raise ArcKitError(
+                f"{partial}: disk full while downloading ({_gb(partial.stat().st_size)} kept): "
+                "free some space and run again to resume"
+            ) from None
         if e.errno is not None:
             raise ArcKitError(f"{partial}: cannot write: {e.strerror}") from None
         # huggingface_hub's size check (errno None): judged below from the file itself
@@ -190,8 +215,10 @@ def fetch_file(spec: PublishedCheckpoint, path: str, staging: Path, want_size: i
     actual = _file_digest(partial, kind)
     if actual != digest:
         partial.unlink()
-        raise ArcKitError(f"{url}: checksum mismatch: the download's {kind} is {actual}, the hub says {digest}; "
-                          "the corrupt file was deleted: run again")
+        raise ArcKitError(
+            f"{url}: checksum mismatch: the download's {kind} is {actual}, the hub says {digest}; "
+            "the corrupt file was deleted: run again"
+        )
     os.replace(partial, final)
     return final, info
 
@@ -201,21 +228,23 @@ def _dirs(out: Path) -> tuple[Path, Path]:
     return out.parent / f".{out.name}.download", out.parent / f".{out.name}.importing"
 
 
-def download_checkpoint(spec: PublishedCheckpoint, out: str | Path, force: bool = False, keep_download: bool = False,
-                        name: str = ""):
+def download_checkpoint(
+    spec: PublishedCheckpoint, out: str | Path, force: bool = False, keep_download: bool = False, name: str = ""
+):
     """Fetch, verify and import one published checkpoint into the kit checkpoint directory `out`."""
     from arc_kit.model.checkpoint import CONFIG_FILE, import_reference
-    from arc_kit.files import atomic_write_text
-    from arc_kit.shipped_identifiers import load_identifier_list
+
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise ArcKitError(f"{out}: already exists (use --force to replace it)")
-    names = load_identifier_list(spec.identifiers)   # before any transfer: a bad setting fails fast
+    names = load_identifier_list(spec.identifiers)  # before any transfer: a bad setting fails fast
     staging, importing = _dirs(out)
     staging.mkdir(parents=True, exist_ok=True)
     try:
         config, config_info = fetch_file(spec, spec.config, staging)
-        step, step_info = fetch_file(spec, spec.checkpoint, staging, spec.size, spec.sha256, import_bytes=spec.size or 0)
+        step, step_info = fetch_file(
+            spec, spec.checkpoint, staging, spec.size, spec.sha256, import_bytes=spec.size or 0
+        )
     except BaseException:
         if not any(staging.iterdir()):
             staging.rmdir()  # nothing to resume: leave no trace
@@ -227,15 +256,22 @@ def download_checkpoint(spec: PublishedCheckpoint, out: str | Path, force: bool 
         info = import_reference(step, config, importing, identifiers=names, identifiers_source=spec.identifiers)
         # provenance: the hub file, not the download folder that is about to go away
         doc = yaml.safe_load((importing / CONFIG_FILE).read_text())
-        doc["source"] = {"hub": name or spec.repo, "repo": spec.repo, "revision": spec.revision,
-                         "checkpoint": {"path": spec.checkpoint, **step_info},
-                         "config": {"path": spec.config, **config_info}, "identifiers": spec.identifiers}
+        doc["source"] = {
+            "hub": name or spec.repo,
+            "repo": spec.repo,
+            "revision": spec.revision,
+            "checkpoint": {"path": spec.checkpoint, **step_info},
+            "config": {"path": spec.config, **config_info},
+            "identifiers": spec.identifiers,
+        }
         atomic_write_text(importing / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))
     except OSError as e:
         shutil.rmtree(importing, ignore_errors=True)
         if e.errno == errno.ENOSPC:
-            raise ArcKitError(f"{importing}: disk full while importing: free some space and run again "
-                              f"(the download in {staging} is kept)") from None
+            raise ArcKitError(
+                f"{importing}: disk full while importing: free some space and run again "
+                f"(the download in {staging} is kept)"
+            ) from None
         raise ArcKitError(f"{importing}: cannot write: {e.strerror or e}") from None
     except BaseException:
         shutil.rmtree(importing, ignore_errors=True)

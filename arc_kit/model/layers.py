@@ -31,7 +31,7 @@ class CastedLinear(nn.Module):
 
     def __init__(self, n_in: int, n_out: int, bias: bool = False):
         super().__init__()
-        self.weight = nn.Parameter(trunc_normal_(torch.empty(n_out, n_in), std=n_in ** -0.5))  # LeCun normal
+        self.weight = nn.Parameter(trunc_normal_(torch.empty(n_out, n_in), std=n_in**-0.5))  # LeCun normal
         self.bias = nn.Parameter(torch.zeros(n_out)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

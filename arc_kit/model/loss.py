@@ -17,7 +17,9 @@ def log_stablemax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     return torch.log(s / s.sum(dim=dim, keepdim=True))
 
 
-def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_LABEL_ID) -> torch.Tensor:
+def stablemax_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_LABEL_ID
+) -> torch.Tensor:
     """logits [B, L, V], labels [B, L] -> per-token loss [B, L] in float64 (0 where ignored)."""
     dtype = torch.float32 if logits.device.type == "mps" else torch.float64  # MPS has no float64
     logp = log_stablemax(logits.to(dtype), dim=-1)
@@ -26,18 +28,26 @@ def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_i
     return -torch.where(valid, picked, 0)
 
 
-def softmax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_LABEL_ID) -> torch.Tensor:
+def softmax_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_LABEL_ID
+) -> torch.Tensor:
     """Plain cross-entropy in float32, same shape contract as stablemax_cross_entropy."""
     V = logits.shape[-1]
-    return F.cross_entropy(logits.float().reshape(-1, V), labels.long().reshape(-1), ignore_index=ignore_index,
-                           reduction="none").view(labels.shape)
+    return F.cross_entropy(
+        logits.float().reshape(-1, V), labels.long().reshape(-1), ignore_index=ignore_index, reduction="none"
+    ).view(labels.shape)
 
 
 LOSS_FUNCTIONS = {"stablemax_cross_entropy": stablemax_cross_entropy, "softmax_cross_entropy": softmax_cross_entropy}
 
 
-def compute_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, halted: torch.Tensor | None = None,
-                 steps: torch.Tensor | None = None, loss_type: str = "stablemax_cross_entropy"):
+def compute_loss(
+    outputs: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    halted: torch.Tensor | None = None,
+    steps: torch.Tensor | None = None,
+    loss_type: str = "stablemax_cross_entropy",
+):
     """Loss of one supervision step, summed over the batch (divide by the global batch size outside).
 
     outputs: the model's (logits [B, L, V], q_halt_logits [B], q_continue_logits [B], target_q_continue [B] opt.)
@@ -69,8 +79,9 @@ def compute_loss(outputs: dict[str, torch.Tensor], labels: torch.Tensor, halted:
     metrics["lm_loss"], metrics["q_halt_loss"] = lm_loss.detach(), q_halt_loss.detach()
     q_continue_loss = 0
     if "target_q_continue" in outputs:
-        q_continue_loss = F.binary_cross_entropy_with_logits(outputs["q_continue_logits"], outputs["target_q_continue"],
-                                                             reduction="sum")
+        q_continue_loss = F.binary_cross_entropy_with_logits(
+            outputs["q_continue_logits"], outputs["target_q_continue"], reduction="sum"
+        )
         metrics["q_continue_loss"] = q_continue_loss.detach()
     return lm_loss + 0.5 * (q_halt_loss + q_continue_loss), metrics
 

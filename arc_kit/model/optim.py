@@ -1,4 +1,4 @@
-"""Optimisers as the TRM reference trains: Adam-atan2 (or AdamW), sparse sign-SGD for puzzle embeddings, LR schedule, EMA."""
+"""Optimisers as the TRM reference trains: Adam-atan2 (or AdamW), sparse sign-SGD for puzzle rows, LR schedule, EMA."""
 
 import math
 
@@ -59,9 +59,9 @@ class AdamAtan2(Optimizer):
             by_t.setdefault(s.item(), []).append(i)
         for t, idx in by_t.items():
             denom = torch._foreach_sqrt([vs[i] for i in idx])
-            torch._foreach_div_(denom, math.sqrt(1.0 - beta2 ** t))
-            updates = [torch.atan2(ms[i], d) for i, d in zip(idx, denom)]
-            torch._foreach_add_([params[i] for i in idx], updates, alpha=-lr / (1.0 - beta1 ** t))
+            torch._foreach_div_(denom, math.sqrt(1.0 - beta2**t))
+            updates = [torch.atan2(ms[i], d) for i, d in zip(idx, denom, strict=False)]
+            torch._foreach_add_([params[i] for i in idx], updates, alpha=-lr / (1.0 - beta1**t))
 
 
 def build_optimizer(name: str, params, lr: float, betas: tuple[float, float], weight_decay: float) -> Optimizer:
@@ -77,7 +77,9 @@ def _world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def sparse_sign_sgd_(weights: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor, lr: float, weight_decay: float) -> None:
+def sparse_sign_sgd_(
+    weights: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor, lr: float, weight_decay: float
+) -> None:
     """In place: rows `ids` of `weights` [N, D] take a sign-SGD step with decoupled weight decay.
 
     ids [B] may repeat (several examples of one puzzle in a batch): their gradients [B, D] are summed
@@ -86,8 +88,8 @@ def sparse_sign_sgd_(weights: torch.Tensor, ids: torch.Tensor, grads: torch.Tens
     host wait: gradients are summed at each id's first example, every example reads its id's sum, and
     the rows of repeated ids, computed identically, are written with the same values.
     """
-    first = (ids[:, None] == ids[None, :]).int().argmax(dim=1)          # [B] first example with the same id
-    g = torch.zeros_like(grads).index_add_(0, first, grads)[first]      # [B, D] the id's summed gradient
+    first = (ids[:, None] == ids[None, :]).int().argmax(dim=1)  # [B] first example with the same id
+    g = torch.zeros_like(grads).index_add_(0, first, grads)[first]  # [B, D] the id's summed gradient
     rows = weights[ids.long()]
     rows.mul_(1.0 - lr * weight_decay).add_(torch.sign(g).to(rows.dtype), alpha=-lr)
     weights[ids.long()] = rows
@@ -153,7 +155,7 @@ class EMA:
     def __init__(self, model: torch.nn.Module, rate: float = 0.999):
         self.rate = rate
         self.shadow = {n: p.detach().clone() for n, p in model.named_parameters()}
-        self._shadows = list(self.shadow.values())   # in named_parameters() order, for the foreach update
+        self._shadows = list(self.shadow.values())  # in named_parameters() order, for the foreach update
 
     @torch.no_grad()
     def update(self, model: torch.nn.Module) -> None:
@@ -187,13 +189,14 @@ def optimizer_state_tensors(opt: Optimizer, names: dict[int, str], prefix: str) 
     return out
 
 
-def load_optimizer_state_tensors(opt: Optimizer, params: dict[str, torch.nn.Parameter], prefix: str,
-                                 tensors: dict[str, torch.Tensor]) -> None:
+def load_optimizer_state_tensors(
+    opt: Optimizer, params: dict[str, torch.nn.Parameter], prefix: str, tensors: dict[str, torch.Tensor]
+) -> None:
     """Inverse of optimizer_state_tensors: `params` maps the saved names to the live parameters."""
     head = prefix + "."
     for key, t in tensors.items():
         if not key.startswith(head):
             continue
-        name, k = key[len(head):].rsplit(".", 1)
+        name, k = key[len(head) :].rsplit(".", 1)
         p = params[name]
         opt.state[p][k] = t.clone() if t.ndim == 0 else t.to(p.device, p.dtype).clone()

@@ -4,15 +4,16 @@ import contextlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from arc_kit.errors import ArcKitError
 from arc_kit.model.config import TrainConfig
 from arc_kit.model.dataset import BatchPrefetcher, BatchSampler, TrainData
-from arc_kit.errors import ArcKitError
+from arc_kit.model.device import bf16_supported, resolve_device
 from arc_kit.model.optim import EMA, SparseEmbeddingSignSGD, build_optimizer, lr_at
 from arc_kit.model.train_state import TrainerState
 
@@ -36,17 +37,26 @@ class Trainer(TrainerState):
     across processes (the loss is divided by the global batch size, as the reference does).
     """
 
-    def __init__(self, model: torch.nn.Module, data: TrainData, config: TrainConfig, *, accelerator=None,
-                 log_path: str | Path | None = None, steps: int | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        data: TrainData,
+        config: TrainConfig,
+        *,
+        accelerator=None,
+        log_path: str | Path | None = None,
+        steps: int | None = None,
+    ):
         self.config, self.data, self.acc = config, data, accelerator
         self.rank = accelerator.process_index if accelerator else 0
         self.world = accelerator.num_processes if accelerator else 1
         self.is_main = accelerator.is_main_process if accelerator else True
         if config.global_batch_size % self.world:
-            raise ArcKitError(f"train config: global_batch_size {config.global_batch_size} is not a multiple "
-                              f"of the {self.world} processes")
+            raise ArcKitError(
+                f"train config: global_batch_size {config.global_batch_size} is not a multiple "
+                f"of the {self.world} processes"
+            )
         self.local_batch = config.global_batch_size // self.world
-        from arc_kit.model.device import resolve_device
         self.device = accelerator.device if accelerator is not None else resolve_device(config.device, "train.device")
         self.model = model.to(self.device)
         self.total_steps = steps if steps is not None else total_steps(config, data)
@@ -54,7 +64,7 @@ class Trainer(TrainerState):
         self.carry = None
         self.log_path = Path(log_path) if log_path else None
         self._step_seconds: list[float] = []
-        self.compile_seconds: float | None = None   # the first step's time when compiling (train.compile)
+        self.compile_seconds: float | None = None  # the first step's time when compiling (train.compile)
         if config.compile not in ("off", "default"):
             raise ArcKitError(f"train config: compile must be off or default, got '{config.compile}'")
 
@@ -70,12 +80,27 @@ class Trainer(TrainerState):
                 p.requires_grad_(False)
         self.optimizers: list[tuple[str, torch.optim.Optimizer, float]] = []
         if emb is not None:
-            self.optimizers.append(("puzzle_emb", SparseEmbeddingSignSGD(
-                emb, lr=0.0, weight_decay=config.puzzle_emb_weight_decay), config.puzzle_emb_lr))
+            self.optimizers.append(
+                (
+                    "puzzle_emb",
+                    SparseEmbeddingSignSGD(emb, lr=0.0, weight_decay=config.puzzle_emb_weight_decay),
+                    config.puzzle_emb_lr,
+                )
+            )
         if not config.freeze_network:
-            self.optimizers.append(("net", build_optimizer(
-                config.optimizer, list(self.params.values()), lr=0.0, betas=(config.beta1, config.beta2),
-                weight_decay=config.weight_decay), config.lr))
+            self.optimizers.append(
+                (
+                    "net",
+                    build_optimizer(
+                        config.optimizer,
+                        list(self.params.values()),
+                        lr=0.0,
+                        betas=(config.beta1, config.beta2),
+                        weight_decay=config.weight_decay,
+                    ),
+                    config.lr,
+                )
+            )
         self.ema = EMA(model, config.ema_rate) if config.ema else None
 
         self.autocast = self._autocast_dtype()
@@ -83,8 +108,12 @@ class Trainer(TrainerState):
         self._bad = torch.zeros(2, device=self.device)
         self._forward_loss = self._make_forward_loss()
         # This process's rows of each batch, built in a background thread while the previous step runs
-        self.batches = BatchPrefetcher(self.sampler, self.rank * self.local_batch, (self.rank + 1) * self.local_batch,
-                                       pin=self.device.type == "cuda")
+        self.batches = BatchPrefetcher(
+            self.sampler,
+            self.rank * self.local_batch,
+            (self.rank + 1) * self.local_batch,
+            pin=self.device.type == "cuda",
+        )
         # Benchmarks set this to {} to get seconds per phase of each step (data, forward, backward,
         # optimizer, sync); it waits for the device between phases, so leave it None when training.
         self.phase_seconds: dict[str, float] | None = None
@@ -96,7 +125,6 @@ class Trainer(TrainerState):
         p = self.config.precision
         if p not in ("auto", "float32", "bfloat16"):
             raise ArcKitError(f"train config: precision must be auto, float32 or bfloat16, got '{p}'")
-        from arc_kit.model.device import bf16_supported
         if self.device.type != "cuda" or p == "float32":
             return None
         if bf16_supported(self.device):
@@ -110,14 +138,17 @@ class Trainer(TrainerState):
         with torch.compile when asked. The compiled function shares the model's parameters; the model
         itself stays a plain module (checkpoints, EMA copies and prediction never see the compiled code)."""
         from arc_kit.model.loss import compute_loss
+
         model, loss_type = self.model, self.config.loss_type
 
         def forward_loss(carry, batch):
             carry, outputs = model(carry, batch)
             # labels of the data each row works on (rows that did not halt keep their old example)
-            loss, metrics = compute_loss(outputs, carry.current_data["labels"], carry.halted, carry.steps,
-                                         loss_type=loss_type)
+            loss, metrics = compute_loss(
+                outputs, carry.current_data["labels"], carry.halted, carry.steps, loss_type=loss_type
+            )
             return carry, loss, metrics
+
         return torch.compile(forward_loss) if self.config.compile == "default" else forward_loss
 
     def _local_batch(self) -> dict[str, torch.Tensor]:
@@ -132,7 +163,7 @@ class Trainer(TrainerState):
         torch.distributed.all_reduce(flat)
         i = 0
         for g in grads:
-            g.copy_(flat[i:i + g.numel()].view_as(g))
+            g.copy_(flat[i : i + g.numel()].view_as(g))
             i += g.numel()
 
     def _sum_over_processes(self, values: torch.Tensor) -> torch.Tensor:
@@ -163,16 +194,22 @@ class Trainer(TrainerState):
         with ctx:
             carry, loss, metrics = self._forward_loss(self.carry, batch)
         self._phase("forward")
-        with torch.no_grad():   # remember the first non-finite step and its loss, without a host sync
+        with torch.no_grad():  # remember the first non-finite step and its loss, without a host sync
             first = ~torch.isfinite(loss.detach()) & (self._bad[0] == 0)
-            self._bad = torch.stack([torch.where(first, float(self.step_count), self._bad[0]),
-                                     torch.where(first, loss.detach().float(), self._bad[1])])
+            self._bad = torch.stack(
+                [
+                    torch.where(first, float(self.step_count), self._bad[0]),
+                    torch.where(first, loss.detach().float(), self._bad[1]),
+                ]
+            )
         (loss / self.config.global_batch_size).backward()
         self._all_reduce_grads()
         self._phase("backward")
         self._lrs = {}
         for name, opt, base_lr in self.optimizers:
-            lr = lr_at(self.step_count, base_lr, self.config.lr_warmup_steps, self.total_steps, self.config.lr_min_ratio)
+            lr = lr_at(
+                self.step_count, base_lr, self.config.lr_warmup_steps, self.total_steps, self.config.lr_min_ratio
+            )
             for group in opt.param_groups:
                 group["lr"] = lr
             opt.step()
@@ -206,11 +243,17 @@ class Trainer(TrainerState):
     def _check_finite(self, bad: torch.Tensor | None = None) -> None:
         """Raise NonFiniteLoss (on every process together) if any step so far had a non-finite loss."""
         local = self._bad.cpu() if bad is None else bad
-        flag = self._sum_over_processes(torch.tensor([float(local[0] > 0)], device=self.device)) if self.world > 1 \
+        flag = (
+            self._sum_over_processes(torch.tensor([float(local[0] > 0)], device=self.device))
+            if self.world > 1
             else local[:1]
+        )
         if float(flag[0]) > 0:
-            where = f"training step {int(local[0])}: loss is {float(local[1])}" if local[0] > 0 else \
-                "training: the loss became non-finite on another process"
+            where = (
+                f"training step {int(local[0])}: loss is {float(local[1])}"
+                if local[0] > 0
+                else "training: the loss became non-finite on another process"
+            )
             raise NonFiniteLoss(f"{where} (diverged; lower train.lr or check the data)")
 
     @torch.no_grad()
@@ -222,14 +265,18 @@ class Trainer(TrainerState):
         reduced = self._sum_over_processes(values.clone())
         host = torch.cat([local, reduced]).cpu()
         self._phase("sync")
-        self._check_finite(host[len(keys):len(keys) + 2])
-        v = dict(zip(keys, host[len(keys) + 2:].tolist()))
+        self._check_finite(host[len(keys) : len(keys) + 2])
+        v = dict(zip(keys, host[len(keys) + 2 :].tolist(), strict=False))
         count = max(v["count"], 1.0)
-        out = {k: x / (self.config.global_batch_size if k.endswith("loss") else count) for k, x in v.items() if k != "count"}
+        out = {
+            k: x / (self.config.global_batch_size if k.endswith("loss") else count)
+            for k, x in v.items()
+            if k != "count"
+        }
         out["count"] = int(v["count"])
         out["loss"] = out["lm_loss"] + 0.5 * (out["q_halt_loss"] + out.get("q_continue_loss", 0.0))
         out.update({"step": self.step_count, "lr": self._lrs.get("net", self._lrs.get("puzzle_emb", 0.0))})
-        recent = self._step_seconds[-max(1, self.config.log_every):]
+        recent = self._step_seconds[-max(1, self.config.log_every) :]
         out["step_seconds"] = sum(recent) / len(recent) if recent else 0.0
         return out
 
@@ -246,7 +293,7 @@ class Trainer(TrainerState):
         deadline, or `should_stop()` says so."""
         stop = self.step_count >= limit
         if until is not None and self._step_seconds:
-            stop |= self.steps_by(until) <= self.step_count   # do not start a step that cannot finish
+            stop |= self.steps_by(until) <= self.step_count  # do not start a step that cannot finish
         elif until is not None:
             stop |= time.time() >= until
         if should_stop is not None:
@@ -257,14 +304,20 @@ class Trainer(TrainerState):
         """Data parallel, at a sync point: stop if any process votes so (or the next all-reduce would hang),
         and the last step every process can finish by the deadline (the slowest process's count)."""
         fit = self.steps_by(until) if until is not None else None
-        never = float(2 ** 52)
+        never = float(2**52)
         votes = torch.tensor([float(stop), -float(fit) if fit is not None else -never], device=self.device)
         torch.distributed.all_reduce(votes, op=torch.distributed.ReduceOp.MAX)
         stop, fit_all = bool(votes[0] > 0), -float(votes[1])
         return stop, (int(fit_all) if fit_all < never else None)
 
-    def train(self, until: float | None = None, should_stop: Callable[[], bool] | None = None,
-              max_steps: int | None = None, checkpoint_dir: str | Path | None = None, **save_kwargs) -> dict:
+    def train(
+        self,
+        until: float | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        max_steps: int | None = None,
+        checkpoint_dir: str | Path | None = None,
+        **save_kwargs,
+    ) -> dict:
         """Run steps until total steps / `max_steps`, the wall-clock deadline `until` (time.time() seconds),
         or `should_stop()` says so. Saves to `checkpoint_dir` every `checkpoint_every` steps and at the end.
         Returns the last metrics (plus 'stopped': why).
@@ -275,13 +328,20 @@ class Trainer(TrainerState):
         With one process the deadline and `should_stop()` are checked before every step (host only); with
         several, at sync points, and the deadline's last step is planned there from the measured rate."""
         from tqdm import tqdm
+
         limit = min(self.total_steps, max_steps if max_steps is not None else self.total_steps)
-        bar = tqdm(total=limit, initial=self.step_count, file=sys.stderr, dynamic_ncols=True,
-                   disable=not (self.config.progress and self.is_main), desc="train")
+        bar = tqdm(
+            total=limit,
+            initial=self.step_count,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            disable=not (self.config.progress and self.is_main),
+            desc="train",
+        )
         every = max(1, self.config.log_every)
         last: dict = {}
-        pending = None   # (names, device values) of the last step's metrics, not read yet
-        plan = None      # data parallel: the last step the deadline allows, agreed at the last sync point
+        pending = None  # (names, device values) of the last step's metrics, not read yet
+        plan = None  # data parallel: the last step the deadline allows, agreed at the last sync point
         try:
             stop = self._stop_vote(until, should_stop, limit)
             if self.world > 1:
@@ -290,18 +350,24 @@ class Trainer(TrainerState):
             while not stop:
                 pending = self._step()
                 n = self.step_count
-                if until is not None:   # time left: the steps that fit by the deadline, not max_steps
+                if until is not None:  # time left: the steps that fit by the deadline, not max_steps
                     bar.total = max(n, min(limit, self.steps_by(until)))
                 bar.update(1)
-                checkpoint = bool(checkpoint_dir and self.config.checkpoint_every and n % self.config.checkpoint_every == 0)
+                checkpoint = bool(
+                    checkpoint_dir and self.config.checkpoint_every and n % self.config.checkpoint_every == 0
+                )
                 sync = first or n % every == 0 or checkpoint or n >= limit or (plan is not None and n >= plan)
                 first = False
                 if sync:
                     last, pending = self._read_metrics(*pending), None
                     if n % every == 0:
                         self.log(last)
-                    bar.set_postfix(loss=f"{last['loss']:.4f}", exact=f"{last['exact_accuracy']:.3f}",
-                                    steps=f"{last['steps']:.2f}", refresh=False)
+                    bar.set_postfix(
+                        loss=f"{last['loss']:.4f}",
+                        exact=f"{last['exact_accuracy']:.3f}",
+                        steps=f"{last['steps']:.2f}",
+                        refresh=False,
+                    )
                     if checkpoint:
                         self.save(checkpoint_dir, **save_kwargs)
                 if self.world == 1:
@@ -331,10 +397,13 @@ def measure_train_rate(model, canvas: int, batch_size: int, device, autocast, re
     """Sequences per second of one training supervision step (forward + backward, no optimiser update): the
     start-up probe a run plans its training time with."""
     from arc_kit.model.loss import compute_loss
+
     B, L = batch_size, canvas * canvas
-    batch = {"inputs": torch.full((B, L), 2, dtype=torch.int32, device=device),
-             "labels": torch.full((B, L), 2, dtype=torch.int32, device=device),
-             "puzzle_identifiers": torch.zeros(B, dtype=torch.int32, device=device)}
+    batch = {
+        "inputs": torch.full((B, L), 2, dtype=torch.int32, device=device),
+        "labels": torch.full((B, L), 2, dtype=torch.int32, device=device),
+        "puzzle_identifiers": torch.zeros(B, dtype=torch.int32, device=device),
+    }
     model.train()
     ctx = (lambda: torch.autocast("cuda", dtype=autocast)) if autocast is not None else contextlib.nullcontext
     times = []

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from arc_kit.config import to_dict
 from arc_kit.errors import ArcKitError
 from arc_kit.model.optim import load_optimizer_state_tensors, optimizer_state_tensors
 
@@ -74,7 +75,7 @@ class TrainerState:
         mine = self._rank_tensors()
         if self.world > 1:
             parts = [None] * self.world
-            torch.distributed.all_gather_object(parts, mine)   # in memory between our own processes
+            torch.distributed.all_gather_object(parts, mine)  # in memory between our own processes
             for part in parts:
                 t.update(part)
         else:
@@ -98,7 +99,7 @@ class TrainerState:
         if f"{mine}rng.cuda" in t and self.device.type == "cuda":
             torch.cuda.set_rng_state(t[f"{mine}rng.cuda"], self.device)
         carry_keys = [k for k in t if k.startswith(mine + "carry.")]
-        self.carry = None   # a different process count restarts the carried batch (fresh examples)
+        self.carry = None  # a different process count restarts the carried batch (fresh examples)
         if carry_keys and int(t.get("world_size", torch.tensor(1))) == self.world:
             # a batch of the saved data's keys and shapes (e.g. coordinate `positions`, any crop length)
             saved = {k.split(".")[3]: t[k] for k in carry_keys if k.split(".")[2] == "current_data"}
@@ -111,9 +112,11 @@ class TrainerState:
     def _peek_batch(self) -> dict[str, torch.Tensor]:
         """A batch of the right shapes without advancing the data stream (to rebuild the carry)."""
         L = self.data.seq_len
-        return {"inputs": torch.zeros((self.local_batch, L), dtype=torch.int32, device=self.device),
-                "labels": torch.zeros((self.local_batch, L), dtype=torch.int32, device=self.device),
-                "puzzle_identifiers": torch.zeros((self.local_batch,), dtype=torch.int32, device=self.device)}
+        return {
+            "inputs": torch.zeros((self.local_batch, L), dtype=torch.int32, device=self.device),
+            "labels": torch.zeros((self.local_batch, L), dtype=torch.int32, device=self.device),
+            "puzzle_identifiers": torch.zeros((self.local_batch,), dtype=torch.int32, device=self.device),
+        }
 
     def save(self, directory: str | Path, extra_config: dict | None = None) -> None:
         """Write a checkpoint directory (arc_kit.checkpoint format) that `load_state` resumes exactly.
@@ -124,29 +127,38 @@ class TrainerState:
         ema.safetensors the averages; config.yaml gets a `train:` section (+ `extra_config` sections, e.g. data).
         Collective under data parallel (call it on every process); only the main process writes."""
         from arc_kit.model.checkpoint import save_checkpoint
-        from arc_kit.config import to_dict
-        self._check_finite()   # never save weights a non-finite loss has poisoned
+
+        self._check_finite()  # never save weights a non-finite loss has poisoned
         state = self.state_tensors()
         if not self.is_main:
             return
         ema = {k: v for k, v in state.items() if k.startswith("ema.")}
         rest = {k: v for k, v in state.items() if not k.startswith("ema.")}
         extra = {"train": to_dict(self.config), **(extra_config or {})}
-        save_checkpoint(directory, self.ema_model(), self.data.puzzle_names, extra_config=extra,
-                        optimizer_state=rest, ema_state=ema or None)
+        save_checkpoint(
+            directory,
+            self.ema_model(),
+            self.data.puzzle_names,
+            extra_config=extra,
+            optimizer_state=rest,
+            ema_state=ema or None,
+        )
 
     def load_state(self, directory: str | Path) -> None:
         """Continue the run saved in `directory` by `save`: raw weights, puzzle table, optimiser/EMA state,
         data stream, RNG, carried batch and step. The trainer must have been built with the same model
         architecture, data and config (e.g. model from load_checkpoint(directory) or a fresh TRM)."""
         from arc_kit.model.checkpoint import STATE_FILES, load_model_tensors, read_checkpoint_info
+
         info = read_checkpoint_info(directory)
         state = info.state("optimizer")
         if state is None or "step" not in state:
             raise ArcKitError(f"{Path(directory) / STATE_FILES['optimizer']}: no training state to resume from")
         if info.puzzle_names != self.data.puzzle_names:
-            raise ArcKitError(f"{Path(directory)}: its puzzle rows differ from this run's training data "
-                              f"({len(info.puzzle_names)} vs {len(self.data.puzzle_names)} rows)")
+            raise ArcKitError(
+                f"{Path(directory)}: its puzzle rows differ from this run's training data "
+                f"({len(info.puzzle_names)} vs {len(self.data.puzzle_names)} rows)"
+            )
         # buffers (puzzle table, H_init/L_init) from the model files; the EMA parameters there are then
         # replaced by the raw ones
         self.model.load_state_dict(load_model_tensors(directory, self.device))

@@ -18,9 +18,17 @@ from torch import nn
 
 from arc_kit.errors import ArcKitError
 from arc_kit.model.config import GRID_CELLS, GRID_SIDE, TRMConfig
-from arc_kit.model.layers import Attention, CastedEmbedding, CastedLinear, RotaryEmbedding, SwiGLU, rms_norm, trunc_normal_
+from arc_kit.model.layers import (
+    Attention,
+    CastedEmbedding,
+    CastedLinear,
+    RotaryEmbedding,
+    SwiGLU,
+    rms_norm,
+    trunc_normal_,
+)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}   # TRMConfig.forward_dtype
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}  # TRMConfig.forward_dtype
 
 
 def coord_positions(height: int, width: int) -> torch.Tensor:
@@ -31,16 +39,15 @@ def coord_positions(height: int, width: int) -> torch.Tensor:
     return (torch.arange(height)[:, None] * GRID_SIDE + torch.arange(width)[None, :]).reshape(-1)
 
 
-
-
 @dataclass
 class Carry:
     """State carried between supervision steps (detached). A halted sequence is reset, and takes its
     data from the next batch, at the start of the next step."""
-    z_H: torch.Tensor                     # [B, T, D] forward dtype: the answer state "y"
-    z_L: torch.Tensor                     # [B, T, D] the latent reasoning state "z"
-    steps: torch.Tensor                   # [B] int32 supervision steps done on the current data
-    halted: torch.Tensor                  # [B] bool
+
+    z_H: torch.Tensor  # [B, T, D] forward dtype: the answer state "y"
+    z_L: torch.Tensor  # [B, T, D] the latent reasoning state "z"
+    steps: torch.Tensor  # [B] int32 supervision steps done on the current data
+    halted: torch.Tensor  # [B] bool
     current_data: dict[str, torch.Tensor]  # the batch entries each sequence is working on
 
 
@@ -191,7 +198,7 @@ class TRM(nn.Module):
 
     def heads(self, z_H):
         """z_H [B, T, D] -> logits [B, L, V] (forward dtype), q_halt [B], q_continue [B] (fp32)."""
-        logits = self.lm_head(z_H)[:, self.config.prefix_len:]
+        logits = self.lm_head(z_H)[:, self.config.prefix_len :]
         q = self.q_head(z_H[:, 0]).to(torch.float32)  # the first prefix slot reads the puzzle
         return logits, q[:, 0], q[:, 1]
 
@@ -206,9 +213,13 @@ class TRM(nn.Module):
         B, T, D = batch["inputs"].shape[0], batch["inputs"].shape[1] + self.config.prefix_len, self.config.hidden_size
         dev = self.H_init.device
         z = torch.zeros(B, T, D, dtype=self.H_init.dtype, device=dev)
-        return Carry(z_H=z, z_L=z.clone(), steps=torch.zeros(B, dtype=torch.int32, device=dev),
-                     halted=torch.ones(B, dtype=torch.bool, device=dev),
-                     current_data={k: torch.zeros_like(v) for k, v in batch.items()})
+        return Carry(
+            z_H=z,
+            z_L=z.clone(),
+            steps=torch.zeros(B, dtype=torch.int32, device=dev),
+            halted=torch.ones(B, dtype=torch.bool, device=dev),
+            current_data={k: torch.zeros_like(v) for k, v in batch.items()},
+        )
 
     def forward(self, carry: Carry, batch: dict[str, torch.Tensor]) -> tuple[Carry, dict[str, torch.Tensor]]:
         """One supervision step. batch: inputs [B, L], labels [B, L], puzzle_identifiers [B] (any extra keys
@@ -222,7 +233,9 @@ class TRM(nn.Module):
         z_H = torch.where(reset.view(-1, 1, 1), self.H_init, carry.z_H)
         z_L = torch.where(reset.view(-1, 1, 1), self.L_init, carry.z_L)
         steps = torch.where(reset, 0, carry.steps)
-        data = {k: torch.where(reset.view((-1,) + (1,) * (v.ndim - 1)), batch[k], v) for k, v in carry.current_data.items()}
+        data = {
+            k: torch.where(reset.view((-1,) + (1,) * (v.ndim - 1)), batch[k], v) for k, v in carry.current_data.items()
+        }
 
         x = self.embed(data["inputs"], data["puzzle_identifiers"])
         cos_sin = self.rope(data)
@@ -242,13 +255,21 @@ class TRM(nn.Module):
                 halted = halted & (steps >= min_steps)
                 if not cfg.no_ACT_continue:  # bootstrapped target: value of the next step (PQN-style, no replay)
                     _, nq_halt, nq_cont = self.heads(self.recurse(z_H, z_L, x, cos_sin)[0])
-                    outputs["target_q_continue"] = torch.sigmoid(torch.where(last, nq_halt, torch.maximum(nq_halt, nq_cont)))
+                    outputs["target_q_continue"] = torch.sigmoid(
+                        torch.where(last, nq_halt, torch.maximum(nq_halt, nq_cont))
+                    )
         return Carry(z_H, z_L, steps, halted, data), outputs
 
     # ---- inference -------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, batch: dict[str, torch.Tensor], steps: int | None = None, early_halt: bool = False,
-                return_logits: bool = False, return_all_steps: bool = False) -> dict[str, torch.Tensor]:
+    def predict(
+        self,
+        batch: dict[str, torch.Tensor],
+        steps: int | None = None,
+        early_halt: bool = False,
+        return_logits: bool = False,
+        return_all_steps: bool = False,
+    ) -> dict[str, torch.Tensor]:
         """Run `steps` (default halt_max_steps) eval supervision steps from the initial state.
         early_halt: a sequence stops (and is dropped from the batch, saving its compute) after the
         first step whose q_halt logit > 0. Returns preds [B, L] (argmax), q_halt / q_continue [B] (fp32
@@ -264,9 +285,12 @@ class TRM(nn.Module):
             cos_sin = self.rope(batch)
             z_H, z_L = self.initial_state(B, L)
             active = torch.arange(B, device=dev)  # rows of the batch still running
-            out = {"preds": torch.zeros(B, L, dtype=torch.long, device=dev),
-                   "q_halt": torch.zeros(B, device=dev), "q_continue": torch.zeros(B, device=dev),
-                   "steps_run": torch.zeros(B, dtype=torch.long, device=dev)}
+            out = {
+                "preds": torch.zeros(B, L, dtype=torch.long, device=dev),
+                "q_halt": torch.zeros(B, device=dev),
+                "q_continue": torch.zeros(B, device=dev),
+                "steps_run": torch.zeros(B, dtype=torch.long, device=dev),
+            }
             if return_logits:
                 out["logits"] = torch.zeros(B, L, self.config.vocab_size, device=dev)
             all_preds, all_q = [], []
@@ -285,7 +309,7 @@ class TRM(nn.Module):
                     keep = q_halt <= 0
                     if not keep.all():
                         active, x, z_H, z_L = active[keep], x[keep], z_H[keep], z_L[keep]
-                        if cos_sin is not None and cos_sin[0].ndim == 3:   # per-sequence coordinate tables
+                        if cos_sin is not None and cos_sin[0].ndim == 3:  # per-sequence coordinate tables
                             cos_sin = (cos_sin[0][keep], cos_sin[1][keep])
                     if active.numel() == 0:
                         break

@@ -13,8 +13,10 @@ from arc_kit.vote import load_vote_config
 def check_run_inputs(cfg: RunConfig, where: str = "config") -> None:
     """What the config's dataclasses cannot check themselves (they check every key, type and range as they are
     built): preset names and paths, before anything runs or any directory is made. Errors name the key."""
+
     def bad(key, msg):
         raise ArcKitError(f"{where}: config key '{key}': {msg}")
+
     if cfg.model.checkpoint:
         ck = Path(cfg.model.checkpoint)
         if not (ck / "config.yaml").is_file():
@@ -43,7 +45,8 @@ def load_run_tasks(cfg: RunConfig):
         ids = parse_ids(ids[0])
     task_set = load_tasks(t.source, solutions=t.solutions, ids=ids, max_size=t.max_size, limit=t.limit, lenient=True)
     if not task_set.tasks and not task_set.invalid:
-        sel = ", ".join(f"{k}={v}" for k, v in (("ids", t.ids), ("max_size", t.max_size), ("limit", t.limit))
-                        if v is not None)
+        sel = ", ".join(
+            f"{k}={v}" for k, v in (("ids", t.ids), ("max_size", t.max_size), ("limit", t.limit)) if v is not None
+        )
         raise ArcKitError(f"{t.source}: the selection ({sel or 'all tasks'}) leaves no task to run")
     return task_set

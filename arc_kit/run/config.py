@@ -1,12 +1,12 @@
-"""RunConfig: the dataclass tree behind `arc-kit run` (tasks, model, test-time training, inference, voting, budget, output)."""
+"""RunConfig: the dataclass tree behind `arc-kit run` (tasks, model, TTT, inference, voting, budget, output)."""
 
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from arc_kit.config import from_dict, load_config, to_dict
-from arc_kit.model.config import TrainConfig, TRMConfig
 from arc_kit.errors import ArcKitError
+from arc_kit.model.config import TrainConfig, TRMConfig
 
 
 @dataclass
@@ -15,15 +15,15 @@ class TasksConfig:
     # unless they are given again as overrides. The selection picks what the model works on; the submission
     # always covers every task of the source (the others get fallback attempts).
     source: str = "arc-agi-1/evaluation"
-    solutions: str | None = None          # Kaggle solutions file, for scoring only (picked up beside the challenges when None)
-    ids: list[str] | None = None          # keep only these task ids (None: all; ["@file.txt"] reads them from a file)
-    max_size: int | None = None           # keep tasks whose visible grids (demonstrations, test inputs) fit NxN
-    limit: int | None = None              # keep the first N tasks
+    solutions: str | None = None  # Kaggle solutions file, for scoring only (picked up beside the challenges when None)
+    ids: list[str] | None = None  # keep only these task ids (None: all; ["@file.txt"] reads them from a file)
+    max_size: int | None = None  # keep tasks whose visible grids (demonstrations, test inputs) fit NxN
+    limit: int | None = None  # keep the first N tasks
 
 
 @dataclass
 class ModelConfig:
-    checkpoint: str | None = None   # model dir to start from (`--checkpoint`); None trains from scratch
+    checkpoint: str | None = None  # model dir to start from (`--checkpoint`); None trains from scratch
     # The architecture of a model built from scratch (reference names: hidden_size, H_cycles, ...; defaults:
     # the published ARC model). The run sets seq_len (canvas) and num_puzzle_identifiers (puzzles) itself.
     # A checkpoint brings its own architecture: this section is then not used.
@@ -43,14 +43,16 @@ class ModelConfig:
 @dataclass
 class TTTConfig:
     enabled: bool = True
-    augmentations: int = 16      # augmented versions per task besides the identity (reference --num-aug); one puzzle row each
-    augment: str = ""            # augmentation preset (configs/augmentation/NAME.yaml); "" = kit defaults
-    translate: bool = True       # random translation of each training pair on the canvas
+    augmentations: int = (
+        16  # augmented versions per task besides the identity (reference --num-aug); one puzzle row each
+    )
+    augment: str = ""  # augmentation preset (configs/augmentation/NAME.yaml); "" = kit defaults
+    translate: bool = True  # random translation of each training pair on the canvas
     seed: int = 0
-    max_steps: int = 2000        # stop here even when time is left
+    max_steps: int = 2000  # stop here even when time is left
     embeddings_only_steps: int = 0  # phase 1: train only the puzzle embeddings (network frozen)
-    freeze_network: bool = False    # phase 2 trains the embeddings only as well (network never changes)
-    min_epochs: float = 2.0      # trim `augmentations` when the planned steps cannot show each example this often
+    freeze_network: bool = False  # phase 2 trains the embeddings only as well (network never changes)
+    min_epochs: float = 2.0  # trim `augmentations` when the planned steps cannot show each example this often
     extra_sources: list[str] = field(default_factory=list)  # more task sources mixed into training (demos+tests)
     extra_augmentations: int = 0  # augmented versions per extra-source task besides the identity
     checkpoint_minutes: float = 2.0  # save the latest checkpoint this often (resume and watchdog kills)
@@ -62,39 +64,39 @@ class TTTConfig:
 @dataclass
 class InferenceConfig:
     enabled: bool = True
-    views: int = 8               # views per test input: the task's first M trained puzzles, identity first
+    views: int = 8  # views per test input: the task's first M trained puzzles, identity first
     batch_size: int = 256
     task_time_cap_seconds: float = 0.0  # per-task compute cap (0: none); a huge task cannot starve the rest
-    seed: int = 1                # view sampling when the views are not taken from training
+    seed: int = 1  # view sampling when the views are not taken from training
 
 
 @dataclass
 class BudgetConfig:
-    total_minutes: float = 10.0          # hard wall-clock limit of this invocation
-    safety_margin_minutes: float = 0.5   # kept free at the end (final vote, report, scheduler jitter)
-    train_share: float = 0.8             # most of the time left that training may take
-    min_infer_share: float = 0.1         # inference always keeps at least this share
-    stage_grace_seconds: float = 10.0    # a stage past its deadline gets SIGTERM, then SIGKILL after this
-    revote_seconds: float = 30.0         # re-vote submission.json this often while predictions arrive
-    startup_seconds: float = 15.0        # expected child start-up (imports, model build): planning reserve
+    total_minutes: float = 10.0  # hard wall-clock limit of this invocation
+    safety_margin_minutes: float = 0.5  # kept free at the end (final vote, report, scheduler jitter)
+    train_share: float = 0.8  # most of the time left that training may take
+    min_infer_share: float = 0.1  # inference always keeps at least this share
+    stage_grace_seconds: float = 10.0  # a stage past its deadline gets SIGTERM, then SIGKILL after this
+    revote_seconds: float = 30.0  # re-vote submission.json this often while predictions arrive
+    startup_seconds: float = 15.0  # expected child start-up (imports, model build): planning reserve
 
 
 @dataclass
 class RuntimeConfig:
-    device: str = "auto"       # auto | cpu | cuda
-    threads: int = 0           # torch threads per process; 0 = cores free / processes
-    num_processes: int = 1     # data-parallel processes (GPUs) for training and inference
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch threads per process; 0 = cores free / processes
+    num_processes: int = 1  # data-parallel processes (GPUs) for training and inference
     precision: str = "float32"  # float32 | bfloat16: autocast for training and inference alike, on GPUs that
-                                # support bfloat16 (elsewhere float32)
+    # support bfloat16 (elsewhere float32)
     seed: int = 0
 
 
 @dataclass
 class OutputConfig:
-    dir: str = "runs/{name}"   # `--out`; {name} is the config's name
-    progress: bool = True      # progress bars on stderr
+    dir: str = "runs/{name}"  # `--out`; {name} is the config's name
+    progress: bool = True  # progress bars on stderr
     keep_checkpoint: bool = True  # keep the test-time-trained model in OUT/ttt/model once the run has finished
-                                  # (false: removed at the end; an interrupted run keeps it to resume)
+    # (false: removed at the end; an interrupted run keeps it to resume)
 
 
 @dataclass
@@ -104,7 +106,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     ttt: TTTConfig = field(default_factory=TTTConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
-    voting: str = "reference"   # shipped voting config name (configs/voting/) or a YAML path
+    voting: str = "reference"  # shipped voting config name (configs/voting/) or a YAML path
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
@@ -112,6 +114,7 @@ class RunConfig:
 
 def check_run_config(cfg: RunConfig, where: str = "config") -> RunConfig:
     """Value checks that the type system cannot express; errors name the dotted key. Pure: touches no file."""
+
     def bad(key, msg):
         raise ArcKitError(f"{where}: config key '{key}': {msg}")
 
@@ -130,8 +133,12 @@ def check_run_config(cfg: RunConfig, where: str = "config") -> RunConfig:
     if cfg.model.halt_max_steps is not None and cfg.model.halt_max_steps < 1:
         bad("model.halt_max_steps", f"must be >= 1, got {cfg.model.halt_max_steps}")
     defaults = TrainConfig()
-    for key, there in (("precision", "runtime.precision"), ("device", "runtime.device"), ("max_steps", "ttt.max_steps"),
-                       ("seed", "ttt.seed")):
+    for key, there in (
+        ("precision", "runtime.precision"),
+        ("device", "runtime.device"),
+        ("max_steps", "ttt.max_steps"),
+        ("seed", "ttt.seed"),
+    ):
         if getattr(cfg.ttt.train, key) != getattr(defaults, key):
             bad(f"ttt.train.{key}", f"is set by the run: set {there} instead")
     if not 0 <= cfg.model.canvas_margin <= 28:
@@ -190,6 +197,18 @@ def run_config_from_dict(data: dict) -> RunConfig:
     return check_run_config(from_dict(RunConfig, data))
 
 
-__all__ = ["RunConfig", "TasksConfig", "ModelConfig", "TTTConfig", "InferenceConfig", "BudgetConfig",
-           "RuntimeConfig", "OutputConfig", "load_run_config", "run_config_from_dict", "check_run_config",
-           "PRECISIONS", "to_dict"]
+__all__ = [
+    "RunConfig",
+    "TasksConfig",
+    "ModelConfig",
+    "TTTConfig",
+    "InferenceConfig",
+    "BudgetConfig",
+    "RuntimeConfig",
+    "OutputConfig",
+    "load_run_config",
+    "run_config_from_dict",
+    "check_run_config",
+    "PRECISIONS",
+    "to_dict",
+]

@@ -1,4 +1,4 @@
-"""The run directory (`--out`): every file name in it, the stages' task file, the log, the manifest and the resume guard."""
+"""The run directory (`--out`): every file name in it, the stages' task file, log, manifest and resume guard."""
 
 import hashlib
 import json
@@ -15,20 +15,32 @@ from arc_kit.predictions import EMPTY_VIEWS_FILE, PREDICTIONS_FILE
 from arc_kit.run.config import RunConfig
 
 # Files of a run directory (`--out`).
-CONFIG_FILE = "config.yaml"        # the resolved RunConfig of this run
-TASKS_FILE = "tasks.json"          # the selected tasks, exactly as the stages see them
-MANIFEST_FILE = "run.json"         # hashes that decide whether a rerun may resume
-STATE_FILE = "state.json"          # per-stage status (parent writes)
-PLAN_FILE = "plan.json"            # time split and trimmed counts (training stage writes)
+CONFIG_FILE = "config.yaml"  # the resolved RunConfig of this run
+TASKS_FILE = "tasks.json"  # the selected tasks, exactly as the stages see them
+MANIFEST_FILE = "run.json"  # hashes that decide whether a rerun may resume
+STATE_FILE = "state.json"  # per-stage status (parent writes)
+PLAN_FILE = "plan.json"  # time split and trimmed counts (training stage writes)
 SUBMISSION_FILE = "submission.json"
 SCORE_FILE = "score.json"
 REPORT_FILE = "report.md"
 LOG_FILE = "run.log"
-TTT_DIR = "ttt"                    # ttt/model: the test-time-trained checkpoint (+ training state)
+TTT_DIR = "ttt"  # ttt/model: the test-time-trained checkpoint (+ training state)
 
 # What a fresh start removes from an existing run directory (nothing else is touched).
-RUN_FILES = (CONFIG_FILE, TASKS_FILE, MANIFEST_FILE, STATE_FILE, PLAN_FILE, PREDICTIONS_FILE, EMPTY_VIEWS_FILE,
-             SUBMISSION_FILE, SCORE_FILE, REPORT_FILE, "stage_train.json", "stage_infer.json")
+RUN_FILES = (
+    CONFIG_FILE,
+    TASKS_FILE,
+    MANIFEST_FILE,
+    STATE_FILE,
+    PLAN_FILE,
+    PREDICTIONS_FILE,
+    EMPTY_VIEWS_FILE,
+    SUBMISSION_FILE,
+    SCORE_FILE,
+    REPORT_FILE,
+    "stage_train.json",
+    "stage_infer.json",
+)
 
 # Logger name -> the (run directory, tag) its handlers write for: setting up the same pair again is a no-op.
 _LOG_TARGETS: dict[str, tuple[str, str]] = {}
@@ -67,9 +79,12 @@ def setup_logging(out: Path, tag: str) -> logging.Logger:
 
 # ---------------------------------------------------------------- manifest and resume
 
+
 def tasks_hash(task_set) -> str:
     """Hash of what the model sees: demonstrations and test inputs (not the solutions) plus invalid ids."""
-    blob = {tid: [[[p.input, p.output] for p in t.train], [p.input for p in t.test]] for tid, t in task_set.tasks.items()}
+    blob = {
+        tid: [[[p.input, p.output] for p in t.train], [p.input for p in t.test]] for tid, t in task_set.tasks.items()
+    }
     data = json.dumps([blob, sorted(task_set.invalid)], sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(data).hexdigest()[:16]
 
@@ -79,6 +94,7 @@ def checkpoint_hash(path: str | Path | None) -> str | None:
     if not path:
         return None
     from arc_kit.model.checkpoint import fingerprint
+
     return fingerprint(path)
 
 
@@ -92,6 +108,7 @@ def resume_key(cfg: RunConfig) -> str:
 
 
 # ---------------------------------------------------------------- run directory
+
 
 def prepare_out(out: Path, manifest: dict, fresh: bool, log: logging.Logger) -> bool:
     """Create or reuse OUT. Returns True when resuming. Refuses a directory holding another run unless `fresh`."""
@@ -112,11 +129,18 @@ def prepare_out(out: Path, manifest: dict, fresh: bool, log: logging.Logger) -> 
         return False
     if old is None:
         if has_run_files:
-            raise ArcKitError(f"{out}: holds run files but no {MANIFEST_FILE}, so it cannot be resumed safely; "
-                              f"pass --fresh to start over there, or choose another --out")
+            raise ArcKitError(
+                f"{out}: holds run files but no {MANIFEST_FILE}, so it cannot be resumed safely; "
+                f"pass --fresh to start over there, or choose another --out"
+            )
         return False
-    refuse_changed(out, old, manifest, {"resume_key": "config (model/ttt/inference settings)", "tasks_hash": "tasks",
-                                        "checkpoint_hash": "checkpoint"}, "pass --fresh to discard it, or choose another --out")
+    refuse_changed(
+        out,
+        old,
+        manifest,
+        {"resume_key": "config (model/ttt/inference settings)", "tasks_hash": "tasks", "checkpoint_hash": "checkpoint"},
+        "pass --fresh to discard it, or choose another --out",
+    )
     return True
 
 
@@ -125,5 +149,7 @@ def refuse_changed(where: Path, old: dict, new: dict, what: dict[str, str], advi
     settings that shaped its results (`what`: key -> description) are the same; otherwise an error naming them."""
     diffs = [k for k in what if old.get(k) != new.get(k)]
     if diffs:
-        raise ArcKitError(f"{where}: holds results made with a different {', '.join(what[k] for k in diffs)} "
-                          f"({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in diffs)}); {advice}")
+        raise ArcKitError(
+            f"{where}: holds results made with a different {', '.join(what[k] for k in diffs)} "
+            f"({', '.join(f'{k}: {old.get(k)!r} -> {new.get(k)!r}' for k in diffs)}); {advice}"
+        )

@@ -2,6 +2,8 @@
 
 import os
 
+from arc_kit.model.device import bf16_supported, resolve_device
+
 
 def free_cores() -> int:
     """CPU cores this process may use (affinity) minus those other processes keep busy (1-minute load), at least 1.
@@ -25,7 +27,6 @@ def setup_torch(cfg, world: int, accelerator=None):
     bfloat16 autocast on a CUDA device that supports it, float32 everywhere else."""
     import torch
 
-    from arc_kit.model.device import bf16_supported, resolve_device
     threads = cfg.runtime.threads or max(1, free_cores() // max(1, world))
     torch.set_num_threads(threads)
     device = accelerator.device if accelerator is not None else resolve_device(cfg.runtime.device, "runtime.device")
@@ -38,8 +39,16 @@ def hardware(device, threads: int) -> dict:
     import platform
 
     import torch
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_cores": os.cpu_count(), "cores_free": free_cores(), "threads": threads, "device": str(device)}
+
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_cores": os.cpu_count(),
+        "cores_free": free_cores(),
+        "threads": threads,
+        "device": str(device),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
         info["gpus"] = torch.cuda.device_count()

@@ -3,8 +3,15 @@
 import math
 from pathlib import Path
 
-from arc_kit.data import Task
+from arc_kit.augment import sample_augmentations
+from arc_kit.data import Task, task_fits
+from arc_kit.files import read_json
+from arc_kit.identifiers import task_puzzles
 from arc_kit.infer import plan_views, run_inference
+from arc_kit.predictions import EMPTY_VIEWS_FILE, PREDICTIONS_FILE, done_view_keys
+from arc_kit.run.directory import PLAN_FILE, TTT_DIR
+from arc_kit.run.faults import inject_fault
+from arc_kit.run.hardware import hardware, setup_torch
 
 
 def load_for_views(src: Path, tasks: dict[str, Task], n_views: int, device="cpu"):
@@ -15,7 +22,7 @@ def load_for_views(src: Path, tasks: dict[str, Task], n_views: int, device="cpu"
     puzzles that run trained, in the order they were sampled; a published table holds ~1M rows, of which only
     the selected tasks' are read (memory-mapped)."""
     from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info
-    from arc_kit.identifiers import task_puzzles
+
     names = read_checkpoint_info(src).puzzle_names
     per_task = {tid: puzzles[:n_views] for tid, puzzles in task_puzzles(names, tasks).items()}
     keep = sorted({0} | {row for puzzles in per_task.values() for row, _ in puzzles}) if names else None
@@ -26,13 +33,6 @@ def load_for_views(src: Path, tasks: dict[str, Task], n_views: int, device="cpu"
 
 def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -> dict:
     """Augmented inference with the test-time-trained model (or the given checkpoint) into predictions.jsonl."""
-    from arc_kit.augment import sample_augmentations
-    from arc_kit.run.faults import inject_fault
-    from arc_kit.data import task_fits
-    from arc_kit.files import read_json
-    from arc_kit.predictions import EMPTY_VIEWS_FILE, PREDICTIONS_FILE, done_view_keys
-    from arc_kit.run.directory import PLAN_FILE, TTT_DIR
-    from arc_kit.run.hardware import hardware, setup_torch
     world = accelerator.num_processes if accelerator is not None else 1
     device, autocast, threads = setup_torch(cfg, world, accelerator)
     ck = out / TTT_DIR / "model"
@@ -48,7 +48,9 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
     canvas = math.isqrt(model.config.seq_len)
     tasks = {tid: t for tid, t in task_set.tasks.items() if task_fits(t, canvas)}
     if len(tasks) < len(task_set.tasks):
-        log.info(f"infer: {len(task_set.tasks) - len(tasks)} task(s) do not fit the {canvas}x{canvas} canvas: fallback only")
+        log.info(
+            f"infer: {len(task_set.tasks) - len(tasks)} task(s) do not fit the {canvas}x{canvas} canvas: fallback only"
+        )
     blank = 0
     for tid, task in tasks.items():
         if tid not in per_task:
@@ -58,16 +60,39 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
         log.info(f"infer: {blank} task(s) have no trained puzzle row in {src}: their views use row 0 (<blank>)")
     done = done_view_keys(out)
     views = plan_views(tasks, per_task, rows, {tid: canvas for tid in tasks}, n_views, done)
-    log.info(f"infer: {len(views)} views to run ({n_views} per test input, {len(done)} already done) "
-             f"with {src} on {device}")
-    stats = run_inference(model, views, tasks, out / PREDICTIONS_FILE, batch_size=cfg.inference.batch_size,
-                          device=device, autocast=autocast, deadline=until,
-                          task_time_cap=cfg.inference.task_time_cap_seconds,
-                          accelerator=accelerator if world > 1 else None, show_progress=cfg.output.progress,
-                          log=log.info, fault=inject_fault, empty_path=out / EMPTY_VIEWS_FILE)
+    log.info(
+        f"infer: {len(views)} views to run ({n_views} per test input, {len(done)} already done) with {src} on {device}"
+    )
+    stats = run_inference(
+        model,
+        views,
+        tasks,
+        out / PREDICTIONS_FILE,
+        batch_size=cfg.inference.batch_size,
+        device=device,
+        autocast=autocast,
+        deadline=until,
+        task_time_cap=cfg.inference.task_time_cap_seconds,
+        accelerator=accelerator if world > 1 else None,
+        show_progress=cfg.output.progress,
+        log=log.info,
+        fault=inject_fault,
+        empty_path=out / EMPTY_VIEWS_FILE,
+    )
     log.info(f"infer: {stats.summary()}")
-    return {"status": "done", "hardware": hardware(device, threads), "model": str(src), "views_per_input": n_views,
-            "puzzle_rows_loaded": max(0, len(rows) - 1), "already_done": len(done), "planned": stats.planned,
-            "written": stats.written, "empty": stats.empty, "skipped_cap": stats.skipped_cap,
-            "skipped_time": stats.skipped_time, "seconds": stats.seconds, "views_per_s": stats.seq_per_s,
-            "capped_tasks": stats.capped_tasks}
+    return {
+        "status": "done",
+        "hardware": hardware(device, threads),
+        "model": str(src),
+        "views_per_input": n_views,
+        "puzzle_rows_loaded": max(0, len(rows) - 1),
+        "already_done": len(done),
+        "planned": stats.planned,
+        "written": stats.written,
+        "empty": stats.empty,
+        "skipped_cap": stats.skipped_cap,
+        "skipped_time": stats.skipped_time,
+        "seconds": stats.seconds,
+        "views_per_s": stats.seq_per_s,
+        "capped_tasks": stats.capped_tasks,
+    }

@@ -1,4 +1,4 @@
-"""`arc-kit run`: fallback submission first, then test-time training, inference and voting under a watchdog, with resume."""
+"""`arc-kit run`: fallback submission first, then test-time training, inference and voting under a watchdog; resume."""
 
 import logging
 import os
@@ -9,35 +9,56 @@ from pathlib import Path
 from typing import Any
 
 from arc_kit import __version__
+from arc_kit.config import config_hash, save_config
+from arc_kit.data import TaskSet
+from arc_kit.errors import ArcKitError
+from arc_kit.files import atomic_write_json, read_json
+from arc_kit.predictions import PredictionTail
 from arc_kit.progress import fmt_seconds
+from arc_kit.run.checks import check_run_inputs, load_run_tasks
+from arc_kit.run.config import RunConfig
+from arc_kit.run.directory import (
+    CONFIG_FILE,
+    MANIFEST_FILE,
+    PREDICTIONS_FILE,
+    STATE_FILE,
+    SUBMISSION_FILE,
+    TASKS_FILE,
+    TTT_DIR,
+    checkpoint_hash,
+    prepare_out,
+    resume_key,
+    save_tasks,
+    setup_logging,
+    tasks_hash,
+)
 from arc_kit.run.plan import Budget
 from arc_kit.run.report import finish
 from arc_kit.run.watchdog import StageResult, watch_child
-from arc_kit.config import config_hash, save_config
-from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_json, read_json
-from arc_kit.run.config import RunConfig
-from arc_kit.run.checks import check_run_inputs, load_run_tasks
-from arc_kit.data import TaskSet
-from arc_kit.predictions import PredictionTail
 from arc_kit.submission import FillReport, build_submission, fallback_submission, validate_submission, write_submission
 from arc_kit.vote import VoteConfig, load_vote_config, vote
-from arc_kit.run.directory import (CONFIG_FILE, MANIFEST_FILE, PREDICTIONS_FILE, STATE_FILE, SUBMISSION_FILE, TASKS_FILE,
-                                   TTT_DIR, checkpoint_hash, prepare_out, resume_key, save_tasks, setup_logging,
-                                   tasks_hash)
+
 
 class Supervisor:
     """One invocation of `arc-kit run`: the parent process that owns the submission and watches the stages."""
 
-    def __init__(self, cfg: RunConfig, out: Path, task_set: TaskSet, vote_config: VoteConfig, budget: Budget,
-                 log: logging.Logger, config_label: str):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        out: Path,
+        task_set: TaskSet,
+        vote_config: VoteConfig,
+        budget: Budget,
+        log: logging.Logger,
+        config_label: str,
+    ):
         self.cfg, self.out, self.task_set, self.budget, self.log = cfg, out, task_set, budget, log
         self.vote_config, self.config_label = vote_config, config_label
         self.state: dict = {"deadline": budget.deadline, "stages": {}}
         self.timings: list[StageResult] = []
-        self.failures: list[str] = []   # "stage status: reason" of every stage that did not finish normally
-        self.manifest: dict = {}        # run.json: provenance hashes (written once the directory is claimed)
-        self.fill = FillReport()        # what the last vote had to take from the fallback
+        self.failures: list[str] = []  # "stage status: reason" of every stage that did not finish normally
+        self.manifest: dict = {}  # run.json: provenance hashes (written once the directory is claimed)
+        self.fill = FillReport()  # what the last vote had to take from the fallback
         self.tail = PredictionTail(out / PREDICTIONS_FILE)  # parses only the lines added since the last vote
         self._pred_size = -1
 
@@ -74,16 +95,33 @@ class Supervisor:
         cmd = [sys.executable, "-m", "arc_kit.run.stages", stage, str(self.out)] + args
         n = self.cfg.runtime.num_processes
         if n > 1:
-            cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
-                   "-m", "arc_kit.run.stages", stage, str(self.out)] + args
+            cmd = [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                f"--nproc_per_node={n}",
+                "-m",
+                "arc_kit.run.stages",
+                stage,
+                str(self.out),
+            ] + args
         env = dict(os.environ)
         if self.cfg.runtime.device == "cpu" and n > 1:
             env["ACCELERATE_USE_CPU"] = "yes"
         (self.out / f"stage_{stage}.json").unlink(missing_ok=True)
         self.state["stages"][stage] = {"status": "running", "started": time.time()}
         self.save_state()
-        res = watch_child(stage, cmd, deadline, grace_seconds=self.cfg.budget.stage_grace_seconds, env=env,
-                        poll=poll, poll_every=self.cfg.budget.revote_seconds, log=self.log.info)
+        res = watch_child(
+            stage,
+            cmd,
+            deadline,
+            grace_seconds=self.cfg.budget.stage_grace_seconds,
+            env=env,
+            poll=poll,
+            poll_every=self.cfg.budget.revote_seconds,
+            log=self.log.info,
+        )
         detail = {}
         rpath = self.out / f"stage_{stage}.json"
         if rpath.is_file():
@@ -96,11 +134,19 @@ class Supervisor:
         if res.status == "failed" and detail.get("message"):
             res.message = detail["message"]
         started = self.state["stages"][stage]["started"]
-        self.state["stages"][stage] = dict(detail, status=res.status, started=started, seconds=res.seconds,
-                                           message=res.message, returncode=res.returncode)
+        self.state["stages"][stage] = dict(
+            detail,
+            status=res.status,
+            started=started,
+            seconds=res.seconds,
+            message=res.message,
+            returncode=res.returncode,
+        )
         self.save_state()
         self.timings.append(res)
-        self.log.info(f"{stage}: {res.status} in {fmt_seconds(res.seconds)}" + (f" ({res.message})" if res.message else ""))
+        self.log.info(
+            f"{stage}: {res.status} in {fmt_seconds(res.seconds)}" + (f" ({res.message})" if res.message else "")
+        )
         if res.status not in ("done", "skipped"):
             # stages stop themselves at their planned deadlines ("done"); a watchdog kill ("timeout"), an
             # exception, a NaN loss or a crash is a failure the exit status and the report say
@@ -152,27 +198,40 @@ def supervise(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: s
     except OSError as e:
         raise ArcKitError(f"{out}: cannot create the run directory: {e.strerror or e}") from None
     log = setup_logging(out, "run")
-    log.info(f"arc-kit {__version__} run '{cfg.name}' -> {out} (budget {fmt_seconds(60 * cfg.budget.total_minutes)}, "
-             f"stages end by {time.strftime('%H:%M:%S', time.localtime(budget.deadline))})")
+    log.info(
+        f"arc-kit {__version__} run '{cfg.name}' -> {out} (budget {fmt_seconds(60 * cfg.budget.total_minutes)}, "
+        f"stages end by {time.strftime('%H:%M:%S', time.localtime(budget.deadline))})"
+    )
     n_inputs = sum(len(t.test) for t in task_set.tasks.values())
-    log.info(f"tasks: {len(task_set.tasks)} from {task_set.source} ({n_inputs} test inputs)"
-             + (f", {len(task_set.invalid)} invalid (fallback attempts)" if task_set.invalid else "")
-             + (f", {len(task_set.unselected)} outside the selection (fallback attempts)" if task_set.unselected else ""))
+    log.info(
+        f"tasks: {len(task_set.tasks)} from {task_set.source} ({n_inputs} test inputs)"
+        + (f", {len(task_set.invalid)} invalid (fallback attempts)" if task_set.invalid else "")
+        + (f", {len(task_set.unselected)} outside the selection (fallback attempts)" if task_set.unselected else "")
+    )
     for p in task_set.problems:
         log.info(f"tasks: problem: {p}")
 
     r = Supervisor(cfg, out, task_set, vote_config, budget, log, config_label)
     manifest_path = out / MANIFEST_FILE
-    if not fresh and not manifest_path.is_file() and not any(
-            (out / f).exists() for f in (PREDICTIONS_FILE, STATE_FILE, TTT_DIR)):
+    if (
+        not fresh
+        and not manifest_path.is_file()
+        and not any((out / f).exists() for f in (PREDICTIONS_FILE, STATE_FILE, TTT_DIR))
+    ):
         # A new run: a valid submission.json before anything slow (a resumed run re-votes its predictions below).
         t0 = time.time()
         r.update_submission(force=True)
         r.timings.append(StageResult("fallback", "done", time.time() - t0))
         log.info(f"submission: {out / SUBMISSION_FILE} written (fallback attempts)")
-    manifest = {"kit_version": __version__, "config_hash": config_hash(cfg), "resume_key": resume_key(cfg),
-                "tasks_hash": tasks_hash(task_set), "checkpoint_hash": checkpoint_hash(cfg.model.checkpoint),
-                "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "config_label": config_label}
+    manifest = {
+        "kit_version": __version__,
+        "config_hash": config_hash(cfg),
+        "resume_key": resume_key(cfg),
+        "tasks_hash": tasks_hash(task_set),
+        "checkpoint_hash": checkpoint_hash(cfg.model.checkpoint),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config_label": config_label,
+    }
     resuming = prepare_out(out, manifest, fresh, log)
     prev: dict[str, Any] = {}
     if resuming:
@@ -183,15 +242,17 @@ def supervise(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: s
         manifest["created"] = read_json(manifest_path, "run manifest").get("created", manifest["created"])
         log.info(f"resuming the run in {out} (same config, tasks and checkpoint)")
     save_config(cfg, out / CONFIG_FILE)
-    save_tasks(out / TASKS_FILE, task_set)   # without test outputs
+    save_tasks(out / TASKS_FILE, task_set)  # without test outputs
     atomic_write_json(manifest_path, manifest, indent=1)
-    r.manifest = manifest   # the supervisor's own field, filled once the run directory is claimed
+    r.manifest = manifest  # the supervisor's own field, filled once the run directory is claimed
     if not any(t.name == "fallback" for t in r.timings):
         t0 = time.time()
         r.update_submission(force=True)  # the fallback, or the resumed predictions' vote
         r.timings.append(StageResult("fallback", "done", time.time() - t0))
-        log.info(f"submission: {out / SUBMISSION_FILE} written "
-                 f"({'votes of the resumed predictions' if r.tail.predictions else 'fallback attempts'})")
+        log.info(
+            f"submission: {out / SUBMISSION_FILE} written "
+            f"({'votes of the resumed predictions' if r.tail.predictions else 'fallback attempts'})"
+        )
     try:
         r.run_train(resuming, prev)
         r.run_infer()
@@ -205,6 +266,6 @@ def supervise(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: s
     r.update_submission(force=True)
     r.timings.append(StageResult("vote", "done", time.time() - t0))
     if not cfg.output.keep_checkpoint and (out / TTT_DIR / "model").is_dir():
-        shutil.rmtree(out / TTT_DIR / "model", ignore_errors=True)   # output.keep_checkpoint: false
+        shutil.rmtree(out / TTT_DIR / "model", ignore_errors=True)  # output.keep_checkpoint: false
         log.info(f"output.keep_checkpoint is false: removed {out / TTT_DIR / 'model'}")
     return finish(r)

@@ -9,8 +9,8 @@ class Budget:
 
     def __init__(self, total_minutes: float, safety_margin_minutes: float = 0.0, start: float | None = None):
         self.start = time.time() if start is None else start
-        self.end = self.start + 60.0 * total_minutes                 # the hard limit the user gave
-        self.deadline = self.end - 60.0 * safety_margin_minutes       # stages must be over by then
+        self.end = self.start + 60.0 * total_minutes  # the hard limit the user gave
+        self.deadline = self.end - 60.0 * safety_margin_minutes  # stages must be over by then
 
     def left(self, now: float | None = None) -> float:
         return self.deadline - (time.time() if now is None else now)
@@ -25,6 +25,7 @@ class Budget:
 @dataclass
 class Plan:
     """How the time left is split, decided from measured throughput (seconds; counts after trimming)."""
+
     train_seconds: float
     infer_seconds: float
     train_steps: int
@@ -34,10 +35,22 @@ class Plan:
     expected_train_seconds: float = 0.0  # time the planned steps should take at the measured rate
 
 
-def plan_run(time_left: float, *, n_test_inputs: int, infer_views: int, infer_seq_per_s: float,
-             train_seq_per_s: float, batch_size: int, max_steps: int, n_demo_pairs: int,
-             ttt_augmentations: int, train_share: float = 0.8, min_infer_share: float = 0.1,
-             min_epochs: float = 2.0, startup_seconds: float = 15.0) -> Plan:
+def plan_run(
+    time_left: float,
+    *,
+    n_test_inputs: int,
+    infer_views: int,
+    infer_seq_per_s: float,
+    train_seq_per_s: float,
+    batch_size: int,
+    max_steps: int,
+    n_demo_pairs: int,
+    ttt_augmentations: int,
+    train_share: float = 0.8,
+    min_infer_share: float = 0.1,
+    min_epochs: float = 2.0,
+    startup_seconds: float = 15.0,
+) -> Plan:
     """Split `time_left` between training and inference.
 
     Inference needs n_test_inputs * views / rate seconds (+ a child start-up). It gets what it needs,
@@ -51,7 +64,7 @@ def plan_run(time_left: float, *, n_test_inputs: int, infer_views: int, infer_se
     infer_rate = max(infer_seq_per_s, 1e-9)
     views = max(1, infer_views)
     need = startup_seconds + n_test_inputs * views / infer_rate
-    floor = time_left * min_infer_share          # kept for inference even when the estimate says less
+    floor = time_left * min_infer_share  # kept for inference even when the estimate says less
     cap = max(time_left * (1.0 - train_share), floor)
     infer_s = max(need, floor)
     if infer_s > cap:
@@ -77,5 +90,12 @@ def plan_run(time_left: float, *, n_test_inputs: int, infer_views: int, infer_se
                 notes.append(f"TTT augmentations trimmed {augs} -> {new_augs} ({epochs:.2f} epochs < {min_epochs})")
                 augs = new_augs
     views = min(views, augs + 1)  # views come from the trained puzzles: identity + augs
-    return Plan(train_seconds=train_s, infer_seconds=infer_s, train_steps=steps,
-                ttt_augmentations=augs, infer_views=views, notes=notes, expected_train_seconds=expected)
+    return Plan(
+        train_seconds=train_s,
+        infer_seconds=infer_s,
+        train_steps=steps,
+        ttt_augmentations=augs,
+        infer_views=views,
+        notes=notes,
+        expected_train_seconds=expected,
+    )

@@ -6,16 +6,17 @@ import time
 import yaml
 
 from arc_kit import __version__
-from arc_kit.progress import fmt_seconds
 from arc_kit.config import to_dict
 from arc_kit.files import atomic_write_json, atomic_write_text, read_json
+from arc_kit.progress import fmt_seconds
 from arc_kit.run.directory import PLAN_FILE, REPORT_FILE, SCORE_FILE, SUBMISSION_FILE
+from arc_kit.scoring import score_submission
+from arc_kit.submission import read_submission, validate_submission
 
 # Exit statuses of `arc-kit run` (a bad config, task source or run directory is an ArcKitError: 2).
-EXIT_OK = 0             # every stage finished (a planned deadline and views trimmed by the plan are normal)
-EXIT_STAGE_FAILED = 4   # a valid submission.json was written, but a stage raised, produced NaN or was killed
+EXIT_OK = 0  # every stage finished (a planned deadline and views trimmed by the plan are normal)
+EXIT_STAGE_FAILED = 4  # a valid submission.json was written, but a stage raised, produced NaN or was killed
 EXIT_NO_SUBMISSION = 1  # the final submission.json is unreadable or invalid (never expected)
-
 
 
 def _hardware(r) -> dict:
@@ -25,6 +26,7 @@ def _hardware(r) -> dict:
             return hw
     import os
     import platform
+
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu_cores": os.cpu_count()}
 
 
@@ -40,9 +42,12 @@ def stage_lines(r) -> list[str]:
             if d.get("puzzles"):
                 what += f", {d['puzzles']} puzzles, canvas {d.get('canvas')}"
         elif t.name == "infer" and d.get("written") is not None:
-            what = (f"{d['written']} predictions ({d.get('views_per_input')} views/input"
-                    + (f", {d['already_done']} resumed" if d.get("already_done") else "")
-                    + (f", {d['skipped_time']} cut by the deadline" if d.get("skipped_time") else "") + ")")
+            what = (
+                f"{d['written']} predictions ({d.get('views_per_input')} views/input"
+                + (f", {d['already_done']} resumed" if d.get("already_done") else "")
+                + (f", {d['skipped_time']} cut by the deadline" if d.get("skipped_time") else "")
+                + ")"
+            )
         elif t.name == "vote":
             what = r.fill.summary()
         msg = f" ({t.message})" if t.message else ""
@@ -55,37 +60,60 @@ def write_report(r, report) -> None:
     cfg, m = r.cfg, r.manifest
     hw = _hardware(r)
     plan = read_json(r.out / PLAN_FILE, "plan") if (r.out / PLAN_FILE).is_file() else {}
-    lines = [f"# arc-kit run: {cfg.name or 'run'}", "",
-             f"- kit version: {__version__}",
-             f"- config: {m.get('config_label') or cfg.name} (hash {m['config_hash']}, resume key {m['resume_key']})",
-             f"- tasks: {r.task_set.source}: {len(r.task_set.tasks)} tasks (hash {m['tasks_hash']})"
-             + (f", {len(r.task_set.invalid)} invalid" if r.task_set.invalid else "")
-             + (f"; {len(r.task_set.unselected)} more outside the selection (fallback attempts, not scored)"
-                if r.task_set.unselected else ""),
-             f"- checkpoint: {cfg.model.checkpoint or 'none (trained from scratch)'}"
-             + (f" (hash {m['checkpoint_hash']})" if m.get("checkpoint_hash") else ""),
-             f"- hardware: {hw.get('device', '?')}" + (f" {hw['gpu']} x{hw.get('gpus', 1)}" if hw.get("gpu") else "")
-             + f", {hw.get('cpu_cores', '?')} cores ({hw.get('cores_free', '?')} free), {hw.get('threads', '?')} "
-             f"torch threads x {cfg.runtime.num_processes} process(es); {hw.get('platform', '')}; torch {hw.get('torch', '?')}",
-             f"- budget: {cfg.budget.total_minutes} min (margin {cfg.budget.safety_margin_minutes} min); "
-             f"wall time {fmt_seconds(r.budget.elapsed())}",
-             f"- finished: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}", ""]
+    lines = [
+        f"# arc-kit run: {cfg.name or 'run'}",
+        "",
+        f"- kit version: {__version__}",
+        f"- config: {m.get('config_label') or cfg.name} (hash {m['config_hash']}, resume key {m['resume_key']})",
+        f"- tasks: {r.task_set.source}: {len(r.task_set.tasks)} tasks (hash {m['tasks_hash']})"
+        + (f", {len(r.task_set.invalid)} invalid" if r.task_set.invalid else "")
+        + (
+            f"; {len(r.task_set.unselected)} more outside the selection (fallback attempts, not scored)"
+            if r.task_set.unselected
+            else ""
+        ),
+        f"- checkpoint: {cfg.model.checkpoint or 'none (trained from scratch)'}"
+        + (f" (hash {m['checkpoint_hash']})" if m.get("checkpoint_hash") else ""),
+        f"- hardware: {hw.get('device', '?')}"
+        + (f" {hw['gpu']} x{hw.get('gpus', 1)}" if hw.get("gpu") else "")
+        + f", {hw.get('cpu_cores', '?')} cores ({hw.get('cores_free', '?')} free), {hw.get('threads', '?')} "
+        f"torch threads x {cfg.runtime.num_processes} process(es); {hw.get('platform', '')}; "
+        f"torch {hw.get('torch', '?')}",
+        f"- budget: {cfg.budget.total_minutes} min (margin {cfg.budget.safety_margin_minutes} min); "
+        f"wall time {fmt_seconds(r.budget.elapsed())}",
+        f"- finished: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
+        "",
+    ]
     if plan:
-        lines += [f"Plan: {plan.get('train_steps')} training steps, {plan.get('ttt_augmentations')} augmentations "
-                  f"per task, {plan.get('infer_views')} views per test input (measured {plan.get('train_seq_per_s', 0):.1f} "
-                  f"train / {plan.get('infer_seq_per_s', 0):.1f} inference sequences/s, canvas {plan.get('canvas')})."]
+        lines += [
+            f"Plan: {plan.get('train_steps')} training steps, {plan.get('ttt_augmentations')} augmentations "
+            f"per task, {plan.get('infer_views')} views per test input (measured {plan.get('train_seq_per_s', 0):.1f} "
+            f"train / {plan.get('infer_seq_per_s', 0):.1f} inference sequences/s, canvas {plan.get('canvas')})."
+        ]
         lines += [f"- {n}" for n in plan.get("notes", [])] + [""]
     lines += ["## Stages", "", "```"] + stage_lines(r) + ["```", ""]
     if r.failures:
-        lines += ["**Failed:** " + "; ".join(r.failures) + " (exit status 4: the submission is valid but not what "
-                  "the plan intended; see run.log)", ""]
+        lines += [
+            "**Failed:** " + "; ".join(r.failures) + " (exit status 4: the submission is valid but not what "
+            "the plan intended; see run.log)",
+            "",
+        ]
     if report is not None:
         lo, hi = report.ci95()
         fr = report.fractions(2)
         ranked = sorted(fr.items(), key=lambda kv: (-kv[1], kv[0]))
-        lines += ["## Score", "", "```", report.summary(), "```", "",
-                  "Best tasks: " + (", ".join(f"{t} ({v:.2f})" for t, v in ranked[:5] if v > 0) or "none solved"),
-                  "", "Worst tasks: " + ", ".join(f"{t} ({v:.2f})" for t, v in ranked[::-1][:5]), ""]
+        lines += [
+            "## Score",
+            "",
+            "```",
+            report.summary(),
+            "```",
+            "",
+            "Best tasks: " + (", ".join(f"{t} ({v:.2f})" for t, v in ranked[:5] if v > 0) or "none solved"),
+            "",
+            "Worst tasks: " + ", ".join(f"{t} ({v:.2f})" for t, v in ranked[::-1][:5]),
+            "",
+        ]
     lines += ["## Config", "", "```yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip(), "```", ""]
     atomic_write_text(r.out / REPORT_FILE, "\n".join(lines))
 
@@ -93,7 +121,6 @@ def write_report(r, report) -> None:
 def finish(r) -> int:
     """Score (when every selected task has its solutions), write report.md, print the summary; the exit status:
     0 when every stage finished, 4 when the submission is valid but a stage failed, 1 when it is not valid."""
-    from arc_kit.submission import read_submission, validate_submission
     log, out = r.log, r.out
     try:
         sub = read_submission(out / SUBMISSION_FILE)
@@ -107,7 +134,6 @@ def finish(r) -> int:
     report = None
     if r.task_set.tasks and all(t.has_solutions for t in r.task_set.tasks.values()):
         try:
-            from arc_kit.scoring import score_submission
             report = score_submission(sub, r.task_set)
             atomic_write_json(out / SCORE_FILE, report.to_json())
         except Exception as e:
@@ -117,16 +143,23 @@ def finish(r) -> int:
     except Exception as e:
         log.info(f"report: failed ({type(e).__name__}: {e})")
     print("\n".join(["stage     status       time  result"] + stage_lines(r)), file=sys.stderr)
-    print(f"wall time {fmt_seconds(r.budget.elapsed())} of {fmt_seconds(60 * r.cfg.budget.total_minutes)}; "
-          f"outputs in {out}", file=sys.stderr)
+    print(
+        f"wall time {fmt_seconds(r.budget.elapsed())} of {fmt_seconds(60 * r.cfg.budget.total_minutes)}; "
+        f"outputs in {out}",
+        file=sys.stderr,
+    )
     if report is not None:
         lo, hi = report.ci95()
-        print(f"score: {report.score_per_task:.4f} per task (95% CI [{lo:.4f}, {hi:.4f}]), "
-              f"{report.score_per_output:.4f} per output, {len(report.ranks)} tasks")
+        print(
+            f"score: {report.score_per_task:.4f} per task (95% CI [{lo:.4f}, {hi:.4f}]), "
+            f"{report.score_per_output:.4f} per output, {len(report.ranks)} tasks"
+        )
     else:
         print(f"submission: {out / SUBMISSION_FILE} (no solutions known: not scored)")
     if r.failures:
-        log.error("FAILED: " + "; ".join(r.failures) + f" -- {out / SUBMISSION_FILE} is valid (exit status "
-                  f"{EXIT_STAGE_FAILED}); see {out / 'run.log'}")
+        log.error(
+            "FAILED: " + "; ".join(r.failures) + f" -- {out / SUBMISSION_FILE} is valid (exit status "
+            f"{EXIT_STAGE_FAILED}); see {out / 'run.log'}"
+        )
         return EXIT_STAGE_FAILED
     return EXIT_OK

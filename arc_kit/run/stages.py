@@ -6,16 +6,18 @@ import os
 import sys
 from pathlib import Path
 
-from arc_kit.run.faults import inject_fault
-from arc_kit.run.directory import CONFIG_FILE, LOG_FILE, TASKS_FILE, load_saved_tasks, setup_logging
-from arc_kit.run.train_stage import train_stage
-from arc_kit.run.watchdog import watch_parent
 from arc_kit.files import atomic_write_json
 from arc_kit.run.config import run_config_from_dict
+from arc_kit.run.directory import CONFIG_FILE, LOG_FILE, TASKS_FILE, load_saved_tasks, setup_logging
+from arc_kit.run.faults import inject_fault
+from arc_kit.run.infer_stage import infer_stage
+from arc_kit.run.train_stage import train_stage
+from arc_kit.run.watchdog import watch_parent
 
 # ---------------------------------------------------------------- shared helpers
 
 # ---------------------------------------------------------------- child entry point
+
 
 def main(argv: list[str] | None = None) -> int:
     """`python -m arc_kit.run.stages {train,infer} OUT --until T [--train-until T] [--resume]` (run by the pipeline)."""
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     accelerator = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import Accelerator
+
         accelerator = Accelerator()
     is_main = accelerator is None or accelerator.is_main_process
     rank = accelerator.process_index if accelerator is not None else 0
@@ -40,18 +43,20 @@ def main(argv: list[str] | None = None) -> int:
     result_path = out / f"stage_{args.stage}.json"
     try:
         import yaml
+
         cfg = run_config_from_dict(yaml.safe_load((out / CONFIG_FILE).read_text(encoding="utf-8")))
         task_set = load_saved_tasks(out / TASKS_FILE)
         if args.stage == "train":
-            result = train_stage(out, cfg, task_set, args.until, args.train_until or args.until, args.resume, log,
-                                 accelerator)
+            result = train_stage(
+                out, cfg, task_set, args.until, args.train_until or args.until, args.resume, log, accelerator
+            )
         else:
             inject_fault("infer_start")
-            from arc_kit.run.infer_stage import infer_stage
             result = infer_stage(out, cfg, task_set, args.until, log, accelerator)
         code = 0 if result.get("status") in ("done", "skipped") else 1
     except Exception as e:
         import traceback
+
         msg = " ".join(f"{type(e).__name__}: {e}".split())
         log.error(f"{args.stage}: failed: {msg}")
         with open(out / LOG_FILE, "a", encoding="utf-8") as f:

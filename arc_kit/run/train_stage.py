@@ -1,4 +1,4 @@
-"""The training stage (a child process): test-time training on the target tasks' demonstrations, planned from measured speed."""
+"""The training stage (a child process): test-time training on the demonstrations, planned from measured speed."""
 
 import dataclasses
 import logging
@@ -9,8 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from arc_kit.data import Task, TaskSet, task_fits, visible_side
+from arc_kit.augment import AugmentConfig
+from arc_kit.config import load_config
+from arc_kit.data import Task, TaskSet, load_tasks, task_fits, visible_side
 from arc_kit.files import atomic_write_json, read_json
+from arc_kit.infer import measure_infer_rate
 from arc_kit.model.train import measure_train_rate
 from arc_kit.run.config import RunConfig
 from arc_kit.run.directory import PLAN_FILE, TTT_DIR
@@ -32,10 +35,11 @@ def ttt_canvas(cfg: RunConfig, tasks: list[Task]) -> int:
 
 
 def scratch_model(cfg: RunConfig, canvas: int, rows: int):
-    """A new TRM of `model.arch` on a canvas x canvas grid with `rows` puzzle rows; the same weights in every process."""
+    """A new TRM of `model.arch` on the canvas with `rows` puzzle rows; the same weights in every process."""
     import torch
 
     from arc_kit.model.trm import TRM
+
     arch = dataclasses.replace(cfg.model.arch, seq_len=canvas * canvas, num_puzzle_identifiers=max(1, rows))
     if cfg.model.halt_max_steps is not None:
         arch = dataclasses.replace(arch, halt_max_steps=cfg.model.halt_max_steps)
@@ -49,6 +53,7 @@ def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger):
     import torch
 
     from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info, table_mean
+
     checkpoint = cfg.model.checkpoint
     if not checkpoint:
         raise ValueError("checkpoint_model_for: the run config has no model.checkpoint")
@@ -62,8 +67,10 @@ def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger):
         assert isinstance(table, torch.Tensor)  # a buffer, though nn.Module's __getattr__ types it Tensor | Module
         with torch.no_grad():
             table[torch.tensor(new)] = mean
-    log.info(f"train: {len(names) - 1} puzzles to train: {len(names) - 1 - len(new)} start from the checkpoint's "
-             f"rows, {len(new)} from the mean of its {len(stored)}-row table")
+    log.info(
+        f"train: {len(names) - 1} puzzles to train: {len(names) - 1 - len(new)} start from the checkpoint's "
+        f"rows, {len(new)} from the mean of its {len(stored)}-row table"
+    )
     if cfg.model.halt_max_steps is not None:
         model.config.halt_max_steps = cfg.model.halt_max_steps
     return model
@@ -74,6 +81,7 @@ def _state_matches(path: Path, frozen: bool) -> bool:
     if not path.is_file():
         return False
     from safetensors import safe_open
+
     with safe_open(str(path), "pt") as f:
         keys = list(f.keys())
     has_net = any(k.startswith("optim.net") for k in keys)
@@ -83,6 +91,7 @@ def _state_matches(path: Path, frozen: bool) -> bool:
 @dataclass
 class StageEnv:
     """What every phase of the training stage shares: the run directory, config, process and hardware."""
+
     out: Path
     cfg: RunConfig
     log: logging.Logger
@@ -100,12 +109,14 @@ class StageEnv:
 
 # ---------------------------------------------------------------- phase 1: plan
 
+
 def probe_model(env: StageEnv, targets: list[Task]) -> tuple[object, int]:
     """The model the throughput probe measures, and the canvas: a checkpoint's own (only its row 0 loaded; the
     rows this run trains are set up when building), or a new model on the run's canvas."""
     cfg = env.cfg
     if cfg.model.checkpoint:
         from arc_kit.model.checkpoint import load_checkpoint
+
         model, _ = load_checkpoint(cfg.model.checkpoint, puzzle_rows=[0])
         if cfg.model.halt_max_steps is not None:
             model.config.halt_max_steps = cfg.model.halt_max_steps
@@ -114,48 +125,78 @@ def probe_model(env: StageEnv, targets: list[Task]) -> tuple[object, int]:
     return scratch_model(cfg, canvas, 1).to(env.device), canvas
 
 
-def plan_training(env: StageEnv, model, canvas: int, targets: list[Task], extras: list[Task], until: float,
-                  train_until: float, resume: bool) -> dict:
+def plan_training(
+    env: StageEnv,
+    model,
+    canvas: int,
+    targets: list[Task],
+    extras: list[Task],
+    until: float,
+    train_until: float,
+    resume: bool,
+) -> dict:
     """Measure training and inference speed on this hardware and split the time left (or reuse the plan of the
     interrupted run)."""
-    from arc_kit.infer import measure_infer_rate
     cfg = env.cfg
     plan_path = env.out / PLAN_FILE
     if resume and plan_path.is_file():
         plan = read_json(plan_path, "plan")
         # the saved deadline belongs to the interrupted invocation: keep the same inference time this time
         plan["train_until"] = min(train_until, until - float(plan.get("infer_seconds", 0.0)))
-        env.log.info(f"train: resuming; plan from {plan_path.name}: {plan['train_steps']} steps, "
-                     f"{plan['ttt_augmentations']} augmentations")
+        env.log.info(
+            f"train: resuming; plan from {plan_path.name}: {plan['train_steps']} steps, "
+            f"{plan['ttt_augmentations']} augmentations"
+        )
         return plan
     # Small probe batches: they cost seconds on a CPU, and per sequence they are a little slower than full
     # batches, so the plan errs on the safe side.
     batch = cfg.ttt.train.global_batch_size
     probe = 64 if env.device.type == "cpu" else 256
     train_rate = measure_train_rate(model, canvas, min(batch // env.world, probe), env.device, env.autocast, repeats=1)
-    infer_rate = measure_infer_rate(model, canvas, min(cfg.inference.batch_size, probe), env.device,
-                                    autocast=env.autocast)
-    p = plan_run(until - time.time(), n_test_inputs=sum(len(t.test) for t in targets),
-                 infer_views=cfg.inference.views, infer_seq_per_s=infer_rate * env.world,
-                 train_seq_per_s=train_rate * env.world, batch_size=batch, max_steps=cfg.ttt.max_steps,
-                 n_demo_pairs=sum(len(t.train) for t in targets + extras), ttt_augmentations=cfg.ttt.augmentations,
-                 train_share=cfg.budget.train_share, min_infer_share=cfg.budget.min_infer_share,
-                 min_epochs=cfg.ttt.min_epochs, startup_seconds=cfg.budget.startup_seconds)
-    plan = {"created": time.time(), "canvas": canvas, "train_seq_per_s": train_rate * env.world,
-            "infer_seq_per_s": infer_rate * env.world, "train_seconds": p.train_seconds,
-            "expected_train_seconds": p.expected_train_seconds,
-            "infer_seconds": p.infer_seconds, "train_steps": max(1, p.train_steps),
-            "ttt_augmentations": p.ttt_augmentations, "infer_views": p.infer_views,
-            "train_until": min(train_until, time.time() + p.train_seconds), "notes": p.notes}
+    infer_rate = measure_infer_rate(
+        model, canvas, min(cfg.inference.batch_size, probe), env.device, autocast=env.autocast
+    )
+    p = plan_run(
+        until - time.time(),
+        n_test_inputs=sum(len(t.test) for t in targets),
+        infer_views=cfg.inference.views,
+        infer_seq_per_s=infer_rate * env.world,
+        train_seq_per_s=train_rate * env.world,
+        batch_size=batch,
+        max_steps=cfg.ttt.max_steps,
+        n_demo_pairs=sum(len(t.train) for t in targets + extras),
+        ttt_augmentations=cfg.ttt.augmentations,
+        train_share=cfg.budget.train_share,
+        min_infer_share=cfg.budget.min_infer_share,
+        min_epochs=cfg.ttt.min_epochs,
+        startup_seconds=cfg.budget.startup_seconds,
+    )
+    plan = {
+        "created": time.time(),
+        "canvas": canvas,
+        "train_seq_per_s": train_rate * env.world,
+        "infer_seq_per_s": infer_rate * env.world,
+        "train_seconds": p.train_seconds,
+        "expected_train_seconds": p.expected_train_seconds,
+        "infer_seconds": p.infer_seconds,
+        "train_steps": max(1, p.train_steps),
+        "ttt_augmentations": p.ttt_augmentations,
+        "infer_views": p.infer_views,
+        "train_until": min(train_until, time.time() + p.train_seconds),
+        "notes": p.notes,
+    }
     if env.accelerator is not None and env.world > 1:
         from accelerate.utils import broadcast_object_list
+
         plan = broadcast_object_list([plan])[0]
     if env.is_main:
         atomic_write_json(plan_path, plan, indent=1)
-    env.log.info(f"train: measured {plan['train_seq_per_s']:.1f} train / {plan['infer_seq_per_s']:.1f} infer seq/s "
-                 f"on a {canvas}x{canvas} canvas; plan: {plan['train_steps']} steps in "
-                 f"~{plan['expected_train_seconds']:.0f}s (at most {plan['train_seconds']:.0f}s), "
-                 f"{plan['ttt_augmentations']} augmentations/task, {plan['infer_views']} views/test input")
+    env.log.info(
+        f"train: measured {plan['train_seq_per_s']:.1f} train / {plan['infer_seq_per_s']:.1f} infer seq/s "
+        f"on a {canvas}x{canvas} canvas; plan: {plan['train_steps']} steps in "
+        f"~{plan['expected_train_seconds']:.0f}s (at most {plan['train_seconds']:.0f}s), "
+        f"{plan['ttt_augmentations']} augmentations/task, {plan['infer_views']} views/test input"
+    )
     for note in plan["notes"]:
         env.log.info(f"train: plan: {note}")
     return plan
@@ -163,18 +204,24 @@ def plan_training(env: StageEnv, model, canvas: int, targets: list[Task], extras
 
 # ---------------------------------------------------------------- phase 2: build
 
+
 def build_training(env: StageEnv, plan: dict, canvas: int, targets: list[Task], extras: list[Task]):
     """The training data (identity + the planned augmentations per target task, one puzzle row each) and the
     model whose table holds exactly those puzzles. Returns (model, data)."""
-    from arc_kit.augment import AugmentConfig
-    from arc_kit.config import load_config
     from arc_kit.model.dataset import TrainData
+
     cfg, ttt = env.cfg, env.cfg.ttt
     aug_cfg = load_config(AugmentConfig, ttt.augment, subdir="augmentation") if ttt.augment else AugmentConfig()
     n_aug = int(plan["ttt_augmentations"])
-    data = TrainData.from_tasks(targets + extras, [n_aug] * len(targets) + [ttt.extra_augmentations] * len(extras),
-                                aug_cfg, seed=ttt.seed, canvas=canvas, translate=ttt.translate,
-                                use_test_pairs=[False] * len(targets) + [True] * len(extras))
+    data = TrainData.from_tasks(
+        targets + extras,
+        [n_aug] * len(targets) + [ttt.extra_augmentations] * len(extras),
+        aug_cfg,
+        seed=ttt.seed,
+        canvas=canvas,
+        translate=ttt.translate,
+        use_test_pairs=[False] * len(targets) + [True] * len(extras),
+    )
     # The table holds exactly the puzzles trained in this run (identity first, then the sampled augmentations,
     # task by task): inference reads them from OUT/ttt/model. A checkpoint's other rows for these tasks were
     # trained with another network and are never loaded.
@@ -187,6 +234,7 @@ def build_training(env: StageEnv, plan: dict, canvas: int, targets: list[Task], 
 
 # ---------------------------------------------------------------- phase 3: train
 
+
 def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, resume: bool) -> dict:
     """Phase 1 (optional): puzzle embeddings only, network frozen; phase 2: as configured. Steps are capped by
     ttt.max_steps and stopped by the deadline: when the hardware turns out faster than the probe said, training
@@ -195,9 +243,15 @@ def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, res
 
     from arc_kit.model.checkpoint import STATE_FILES
     from arc_kit.model.train import NonFiniteLoss, Trainer
+
     cfg, ttt, log, ck = env.cfg, env.cfg.ttt, env.log, env.checkpoint_dir
-    train_cfg = dataclasses.replace(ttt.train, progress=cfg.output.progress, seed=ttt.seed, device=cfg.runtime.device,
-                                    precision="auto" if cfg.runtime.precision == "bfloat16" else "float32")
+    train_cfg = dataclasses.replace(
+        ttt.train,
+        progress=cfg.output.progress,
+        seed=ttt.seed,
+        device=cfg.runtime.device,
+        precision="auto" if cfg.runtime.precision == "bfloat16" else "float32",
+    )
     planned, max_steps = max(1, int(plan["train_steps"])), ttt.max_steps
     rate_steps = plan["train_seq_per_s"] / train_cfg.global_batch_size
     train_cfg.checkpoint_every = max(10, int(rate_steps * 60 * ttt.checkpoint_minutes))
@@ -218,8 +272,9 @@ def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, res
         for prm in model.parameters():  # a frozen phase before leaves requires_grad off
             prm.requires_grad_(True)
         pcfg = dataclasses.replace(train_cfg, freeze_network=frozen, max_steps=n_steps)
-        trainer = Trainer(model, data, pcfg, accelerator=env.accelerator,
-                          log_path=env.out / TTT_DIR / "metrics.jsonl", steps=n_steps)
+        trainer = Trainer(
+            model, data, pcfg, accelerator=env.accelerator, log_path=env.out / TTT_DIR / "metrics.jsonl", steps=n_steps
+        )
         if phase_state.get("current") == i and _state_matches(ck / STATE_FILES["optimizer"], frozen):
             trainer.load_state(ck)
             log.info(f"train: resumed phase '{name}' at step {trainer.step_count} from {ck}")
@@ -243,8 +298,10 @@ def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, res
                 trainer.total_steps = max(trainer.step_count + 1, min(trainer.config.max_steps, fit))
             return False
 
-        log.info(f"train: phase '{name}' ({'embeddings only' if frozen else 'network + embeddings'}): "
-                 f"{n_steps} steps, until {time.strftime('%H:%M:%S', time.localtime(phase_until))}")
+        log.info(
+            f"train: phase '{name}' ({'embeddings only' if frozen else 'network + embeddings'}): "
+            f"{n_steps} steps, until {time.strftime('%H:%M:%S', time.localtime(phase_until))}"
+        )
         try:
             last = trainer.train(until=phase_until, should_stop=should_stop, checkpoint_dir=ck)
         except NonFiniteLoss as e:
@@ -268,27 +325,49 @@ def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, res
         if env.is_main:
             shutil.rmtree(ck, ignore_errors=True)
         return {"status": "skipped", "message": "no training step fit in the time budget", "steps": 0}
-    return {"status": "done", "steps": total_done, "seconds": time.time() - t_start, "loss": last.get("loss"),
-            "exact_accuracy": last.get("exact_accuracy"), "stopped": last.get("stopped")}
+    return {
+        "status": "done",
+        "steps": total_done,
+        "seconds": time.time() - t_start,
+        "loss": last.get("loss"),
+        "exact_accuracy": last.get("exact_accuracy"),
+        "stopped": last.get("stopped"),
+    }
 
 
-def train_stage(out: Path, cfg: RunConfig, task_set: TaskSet, until: float, train_until: float, resume: bool,
-                log: logging.Logger, accelerator=None) -> dict:
+def train_stage(
+    out: Path,
+    cfg: RunConfig,
+    task_set: TaskSet,
+    until: float,
+    train_until: float,
+    resume: bool,
+    log: logging.Logger,
+    accelerator=None,
+) -> dict:
     """Test-time training: plan from measured speed, build the data and the model, train until the planned time."""
-    from arc_kit.data import load_tasks
     world = accelerator.num_processes if accelerator is not None else 1
     device, autocast, threads = setup_torch(cfg, world, accelerator)
-    env = StageEnv(out, cfg, log, accelerator, world, accelerator is None or accelerator.is_main_process,
-                   device, autocast, threads)
+    env = StageEnv(
+        out, cfg, log, accelerator, world, accelerator is None or accelerator.is_main_process, device, autocast, threads
+    )
     result: dict = {"hardware": hardware(device, threads)}
     targets = list(task_set.tasks.values())
-    extras = [t for src in cfg.ttt.extra_sources for tid, t in load_tasks(src, lenient=True).tasks.items()
-              if tid not in task_set.tasks]
+    extras = [
+        t
+        for src in cfg.ttt.extra_sources
+        for tid, t in load_tasks(src, lenient=True).tasks.items()
+        if tid not in task_set.tasks
+    ]
     probe, canvas = probe_model(env, targets)
     targets = [t for t in targets if task_fits(t, canvas)]
     # extra sources train on their test pairs too (they are not the tasks being solved): those must fit as well
-    extras = [t for t in extras if task_fits(t, canvas) and all(
-        p.output is None or (len(p.output) <= canvas and len(p.output[0]) <= canvas) for p in t.test)]
+    extras = [
+        t
+        for t in extras
+        if task_fits(t, canvas)
+        and all(p.output is None or (len(p.output) <= canvas and len(p.output[0]) <= canvas) for p in t.test)
+    ]
     if not targets:
         return dict(result, status="skipped", message=f"no task fits the {canvas}x{canvas} canvas")
     result["plan"] = plan = plan_training(env, probe, canvas, targets, extras, until, train_until, resume)

@@ -1,19 +1,21 @@
 """Watchdog: each stage runs as a child process in its own process group, killed at its deadline."""
 
+import contextlib
 import ctypes
 import os
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass
 class StageResult:
     name: str
-    status: str            # done | failed | timeout | skipped
+    status: str  # done | failed | timeout | skipped
     seconds: float = 0.0
     returncode: int | None = None
     message: str = ""
@@ -21,10 +23,8 @@ class StageResult:
 
 def _die_with_parent() -> None:
     """preexec_fn: the kernel SIGKILLs this child when the parent dies (Linux), so a killed run leaves no orphans."""
-    try:
+    with contextlib.suppress(Exception):  # not Linux, or no libc: the watch_parent thread still covers it
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:
-        pass
 
 
 def watch_parent(interval: float = 1.0) -> None:
@@ -36,21 +36,29 @@ def watch_parent(interval: float = 1.0) -> None:
             time.sleep(interval)
             if os.getppid() != parent:
                 os._exit(3)
+
     threading.Thread(target=loop, daemon=True, name="watch-parent").start()
 
 
 def kill_group(proc: subprocess.Popen, sig: int) -> None:
     """Send `sig` to the process group of `proc` (started with start_new_session=True); gone already is fine."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
-def watch_child(name: str, cmd: list[str], deadline: float, *, grace_seconds: float = 10.0,
-              env: dict | None = None, cwd: str | None = None, poll: Callable[[], None] | None = None,
-              poll_every: float = 30.0, log: Callable[[str], None] = lambda s: None,
-              output: Callable[[str], None] | None = None) -> StageResult:
+def watch_child(
+    name: str,
+    cmd: list[str],
+    deadline: float,
+    *,
+    grace_seconds: float = 10.0,
+    env: dict | None = None,
+    cwd: str | None = None,
+    poll: Callable[[], None] | None = None,
+    poll_every: float = 30.0,
+    log: Callable[[str], None] = lambda s: None,
+    output: Callable[[str], None] | None = None,
+) -> StageResult:
     """Run `cmd` in its own process group and own its deadline (epoch seconds).
 
     At the deadline the group gets SIGTERM, and SIGKILL `grace_seconds` later: a stuck GPU call or a
@@ -62,14 +70,17 @@ def watch_child(name: str, cmd: list[str], deadline: float, *, grace_seconds: fl
     t0 = time.time()
     if time.time() >= deadline:
         return StageResult(name, "skipped", 0.0, None, "no time left")
-    pipe: dict[str, Any] = ({} if output is None
-                            else dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace"))
+    pipe: dict[str, Any] = (
+        {} if output is None else dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+    )
     proc = subprocess.Popen(cmd, env=env, cwd=cwd, start_new_session=True, preexec_fn=_die_with_parent, **pipe)
     reader = None
     if output is not None:
+
         def relay():
             for line in proc.stdout:
                 output(line.rstrip("\n"))
+
         reader = threading.Thread(target=relay, daemon=True, name=f"{name}-output")
         reader.start()
     last_poll = time.time()
@@ -105,7 +116,7 @@ def watch_child(name: str, cmd: list[str], deadline: float, *, grace_seconds: fl
     # Whatever the child did, its whole process group goes (stray grandchildren of a launcher).
     kill_group(proc, signal.SIGKILL)
     if reader is not None:
-        reader.join(5)   # the last lines; a grandchild holding the pipe open cannot keep us here
+        reader.join(5)  # the last lines; a grandchild holding the pipe open cannot keep us here
     if status is None:
         status = "done" if rc == 0 else "failed"
         message = "" if rc == 0 else f"exit status {rc}"
