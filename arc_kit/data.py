@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from arc_kit.errors import ArcKitError
 from arc_kit.files import read_json, read_text
@@ -43,7 +43,7 @@ class TaskSet:
     # size a max_size selection cannot judge): id -> its raw test inputs (unvalidated, best effort). The model
     # never works on them and scores ignore them, but a submission covers them with fallback attempts, so a
     # selection can never make a task of the file go missing on Kaggle.
-    unselected: dict[str, list] = field(default_factory=dict)
+    unselected: dict[str, list[Any]] = field(default_factory=dict)
 
     def without_solutions(self) -> "TaskSet":
         """The same selection with every test output removed: what a run's stages may see."""
@@ -136,7 +136,7 @@ def validate_grid(grid: Any, where: str) -> Grid:
     problem = grid_problem(grid)
     if problem is not None:
         raise ArcKitError(f"{where}: {problem}")
-    return grid
+    return cast(Grid, grid)  # grid_problem has just checked every row and cell
 
 
 def _parse_pairs(pairs: Any, kind: str, where: str, need_output: bool) -> list[Pair]:
@@ -201,7 +201,7 @@ def _n_test_guess(obj: Any) -> int:
     return max(1, len(tests)) if isinstance(tests, list) else 1
 
 
-def _test_inputs_guess(obj: Any) -> list:
+def _test_inputs_guess(obj: Any) -> list[Any]:
     """Best-effort raw test inputs of a task that is not validated (one None per input that has none)."""
     tests = obj.get("test") if isinstance(obj, dict) else None
     if not isinstance(tests, list) or not tests:
@@ -294,7 +294,9 @@ def _attach_solutions(
 
 def visible_grids(task: Task) -> list[Grid]:
     """The grids a solver may look at: demonstration inputs and outputs, and test inputs (never test outputs)."""
-    return [g for p in task.train for g in (p.input, p.output)] + [p.input for p in task.test]
+    # A loaded task's demonstrations always have outputs (the parser requires them); the None test only narrows.
+    demos = [g for p in task.train for g in (p.input, p.output) if g is not None]
+    return demos + [p.input for p in task.test]
 
 
 def visible_side(task: Task) -> int:
@@ -388,10 +390,10 @@ def load_tasks(
 # A task set as JSON (the run's stage file)
 
 
-def task_set_to_json(task_set: TaskSet, with_solutions: bool = False) -> dict:
+def task_set_to_json(task_set: TaskSet, with_solutions: bool = False) -> dict[str, Any]:
     """The selected tasks as plain JSON; test outputs only when `with_solutions` (a run's stages never get them)."""
 
-    def pair(p: Pair, test: bool) -> dict:
+    def pair(p: Pair, test: bool) -> dict[str, Any]:
         return {"input": p.input} if test and not with_solutions else {"input": p.input, "output": p.output}
 
     return {

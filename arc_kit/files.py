@@ -7,7 +7,7 @@ import os
 import stat
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -68,7 +68,7 @@ def _file_type(mode: int) -> str:
     return "not a regular file"
 
 
-def open_read(path: str | Path, what: str = "file"):
+def open_read(path: str | Path, what: str = "file") -> BinaryIO:
     """Open `path` for binary reading; a missing file, a directory, a FIFO or device (which would block or
     never end) or an unreadable file becomes an ArcKitError naming it."""
     path = Path(path)
@@ -100,13 +100,15 @@ def read_text(path: str | Path, what: str = "file") -> str:
         raise ArcKitError(f"{path}: cannot read {what}: not UTF-8 text") from None
 
 
-def _unique_keys(pairs: list) -> dict:
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """object_pairs_hook: a key given twice is an error (json's default keeps the last one silently)."""
     obj = dict(pairs)
     if len(obj) != len(pairs):
-        seen = set()
-        dup = next(k for k, _ in pairs if k in seen or seen.add(k))
-        raise _DuplicateKey(dup)
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise _DuplicateKey(k)
+            seen.add(k)
     return obj
 
 
@@ -199,7 +201,7 @@ def is_within(path: str | Path, folder: str | Path) -> bool:
     return p == f or f in p.parents
 
 
-def refuse_input_as_output(output: str | Path, inputs, option: str = "-o") -> None:
+def refuse_input_as_output(output: str | Path, inputs: Iterable[str | Path | None], option: str = "-o") -> None:
     """Writing `output` must not replace one of the command's inputs (same file after resolving links)."""
     for inp in inputs:
         if inp is not None and str(inp) != "" and same_path(output, inp):

@@ -4,10 +4,12 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from itertools import chain
+from typing import Any
 
 from arc_kit.config import load_config
-from arc_kit.data import Grid
+from arc_kit.data import Grid, TaskSet
 from arc_kit.errors import ArcKitError
+from arc_kit.predictions import Prediction
 
 STRATEGIES = ("reference", "plurality", "confidence", "filtered")
 ATTEMPTS = 2  # attempts per test input in a Kaggle submission
@@ -30,7 +32,7 @@ class VoteConfig:
     refill: bool = False  # filtered: when fewer than 2 survive, refill from the dropped ones (best first)
     fallback: str = "input"  # missing attempts: "input" = the test input grid, then [[0]]; "zeros" = [[0]]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ArcKitError(f"voting config: strategy '{self.strategy}' unknown (known: {', '.join(STRATEGIES)})")
         if self.tie_break not in TIE_BREAKS:
@@ -76,7 +78,7 @@ class Candidate:
         """Weighted mean sigmoid(q_halt) of the votes (the reference evaluator's tie-break)."""
         return self.conf_sum / self.votes if self.votes > 0 else 0.0
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {
             "grid": self.grid,
             "votes": self.votes,
@@ -97,7 +99,7 @@ class Tally:
     problems: list[str] = field(default_factory=list)
 
 
-def tally(predictions: Iterable, task_set) -> Tally:
+def tally(predictions: Iterable[Prediction], task_set: TaskSet) -> Tally:
     """Count every prediction line as one (weighted) vote. Unknown tasks / test indices are reported, not counted."""
     t = Tally()
     unknown: dict[str, int] = {}
@@ -135,7 +137,7 @@ def tally(predictions: Iterable, task_set) -> Tally:
     return t
 
 
-def _sort_key(c: Candidate, config: VoteConfig) -> tuple:
+def _sort_key(c: Candidate, config: VoteConfig) -> tuple[float | bytes, ...]:
     """Descending rank key; the last element (the canonical grid key) makes every order total and deterministic."""
     s = config.strategy
     if s in ("reference", "filtered"):
@@ -168,16 +170,19 @@ def rank(candidates: Iterable[Candidate], config: VoteConfig) -> list[Candidate]
     return out
 
 
-def rank_tally(t: Tally, task_set, config: VoteConfig) -> dict[str, list[list[Candidate]]]:
+def rank_tally(t: Tally, task_set: TaskSet, config: VoteConfig) -> dict[str, list[list[Candidate]]]:
     """task_id -> one ranked candidate list per test input, for every task of the task set (empty when no votes)."""
-    votes = {}
+    votes: dict[str, list[list[Candidate]]] = {}
     for tid, task in task_set.tasks.items():
         votes[tid] = [rank(t.groups.get((tid, i), {}).values(), config) for i in range(len(task.test))]
     return votes
 
 
 def vote(
-    predictions: Iterable, task_set, config: VoteConfig | None = None, problems: list[str] | None = None
+    predictions: Iterable[Prediction],
+    task_set: TaskSet,
+    config: VoteConfig | None = None,
+    problems: list[str] | None = None,
 ) -> dict[str, list[list[Candidate]]]:
     """Predictions -> ranked candidates per task and test input. Notes on ignored lines go to `problems`."""
     config = config or VoteConfig()
@@ -187,6 +192,6 @@ def vote(
     return rank_tally(t, task_set, config)
 
 
-def load_vote_config(name_or_path: str | None = None, overrides=()) -> VoteConfig:
+def load_vote_config(name_or_path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> VoteConfig:
     """A shipped voting config by name (`reference`, `plurality`, ...) or a YAML path, plus key=value overrides."""
     return load_config(VoteConfig, name_or_path or "reference", overrides, subdir="voting")

@@ -112,9 +112,10 @@ def _score_input(specs: list[str], task_set, vote_config: str | None, notes: lis
     return score_submission(read_submission(first), task_set)
 
 
-def _inputs(args, prediction_specs=()) -> list:
+def _inputs(args, prediction_specs=()) -> list[str | Path]:
     """Every file a command reads: predictions (weights stripped), tasks, solutions, ids, config."""
-    out = [parse_weighted_path(s)[0] for s in prediction_specs] + task_input_files(args)
+    out: list[str | Path | None] = [parse_weighted_path(s)[0] for s in prediction_specs]
+    out += task_input_files(args)
     out.append(getattr(args, "submission", None))
     config = getattr(args, "config", None)
     if config and Path(config).exists():

@@ -236,7 +236,10 @@ def run_forward(args) -> int:
     }
     labels = torch.from_numpy(data["labels"].astype(np.int64)).to(dev) if "labels" in data else None
     steps = args.steps or cfg.halt_max_steps
-    res = {k: [] for k in ("logits", "q_halt_logits", "q_continue_logits", "loss")}
+    heads = ("logits", "q_halt_logits", "q_continue_logits")
+    res: dict[str, list[np.ndarray]] = {k: [] for k in heads}  # one array per step
+    losses: list[float] = []
+    states: dict[str, np.ndarray] = {}  # --states: z_H / z_L after every step
     with torch.no_grad():
         x = model.embed(batch["inputs"], batch["puzzle_identifiers"])
         z_H, z_L = model.initial_state(inputs.shape[0])
@@ -244,28 +247,22 @@ def run_forward(args) -> int:
             z_H, z_L = model.recurse(z_H, z_L, x)
             logits, q_halt, q_cont = model.heads(z_H)
             outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_cont}
-            for key in ("logits", "q_halt_logits", "q_continue_logits"):
+            for key in heads:
                 res[key].append(outputs[key].float().cpu().numpy())
             if labels is not None:
-                res["loss"].append(compute_loss(outputs, labels)[0].item())
+                losses.append(compute_loss(outputs, labels)[0].item())
             if args.states:
-                res[f"z_H_step{k}"] = z_H.float().cpu().numpy()
-                res[f"z_L_step{k}"] = z_L.float().cpu().numpy()
-    arrays = {
-        k: (
-            np.stack(v)
-            if k in ("logits", "q_halt_logits", "q_continue_logits")
-            else np.asarray(v, dtype=np.float64)
-            if k == "loss"
-            else v
-        )
-        for k, v in res.items()
-        if len(v) or k != "loss"
-    }
+                states[f"z_H_step{k}"] = z_H.float().cpu().numpy()
+                states[f"z_L_step{k}"] = z_L.float().cpu().numpy()
+    # the archive's order: the heads, the loss (with labels only), then the states
+    arrays = {k: np.stack(v) for k, v in res.items()}
+    if losses:
+        arrays["loss"] = np.asarray(losses, dtype=np.float64)
+    arrays.update(states)
     import io
 
     buf = io.BytesIO()
-    np.savez(buf, **arrays)
+    np.savez(buf, allow_pickle=False, **arrays)  # numeric arrays only: no pickle is ever written
     atomic_write_bytes(args.out, buf.getvalue())
     print(f"forward: {inputs.shape[0]} sequences x {steps} steps -> {args.out}", file=sys.stderr)
     return 0

@@ -4,6 +4,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from arc_kit.cli.common import add_config_args
 from arc_kit.config import from_dict, load_config, save_config, to_dict
@@ -12,7 +13,7 @@ from arc_kit.files import check_writable_dir
 from arc_kit.model.config import TrainConfig
 
 
-def _pretrain_config_class():
+def _pretrain_config_class() -> type[Any]:
     """The YAML schema of `arc-kit train` (built lazily: model.py imports torch)."""
     from arc_kit.model.dataset import DataConfig
     from arc_kit.model.trm import TRMConfig
@@ -100,7 +101,7 @@ def run_train(args) -> int:
 
     t0 = time.time()
     base = args.checkpoint or (str(out) if args.resume else None)
-    names = None
+    names: list[str] | None = None
     if base:  # the checkpoint fixes the canvas and the first puzzle rows
         info = read_checkpoint_info(base)
         names = info.puzzle_names
@@ -115,7 +116,7 @@ def run_train(args) -> int:
 
     if base:
         model, _ = load_checkpoint(base)
-        if args.checkpoint:
+        if args.checkpoint and names is not None:  # names is always read when base is set
             add_puzzles(model, data.puzzle_names[len(names) :], init="mean", puzzle_names=list(names))
     else:
         torch.manual_seed(cfg.train.seed)

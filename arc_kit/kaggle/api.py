@@ -57,7 +57,7 @@ class FakeKaggleClient:
     """Stands in for kagglesdk's KaggleClient (`KaggleApi.build_kaggle_client`) in --dry-run: every API
     call, e.g. `kernels.kernels_api_client.save_kernel(request)`, is recorded as (path, request)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.requests: list[tuple[str, object]] = []
 
     def __enter__(self):
@@ -75,8 +75,9 @@ def _import_sandbox(dry_run: bool):
     """`import kaggle` authenticates at import time: in a dry run it sees only dummy credentials and an
     empty home, so no real credential is read and no token is sent anywhere. Output is swallowed."""
     saved = dict(os.environ)
-    tmp = tempfile.mkdtemp(prefix="arc-kit-kaggle-") if dry_run else None
+    tmp = ""  # the dry run's empty home (a real run uses none)
     if dry_run:
+        tmp = tempfile.mkdtemp(prefix="arc-kit-kaggle-")
         for k in [k for k in os.environ if k.startswith("KAGGLE_")]:
             del os.environ[k]
         os.environ.update(KAGGLE_USERNAME="dry-run-user", KAGGLE_KEY="dry-run-key", KAGGLE_CONFIG_DIR=tmp, HOME=tmp)
@@ -110,7 +111,12 @@ def kaggle_api(dry_run: bool, owner: str = "dry-run-user"):
     api.config_values = {"username": owner}
     fake = FakeKaggleClient()
     api.build_kaggle_client = lambda: fake  # every request goes to the recorder
-    api._upload_blob = lambda path, *a, **k: fake.requests.append(("upload", path)) or f"dry-run:{Path(path).name}"
+
+    def upload_blob(path, *a, **k):  # recorded, never sent
+        fake.requests.append(("upload", path))
+        return f"dry-run:{Path(path).name}"
+
+    api._upload_blob = upload_blob
 
     def not_found(*a, **k):  # a dry run cannot know whether the dataset exists: plan a new one
         from requests.exceptions import HTTPError

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from arc_kit.config import PACKAGE_DIR, resolve_config_path
 from arc_kit.errors import ArcKitError
@@ -394,7 +395,9 @@ def _build(
 
 def notebook_from_source(text: str) -> dict:
     """An nbformat-4 notebook from `# %%` / `# %% [markdown]` cells (submission/notebook.py)."""
-    cells, kind, lines = [], None, []
+    cells: list[dict[str, Any]] = []
+    kind: str | None = None
+    lines: list[str] = []
 
     def flush():
         body = "\n".join(lines).strip("\n")

@@ -6,6 +6,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from arc_kit.data import load_tasks
 from arc_kit.errors import ArcKitError
@@ -154,7 +155,7 @@ def _sync(run_sub: Path, final: Path, test_file) -> int:
 def finish(s: NotebookSettings, fallback: dict, job: JobResult | None = None) -> dict:
     """Last word on submission.json: keep it if valid, else restore the fallback. Returns a summary."""
     final = Path(s.output_dir) / "submission.json"
-    summary = {
+    summary: dict[str, Any] = {
         "submission": str(final),
         "source": "fallback",
         "restored_fallback": False,
@@ -190,7 +191,7 @@ def finish(s: NotebookSettings, fallback: dict, job: JobResult | None = None) ->
 
 
 def format_summary(summary: dict) -> str:
-    job = summary.get("job") or {}
+    job: dict[str, Any] = summary.get("job") or {}
     lines = [
         f"submission.json: {summary['submission']} (from {summary['source']}"
         f"{', fallback restored' if summary['restored_fallback'] else ''})",
@@ -202,11 +203,12 @@ def format_summary(summary: dict) -> str:
         rc = job.get("returncode")
         # `arc-kit run` exits 0 when every stage finished and 4 when it wrote a valid submission although a
         # stage failed: both mean "submission written"; 4 is said loudly so the user looks at the log
-        meaning = {
+        meanings: dict[int | None, str] = {  # rc is None when the job never started
             0: "every stage finished",
             4: "submission written, BUT A STAGE FAILED (see arc-kit-run.log)",
             2: "bad configuration or input (see arc-kit-run.log)",
-        }.get(rc, "")
+        }
+        meaning = meanings.get(rc, "")
         lines.append(
             f"job: started {job.get('started')}, exit {rc}{f' ({meaning})' if meaning else ''}, "
             f"timed out {job.get('timed_out')}, {job.get('minutes', 0):.1f} min"

@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from arc_kit.data import load_tasks
 from arc_kit.submission import expected_test_counts
@@ -120,7 +121,7 @@ def count_test_tasks(test_file: Path | None) -> tuple[int, int]:
     return len(counts), sum(counts.values())
 
 
-def detect_gpus(timeout: float = 180.0) -> dict:
+def detect_gpus(timeout: float = 180.0) -> dict[str, Any]:
     """GPU count, names and bf16 support, probed in a child process so the notebook never holds a CUDA
     context (and a hanging driver cannot hang the notebook). bf16 = compute capability >= 8 on every GPU
     (torch's is_bf16_supported() also says yes to emulated bf16 on a T4)."""
@@ -199,7 +200,7 @@ def resolve_settings(t0: float | None = None, env=None, probe_gpus: bool = True)
     notes += ck_notes
     if ckpt is None:
         notes.append("no checkpoint attached: test-time training starts from scratch (expect a low score)")
-    hw = detect_gpus() if probe_gpus else {"gpus": 0, "names": [], "bf16": False}
+    hw: dict[str, Any] = detect_gpus() if probe_gpus else {"gpus": 0, "names": [], "bf16": False}
     if hw.get("error"):
         notes.append(f"GPU probe failed ({hw['error']}); running on CPU")
     if not hw["gpus"]:
