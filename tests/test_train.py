@@ -349,7 +349,7 @@ def test_compiled_training_step_follows_eager():
     np.testing.assert_allclose(losses["default"], losses["off"], rtol=1e-4)
     # the compiling first step is kept out of the step times that plan the deadline
     assert tr.compile_seconds is not None and len(tr._step_seconds) == 2
-    with pytest.raises(ArcKitError, match="compile must be off or default"):
+    with pytest.raises(ArcKitError, match="'compile': expected off or default"):
         Trainer(_model(_data()), _data(), _config(compile="max"))
 
 

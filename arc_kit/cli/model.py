@@ -270,7 +270,11 @@ def run_forward(args) -> int:
 
 def add_checkpoint_command(subparsers) -> None:
     """`arc-kit checkpoint download`: a published checkpoint from the Hugging Face hub, imported (arc_kit/hub.py)."""
-    p = subparsers.add_parser("checkpoint", help="published checkpoints: `checkpoint download arc-agi-1|arc-agi-2`")
+    p = subparsers.add_parser(
+        "checkpoint",
+        help="published checkpoints: `checkpoint download arc-agi-1|arc-agi-2`",
+        description="The published TRM checkpoints: download one from the Hugging Face hub and import it.",
+    )
     sub = p.add_subparsers(dest="checkpoint_command", metavar="ACTION")
     sub.required = True
     d = sub.add_parser(

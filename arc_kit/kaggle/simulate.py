@@ -7,13 +7,11 @@ import sys
 import time
 from pathlib import Path
 
-from arc_kit.config import from_dict
 from arc_kit.errors import ArcKitError
 from arc_kit.files import check_writable_dir
 from arc_kit.kaggle.bundle import shipped_notebook
 from arc_kit.kaggle.job import submission_problems
 from arc_kit.kaggle.settings import DEFAULT_SAFETY_MINUTES, DEFAULT_SLUG, TEST_FILE, choose_config, detect_gpus
-from arc_kit.model.config import TrainConfig
 from arc_kit.run.config import load_run_config
 
 
@@ -96,7 +94,7 @@ def project(
     plan = json.loads((run_dir / "plan.json").read_text()) if (run_dir / "plan.json").is_file() else {}
     local_train = float(plan.get("train_seq_per_s") or 0.0)
     local_infer = float(plan.get("infer_seq_per_s") or 0.0)
-    train_cfg = from_dict(TrainConfig, cfg.ttt.train)
+    train_cfg = cfg.ttt.train
     train_seqs = cfg.ttt.max_steps * train_cfg.global_batch_size if cfg.ttt.enabled else 0
     infer_seqs = n_inputs * cfg.inference.views if cfg.inference.enabled else 0
     train_rate = gpu_train or local_train

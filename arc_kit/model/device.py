@@ -16,14 +16,14 @@ def resolve_device(name: str | None, where: str = "--device"):
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise ArcKitError(f"{where}: unknown device {name!r} (expected auto, cpu or cuda[:N])") from None
+        raise ArcKitError(f"{where} {name}: unknown device (expected auto, cpu or cuda[:N])") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ArcKitError(f"{where}: {name} asked for, but this machine has no CUDA GPU (use cpu or auto)")
+            raise ArcKitError(f"{where} {name}: this machine has no CUDA GPU (use cpu or auto)")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ArcKitError(f"{where}: {name} asked for, but this machine has {torch.cuda.device_count()} GPU(s)")
+            raise ArcKitError(f"{where} {name}: this machine has {torch.cuda.device_count()} GPU(s)")
     elif device.type != "cpu":
-        raise ArcKitError(f"{where}: unsupported device {name!r} (expected auto, cpu or cuda[:N])")
+        raise ArcKitError(f"{where} {name}: unsupported device (expected auto, cpu or cuda[:N])")
     return device
 
 
