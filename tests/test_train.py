@@ -349,8 +349,22 @@ def test_compiled_training_step_follows_eager():
     np.testing.assert_allclose(losses["default"], losses["off"], rtol=1e-4)
     # the compiling first step is kept out of the step times that plan the deadline
     assert tr.compile_seconds is not None and len(tr._step_seconds) == 2
-    with pytest.raises(ArcKitError, match="'compile': expected off or default"):
+    with pytest.raises(ArcKitError, match="compile.* off or default"):
         Trainer(_model(_data()), _data(), _config(compile="max"))
+
+
+def test_compiled_training_runs_to_a_deadline():
+    # the compiling first step leaves no step time to plan the deadline from: planning starts at the second step
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        data = _data()
+        tr = Trainer(_model(data, halt_exploration_prob=0.0), data, _config(compile="default"))
+        out = tr.train(until=time.time() + 3600, max_steps=3)
+    finally:
+        torch.set_num_threads(threads)
+    assert out["stopped"] == "steps" and tr.step_count == 3
+    assert tr.compile_seconds is not None and len(tr._step_seconds) == 2
 
 
 def test_coordinate_position_model_trains_and_resumes_exactly(tmp_path):

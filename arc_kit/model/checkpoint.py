@@ -124,8 +124,8 @@ def write_table(path: str | Path, table: torch.Tensor, release_source: bool = Fa
     return digest.hexdigest()
 
 
-def _table_memmap(path: Path) -> np.memmap:
-    """The puzzle table file as a read-only [N, D] float32 memory map."""
+def _table_memmap(path: Path) -> np.ndarray:
+    """The puzzle table file as a read-only [N, D] float32 memory map (an empty array for an empty table)."""
     try:
         with open(path, "rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
@@ -260,13 +260,12 @@ def load_checkpoint(
     """Load a checkpoint into a TRM (eval mode). `puzzle_rows`: load only these table rows, in this order (the
     model's puzzle id i is then stored row puzzle_rows[i]; the rest of a 1.8 GB table is never read). `forward_dtype`
     overrides the saved one (e.g. float32 on CPU). Does not touch the global RNG."""
-    rows = puzzle_rows
+    rows = None if puzzle_rows is None else [int(r) for r in puzzle_rows]
     info = read_checkpoint_info(directory)
     cfg = info.config
     if forward_dtype is not None:
         cfg = dataclasses.replace(cfg, forward_dtype=forward_dtype)
     if rows is not None and cfg.puzzle_emb_ndim > 0:
-        rows = [int(r) for r in rows]
         cfg = dataclasses.replace(cfg, num_puzzle_identifiers=max(1, len(rows)))
     state = _load_safetensors(info.path / MODEL_FILE)
     with torch.random.fork_rng(devices=[]):  # init values are overwritten; keep the caller's RNG stream
@@ -312,7 +311,8 @@ def add_puzzles(
         raise ArcKitError("add_puzzles: the model has no puzzle embedding (puzzle_emb_ndim 0)")
     table = model.puzzle_emb.weights
     known = {n: i for i, n in enumerate(puzzle_names)} if puzzle_names is not None else {}
-    out, new = [], []
+    out: list[int] = []
+    new: list[str] = []
     for name in names:
         if name not in known:
             known[name] = table.shape[0] + len(new)

@@ -111,7 +111,7 @@ class TrainData:
         embedding row `_pz_id`."""
         C = self.canvas
         first: dict[int, int] = {}  # id(puzzle.base) -> row of its first pair (versions share their task's base)
-        bases = []
+        bases: list[list[tuple[np.ndarray, np.ndarray]]] = []
         for group in self.groups:
             for p in group:
                 if id(p.base) not in first:
@@ -273,7 +273,8 @@ class BatchSampler:
         """The next global batch's rows [lo, hi) (default: all). Every process draws the whole batch's
         randomness (the stream stays in step) but encodes only its own rows."""
         g, data = self.generator, self.data
-        puzzles, pairs = [], []
+        puzzles: list[int] = []
+        pairs: list[int] = []
         while len(pairs) < self.batch_size:
             group = self._next_group()
             p = int(torch.randint(len(data.groups[group]), (1,), generator=g))
@@ -327,17 +328,17 @@ class BatchPrefetcher:
         self.seconds += time.perf_counter() - t
         return batch
 
-    def _submit(self) -> None:
+    def _submit(self) -> tuple[dict[str, torch.Tensor], Future]:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arc-kit-batches")
             weakref.finalize(self, self._pool.shutdown, wait=False)
         self._pending = (self.sampler.state_tensors(), self._pool.submit(self._build))
+        return self._pending
 
     def next(self) -> dict[str, torch.Tensor]:
         """The next batch (waiting for it if the thread is not done), and start building the one after."""
-        if self._pending is None:
-            self._submit()
-        batch = self._pending[1].result()
+        pending = self._pending if self._pending is not None else self._submit()
+        batch = pending[1].result()
         self._submit()
         return batch
 

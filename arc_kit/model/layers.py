@@ -65,6 +65,9 @@ class RotaryEmbedding(nn.Module):
     Uses the half-split layout: dims [0, hd/2) pair with [hd/2, hd) (`rotate_half`), not interleaved
     pairs. The tables stay fp32 and are not saved in checkpoints."""
 
+    cos: torch.Tensor  # [T, hd] buffers (registered in __init__)
+    sin: torch.Tensor
+
     def __init__(self, head_dim: int, n_pos: int, theta: float):
         super().__init__()
         inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))  # [hd/2]

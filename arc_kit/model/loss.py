@@ -77,7 +77,7 @@ def compute_loss(
     q_halt = outputs["q_halt_logits"]
     q_halt_loss = F.binary_cross_entropy_with_logits(q_halt, seq_correct.to(q_halt.dtype), reduction="sum")
     metrics["lm_loss"], metrics["q_halt_loss"] = lm_loss.detach(), q_halt_loss.detach()
-    q_continue_loss = 0
+    q_continue_loss: torch.Tensor | int = 0
     if "target_q_continue" in outputs:
         q_continue_loss = F.binary_cross_entropy_with_logits(
             outputs["q_continue_logits"], outputs["target_q_continue"], reduction="sum"

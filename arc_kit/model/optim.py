@@ -1,6 +1,7 @@
 """Optimisers as the TRM reference trains: Adam-atan2 (or AdamW), sparse sign-SGD for puzzle rows, LR schedule, EMA."""
 
 import math
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -95,6 +96,15 @@ def sparse_sign_sgd_(
     weights[ids.long()] = rows
 
 
+class SparseRows(Protocol):
+    """What SparseEmbeddingSignSGD needs of the embedding (trm.PuzzleEmbedding): the table and the last
+    training forward's leaf rows with their ids."""
+
+    weights: torch.Tensor
+    local_weights: torch.Tensor | None
+    local_ids: torch.Tensor | None
+
+
 class SparseEmbeddingSignSGD:
     """Sign-SGD for the puzzle-embedding table, as the reference's CastedSparseEmbeddingSignSGD_Distributed.
 
@@ -105,17 +115,17 @@ class SparseEmbeddingSignSGD:
     schedule sets it like a torch optimiser's.
     """
 
-    def __init__(self, embedding: torch.nn.Module, lr: float = 1e-2, weight_decay: float = 0.1):
+    def __init__(self, embedding: SparseRows, lr: float = 1e-2, weight_decay: float = 0.1):
         self.embedding = embedding
-        self.param_groups = [dict(lr=lr, weight_decay=weight_decay)]
+        self.param_groups: list[dict[str, Any]] = [dict(lr=lr, weight_decay=weight_decay)]
         self.state: dict = {}
 
     @torch.no_grad()
     def step(self) -> None:
-        local = self.embedding.local_weights
-        if local is None or local.grad is None:
+        local, ids = self.embedding.local_weights, self.embedding.local_ids
+        if local is None or ids is None or local.grad is None:  # no training forward since the last step
             return
-        grad, ids = local.grad, self.embedding.local_ids
+        grad = local.grad
         world = _world_size()
         if world > 1:
             # all_gather (not all_gather_into_tensor) works on gloo (CPU) as well as nccl.

@@ -16,6 +16,7 @@ from arc_kit.model.dataset import BatchPrefetcher, BatchSampler, TrainData
 from arc_kit.model.device import bf16_supported, resolve_device
 from arc_kit.model.optim import EMA, SparseEmbeddingSignSGD, build_optimizer, lr_at
 from arc_kit.model.train_state import TrainerState
+from arc_kit.model.trm import TRM
 
 
 class NonFiniteLoss(ArcKitError):
@@ -39,7 +40,7 @@ class Trainer(TrainerState):
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: TRM,
         data: TrainData,
         config: TrainConfig,
         *,
@@ -78,7 +79,7 @@ class Trainer(TrainerState):
         if config.freeze_network:
             for p in self.params.values():
                 p.requires_grad_(False)
-        self.optimizers: list[tuple[str, torch.optim.Optimizer, float]] = []
+        self.optimizers = []
         if emb is not None:
             self.optimizers.append(
                 (
@@ -292,8 +293,9 @@ class Trainer(TrainerState):
         """This process's view (host only): the step limit is reached, the next step cannot finish by the
         deadline, or `should_stop()` says so."""
         stop = self.step_count >= limit
-        if until is not None and self._step_seconds:
-            stop |= self.steps_by(until) <= self.step_count  # do not start a step that cannot finish
+        fit = self.steps_by(until) if until is not None else None  # None before the first timed step
+        if fit is not None:
+            stop |= fit <= self.step_count  # do not start a step that cannot finish
         elif until is not None:
             stop |= time.time() >= until
         if should_stop is not None:
@@ -350,8 +352,9 @@ class Trainer(TrainerState):
             while not stop:
                 pending = self._step()
                 n = self.step_count
-                if until is not None:  # time left: the steps that fit by the deadline, not max_steps
-                    bar.total = max(n, min(limit, self.steps_by(until)))
+                fit = self.steps_by(until) if until is not None else None  # None after only a compiling step
+                if fit is not None:  # time left: the steps that fit by the deadline, not max_steps
+                    bar.total = max(n, min(limit, fit))
                 bar.update(1)
                 checkpoint = bool(
                     checkpoint_dir and self.config.checkpoint_every and n % self.config.checkpoint_every == 0
@@ -368,7 +371,7 @@ class Trainer(TrainerState):
                         steps=f"{last['steps']:.2f}",
                         refresh=False,
                     )
-                    if checkpoint:
+                    if checkpoint and checkpoint_dir:
                         self.save(checkpoint_dir, **save_kwargs)
                 if self.world == 1:
                     stop = self._stop_vote(until, should_stop, limit)

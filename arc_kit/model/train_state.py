@@ -9,7 +9,10 @@ import torch
 
 from arc_kit.config import to_dict
 from arc_kit.errors import ArcKitError
-from arc_kit.model.optim import load_optimizer_state_tensors, optimizer_state_tensors
+from arc_kit.model.config import TrainConfig
+from arc_kit.model.dataset import BatchPrefetcher, TrainData
+from arc_kit.model.optim import EMA, SparseEmbeddingSignSGD, load_optimizer_state_tensors, optimizer_state_tensors
+from arc_kit.model.trm import TRM, Carry
 
 
 def _flatten(obj, prefix: str, out: dict) -> dict:
@@ -41,7 +44,28 @@ class TrainerState:
     """Save and exact resume for `train.Trainer` (a mixin: it uses the trainer's model, optimisers, EMA,
     batch stream, carry and step count)."""
 
-    def ema_model(self) -> torch.nn.Module:
+    # set by Trainer.__init__
+    config: TrainConfig
+    data: TrainData
+    model: TRM
+    device: torch.device
+    rank: int
+    world: int
+    is_main: bool
+    local_batch: int
+    params: dict[str, torch.nn.Parameter]
+    optimizers: list[tuple[str, torch.optim.Optimizer | SparseEmbeddingSignSGD, float]]
+    ema: EMA | None
+    batches: BatchPrefetcher
+    carry: Carry | None
+    step_count: int
+    total_steps: int
+
+    def _check_finite(self, bad: torch.Tensor | None = None) -> None:
+        """Raise if the loss became non-finite (Trainer implements it)."""
+        raise NotImplementedError
+
+    def ema_model(self) -> TRM:
         """A copy of the model with the EMA parameters (and the live puzzle table), in eval mode."""
         m = copy.deepcopy(self.model)
         if self.ema is not None:
@@ -74,7 +98,7 @@ class TrainerState:
         t["world_size"] = torch.tensor(self.world, dtype=torch.int64)
         mine = self._rank_tensors()
         if self.world > 1:
-            parts = [None] * self.world
+            parts: list[dict[str, torch.Tensor]] = [{} for _ in range(self.world)]  # filled by the gather
             torch.distributed.all_gather_object(parts, mine)  # in memory between our own processes
             for part in parts:
                 t.update(part)

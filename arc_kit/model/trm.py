@@ -59,6 +59,8 @@ class PuzzleEmbedding(nn.Module):
     [B, ndim] (requires_grad) with their row ids in `local_ids` [B]; after backward the trainer
     reads `local_weights.grad` and updates `weights[local_ids]` itself."""
 
+    weights: torch.Tensor  # [N, ndim] buffer (registered in __init__)
+
     def __init__(self, num: int, dim: int, dtype: torch.dtype):
         super().__init__()
         self.register_buffer("weights", torch.zeros(num, dim), persistent=True)
@@ -113,6 +115,13 @@ class TRM(nn.Module):
     """TRM with the reference ACT interface (`initial_carry`, `forward(carry, batch)`) and `predict` for inference.
     Keep parameters fp32 (don't call `.to(torch.bfloat16)`): `forward_dtype` casts on the fly."""
 
+    # buffers and optional submodules, registered in __init__ (typed here for the checker)
+    H_init: torch.Tensor  # [D] forward dtype
+    L_init: torch.Tensor
+    puzzle_emb: PuzzleEmbedding  # only with puzzle_emb_ndim > 0
+    rotary_emb: RotaryEmbedding  # only with pos_encodings "rope"
+    embed_pos: CastedEmbedding  # only with pos_encodings "learned"
+
     def __init__(self, config: TRMConfig):
         super().__init__()
         self.config = cfg = config
@@ -132,9 +141,11 @@ class TRM(nn.Module):
         # initial states, one vector broadcast over positions; stored in the forward dtype like the reference
         self.register_buffer("H_init", trunc_normal_(torch.empty(D, dtype=dtype), std=1))
         self.register_buffer("L_init", trunc_normal_(torch.empty(D, dtype=dtype), std=1))
+        q_bias = self.q_head.bias
+        assert q_bias is not None  # built with bias=True
         with torch.no_grad():  # q starts at "don't halt" (sigmoid(-5) ~ 0.007)
             self.q_head.weight.zero_()
-            self.q_head.bias.fill_(-5)
+            q_bias.fill_(-5)
 
     # ---- pieces -------------------------------------------------------------------------------
     def num_params(self) -> int:
