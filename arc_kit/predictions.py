@@ -223,6 +223,8 @@ class PredictionTail:
             where = f"{self.path}:{self.line_no}"
             try:
                 obj = json.loads(raw)
+            except RecursionError:
+                raise ArcKitError(f"{where}: JSON nested too deeply to read") from None
             except (json.JSONDecodeError, UnicodeDecodeError) as e:
                 msg = e.msg if isinstance(e, json.JSONDecodeError) else "not UTF-8"
                 raise ArcKitError(f"{where}: malformed JSON line: {msg}") from None
@@ -264,7 +266,7 @@ def done_view_keys(directory: str | Path) -> set[tuple[str, int, str]]:
                 try:
                     o = json.loads(line)
                     keys.add((o["task_id"], o["test_index"], o["augmentation"]))
-                except (ValueError, KeyError, TypeError):
+                except (ValueError, KeyError, TypeError, RecursionError):
                     raise ArcKitError(
                         f"{path}:{n}: not a prediction line (task_id, test_index, augmentation)"
                     ) from None

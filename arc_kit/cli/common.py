@@ -5,9 +5,13 @@ import argparse
 from arc_kit.data import TaskSet, load_tasks, parse_ids
 
 
-def add_config_args(parser: argparse.ArgumentParser, default: str | None = None, help_name: str = "") -> None:
-    """`--config PATH_OR_NAME` plus trailing `key=value` overrides."""
-    parser.add_argument("--config", default=default, help=f"YAML file or the name of a shipped config{help_name}")
+def add_config_args(
+    parser: argparse.ArgumentParser, default: str | None = None, help_name: str = "", required: bool = False
+) -> None:
+    """`--config PATH_OR_NAME` (shown as required where it is) plus trailing `key=value` overrides."""
+    parser.add_argument(
+        "--config", default=default, required=required, help=f"YAML file or the name of a shipped config{help_name}"
+    )
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides as dotted key=value pairs")
 
 

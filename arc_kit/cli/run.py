@@ -50,7 +50,7 @@ def add_commands(subparsers) -> None:
         "Re-running with the same --out resumes. Exit status: 0 every stage finished; 4 a valid "
         "submission.json was written but a stage failed; 2 bad config, tasks or run directory.",
     )
-    add_config_args(p)
+    add_config_args(p, required=True)
     p.add_argument(
         "--tasks",
         metavar="SOURCE",
