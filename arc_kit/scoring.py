@@ -81,6 +81,9 @@ class ScoreReport:
     extra: list[str] = field(default_factory=list)  # submission tasks not in the ground truth (ignored)
     problems: list[str] = field(default_factory=list)  # format problems (affected attempts count as wrong)
     invalid: list[str] = field(default_factory=list)  # tasks dropped as invalid when loading: scored 0
+    # predictions only: task id -> per test output, how many distinct grids the model predicted (fallback grids
+    # not counted). Coverage is pass@k over all of them: well above pass@2, selection loses answers the model found.
+    model_candidates: dict[str, list[int]] = field(default_factory=dict)
 
     def fractions(self, k: int = 2) -> dict[str, float]:
         """task id -> fraction of its test outputs solved within k attempts."""
@@ -104,6 +107,19 @@ class ScoreReport:
     def score_per_output(self) -> float:
         return self.pass_at_per_output(2)
 
+    def coverage(self) -> tuple[float, float] | None:
+        """(per task, per output) share of test outputs whose answer is among the model's own candidates; None
+        for a submission (two attempts, no candidate list)."""
+        if self.kind != "predictions":
+            return None
+        hit = {
+            t: [r is not None and r <= n for r, n in zip(rs, self.model_candidates.get(t, [0] * len(rs)), strict=True)]
+            for t, rs in self.ranks.items()
+        }
+        per_task = [sum(h) / len(h) for h in hit.values() if h]
+        outs = [x for h in hit.values() for x in h]
+        return (sum(per_task) / len(per_task) if per_task else 0.0, sum(outs) / len(outs) if outs else 0.0)
+
     def ci95(self, k: int = 2) -> tuple[float, float]:
         return bootstrap_ci(list(self.fractions(k).values()))
 
@@ -111,6 +127,7 @@ class ScoreReport:
         """The object `arc-kit score --json` prints (and a run's score.json holds)."""
         ks = report_ks(self.max_k)
         n_out = sum(len(r) for r in self.ranks.values())
+        cov = self.coverage()
         return {
             "score_per_task": self.score_per_task,
             "score_per_output": self.score_per_output,
@@ -123,6 +140,7 @@ class ScoreReport:
             },
             "pass_at": {str(k): self.pass_at(k) for k in ks},
             "pass_at_per_output": {str(k): self.pass_at_per_output(k) for k in ks},
+            "coverage": None if cov is None else {"per_task": cov[0], "per_output": cov[1]},
             "n_tasks": len(self.ranks),
             "n_outputs": n_out,
             "n_solved_outputs": sum(r is not None and r <= 2 for t in self.ranks.values() for r in t),
@@ -149,6 +167,9 @@ class ScoreReport:
             "pass@k per task:   " + "  ".join(f"@{k} {self.pass_at(k):.4f}" for k in shown),
             "pass@k per output: " + "  ".join(f"@{k} {self.pass_at_per_output(k):.4f}" for k in shown),
         ]
+        cov = self.coverage()
+        if cov is not None:
+            lines.append(f"coverage (any model candidate): {cov[0]:.4f} per task, {cov[1]:.4f} per output")
         if self.missing:
             lines.append(
                 f"missing from the {self.kind} (scored 0): {len(self.missing)} task(s): "
@@ -234,19 +255,24 @@ def score_submission(sub: dict[str, Any], task_set: TaskSet) -> ScoreReport:
 def score_votes(votes: dict[str, list[list["Candidate"]]], task_set: TaskSet, fallback: str = "input") -> ScoreReport:
     """Score voted predictions: the ranked list is the candidates, then the fallback grids, so that
     pass@2 equals the score of the submission build_submission makes from the same votes."""
-    ranked, max_k = {}, 2
+    ranked: dict[str, list[list[Any]]] = {}
+    max_k = 2
+    n_model: dict[str, list[int]] = {}  # n_model: task -> per test input, the model's own candidates (no fallback)
     for tid, task in task_set.tasks.items():
         per_test = []
         for i, pair in enumerate(task.test):
             cands = votes.get(tid, [])
             grids = [c.grid for c in (cands[i] if i < len(cands) else [])]
+            n_model.setdefault(tid, []).append(len(grids))
             for g in fallback_grids(pair.input, fallback):
                 if g not in grids:
                     grids.append(g)
             per_test.append(grids)
             max_k = max(max_k, len(grids))
         ranked[tid] = per_test
-    return score_ranked(ranked, task_set, max_k, "predictions")
+    report = score_ranked(ranked, task_set, max_k, "predictions")
+    report.model_candidates = {t: n_model.get(t, [0] * len(rs)) for t, rs in report.ranks.items()}
+    return report
 
 
 @dataclass

@@ -229,14 +229,24 @@ def test_an_invalid_task_never_goes_missing_whatever_the_selection(tmp_path, sel
     assert len(sub["bad"]) == 2
 
 
-def test_keep_checkpoint_false_removes_the_ttt_model(tmp_path, three_tasks):
-    res = run_cli(
-        tiny_config(three_tasks, **{"ttt.max_steps": 3, "inference.views": 1, "output.keep_checkpoint": False}),
-        tmp_path / "run",
-    )
+def test_keep_checkpoint_false_removes_the_ttt_model_and_inference_steps_are_a_setting(tmp_path, three_tasks):
+    over = {
+        "ttt.max_steps": 3,
+        "inference.views": 1,
+        "output.keep_checkpoint": False,
+        "model.arch.halt_max_steps": 3,
+        "inference.steps": 1,
+        "inference.early_halt": True,
+    }
+    res = run_cli(tiny_config(three_tasks, **over), tmp_path / "run")
     assert res.returncode == 0, res.stderr[-3000:]
     assert not (tmp_path / "run/ttt/model").exists()
     assert (tmp_path / "run/predictions.jsonl").stat().st_size > 0
+    infer = json.loads((tmp_path / "run/state.json").read_text())["stages"]["infer"]
+    # trained with 3 supervision steps, inferred with 1 (early halting can only lower it)
+    assert infer["steps"] == 1 and infer["early_halt"] and 0 < infer["mean_steps"] <= 1
+    with pytest.raises(ArcKitError, match="inference.steps"):
+        load_run_config(None, ["inference.steps=0"])
 
 
 def test_extra_sources_get_their_own_augmentation_count(tmp_path):

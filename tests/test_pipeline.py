@@ -130,23 +130,18 @@ def test_run_end_to_end_scores_and_revote_reproduces_it(tmp_path, tasks_dir):
     for needle in ("kit version", "hash", "hardware", "threads", "## Stages", "## Score", "Best tasks"):
         assert needle in report, needle
 
-    # score.json holds exactly what `arc-kit score --json` prints for the same submission and tasks
-    score = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "arc_kit.cli",
-            "score",
-            str(out / "submission.json"),
-            "--tasks",
-            str(tasks_dir),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
-    assert json.loads(score.stdout) == json.loads((out / "score.json").read_text())
+    # score.json holds exactly what `arc-kit score --json` prints for the run's predictions under its voting
+    # config, and its pass@2 is the submission's own score; coverage counts every candidate the model found
+    def score_json(path, *extra):
+        cmd = [sys.executable, "-m", "arc_kit.cli", "score", str(path), "--tasks", str(tasks_dir), "--json", *extra]
+        return json.loads(subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT).stdout)
+
+    run_score = json.loads((out / "score.json").read_text())
+    assert score_json(out / "predictions.jsonl", "--vote", "reference") == run_score
+    sub_score = score_json(out / "submission.json")
+    assert sub_score["tasks"] == run_score["tasks"] and sub_score["score_per_output"] == run_score["score_per_output"]
+    assert sub_score["coverage"] is None and run_score["kind"] == "predictions"
+    assert run_score["coverage"]["per_output"] >= run_score["score_per_output"]
 
     # `arc-kit revote` on the run's predictions reproduces the submission the run voted
     rv = subprocess.run(

@@ -214,3 +214,19 @@ def test_bundled_arc_agi_2_evaluation_true_solutions_and_input_baseline():
     expected = sum(p.input == p.output for task in ts.tasks.values() for p in task.test)
     assert r.score_per_output == expected / 167
     assert r.score_per_task < 0.05
+
+
+def test_coverage_counts_every_model_candidate_but_no_fallback():
+    from arc_kit.data import Pair, Task, TaskSet
+    from arc_kit.scoring import score_votes
+    from arc_kit.vote import Candidate
+
+    truth = [[7]]
+    ts = TaskSet({"t": Task("t", [Pair([[1]], [[2]])], [Pair([[3]], truth), Pair([[7]], [[7]])])})
+    c = lambda g: Candidate(grid=g, key=str(g).encode())  # noqa: E731
+    # test 0: the answer is the model's third candidate (lost by selection); test 1: the model found nothing,
+    # the fallback (the test input [[7]]) happens to be right: it is a pass@2 hit but not model coverage
+    votes = {"t": [[c([[1]]), c([[2]]), c([[7]])], []]}
+    rep = score_votes(votes, ts)
+    assert rep.score_per_output == 0.5 and rep.coverage() == (0.5, 0.5)
+    assert rep.to_json()["coverage"] == {"per_task": 0.5, "per_output": 0.5}

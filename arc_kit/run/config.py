@@ -68,6 +68,10 @@ class InferenceConfig:
     batch_size: int = 256
     task_time_cap_seconds: float = 0.0  # per-task compute cap (0: none); a huge task cannot starve the rest
     seed: int = 1  # view sampling when the views are not taken from training
+    # Supervision steps per view at inference (None: the model's halt_max_steps). Analyses of published
+    # checkpoints find 2-4 steps as good as 16; fewer steps buy more views in the same time.
+    steps: int | None = None
+    early_halt: bool = False  # stop each view at its first q_halt > 0 (and drop it from the batch)
 
 
 @dataclass
@@ -157,6 +161,8 @@ def check_run_config(cfg: RunConfig, where: str = "config") -> RunConfig:
     finite("ttt.checkpoint_minutes", cfg.ttt.checkpoint_minutes, lo=0, lo_open=True)
     if cfg.inference.views < 1:
         bad("inference.views", "must be >= 1")
+    if cfg.inference.steps is not None and cfg.inference.steps < 1:
+        bad("inference.steps", f"must be >= 1 (or unset: the model's halt_max_steps), got {cfg.inference.steps}")
     if cfg.inference.batch_size < 1:
         bad("inference.batch_size", "must be >= 1")
     finite("inference.task_time_cap_seconds", cfg.inference.task_time_cap_seconds, lo=0)

@@ -44,6 +44,8 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
     model, per_task, rows = load_for_views(src, task_set.tasks, n_views)
     if cfg.model.halt_max_steps is not None:
         model.config.halt_max_steps = cfg.model.halt_max_steps
+    if cfg.inference.steps is not None:  # inference may run fewer (or more) steps than training did
+        model.config.halt_max_steps = cfg.inference.steps
     model.to(device).eval()
     canvas = math.isqrt(model.config.seq_len)
     tasks = {tid: t for tid, t in task_set.tasks.items() if task_fits(t, canvas)}
@@ -78,7 +80,9 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
         log=log.info,
         fault=inject_fault,
         empty_path=out / EMPTY_VIEWS_FILE,
+        early_halt=cfg.inference.early_halt,
     )
+    ran = stats.written + stats.empty
     log.info(f"infer: {stats.summary()}")
     return {
         "status": "done",
@@ -94,5 +98,8 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
         "skipped_time": stats.skipped_time,
         "seconds": stats.seconds,
         "views_per_s": stats.seq_per_s,
+        "steps": model.config.halt_max_steps,
+        "early_halt": cfg.inference.early_halt,
+        "mean_steps": round(stats.steps / ran, 3) if ran and world == 1 else None,
         "capped_tasks": stats.capped_tasks,
     }
