@@ -306,3 +306,27 @@ def test_empty_views_and_the_deadline_round_keep_what_finished(tmp_path, monkeyp
     assert done and len(done) == stats.written + stats.empty
     assert any(rows[k[2]] % 2 == 1 for k in done)  # empty views are recorded as done
     assert len(done) <= len(mine)
+
+
+def test_threads_are_chosen_by_measurement(tmp_path, three_tasks):
+    import torch
+
+    from arc_kit.run.hardware import choose_threads, usable_cores
+
+    before = torch.get_num_threads()
+    try:
+        speed = {1: 5.0, 2: 9.0, 4: 9.0}
+        best, rates = choose_threads(lambda: speed[torch.get_num_threads()], [1, 2, 4])
+        assert best == 2 and rates == speed and torch.get_num_threads() == 2  # fastest; fewer threads on a tie
+    finally:
+        torch.set_num_threads(before)
+    res = run_cli(
+        tiny_config(three_tasks, **{"ttt.max_steps": 2, "inference.views": 1, "runtime.threads": 0}), tmp_path / "run"
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    plan = json.loads((tmp_path / "run/plan.json").read_text())
+    if usable_cores() > 1:  # one thread against every usable core, measured on this machine
+        assert {"1", str(usable_cores())} <= set(plan["thread_rates"])
+        assert plan["thread_rates"][str(plan["threads"])] == max(plan["thread_rates"].values())
+    state = json.loads((tmp_path / "run/state.json").read_text())["stages"]
+    assert state["train"]["hardware"]["threads"] == plan["threads"]

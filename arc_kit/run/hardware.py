@@ -1,6 +1,7 @@
 """Hardware of a stage process: free cores, torch threads, device and autocast, and a description for reports."""
 
 import os
+from collections.abc import Callable
 
 from arc_kit.model.device import bf16_supported, resolve_device
 
@@ -53,3 +54,27 @@ def hardware(device, threads: int) -> dict:
         info["gpu"] = torch.cuda.get_device_name(device)
         info["gpus"] = torch.cuda.device_count()
     return info
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def choose_threads(measure: Callable[[], float], candidates: list[int]) -> tuple[int, dict[int, float]]:
+    """Time `measure` (a rate: higher is better) under each torch thread count and keep the fastest (fewer on a tie).
+
+    The start-up guess from the load average lags: right after another heavy process ends it still counts a core
+    as busy, and on a busy core two threads run a TRM step several times slower than one. Measuring decides."""
+    import torch
+
+    rates: dict[int, float] = {}
+    for n in candidates:
+        torch.set_num_threads(n)
+        rates[n] = measure()
+    best = max(rates, key=lambda n: (rates[n], -n))
+    torch.set_num_threads(best)
+    return best, rates

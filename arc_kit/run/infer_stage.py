@@ -40,6 +40,11 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
     if src is None:
         return {"status": "skipped", "message": "no model: training produced no checkpoint and no --checkpoint given"}
     plan = read_json(out / PLAN_FILE, "plan") if (out / PLAN_FILE).is_file() else {}
+    if plan.get("threads") and cfg.runtime.threads == 0 and device.type == "cpu" and world == 1:
+        import torch
+
+        threads = int(plan["threads"])  # the training stage measured which thread count runs fastest here
+        torch.set_num_threads(threads)
     n_views = min(int(plan.get("infer_views", cfg.inference.views)), cfg.inference.views)
     model, per_task, rows = load_for_views(src, task_set.tasks, n_views)
     if cfg.model.halt_max_steps is not None:

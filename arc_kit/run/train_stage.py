@@ -18,7 +18,7 @@ from arc_kit.model.train import measure_train_rate
 from arc_kit.run.config import RunConfig
 from arc_kit.run.directory import PLAN_FILE, TTT_DIR
 from arc_kit.run.faults import fault_requested, inject_fault
-from arc_kit.run.hardware import hardware, setup_torch
+from arc_kit.run.hardware import choose_threads, hardware, setup_torch, usable_cores
 from arc_kit.run.plan import plan_run
 
 if TYPE_CHECKING:
@@ -152,7 +152,18 @@ def plan_training(
     # batches, so the plan errs on the safe side.
     batch = cfg.ttt.train.global_batch_size
     probe = 64 if env.device.type == "cpu" else 256
-    train_rate = measure_train_rate(model, canvas, min(batch // env.world, probe), env.device, env.autocast, repeats=1)
+
+    def train_probe() -> float:
+        return measure_train_rate(model, canvas, min(batch // env.world, probe), env.device, env.autocast, repeats=1)
+
+    thread_rates: dict[int, float] = {}
+    cores = usable_cores() // env.world
+    if env.device.type == "cpu" and cfg.runtime.threads == 0 and cores > 1:
+        # threads by measurement, not by the lagging load average: 1 thread against every usable core
+        env.threads, thread_rates = choose_threads(train_probe, sorted({1, env.threads, cores}))
+        train_rate = thread_rates[env.threads]
+    else:
+        train_rate = train_probe()
     infer_rate = measure_infer_rate(
         model, canvas, min(cfg.inference.batch_size, probe), env.device, autocast=env.autocast
     )
@@ -184,6 +195,8 @@ def plan_training(
         "infer_views": p.infer_views,
         "train_until": min(train_until, time.time() + p.train_seconds),
         "notes": p.notes,
+        "threads": env.threads,
+        "thread_rates": {str(n): r * env.world for n, r in thread_rates.items()},
     }
     if env.accelerator is not None and env.world > 1:
         from accelerate.utils import broadcast_object_list
@@ -346,6 +359,8 @@ def train_stage(
     accelerator=None,
 ) -> dict:
     """Test-time training: plan from measured speed, build the data and the model, train until the planned time."""
+    import torch
+
     world = accelerator.num_processes if accelerator is not None else 1
     device, autocast, threads = setup_torch(cfg, world, accelerator)
     env = StageEnv(
@@ -372,6 +387,10 @@ def train_stage(
         return dict(result, status="skipped", message=f"no task fits the {canvas}x{canvas} canvas")
     result["plan"] = plan = plan_training(env, probe, canvas, targets, extras, until, train_until, resume)
     del probe
+    if plan.get("threads") and cfg.runtime.threads == 0 and device.type == "cpu":  # the measured choice (resumed too)
+        env.threads = int(plan["threads"])
+        torch.set_num_threads(env.threads)
+        result["hardware"]["threads"] = env.threads
     model, data = build_training(env, plan, canvas, targets, extras)
     outcome = train_phases(env, model, data, plan, train_until, resume)
     if outcome["status"] == "done":
