@@ -183,6 +183,7 @@ def main(argv=None) -> int:
         "hidden": mcfg.hidden_size,
         "H_cycles": mcfg.H_cycles,
         "L_cycles": mcfg.L_cycles,
+        "arch": to_dict(mcfg),
         "canvas": canvas,
         "tokens_per_seq": T,
         "batch": args.batch,
