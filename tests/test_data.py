@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import time
 
 import pytest
 from conftest import simple_task, write_challenges, write_task_dir
@@ -97,7 +96,7 @@ def test_bundled_sets(name, count, n_test, version):
     assert all(t.version == version and t.source == name and t.has_solutions for t in ts.tasks.values())
 
 
-def test_every_bundled_name_loads_fast():
+def test_every_bundled_name_loads():
     counts = {
         "arc-agi-2/training": 1000,
         "kaggle-2025/training": 1000,
@@ -106,9 +105,7 @@ def test_every_bundled_name_loads_fast():
     }
     assert len(BUNDLED) == 8 and set(counts) < set(BUNDLED)
     for name, n in counts.items():
-        t0 = time.perf_counter()
-        ts = load_tasks(name)
-        assert len(ts.tasks) == n and time.perf_counter() - t0 < 10, name  # ~0.3 s idle; a guard, not a benchmark
+        assert len(load_tasks(name).tasks) == n, name
 
 
 def test_kaggle2025_eval_differs_from_arc_agi_2_eval_in_six_tasks():

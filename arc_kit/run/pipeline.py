@@ -36,7 +36,7 @@ from arc_kit.run.plan import Budget
 from arc_kit.run.report import finish
 from arc_kit.run.watchdog import StageResult, watch_child
 from arc_kit.submission import FillReport, build_submission, fallback_submission, validate_submission, write_submission
-from arc_kit.vote import VoteConfig, load_vote_config, vote
+from arc_kit.vote import Candidate, VoteConfig, load_vote_config, vote
 
 
 class Supervisor:
@@ -59,6 +59,7 @@ class Supervisor:
         self.failures: list[str] = []  # "stage status: reason" of every stage that did not finish normally
         self.manifest: dict = {}  # run.json: provenance hashes (written once the directory is claimed)
         self.fill = FillReport()  # what the last vote had to take from the fallback
+        self.votes: dict[str, list[list[Candidate]]] = {}  # the last vote behind submission.json ({}: fallback)
         self.tail = PredictionTail(out / PREDICTIONS_FILE)  # parses only the lines added since the last vote
         self._pred_size = -1
 
@@ -70,6 +71,7 @@ class Supervisor:
         if size == self._pred_size and not force:
             return {}
         fill = FillReport()
+        votes: dict[str, list[list[Candidate]]] = {}
         try:
             self.tail.read()
             preds = self.tail.predictions
@@ -77,11 +79,12 @@ class Supervisor:
             sub = build_submission(votes, self.task_set, self.vote_config.fallback, fill)
         except Exception as e:  # a broken predictions file or a voting bug must not cost the submission
             self.log.info(f"vote: failed ({type(e).__name__}: {e}); writing the fallback submission")
-            sub = fallback_submission(self.task_set)
+            sub, votes = fallback_submission(self.task_set), {}
         bad = validate_submission(sub, self.task_set)
         if bad:  # never replace a valid file with an invalid one
             self.log.info(f"vote: built an invalid submission ({bad[0]}); keeping the fallback")
-            sub = fallback_submission(self.task_set)
+            sub, votes = fallback_submission(self.task_set), {}
+        self.votes = votes
         write_submission(self.out / SUBMISSION_FILE, sub)
         self._pred_size = size
         self.fill = fill

@@ -12,7 +12,6 @@ from arc_kit.progress import fmt_seconds
 from arc_kit.run.directory import PLAN_FILE, REPORT_FILE, SCORE_FILE, SUBMISSION_FILE
 from arc_kit.scoring import score_submission, score_votes
 from arc_kit.submission import read_submission, validate_submission
-from arc_kit.vote import vote
 
 # Exit statuses of `arc-kit run` (a bad config, task source or run directory is an ArcKitError: 2).
 EXIT_OK = 0  # every stage finished (a planned deadline and views trimmed by the plan are normal)
@@ -136,11 +135,10 @@ def finish(r) -> int:
     if r.task_set.tasks and all(t.has_solutions for t in r.task_set.tasks.values()):
         try:
             report = score_submission(sub, r.task_set)
-            if r.tail.predictions:
-                # the votes' own scoring: the same two attempts (checked), plus pass@k and coverage over every
-                # candidate the model predicted (what `arc-kit score predictions.jsonl --vote CONFIG` prints)
-                votes = vote(r.tail.predictions, r.task_set, r.vote_config)
-                voted = score_votes(votes, r.task_set, r.vote_config.fallback)
+            if r.votes:
+                # the votes behind submission.json, scored: the same two attempts (checked), plus pass@k and
+                # coverage over every candidate (what `arc-kit score predictions.jsonl --vote CONFIG` prints)
+                voted = score_votes(r.votes, r.task_set, r.vote_config.fallback)
                 if voted.fractions(2) == report.fractions(2):
                     report = voted
             atomic_write_json(out / SCORE_FILE, report.to_json())
