@@ -141,13 +141,17 @@ def test_the_wheel_holds_every_sub_package_and_imports_from_it(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for _mod, path in all_modules().items():
         assert str(path.relative_to(ROOT)) in names, f"{path.relative_to(ROOT)} is not in {wheel.name}"
+    for path in sorted((PACKAGE / "starter").iterdir()):  # the shipped starter model is package data
+        assert str(path.relative_to(ROOT)) in names, f"{path.relative_to(ROOT)} is not in {wheel.name}"
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
     packages = sorted({m for m in all_modules() if (PACKAGE.parent / m.replace(".", "/") / "__init__.py").is_file()})
     code = (
         f"import importlib, arc_kit; assert arc_kit.__file__.startswith({str(site)!r}), arc_kit.__file__; "
         f"[importlib.import_module(m) for m in {packages!r}]; "
-        "from arc_kit.config import resolve_config_path; print(resolve_config_path('cpu-demo'))"
+        "from arc_kit.config import resolve_config_path; print(resolve_config_path('cpu-demo')); "
+        "from arc_kit.model.starter import resolve_checkpoint, verify_manifest; d = resolve_checkpoint('starter'); "
+        "assert not verify_manifest(d); print(d)"
     )
     r = subprocess.run(
         [sys.executable, "-c", code],
@@ -158,4 +162,6 @@ def test_the_wheel_holds_every_sub_package_and_imports_from_it(tmp_path):
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site)},
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout.strip().startswith(str(site))  # the shipped configs come from the wheel too
+    config_path, starter_path = r.stdout.split()
+    assert config_path.startswith(str(site))  # the shipped configs come from the wheel too
+    assert starter_path.startswith(str(site))  # and `--checkpoint starter` finds the model in it (Kaggle)

@@ -308,6 +308,44 @@ def test_empty_views_and_the_deadline_round_keep_what_finished(tmp_path, monkeyp
     assert len(done) <= len(mine)
 
 
+def test_the_thread_count_is_re_checked_when_steps_slow_down_and_when_a_core_may_be_back():
+    """A simulated 2-core machine: two threads are fastest when idle, one when another process takes a core."""
+    import torch
+
+    from arc_kit.run.hardware import ThreadRetuner
+
+    before = torch.get_num_threads()
+    busy = False
+    cost = {(False, 1): 0.15, (False, 2): 0.10, (True, 1): 0.16, (True, 2): 0.50}
+    seconds: list[float] = []
+    messages: list[str] = []
+
+    def run(retuner, n):
+        for _ in range(n):
+            retuner(seconds)
+            seconds.append(cost[busy, torch.get_num_threads()])
+
+    try:
+        torch.set_num_threads(2)
+        retuner = ThreadRetuner([1, 2], 2, window=10, trial=4, recheck_seconds=3600, log=messages.append)
+        run(retuner, 100)
+        assert retuner.current == 2 and not retuner.changes  # steady: no trial steps spent
+        busy = True
+        run(retuner, 60)
+        assert retuner.current == 1 and torch.get_num_threads() == 1
+        assert retuner.changes[0]["threads"] == 1 and "step" in retuner.changes[0]["why"]
+        assert messages == ["train: threads 2 -> 1 (re-check: step 500 ms vs 100 ms)"]
+        run(retuner, 60)
+        assert len(retuner.changes) == 1  # one thread on a busy machine: nothing to fix, no trial
+        busy = False
+        retuner.recheck_seconds = 0.0  # a core may be back: the periodic re-check with fewer threads than cores
+        run(retuner, 40)
+        assert retuner.current == 2 and torch.get_num_threads() == 2
+        assert "periodic" in retuner.changes[-1]["why"] and retuner.changes[-1]["trial_seconds"] == {1: 0.15, 2: 0.1}
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_threads_are_chosen_by_measurement(tmp_path, three_tasks):
     import torch
 

@@ -13,6 +13,7 @@ from arc_kit.kaggle.bundle import DEFAULT_WHEELS, bundle, notebook_json, write_n
 from arc_kit.kaggle.meta import KNOWN_SHAPES, SLUG_RE, BundleNames
 from arc_kit.kaggle.settings import COMPETITIONS, DEFAULT_SLUG
 from arc_kit.kaggle.simulate import simulate
+from arc_kit.model.starter import resolve_checkpoint
 
 
 def _log(msg: str) -> None:
@@ -71,6 +72,8 @@ def _print_report(report, as_json: bool) -> None:
 
 
 def cmd_bundle(args) -> int:
+    if args.checkpoint:
+        args.checkpoint = str(resolve_checkpoint(args.checkpoint))
     owner = args.owner or os.environ.get("KAGGLE_USERNAME", "")
     if not owner:
         raise ArcKitError("kaggle bundle: no owner: pass --owner USER (your Kaggle username) or set KAGGLE_USERNAME")

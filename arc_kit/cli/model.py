@@ -269,10 +269,10 @@ def run_forward(args) -> int:
 
 
 def add_checkpoint_command(subparsers) -> None:
-    """`arc-kit checkpoint download`: a published checkpoint from the Hugging Face hub, imported (arc_kit/hub.py)."""
+    """`arc-kit checkpoint download|export`: a published checkpoint fetched and imported; a shippable copy."""
     p = subparsers.add_parser(
         "checkpoint",
-        help="published checkpoints: `checkpoint download arc-agi-1|arc-agi-2`",
+        help="checkpoints: `download arc-agi-1|arc-agi-2` (published), `export` (shippable copy)",
         description="The published TRM checkpoints: download one from the Hugging Face hub and import it.",
     )
     sub = p.add_subparsers(dest="checkpoint_command", metavar="ACTION")
@@ -295,6 +295,26 @@ def add_checkpoint_command(subparsers) -> None:
     d.add_argument("--force", action="store_true", help="replace an existing MODEL_DIR")
     d.add_argument("--keep-download", action="store_true", help="keep the reference files (.MODEL_DIR.download/)")
     d.set_defaults(func=run_checkpoint_download)
+    e = sub.add_parser(
+        "export",
+        help="a shippable copy of a checkpoint: network, mean puzzle row, config, MANIFEST.json",
+        description="Copy a kit checkpoint without its training state and with its puzzle table replaced by the "
+        "table's mean (what test-time training starts new rows from), plus MANIFEST.json with each file's sha256. "
+        "Regenerates the shipped starter model: `arc-kit checkpoint export runs/starter arc_kit/starter --force`.",
+    )
+    e.add_argument("src", metavar="MODEL_DIR", help="kit checkpoint (e.g. `arc-kit train` output)")
+    e.add_argument("dest", metavar="OUT_DIR", help="output folder (built aside and swapped in)")
+    e.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
+    e.set_defaults(func=run_checkpoint_export)
+
+
+def run_checkpoint_export(args) -> int:
+    from arc_kit.model.starter import export_checkpoint
+
+    manifest = export_checkpoint(Path(args.src), Path(args.dest), force=args.force)
+    size = sum(e["bytes"] for e in manifest.values())
+    print(f"checkpoint export: {args.src} -> {args.dest}: {len(manifest)} files, {size / 1e6:.2f} MB", file=sys.stderr)
+    return 0
 
 
 def run_checkpoint_download(args) -> int:

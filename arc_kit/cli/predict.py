@@ -119,6 +119,7 @@ def run_identifiers(args) -> int:
 
 
 def run_predict(args) -> int:
+    from arc_kit.model.starter import resolve_checkpoint
     from arc_kit.run.predict import (
         EMPTY,
         PREDICTIONS,
@@ -127,6 +128,7 @@ def run_predict(args) -> int:
         predict,
     )
 
+    args.model_dir = str(resolve_checkpoint(args.model_dir))
     check_writable_dir(args.out, "--out")
     if same_path(args.out, args.model_dir):
         raise ArcKitError(f"--out {args.out}: is the checkpoint folder; choose another output folder")

@@ -81,6 +81,7 @@ def run_train(args) -> int:
 
     from arc_kit.model.checkpoint import add_puzzles, load_checkpoint, read_checkpoint_info
     from arc_kit.model.dataset import load_train_data
+    from arc_kit.model.starter import resolve_checkpoint
     from arc_kit.model.train import Trainer
     from arc_kit.model.trm import TRM, TRMConfig
 
@@ -100,12 +101,13 @@ def run_train(args) -> int:
     is_main = accelerator is None or accelerator.is_main_process
 
     t0 = time.time()
-    base = args.checkpoint or (str(out) if args.resume else None)
+    base = str(resolve_checkpoint(args.checkpoint)) if args.checkpoint else (str(out) if args.resume else None)
     names: list[str] | None = None
-    if base:  # the checkpoint fixes the canvas and the first puzzle rows
+    if base:  # the checkpoint fixes the first puzzle rows, and the canvas unless its positions are coordinates
         info = read_checkpoint_info(base)
         names = info.puzzle_names
-        cfg.data.canvas = math.isqrt(info.config.seq_len)
+        if info.config.positions != "coords":
+            cfg.data.canvas = math.isqrt(info.config.seq_len)
     data = load_train_data(cfg.data, puzzle_names=names)
     if is_main:
         print(
@@ -116,6 +118,7 @@ def run_train(args) -> int:
 
     if base:
         model, _ = load_checkpoint(base)
+        model.config.seq_len = data.seq_len  # a coordinate-position model runs on any canvas
         if args.checkpoint and names is not None:  # names is always read when base is set
             add_puzzles(model, data.puzzle_names[len(names) :], init="mean", puzzle_names=list(names))
     else:

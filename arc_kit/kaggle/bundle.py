@@ -23,6 +23,7 @@ from arc_kit.files import (
 )
 from arc_kit.kaggle.meta import NOTEBOOK, BundleNames, check_bundle, check_names, dataset_metadata, kernel_metadata
 from arc_kit.kaggle.settings import RUN_CONFIG_FILE
+from arc_kit.model.starter import copy_checkpoint
 from arc_kit.run.config import load_run_config
 
 # What the Kaggle image lacks (arc-kit's own dependencies torch, numpy, scipy, pyyaml, safetensors,
@@ -125,53 +126,6 @@ def download_wheels(packages, dest: Path, python_version: str = "3.11", platform
         raise ArcKitError(
             f"pip download {' '.join(packages)}: failed (use --no-download --wheels-from DIR offline): {tail}"
         )
-
-
-def copy_checkpoint(src: Path, dest: Path, strip_puzzles: bool = False) -> None:
-    """Copy a kit checkpoint dir flat; --strip-puzzles keeps the network and the mean puzzle row only."""
-    if not (src / "model.safetensors").is_file():
-        raise ArcKitError(f"{src}: not a kit checkpoint (no model.safetensors)")
-    dest.mkdir(parents=True, exist_ok=True)
-    for f in sorted(src.iterdir()):
-        if f.is_file() and not f.name.startswith("."):
-            shutil.copy2(f, dest / f.name)
-    if strip_puzzles:
-        strip_puzzle_rows(dest)
-
-
-def strip_puzzle_rows(directory: Path, chunk: int = 65536) -> int:
-    """Replace a checkpoint's puzzle table by one row, the table's mean, named `<blank>` (row 0 by the
-    reference's numbering): new test-time puzzles start from the table mean (add_puzzles init "mean") exactly
-    as with the full table, and a task left without a trained row falls back to it. The public tasks' rows
-    are 1.8-2.5 GB of a published checkpoint and useless on hidden tasks. Optimizer state goes too (it is
-    per row). Returns the number of rows dropped."""
-    import yaml
-
-    from arc_kit.model.checkpoint import (
-        CONFIG_FILE,
-        PUZZLES_FILE,
-        STATE_FILES,
-        TABLE_FILE,
-        TABLE_HASH_KEY,
-        read_checkpoint_info,
-        table_mean,
-        write_table,
-    )
-
-    info = read_checkpoint_info(directory)
-    n = len(info.puzzle_names)
-    if n == 0 or not (directory / TABLE_FILE).is_file():
-        return 0
-    table_hash = write_table(directory / TABLE_FILE, table_mean(directory, chunk)[None])
-    atomic_write_json(directory / PUZZLES_FILE, ["<blank>"])
-    doc = yaml.safe_load((directory / CONFIG_FILE).read_text())
-    doc["model"]["num_puzzle_identifiers"] = 1
-    doc["stripped_puzzles"] = {"rows_dropped": n, "kept": "row 0 <blank> = the mean of the dropped table"}
-    doc[TABLE_HASH_KEY] = table_hash
-    atomic_write_text(directory / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))
-    (directory / STATE_FILES["optimizer"]).unlink(missing_ok=True)
-    read_checkpoint_info(directory)  # still a valid checkpoint
-    return n
 
 
 def _dist_name(name: str) -> str:

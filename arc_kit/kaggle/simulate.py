@@ -156,7 +156,9 @@ def _check_args(args) -> None:
         load_run_config(args.config)  # before minutes of notebook run, not after
     if args.checkpoint:
         from arc_kit.model.checkpoint import read_checkpoint_info
+        from arc_kit.model.starter import resolve_checkpoint
 
+        args.checkpoint = str(resolve_checkpoint(args.checkpoint))
         read_checkpoint_info(args.checkpoint)
     out = Path(args.out)
     check_writable_dir(out, "--out")

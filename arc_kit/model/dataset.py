@@ -29,6 +29,9 @@ class DataConfig:
     augmentation: str = "reference"  # shipped config in configs/augmentation/ (or a YAML path)
     seed: int = 42  # seed of the augmentation draws (not of the training run)
     canvas: int = 30  # square canvas side: 30 = reference (900 tokens); smaller for task-sized models
+    # > 0: train only on tasks whose grids all fit max_size x max_size (the pairs trained on: demonstrations, plus
+    # test pairs for `sources`); 0 = every task (one that does not fit the canvas is an error)
+    max_size: int = 0
     translate: bool = True  # random translation of each example on the canvas (same offset for input and output)
 
 
@@ -353,15 +356,27 @@ class BatchPrefetcher:
         self.sampler.load_state_tensors(tensors)
 
 
+def _trained_side(task, use_test_pairs: bool) -> int:
+    """The largest side of the grids a task's training pairs hold (test pairs only when they are trained on)."""
+    pairs = list(task.train) + ([p for p in task.test if p.output is not None] if use_test_pairs else [])
+    grids = [g for p in pairs for g in (p.input, p.output)]
+    return max((max(len(g), len(g[0])) for g in grids), default=0)
+
+
 def load_train_data(config: DataConfig, puzzle_names: list[str] | None = None) -> TrainData:
     """Tasks named in `config` -> TrainData (augmentations drawn with config.seed)."""
     tasks, flags = [], []
     for source, use_test in [(s, True) for s in config.sources] + [(s, False) for s in config.demo_sources]:
         for task in load_tasks(source).tasks.values():
+            if config.max_size and _trained_side(task, use_test) > config.max_size:
+                continue
             tasks.append(task)
             flags.append(use_test)
     if not tasks:
-        raise ArcKitError("training data: no tasks (set data.sources or data.demo_sources, or pass --tasks)")
+        raise ArcKitError(
+            "training data: no tasks (set data.sources or data.demo_sources, or pass --tasks"
+            + (f"; data.max_size={config.max_size} kept none)" if config.max_size else ")")
+        )
     aug_config = load_config(AugmentConfig, config.augmentation, subdir="augmentation")
     return TrainData.from_tasks(
         tasks,

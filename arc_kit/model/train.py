@@ -281,6 +281,11 @@ class Trainer(TrainerState):
         out["step_seconds"] = sum(recent) / len(recent) if recent else 0.0
         return out
 
+    @property
+    def step_seconds(self) -> list[float]:
+        """Host seconds of every step so far in this process (read-only use: thread re-checks, rates)."""
+        return self._step_seconds
+
     def steps_by(self, until: float) -> int | None:
         """The step count reached by the deadline `until` (time.time() seconds) at the recent step time;
         None before the first step."""

@@ -6,6 +6,7 @@ from arc_kit.augment import AugmentConfig
 from arc_kit.config import load_config
 from arc_kit.data import BUNDLED, load_tasks, parse_ids
 from arc_kit.errors import ArcKitError
+from arc_kit.model.starter import resolve_checkpoint
 from arc_kit.run.config import RunConfig
 from arc_kit.vote import load_vote_config
 
@@ -18,7 +19,9 @@ def check_run_inputs(cfg: RunConfig, where: str = "config") -> None:
         raise ArcKitError(f"{where}: config key '{key}': {msg}")
 
     if cfg.model.checkpoint:
-        ck = Path(cfg.model.checkpoint)
+        # `starter` (no such path here) is the shipped starter model: the stages get the resolved directory
+        ck = resolve_checkpoint(cfg.model.checkpoint)
+        cfg.model.checkpoint = str(ck)
         if not (ck / "config.yaml").is_file():
             raise ArcKitError(f"{ck}: not an arc-kit checkpoint directory (no config.yaml)")
     if cfg.ttt.augment:

@@ -33,7 +33,8 @@ class ModelConfig:
     halt_max_steps: int | None = None
     # Canvas side in cells for a model built by this run: 30 is the reference (900 tokens); "task" pads
     # every batch only to the canvas the selected tasks need (largest visible grid side + 1 for the EOS
-    # border + canvas_margin, at most 30), with translation inside it. A checkpoint brings its own canvas.
+    # border + canvas_margin, at most 30), with translation inside it. A checkpoint with canvas positions
+    # brings its own canvas; one with coordinate positions (arch.positions: coords, the starter) uses this one.
     canvas: int | str = 30
     # Extra cells on a "task" canvas. The run never sees test outputs, so an answer larger than every
     # visible grid cannot be produced on a canvas sized without a margin (2 of the 29 dev-bench outputs).

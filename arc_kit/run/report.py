@@ -41,6 +41,8 @@ def stage_lines(r) -> list[str]:
             what = f"{d['steps']} steps" + (f", loss {loss:.4f}" if isinstance(loss, (int, float)) else "")
             if d.get("puzzles"):
                 what += f", {d['puzzles']} puzzles, canvas {d.get('canvas')}"
+            if d.get("thread_rechecks"):
+                what += f", threads re-checked {len(d['thread_rechecks'])}x (ended on {d.get('threads')})"
         elif t.name == "infer" and d.get("written") is not None:
             what = (
                 f"{d['written']} predictions ({d.get('views_per_input')} views/input"

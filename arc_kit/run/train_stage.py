@@ -18,7 +18,7 @@ from arc_kit.model.train import measure_train_rate
 from arc_kit.run.config import RunConfig
 from arc_kit.run.directory import PLAN_FILE, TTT_DIR
 from arc_kit.run.faults import fault_requested, inject_fault
-from arc_kit.run.hardware import choose_threads, hardware, setup_torch, usable_cores
+from arc_kit.run.hardware import ThreadRetuner, choose_threads, hardware, setup_torch, usable_cores
 from arc_kit.run.plan import plan_run
 
 if TYPE_CHECKING:
@@ -47,9 +47,10 @@ def scratch_model(cfg: RunConfig, canvas: int, rows: int):
     return TRM(arch)
 
 
-def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger):
+def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger, canvas: int | None = None):
     """The checkpoint's network with a puzzle table of exactly `names` (row 0 `<blank>`): a name the checkpoint
-    already has starts from its stored row, a new one from the mean of the whole stored table (streamed)."""
+    already has starts from its stored row, a new one from the mean of the whole stored table (streamed).
+    `canvas`: the run's canvas, for a model with coordinate positions (any canvas); None keeps the checkpoint's."""
     import torch
 
     from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info, table_mean
@@ -73,7 +74,17 @@ def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger):
     )
     if cfg.model.halt_max_steps is not None:
         model.config.halt_max_steps = cfg.model.halt_max_steps
+    if canvas is not None:
+        model.config.seq_len = canvas * canvas
     return model
+
+
+def run_canvas_for(model, cfg: RunConfig, targets: list[Task]) -> int:
+    """A checkpoint's canvas for this run. Canvas-stride positions tie a model to the canvas it was trained on;
+    coordinate positions (cell (r, c) at 30 r + c, e.g. the starter model) run on the run's own canvas."""
+    if model.config.positions == "coords":
+        return ttt_canvas(cfg, targets)
+    return math.isqrt(model.config.seq_len)
 
 
 def _state_matches(path: Path, frozen: bool) -> bool:
@@ -120,7 +131,9 @@ def probe_model(env: StageEnv, targets: list[Task]) -> tuple[object, int]:
         model, _ = load_checkpoint(cfg.model.checkpoint, puzzle_rows=[0])
         if cfg.model.halt_max_steps is not None:
             model.config.halt_max_steps = cfg.model.halt_max_steps
-        return model.to(env.device), math.isqrt(model.config.seq_len)
+        canvas = run_canvas_for(model, cfg, targets)
+        model.config.seq_len = canvas * canvas
+        return model.to(env.device), canvas
     canvas = ttt_canvas(cfg, targets)
     return scratch_model(cfg, canvas, 1).to(env.device), canvas
 
@@ -239,7 +252,7 @@ def build_training(env: StageEnv, plan: dict, canvas: int, targets: list[Task], 
     # task by task): inference reads them from OUT/ttt/model. A checkpoint's other rows for these tasks were
     # trained with another network and are never loaded.
     if cfg.model.checkpoint:
-        model = checkpoint_model_for(cfg, data.puzzle_names, env.log)
+        model = checkpoint_model_for(cfg, data.puzzle_names, env.log, canvas)
     else:
         model = scratch_model(cfg, canvas, len(data.puzzle_names))
     return model.to(env.device), data
@@ -275,6 +288,9 @@ def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, res
         phases.append(("embeddings", emb_steps, True))
     if max_steps - emb_steps > 0:
         phases.append(("full" if not ttt.freeze_network else "embeddings", max_steps - emb_steps, ttt.freeze_network))
+    retuner = None
+    if env.device.type == "cpu" and cfg.runtime.threads == 0 and env.world == 1 and usable_cores() > 1:
+        retuner = ThreadRetuner(sorted({1, usable_cores()}), env.threads, log=log.info)
     phase_file = env.out / TTT_DIR / "phase.json"
     phase_state = read_json(phase_file, "phase file") if (resume and phase_file.is_file()) else {}
     done_phases = phase_state.get("done", [])
@@ -301,6 +317,8 @@ def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, res
 
         def should_stop(trainer=trainer, nan_at=nan_at, until=phase_until):
             inject_fault("train")
+            if retuner is not None:
+                retuner(trainer.step_seconds)
             if nan_at is not None and trainer.step_count >= nan_at:
                 with torch.no_grad():
                     for prm in trainer.model.parameters():
@@ -345,6 +363,7 @@ def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, res
         "loss": last.get("loss"),
         "exact_accuracy": last.get("exact_accuracy"),
         "stopped": last.get("stopped"),
+        **({"thread_rechecks": retuner.changes, "threads": retuner.current} if retuner and retuner.changes else {}),
     }
 
 
