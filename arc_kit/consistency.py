@@ -50,6 +50,15 @@ def score_view(logp: np.ndarray, view: View, grids: dict[str, Grid]) -> Scores:
     return out
 
 
+def log_stablemax(x: np.ndarray) -> np.ndarray:
+    """log of the stablemax distribution over the last axis, in float64: the formula of the training loss
+    (model.loss.log_stablemax; a core module cannot import the model layer). s(x) = x + 1 for x >= 0, 1 / (1 - x)
+    for x < 0."""
+    x = np.asarray(x, dtype=np.float64)
+    s = np.where(x < 0, 1.0 / (1.0 - np.minimum(x, 0.0) + 1e-30), x + 1.0)
+    return np.log(s / s.sum(axis=-1, keepdims=True))
+
+
 def view_log_probs(model, batch: dict[str, np.ndarray], device="cpu", autocast=None, early_halt: bool = False):
     """log_stablemax (float64, as the training loss) of the final-step logits of one batch: [B, L, V] numpy.
     The same steps as inference (`early_halt`: each view's logits from the step it halted at)."""
@@ -57,16 +66,13 @@ def view_log_probs(model, batch: dict[str, np.ndarray], device="cpu", autocast=N
 
     import torch
 
-    from arc_kit.model.loss import log_stablemax
-
     if not hasattr(model, "predict"):
         raise ArcKitError("consistency scoring needs a TRM (a model with predict)")
     tb = {k: torch.from_numpy(v).to(device) for k, v in batch.items()}
     ctx = torch.autocast("cuda", dtype=autocast) if autocast is not None else contextlib.nullcontext()
     with torch.inference_mode(), ctx:
         logits = model.predict(tb, early_halt=early_halt, return_logits=True)["logits"]
-    dtype = torch.float32 if logits.device.type == "mps" else torch.float64
-    return log_stablemax(logits.to(dtype), dim=-1).cpu().numpy()
+    return log_stablemax(logits.float().cpu().numpy())
 
 
 def candidates_by_input(predictions: Iterable[Prediction]) -> dict[tuple[str, int], dict[str, Grid]]:
@@ -130,7 +136,7 @@ def scored_keys(records: Iterable[dict]) -> set[tuple[str, int, float, str, str]
 class ConsistencyWriter(PredictionWriter):
     """Append consistency records, flushed and fsynced per batch (a partial last line is dropped on open)."""
 
-    def write(self, records) -> int:  # type: ignore[override]
+    def write(self, records) -> int:
         lines = [json.dumps(r, separators=(",", ":")) + "\n" for r in records]
         if lines:
             self._f.write("".join(lines))

@@ -182,7 +182,7 @@ def tally(predictions: Iterable[Prediction], task_set: TaskSet) -> Tally:
     return t
 
 
-def add_consistency(t: Tally, records: Iterable[dict]) -> None:
+def add_consistency(t: Tally, records: Iterable[dict[str, Any]]) -> None:
     """Merge consistency.jsonl records ({task_id, test_index, augmentation, snapshot, scores}) into the tally;
     records of test inputs the tally does not know are skipped (their predictions were ignored too)."""
     for r in records:
@@ -298,7 +298,7 @@ def vote(
     task_set: TaskSet,
     config: VoteConfig | None = None,
     problems: list[str] | None = None,
-    consistency: Iterable[dict] | None = None,
+    consistency: Iterable[dict[str, Any]] | None = None,
 ) -> dict[str, list[list[Candidate]]]:
     """Predictions -> ranked candidates per task and test input. Notes on ignored lines go to `problems`.
     `consistency`: consistency.jsonl records (arc_kit.consistency.read_consistency) for the consistency strategies."""

@@ -123,7 +123,9 @@ def test_sum_versus_mean_with_two_candidate_sizes(task_set):
     hs, hb = candidate_hash(small), candidate_hash(big)
     # two views; small: 3 cells each, -1.2 per view; big: 8 cells each, -2.4 per view
     t = tally(p, task_set)
-    add_consistency(t, records({(1.0, "t0"): {hs: [-1.2, 3], hb: [-2.4, 8]}, (1.0, "v2"): {hs: [-1.2, 3], hb: [-2.4, 8]}}))
+    add_consistency(
+        t, records({(1.0, "t0"): {hs: [-1.2, 3], hb: [-2.4, 8]}, (1.0, "v2"): {hs: [-1.2, 3], hb: [-2.4, 8]}})
+    )
     by_sum = rank_tally(t, task_set, VoteConfig("consistency", consistency_aggregate="sum"))["t0"][0]
     by_mean = rank_tally(t, task_set, VoteConfig("consistency", consistency_aggregate="mean"))["t0"][0]
     assert [c.grid for c in by_sum] == [small, big] and by_sum[0].consistency == pytest.approx(-2.4)
@@ -136,9 +138,7 @@ def test_candidate_not_fitting_a_view_scores_minus_inf_and_incomplete_views_are_
     ha, hb = candidate_hash(a), candidate_hash(b)
     t = tally(p, task_set)
     # view v3 scored only `a` (cut by the deadline): it is not used, so a's -0.1 there changes nothing
-    add_consistency(
-        t, records({(1.0, "t0"): {ha: [None, 0], hb: [-5.0, 3]}, (1.0, "v3"): {ha: [-0.1, 3]}})
-    )
+    add_consistency(t, records({(1.0, "t0"): {ha: [None, 0], hb: [-5.0, 3]}, (1.0, "v3"): {ha: [-0.1, 3]}}))
     ranked = rank_tally(t, task_set, VoteConfig("consistency"))["t0"][0]
     assert [c.grid for c in ranked] == [b, a] and ranked[1].consistency == -math.inf
     assert ranked[1].to_json()["consistency"] is None

@@ -129,8 +129,8 @@ def prepare_out(out: Path, manifest: dict, fresh: bool, log: logging.Logger) -> 
     if fresh:
         for f in RUN_FILES:
             (out / f).unlink(missing_ok=True)
-        for f in out.glob("predictions_empty_*.jsonl"):  # earlier snapshots' empty views
-            f.unlink()
+        for snap_empty in out.glob("predictions_empty_*.jsonl"):  # earlier snapshots' empty views
+            snap_empty.unlink()
         shutil.rmtree(out / TTT_DIR, ignore_errors=True)
         if old is not None or has_run_files:
             log.info(f"--fresh: removed the previous run's files from {out}")
