@@ -19,8 +19,8 @@ from arc_kit.run.config import RunConfig
 from arc_kit.run.directory import PLAN_FILE, TTT_DIR
 from arc_kit.run.faults import fault_requested, inject_fault
 from arc_kit.run.hardware import choose_threads, hardware, setup_torch, usable_cores
+from arc_kit.run.infer_stage import SnapshotSaver, infer_passes
 from arc_kit.run.plan import plan_run
-from arc_kit.run.snapshots import SnapshotSaver, infer_passes
 
 if TYPE_CHECKING:
     import torch
