@@ -174,3 +174,61 @@ def test_bad_consistency_lines_are_named(tmp_path):
     path.write_text('{"task_id": "t0", "test_index": 0, "augmentation": "t0", "scores": {}}\n{"task_id"')
     notes: list[str] = []
     assert len(read_consistency(path, notes)) == 1 and "truncated" in notes[0]
+
+
+def test_plan_reserves_inference_time_for_every_pass():
+    from arc_kit.run.plan import plan_run
+
+    kw = dict(
+        n_test_inputs=10,
+        infer_views=8,
+        infer_seq_per_s=10.0,
+        train_seq_per_s=100.0,
+        batch_size=16,
+        max_steps=10_000,
+        n_demo_pairs=20,
+        ttt_augmentations=16,
+        train_share=0.5,
+        min_infer_share=0.0,
+        startup_seconds=0.0,
+    )
+    one = plan_run(600, **kw)
+    three = plan_run(600, **kw, infer_passes=3.0)  # e.g. three snapshots
+    assert one.infer_seconds == pytest.approx(8.0) and three.infer_seconds == pytest.approx(24.0)
+    assert three.train_seconds == pytest.approx(one.train_seconds - 16.0)
+    # not enough time for every pass: the views are trimmed so that all passes fit
+    short = plan_run(100, **kw, infer_passes=8.0)  # needs 64 s, has 50 s: 6 views x 8 passes x 10 inputs fit
+    assert short.infer_views == 6 and short.infer_seconds == pytest.approx(50.0)
+
+
+def test_snapshot_settings_are_checked():
+    from arc_kit.run.config import load_run_config
+
+    assert load_run_config(None, ["inference.snapshots=[0.5, 1.0]"]).inference.snapshots == [0.5, 1.0]
+    for bad in ("[0.5]", "[0.0, 1.0]", "[1.0, 1.0]", "[1.5, 1.0]"):
+        with pytest.raises(ArcKitError, match="inference.snapshots"):
+            load_run_config(None, [f"inference.snapshots={bad}"])
+
+
+def test_snapshot_saver_saves_each_fraction_once(tmp_path):
+    import logging
+
+    from arc_kit.run.infer_stage import SnapshotSaver, snapshot_dir
+
+    saved = []
+
+    class Saver(SnapshotSaver):
+        def _save(self, trainer, fraction):
+            saved.append(fraction)
+            (snapshot_dir(self.out, fraction)).mkdir(parents=True)
+            (snapshot_dir(self.out, fraction) / "model.safetensors").write_bytes(b"")
+
+    log = logging.getLogger("test")
+    s = Saver(tmp_path, [0.25, 0.5, 1.0], True, log)
+    for step in range(1, 9):
+        s(None, step, 8)
+    assert saved == [0.25, 0.5] and s.finish() == []
+    # a resumed run finds them saved and saves nothing again; a fraction never reached is reported
+    again = Saver(tmp_path, [0.25, 0.5, 0.9, 1.0], True, log)
+    again(None, 5, 8)
+    assert saved == [0.25, 0.5] and again.finish() == [0.9]
