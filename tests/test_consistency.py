@@ -85,6 +85,10 @@ def test_likelier_candidate_under_every_view_wins_over_more_votes(tmp_path, task
     for r in records:
         s = r["scores"]
         assert s[candidate_hash(INPUT)][0] > s[candidate_hash(OTHER)][0]  # in every view's own frame
+    # mapped into each view's frame (transposed, colours permuted), INPUT matches every view's input cell for cell:
+    # the same score and the same 6 + 3 + 2 scored cells under every view
+    assert len({tuple(r["scores"][candidate_hash(INPUT)]) for r in records}) == 1
+    assert records[0]["scores"][candidate_hash(INPUT)][1] == 11
     t = tally(p, task_set)
     add_consistency(t, records)
     ref = rank_tally(t, task_set, load_vote_config("reference"))["t0"][0]
