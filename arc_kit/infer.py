@@ -343,3 +343,12 @@ def measure_infer_rate(model, canvas: int, batch_size: int, device="cpu", repeat
     for _ in range(repeats):
         run_model(model, batch, device, autocast)
     return batch_size * repeats / max(time.time() - t, 1e-6)
+
+
+def encode_view_output(view: View, grid: np.ndarray) -> np.ndarray | None:
+    """Label tokens [L] of an output grid already in the view's frame, laid out exactly as encode_views lays out
+    the view's input (consistency scoring reads the view's logits at these cells); None when it does not fit."""
+    h, w = grid.shape
+    if h > view.canvas or w > view.canvas:
+        return None
+    return encode_grid(grid, view.canvas)

@@ -28,6 +28,11 @@ class Prediction:
     def weight(self) -> float:
         return float(self.extra.get("weight", 1.0))
 
+    @property
+    def snapshot(self) -> float:
+        """The training fraction whose model made this prediction (inference.snapshots); 1.0 = the final model."""
+        return float(self.extra.get("snapshot", 1.0))
+
     def to_json(self) -> dict:
         obj = {
             "task_id": self.task_id,
@@ -64,6 +69,10 @@ def parse_prediction(obj, where: str) -> Prediction:
         w = extra["weight"]
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w < 0:
             raise ArcKitError(f"{where}: task {task_id}: weight must be a finite number >= 0, got {w!r}")
+    if "snapshot" in extra:
+        s = extra["snapshot"]
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0 < s <= 1:
+            raise ArcKitError(f"{where}: task {task_id}: snapshot must be a training fraction in (0, 1], got {s!r}")
     return Prediction(task_id, test_index, aug, grid, float(q), extra)
 
 
@@ -238,6 +247,12 @@ PREDICTIONS_FILE = "predictions.jsonl"
 EMPTY_VIEWS_FILE = "predictions_empty.jsonl"  # views whose answer decoded to no grid: done, skipped on resume
 
 
+def empty_views_file(snapshot: float = 1.0) -> str:
+    """The empty-views sidecar of one training snapshot: the final model's is EMPTY_VIEWS_FILE (as before
+    snapshots existed), an earlier snapshot's predictions_empty_<fraction>.jsonl."""
+    return EMPTY_VIEWS_FILE if snapshot == 1.0 else f"predictions_empty_{snapshot:g}.jsonl"
+
+
 def record_empty_views(path: str | Path, keys: Iterable[tuple[str, int, str]]) -> None:
     """Append (task, test_index, augmentation) keys of views that decoded to no grid, fsynced like predictions."""
     lines = [json.dumps({"task_id": t, "test_index": i, "augmentation": a}) + "\n" for t, i, a in keys]
@@ -249,11 +264,12 @@ def record_empty_views(path: str | Path, keys: Iterable[tuple[str, int, str]]) -
         os.fsync(f.fileno())
 
 
-def done_view_keys(directory: str | Path) -> set[tuple[str, int, str]]:
-    """(task, test_index, augmentation) of every view already predicted in `directory`: the lines of
-    predictions.jsonl and of the empty-views sidecar. Reads only the key fields (fast on 400k lines)."""
+def done_view_keys(directory: str | Path, snapshot: float = 1.0) -> set[tuple[str, int, str]]:
+    """(task, test_index, augmentation) of every view of training snapshot `snapshot` already predicted in
+    `directory`: the lines of predictions.jsonl with that snapshot (a line without one is the final model's,
+    1.0) and of the snapshot's empty-views sidecar. Reads only the key fields (fast on 400k lines)."""
     keys = set()
-    for name in (PREDICTIONS_FILE, EMPTY_VIEWS_FILE):
+    for name in (PREDICTIONS_FILE, empty_views_file(snapshot)):
         path = Path(directory) / name
         if not path.exists():
             continue
@@ -265,8 +281,10 @@ def done_view_keys(directory: str | Path) -> set[tuple[str, int, str]]:
                     continue
                 try:
                     o = json.loads(line)
+                    if name == PREDICTIONS_FILE and float(o.get("snapshot", 1.0)) != snapshot:
+                        continue
                     keys.add((o["task_id"], o["test_index"], o["augmentation"]))
-                except (ValueError, KeyError, TypeError, RecursionError):
+                except (ValueError, KeyError, TypeError, RecursionError, AttributeError):
                     raise ArcKitError(
                         f"{path}:{n}: not a prediction line (task_id, test_index, augmentation)"
                     ) from None

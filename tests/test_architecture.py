@@ -27,6 +27,7 @@ LAYERS = [
             "arc_kit.render",
             "arc_kit.infer",
             "arc_kit.revote",
+            "arc_kit.consistency",
         },
     ),
     ("model", "arc_kit.model"),

@@ -237,10 +237,13 @@ def test_revote_reproduces_vote_and_compares_configs(tmp_path, capsys, src, pred
     # filtered (min 2 votes) keeps only a's 2-vote answer: b0's answer is lost
     assert j["configs"][2]["score_per_task"] == pytest.approx(2 / 3)
     assert json.loads((out_dir / "revote.json").read_text()) == j
-    rc, out, _ = run(capsys, "revote", preds, "--tasks", src)  # default: every shipped config, a table
+    rc, out, err = run(capsys, "revote", preds, "--tasks", src)  # default: every shipped config, a table
     assert rc == 0 and [line.split()[0] for line in out.splitlines()[1:]] == [
         "reference",
         "plurality",
         "confidence",
         "filtered",
+        "consistency",
+        "votes-consistency",
     ]
+    assert "no consistency scores" in err  # no consistency.jsonl beside the predictions: ranked by votes alone

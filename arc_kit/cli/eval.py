@@ -7,6 +7,7 @@ from pathlib import Path
 
 from arc_kit.cli.common import add_config_args, add_task_args, task_input_files, tasks_from_args
 from arc_kit.config import config_roots
+from arc_kit.consistency import CONSISTENCY_FILE, read_consistency
 from arc_kit.errors import ArcKitError
 from arc_kit.files import (
     atomic_write_text,
@@ -29,7 +30,7 @@ from arc_kit.submission import (
     validate_submission,
     write_submission,
 )
-from arc_kit.vote import load_vote_config, rank_tally, tally, vote
+from arc_kit.vote import CONSISTENCY_STRATEGIES, add_consistency, load_vote_config, rank_tally, tally
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
@@ -63,6 +64,22 @@ def _read_all_predictions(specs: list[str], problems: list[str]):
                 "score a submission without --vote, vote only predictions"
             )
     return iter_predictions(list(paths), list(weights), problems)
+
+
+def _attach_consistency(t, specs: list[str], given: list[str] | None, needed: bool, notes: list[str]) -> None:
+    """Merge consistency scores into tally `t`: the --consistency files, else (when a voting config ranks by them)
+    the consistency.jsonl beside each predictions file (a run directory), else a note."""
+    paths = [Path(p) for p in given or []]
+    if not paths and needed:
+        beside = {parse_weighted_path(s)[0].parent / CONSISTENCY_FILE for s in specs}
+        paths = sorted(p for p in beside if p.is_file())
+        if not paths:
+            notes.append(
+                f"no consistency scores ({CONSISTENCY_FILE} beside the predictions, or --consistency FILE): "
+                "the consistency strategies rank by votes alone"
+            )
+    if paths:
+        add_consistency(t, read_consistency(paths, notes))
 
 
 def _first_line(path: Path) -> bytes:
@@ -106,9 +123,10 @@ def _score_input(specs: list[str], task_set, vote_config: str | None, notes: lis
     first = Path(specs[0])
     if len(specs) > 1 or vote_config is not None or _is_predictions(first):
         config = load_vote_config(vote_config or "reference")
-        preds = _read_all_predictions(specs, notes)
-        votes = vote(preds, task_set, config, notes)
-        return score_votes(votes, task_set, config.fallback)
+        t = tally(_read_all_predictions(specs, notes), task_set)
+        notes += t.problems
+        _attach_consistency(t, specs, None, config.strategy in CONSISTENCY_STRATEGIES, notes)
+        return score_votes(rank_tally(t, task_set, config), task_set, config.fallback)
     return score_submission(read_submission(first), task_set)
 
 
@@ -154,6 +172,7 @@ def cmd_vote(args) -> int:
     preds = _read_all_predictions(files, notes)
     t = tally(preds, task_set)
     notes += t.problems
+    _attach_consistency(t, files, args.consistency, config.strategy in CONSISTENCY_STRATEGIES, notes)
     votes = rank_tally(t, task_set, config)
     report = FillReport()
     sub = build_submission(votes, task_set, config.fallback, report)
@@ -260,7 +279,7 @@ def cmd_compare(args) -> int:
 
 def _shipped_voting_configs() -> list[str]:
     names = {f.stem for r in config_roots() for f in (r / "voting").glob("*.yaml") if not f.stem.startswith("_")}
-    order = ["reference", "plurality", "confidence", "filtered"]
+    order = ["reference", "plurality", "confidence", "filtered", "consistency", "votes-consistency"]
     return [n for n in order if n in names] + sorted(names - set(order))
 
 
@@ -284,12 +303,13 @@ def cmd_revote(args) -> int:
     specs = args.configs or _shipped_voting_configs()
     if args.output:
         _check_revote_output(args, config_names(specs))
-    for spec in specs:  # every config checked before anything is read or written
-        load_vote_config(spec)
+    strategies = [load_vote_config(spec).strategy for spec in specs]  # every config checked before any work
     task_set = tasks_from_args(args)
     notes: list[str] = []
     preds = _read_all_predictions(args.predictions, notes)
     t = tally(preds, task_set)  # group once, rank under every config
+    needed = any(s in CONSISTENCY_STRATEGIES for s in strategies)
+    _attach_consistency(t, args.predictions, args.consistency, needed, notes)
     _print_notes(notes + t.problems)
     result = revote(
         t,
@@ -330,6 +350,10 @@ def cmd_revote(args) -> int:
 
 def add_commands(subparsers) -> None:
     preds_help = "predictions .jsonl file(s); FILE:WEIGHT weights every line of a file (e.g. a.jsonl:2.0)"
+    cons_help = (
+        "consistency scores (a run's consistency.jsonl) for the consistency strategies "
+        "(default: consistency.jsonl beside the predictions, when there)"
+    )
 
     p = subparsers.add_parser(
         "vote",
@@ -344,6 +368,7 @@ def add_commands(subparsers) -> None:
     )
     p.add_argument("-o", "--output", default="submission.json", help="submission file (default submission.json)")
     p.add_argument("--report", metavar="FILE", default=None, help="write one line per fallback-filled attempt")
+    p.add_argument("--consistency", nargs="+", metavar="FILE", default=None, help=cons_help)
     p.set_defaults(func=cmd_vote)
 
     p = subparsers.add_parser(
@@ -413,5 +438,6 @@ def add_commands(subparsers) -> None:
         default=None,
         help="write DIR/<config>/submission.json and score.json, and DIR/revote.json",
     )
+    p.add_argument("--consistency", nargs="+", metavar="FILE", default=None, help=cons_help)
     p.add_argument("--json", action="store_true", help="print only a JSON object on stdout")
     p.set_defaults(func=cmd_revote)

@@ -73,6 +73,12 @@ class InferenceConfig:
     # checkpoints find 2-4 steps as good as 16; fewer steps buy more views in the same time.
     steps: int | None = None
     early_halt: bool = False  # stop each view at its first q_halt > 0 (and drop it from the batch)
+    # Score every candidate under every view (consistency.jsonl; one more inference pass per view). Also on
+    # whenever `voting` is a consistency strategy.
+    consistency: bool = False
+    # Training fractions at which the model is saved and every view is run (snapshot pooling); 1.0 = the final
+    # model. The plan reserves inference time for each.
+    snapshots: list[float] = field(default_factory=lambda: [1.0])
 
 
 @dataclass
@@ -167,6 +173,12 @@ def check_run_config(cfg: RunConfig, where: str = "config") -> RunConfig:
     if cfg.inference.batch_size < 1:
         bad("inference.batch_size", "must be >= 1")
     finite("inference.task_time_cap_seconds", cfg.inference.task_time_cap_seconds, lo=0)
+    snaps = cfg.inference.snapshots
+    if any(not (math.isfinite(f) and 0 < f <= 1) for f in snaps) or len(set(snaps)) < len(snaps) or 1.0 not in snaps:
+        bad(
+            "inference.snapshots",
+            f"expected distinct training fractions in (0, 1], 1.0 (the final model) among them, got {snaps}",
+        )
     b = cfg.budget
     finite("budget.total_minutes", b.total_minutes, lo=0, lo_open=True)
     finite("budget.safety_margin_minutes", b.safety_margin_minutes, lo=0)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from arc_kit.config import config_hash, to_dict
+from arc_kit.consistency import CONSISTENCY_FILE
 from arc_kit.data import TaskSet, task_set_from_json, task_set_to_json
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_json, read_json
@@ -25,6 +26,7 @@ SCORE_FILE = "score.json"
 REPORT_FILE = "report.md"
 LOG_FILE = "run.log"
 TTT_DIR = "ttt"  # ttt/model: the test-time-trained checkpoint (+ training state)
+SNAPSHOTS_DIR = "ttt/snapshots"  # ttt/snapshots/<fraction>/: the model at each earlier inference.snapshots fraction
 
 # What a fresh start removes from an existing run directory (nothing else is touched).
 RUN_FILES = (
@@ -35,6 +37,7 @@ RUN_FILES = (
     PLAN_FILE,
     PREDICTIONS_FILE,
     EMPTY_VIEWS_FILE,
+    CONSISTENCY_FILE,
     SUBMISSION_FILE,
     SCORE_FILE,
     REPORT_FILE,
@@ -102,6 +105,9 @@ def resume_key(cfg: RunConfig) -> str:
     """Hash of the settings that change predictions; budget, output, voting and process count may change on resume."""
     d = to_dict(cfg)
     d["model"].pop("checkpoint", None)  # the checkpoint's content hash is compared instead of its path
+    d["inference"].pop("consistency", None)  # adds consistency.jsonl beside the predictions: may change on resume
+    if d["inference"].get("snapshots") == [1.0]:
+        d["inference"].pop("snapshots")  # the default: runs made before snapshots existed still resume
     keep = {k: d[k] for k in ("model", "ttt", "inference")}
     keep["runtime"] = {k: d["runtime"][k] for k in ("seed", "precision")}
     return config_hash(keep)
@@ -123,6 +129,8 @@ def prepare_out(out: Path, manifest: dict, fresh: bool, log: logging.Logger) -> 
     if fresh:
         for f in RUN_FILES:
             (out / f).unlink(missing_ok=True)
+        for snap_empty in out.glob("predictions_empty_*.jsonl"):  # earlier snapshots' empty views
+            snap_empty.unlink()
         shutil.rmtree(out / TTT_DIR, ignore_errors=True)
         if old is not None or has_run_files:
             log.info(f"--fresh: removed the previous run's files from {out}")

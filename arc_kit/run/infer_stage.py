@@ -1,17 +1,97 @@
 """The inference stage (a child process): augmented inference with the test-time-trained model or a checkpoint."""
 
+import logging
 import math
+import os
+import shutil
 from pathlib import Path
 
 from arc_kit.augment import sample_augmentations
+from arc_kit.consistency import (
+    CONSISTENCY_FILE,
+    candidates_by_input,
+    consistency_wanted,
+    read_consistency,
+    score_views,
+    scored_keys,
+)
 from arc_kit.data import Task, task_fits
 from arc_kit.files import read_json
 from arc_kit.identifiers import task_puzzles
 from arc_kit.infer import plan_views, run_inference
-from arc_kit.predictions import EMPTY_VIEWS_FILE, PREDICTIONS_FILE, done_view_keys
-from arc_kit.run.directory import PLAN_FILE, TTT_DIR
+from arc_kit.predictions import PREDICTIONS_FILE, done_view_keys, empty_views_file, read_predictions
+from arc_kit.run.directory import PLAN_FILE, SNAPSHOTS_DIR, TTT_DIR
 from arc_kit.run.faults import inject_fault
 from arc_kit.run.hardware import hardware, setup_torch
+
+# ---------------------------------------------------------------- snapshots (saved by training, run here)
+
+MODEL_FILE = "model.safetensors"  # a snapshot directory is complete once this is in place (saved, then renamed)
+
+
+def snapshot_dir(out: Path, fraction: float) -> Path:
+    """OUT/ttt/snapshots/<fraction>/: the same checkpoint layout as OUT/ttt/model (model only, no training state)."""
+    return out / SNAPSHOTS_DIR / f"{fraction:g}"
+
+
+def infer_passes(cfg) -> float:
+    """Model passes per view the plan must reserve time for: one per snapshot, two with consistency scoring."""
+    from arc_kit.consistency import consistency_wanted
+
+    return len(cfg.inference.snapshots) * (2.0 if consistency_wanted(cfg) else 1.0)
+
+
+class SnapshotSaver:
+    """Called by the training loop after each re-plan: saves the (EMA) model into snapshot_dir(fraction) when the
+    steps done pass `fraction` of the planned total (the total follows the time left, so a deadline-bound run
+    reaches every fraction). A snapshot saved before (resumed run) is not saved again."""
+
+    def __init__(self, out: Path, fractions: list[float], is_main: bool, log: logging.Logger):
+        self.out, self.is_main, self.log = out, is_main, log
+        self.pending = sorted(f for f in fractions if f < 1.0 and not (snapshot_dir(out, f) / MODEL_FILE).is_file())
+        self.saved: list[float] = []
+
+    def __call__(self, trainer, steps_done: int, planned_total: int) -> None:
+        progress = steps_done / max(1, planned_total)
+        while self.pending and progress >= self.pending[0]:
+            fraction = self.pending.pop(0)
+            if self.is_main:
+                self._save(trainer, fraction)
+            self.saved.append(fraction)
+            self.log.info(f"train: snapshot {fraction:g} saved at step {steps_done} of ~{planned_total}")
+
+    def _save(self, trainer, fraction: float) -> None:
+        from arc_kit.model.checkpoint import save_checkpoint
+
+        final = snapshot_dir(self.out, fraction)
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        save_checkpoint(tmp, trainer.ema_model(), trainer.data.puzzle_names)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)  # a crash leaves a .tmp folder, never a half-written snapshot
+
+    def finish(self) -> list[float]:
+        """Fractions training never reached (it stopped early): logged; their views are not run."""
+        for f in self.pending:
+            self.log.info(f"train: snapshot {f:g} not reached before training stopped")
+        return list(self.pending)
+
+
+def snapshot_sources(out: Path, fractions: list[float], final: Path | None, log: logging.Logger):
+    """[(fraction, model directory)] to run, the final model (1.0) first, then earlier snapshots latest first: a
+    deadline cuts the least trained ones. A fraction whose snapshot was never saved is logged and left out."""
+    sources: list[tuple[float, Path]] = []
+    for f in sorted(fractions, reverse=True):
+        src = final if f == 1.0 else snapshot_dir(out, f)
+        if src is None or not (f == 1.0 or (src / MODEL_FILE).is_file()):
+            if f != 1.0:
+                log.info(f"infer: snapshot {f:g}: no model saved at {src}: skipped")
+            continue
+        sources.append((f, src))
+    return sources
+
+
+# ---------------------------------------------------------------- inference
 
 
 def load_for_views(src: Path, tasks: dict[str, Task], n_views: int, device="cpu"):
@@ -31,8 +111,19 @@ def load_for_views(src: Path, tasks: dict[str, Task], n_views: int, device="cpu"
     return model, {tid: [n for _, n in puzzles] for tid, puzzles in per_task.items()}, rows
 
 
+def _load_model(src: Path, cfg, task_set, n_views: int, device):
+    """A model directory's model, ready for inference (the run's supervision steps), with its views' rows."""
+    model, per_task, rows = load_for_views(src, task_set.tasks, n_views)
+    if cfg.model.halt_max_steps is not None:
+        model.config.halt_max_steps = cfg.model.halt_max_steps
+    if cfg.inference.steps is not None:  # inference may run fewer (or more) steps than training did
+        model.config.halt_max_steps = cfg.inference.steps
+    return model.to(device).eval(), per_task, rows
+
+
 def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -> dict:
-    """Augmented inference with the test-time-trained model (or the given checkpoint) into predictions.jsonl."""
+    """Augmented inference with the test-time-trained model (or the given checkpoint) into predictions.jsonl: every
+    snapshot's views (inference.snapshots, the final model first), then consistency scores when wanted."""
     world = accelerator.num_processes if accelerator is not None else 1
     device, autocast, threads = setup_torch(cfg, world, accelerator)
     ck = out / TTT_DIR / "model"
@@ -46,65 +137,124 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
         threads = int(plan["threads"])  # the training stage measured which thread count runs fastest here
         torch.set_num_threads(threads)
     n_views = min(int(plan.get("infer_views", cfg.inference.views)), cfg.inference.views)
-    model, per_task, rows = load_for_views(src, task_set.tasks, n_views)
-    if cfg.model.halt_max_steps is not None:
-        model.config.halt_max_steps = cfg.model.halt_max_steps
-    if cfg.inference.steps is not None:  # inference may run fewer (or more) steps than training did
-        model.config.halt_max_steps = cfg.inference.steps
-    model.to(device).eval()
-    canvas = math.isqrt(model.config.seq_len)
-    tasks = {tid: t for tid, t in task_set.tasks.items() if task_fits(t, canvas)}
-    if len(tasks) < len(task_set.tasks):
+    sources = snapshot_sources(out, cfg.inference.snapshots, src, log)
+    totals = dict.fromkeys(("already_done", "planned", "written", "empty", "skipped_cap", "skipped_time"), 0)
+    seconds, steps_sum, capped, per_snapshot = 0.0, 0, set(), {}
+    views_of: dict[float, list] = {}
+    for frac, model_dir in sources:
+        model, per_task, rows = _load_model(model_dir, cfg, task_set, n_views, device)
+        canvas = math.isqrt(model.config.seq_len)
+        tasks = {tid: t for tid, t in task_set.tasks.items() if task_fits(t, canvas)}
+        if len(tasks) < len(task_set.tasks) and frac == sources[0][0]:
+            log.info(
+                f"infer: {len(task_set.tasks) - len(tasks)} task(s) do not fit the {canvas}x{canvas} canvas: "
+                "fallback only"
+            )
+        blank = 0
+        for tid, task in tasks.items():
+            if tid not in per_task:
+                per_task[tid] = [a.name(tid) for a in sample_augmentations(task, n_views - 1, cfg.inference.seed)]
+                blank += 1
+        if blank and frac == sources[0][0]:
+            log.info(f"infer: {blank} task(s) have no trained puzzle row in {src}: their views use row 0 (<blank>)")
+        done = done_view_keys(out, frac)
+        all_views = plan_views(tasks, per_task, rows, {tid: canvas for tid in tasks}, n_views)
+        views = [v for v in all_views if v.key not in done]
+        tag = "" if len(sources) == 1 else f" snapshot {frac:g}:"
         log.info(
-            f"infer: {len(task_set.tasks) - len(tasks)} task(s) do not fit the {canvas}x{canvas} canvas: fallback only"
+            f"infer:{tag} {len(views)} views to run ({n_views} per test input, {len(done)} already done) "
+            f"with {model_dir} on {device}"
         )
-    blank = 0
-    for tid, task in tasks.items():
-        if tid not in per_task:
-            per_task[tid] = [a.name(tid) for a in sample_augmentations(task, n_views - 1, cfg.inference.seed)]
-            blank += 1
-    if blank:
-        log.info(f"infer: {blank} task(s) have no trained puzzle row in {src}: their views use row 0 (<blank>)")
-    done = done_view_keys(out)
-    views = plan_views(tasks, per_task, rows, {tid: canvas for tid in tasks}, n_views, done)
-    log.info(
-        f"infer: {len(views)} views to run ({n_views} per test input, {len(done)} already done) with {src} on {device}"
-    )
-    stats = run_inference(
-        model,
-        views,
-        tasks,
-        out / PREDICTIONS_FILE,
-        batch_size=cfg.inference.batch_size,
-        device=device,
-        autocast=autocast,
-        deadline=until,
-        task_time_cap=cfg.inference.task_time_cap_seconds,
-        accelerator=accelerator if world > 1 else None,
-        show_progress=cfg.output.progress,
-        log=log.info,
-        fault=inject_fault,
-        empty_path=out / EMPTY_VIEWS_FILE,
-        early_halt=cfg.inference.early_halt,
-    )
-    ran = stats.written + stats.empty
-    log.info(f"infer: {stats.summary()}")
-    return {
+        stats = run_inference(
+            model,
+            views,
+            tasks,
+            out / PREDICTIONS_FILE,
+            batch_size=cfg.inference.batch_size,
+            device=device,
+            autocast=autocast,
+            deadline=until,
+            task_time_cap=cfg.inference.task_time_cap_seconds,
+            accelerator=accelerator if world > 1 else None,
+            show_progress=cfg.output.progress,
+            extra=None if frac == 1.0 else {"snapshot": frac},  # no field: the final model (as before snapshots)
+            log=log.info,
+            fault=inject_fault,
+            empty_path=out / empty_views_file(frac),
+            early_halt=cfg.inference.early_halt,
+        )
+        log.info(f"infer:{tag} {stats.summary()}")
+        for k in totals:
+            totals[k] += len(done) if k == "already_done" else getattr(stats, k)
+        seconds, steps_sum = seconds + stats.seconds, steps_sum + stats.steps
+        capped.update(stats.capped_tasks)
+        per_snapshot[f"{frac:g}"] = {"model": str(model_dir), "written": stats.written, "planned": stats.planned}
+        views_of[frac] = all_views
+        out_of_time = bool(stats.skipped_time)  # counted on the main process only: every process follows it
+        if world > 1:
+            from accelerate.utils import broadcast_object_list
+
+            out_of_time = bool(broadcast_object_list([out_of_time])[0])
+        if out_of_time:  # the deadline came: the next run_inference would still start one batch
+            log.info("infer: deadline reached: later snapshots and the consistency pass are not run")
+            break
+    ran = totals["written"] + totals["empty"]
+    result = {
         "status": "done",
         "hardware": hardware(device, threads),
         "model": str(src),
         "views_per_input": n_views,
         "puzzle_rows_loaded": max(0, len(rows) - 1),
-        "already_done": len(done),
-        "planned": stats.planned,
-        "written": stats.written,
-        "empty": stats.empty,
-        "skipped_cap": stats.skipped_cap,
-        "skipped_time": stats.skipped_time,
-        "seconds": stats.seconds,
-        "views_per_s": stats.seq_per_s,
+        **totals,
+        "seconds": seconds,
+        "views_per_s": ran / seconds if seconds > 0 else 0.0,
         "steps": model.config.halt_max_steps,
         "early_halt": cfg.inference.early_halt,
-        "mean_steps": round(stats.steps / ran, 3) if ran and world == 1 else None,
-        "capped_tasks": stats.capped_tasks,
+        "mean_steps": round(steps_sum / ran, 3) if ran and world == 1 else None,
+        "capped_tasks": sorted(capped),
+        "snapshots": per_snapshot,
     }
+    if consistency_wanted(cfg) and not totals["skipped_time"] and (accelerator is None or accelerator.is_main_process):
+        result["consistency"] = consistency_pass(
+            out, cfg, task_set, sources, views_of, n_views, until, log, device, autocast
+        )
+    return result
+
+
+def consistency_pass(
+    out: Path, cfg, task_set, sources, views_of, n_views: int, until: float, log, device, autocast
+) -> dict:
+    """Score every candidate (any snapshot's) under every view that ran, per snapshot, into consistency.jsonl;
+    what is stored already is skipped. Main process only (data parallel: the other processes are done)."""
+    pred = out / PREDICTIONS_FILE
+    candidates = candidates_by_input(read_predictions(pred)) if pred.is_file() else {}
+    path = out / CONSISTENCY_FILE
+    done = scored_keys(read_consistency(path)) if path.is_file() else set()
+    totals = {"views": 0, "scores": 0, "views_left": 0, "seconds": 0.0}
+    for frac, model_dir in sources:
+        ran = done_view_keys(out, frac)  # views that ran (answer or empty): their logits score candidates too
+        views = [v for v in views_of.get(frac, []) if v.key in ran]
+        model = _load_model(model_dir, cfg, task_set, n_views, device)[0]
+        tasks = {tid: task_set.tasks[tid] for tid in {v.task_id for v in views}}
+        stats = score_views(
+            model,
+            views,
+            tasks,
+            candidates,
+            path,
+            snapshot=frac,
+            done=done,
+            batch_size=cfg.inference.batch_size,
+            device=device,
+            autocast=autocast,
+            early_halt=cfg.inference.early_halt,
+            deadline=until,
+            log=log.info,
+        )
+        for k in totals:
+            totals[k] += stats[k]
+    log.info(
+        f"consistency: {totals['scores']} scores of {totals['views']} views in {totals['seconds']:.1f}s "
+        f"({len(done)} stored before)"
+    )
+    return dict(totals, stored_before=len(done))

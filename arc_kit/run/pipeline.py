@@ -10,6 +10,7 @@ from typing import Any
 
 from arc_kit import __version__
 from arc_kit.config import config_hash, save_config
+from arc_kit.consistency import CONSISTENCY_FILE, read_consistency
 from arc_kit.data import TaskSet
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_json, read_json
@@ -21,6 +22,7 @@ from arc_kit.run.directory import (
     CONFIG_FILE,
     MANIFEST_FILE,
     PREDICTIONS_FILE,
+    SNAPSHOTS_DIR,
     STATE_FILE,
     SUBMISSION_FILE,
     TASKS_FILE,
@@ -36,7 +38,7 @@ from arc_kit.run.plan import Budget
 from arc_kit.run.report import finish
 from arc_kit.run.watchdog import StageResult, watch_child
 from arc_kit.submission import FillReport, build_submission, fallback_submission, validate_submission, write_submission
-from arc_kit.vote import Candidate, VoteConfig, load_vote_config, vote
+from arc_kit.vote import CONSISTENCY_STRATEGIES, Candidate, VoteConfig, load_vote_config, vote
 
 
 class Supervisor:
@@ -61,13 +63,14 @@ class Supervisor:
         self.fill = FillReport()  # what the last vote had to take from the fallback
         self.votes: dict[str, list[list[Candidate]]] = {}  # the last vote behind submission.json ({}: fallback)
         self.tail = PredictionTail(out / PREDICTIONS_FILE)  # parses only the lines added since the last vote
-        self._pred_size = -1
+        self._pred_size: tuple[int, int] = (-1, -1)  # sizes of predictions.jsonl and consistency.jsonl last voted
 
     # ---- submission ------------------------------------------------------------------------------
     def update_submission(self, force: bool = False) -> dict:
         """Vote predictions.jsonl (when it changed) into submission.json; with no predictions the fallback."""
-        pred = self.out / PREDICTIONS_FILE
-        size = pred.stat().st_size if pred.is_file() else 0
+        pred, cons = self.out / PREDICTIONS_FILE, self.out / CONSISTENCY_FILE
+        uses_consistency = self.vote_config.strategy in CONSISTENCY_STRATEGIES
+        size = (pred.stat().st_size if pred.is_file() else 0, cons.stat().st_size if cons.is_file() else 0)
         if size == self._pred_size and not force:
             return {}
         fill = FillReport()
@@ -75,7 +78,8 @@ class Supervisor:
         try:
             self.tail.read()
             preds = self.tail.predictions
-            votes = vote(preds, self.task_set, self.vote_config) if preds else {}
+            scores = read_consistency(cons) if uses_consistency and cons.is_file() else None
+            votes = vote(preds, self.task_set, self.vote_config, consistency=scores) if preds else {}
             sub = build_submission(votes, self.task_set, self.vote_config.fallback, fill)
         except Exception as e:  # a broken predictions file or a voting bug must not cost the submission
             self.log.info(f"vote: failed ({type(e).__name__}: {e}); writing the fallback submission")
@@ -270,5 +274,6 @@ def supervise(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: s
     r.timings.append(StageResult("vote", "done", time.time() - t0))
     if not cfg.output.keep_checkpoint and (out / TTT_DIR / "model").is_dir():
         shutil.rmtree(out / TTT_DIR / "model", ignore_errors=True)  # output.keep_checkpoint: false
-        log.info(f"output.keep_checkpoint is false: removed {out / TTT_DIR / 'model'}")
+        shutil.rmtree(out / SNAPSHOTS_DIR, ignore_errors=True)
+        log.info(f"output.keep_checkpoint is false: removed {out / TTT_DIR / 'model'} and its snapshots")
     return finish(r)

@@ -50,6 +50,7 @@ def plan_run(
     min_infer_share: float = 0.1,
     min_epochs: float = 2.0,
     startup_seconds: float = 15.0,
+    infer_passes: float = 1.0,
 ) -> Plan:
     """Split `time_left` between training and inference.
 
@@ -58,18 +59,20 @@ def plan_run(
     view count is trimmed. Training gets the rest (its deadline), and as many steps as fit, capped by
     `max_steps`. When the steps that fit cannot
     show each training example `min_epochs` times, the TTT augmentation count is trimmed.
+    `infer_passes`: model passes per view (one per training snapshot, doubled by consistency scoring).
     """
     notes = []
     time_left = max(0.0, time_left)
     infer_rate = max(infer_seq_per_s, 1e-9)
     views = max(1, infer_views)
-    need = startup_seconds + n_test_inputs * views / infer_rate
+    passes = max(1.0, infer_passes)
+    need = startup_seconds + n_test_inputs * views * passes / infer_rate
     floor = time_left * min_infer_share  # kept for inference even when the estimate says less
     cap = max(time_left * (1.0 - train_share), floor)
     infer_s = max(need, floor)
     if infer_s > cap:
         infer_s = cap
-        fit = int((infer_s - startup_seconds) * infer_rate / max(1, n_test_inputs))
+        fit = int((infer_s - startup_seconds) * infer_rate / (max(1, n_test_inputs) * passes))
         new_views = max(1, min(views, fit))
         notes.append(f"inference views trimmed {views} -> {new_views} (need {need:.0f}s, have {infer_s:.0f}s)")
         views = new_views

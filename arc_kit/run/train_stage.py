@@ -19,6 +19,7 @@ from arc_kit.run.config import RunConfig
 from arc_kit.run.directory import PLAN_FILE, TTT_DIR
 from arc_kit.run.faults import fault_requested, inject_fault
 from arc_kit.run.hardware import ThreadRetuner, choose_threads, hardware, setup_torch, usable_cores
+from arc_kit.run.infer_stage import SnapshotSaver, infer_passes
 from arc_kit.run.plan import plan_run
 
 if TYPE_CHECKING:
@@ -194,6 +195,7 @@ def plan_training(
         min_infer_share=cfg.budget.min_infer_share,
         min_epochs=cfg.ttt.min_epochs,
         startup_seconds=cfg.budget.startup_seconds,
+        infer_passes=infer_passes(cfg),
     )
     plan = {
         "created": time.time(),
@@ -295,6 +297,7 @@ def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, res
     phase_state = read_json(phase_file, "phase file") if (resume and phase_file.is_file()) else {}
     done_phases = phase_state.get("done", [])
     t_start, total_done, last = time.time(), 0, {}
+    saver = SnapshotSaver(env.out, cfg.inference.snapshots, env.is_main, log)
     for i, (name, n_steps, frozen) in enumerate(phases):
         if i in done_phases:
             continue
@@ -314,8 +317,9 @@ def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, res
         else:
             phase_until = t_until
         nan_at = 3 if fault_requested("train", "nan") else None
+        last_phase = i == len(phases) - 1
 
-        def should_stop(trainer=trainer, nan_at=nan_at, until=phase_until):
+        def should_stop(trainer=trainer, nan_at=nan_at, until=phase_until, before=total_done, last_phase=last_phase):
             inject_fault("train")
             if retuner is not None:
                 retuner(trainer.step_seconds)
@@ -327,6 +331,7 @@ def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, res
             fit = trainer.steps_by(until)
             if fit is not None:
                 trainer.total_steps = max(trainer.step_count + 1, min(trainer.config.max_steps, fit))
+            saver(trainer, before + trainer.step_count, before + trainer.total_steps if last_phase else planned)
             return False
 
         log.info(
@@ -351,6 +356,7 @@ def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, res
         if env.is_main:
             atomic_write_json(phase_file, {"done": list(range(i + 1))})
         model = trainer.model
+    saver.finish()
     if total_done == 0 and not cfg.model.checkpoint and not resume:
         # An untrained model's answers are noise that would push the fallback attempts out of the submission.
         if env.is_main:
