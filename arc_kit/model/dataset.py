@@ -10,7 +10,7 @@ import torch
 
 from arc_kit.augment import IDENTITY, Augmentation, AugmentConfig, sample_augmentations
 from arc_kit.config import load_config
-from arc_kit.crops import CANVAS, TRANSPOSING, bucket_length, crop_positions, oriented, task_crop
+from arc_kit.crops import CANVAS, TRANSPOSING, bucket_length, crop_positions, task_crop
 from arc_kit.data import load_tasks
 from arc_kit.encoding import COLOR_OFFSET, EOS, PAD, loss_labels
 from arc_kit.errors import ArcKitError

@@ -141,7 +141,9 @@ class TrainerState:
             for n in sorted({int(k.split(".")[1][len("carries") :]) for k in t if k.startswith(mine + "carries")}):
                 keys = [k for k in t if k.startswith(f"{mine}carries{n}.")]
                 saved = {k.split(".")[3]: t[k] for k in keys if k.split(".")[2] == "current_data"}
-                carry = self.model.initial_carry({name: torch.zeros_like(v, device=self.device) for name, v in saved.items()})
+                carry = self.model.initial_carry(
+                    {name: torch.zeros_like(v, device=self.device) for name, v in saved.items()}
+                )
                 for k in keys:
                     carry = _assign(carry, k.split(".")[2:], t[k].to(self.device))
                 self.carries[n] = carry

@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 from arc_kit.augment import sample_augmentations
+from arc_kit.crops import crop_config, task_crop
 from arc_kit.data import Task, task_fits
 from arc_kit.files import read_json
 from arc_kit.identifiers import task_puzzles
@@ -51,6 +52,8 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
         model.config.halt_max_steps = cfg.model.halt_max_steps
     if cfg.inference.steps is not None:  # inference may run fewer (or more) steps than training did
         model.config.halt_max_steps = cfg.inference.steps
+    if cfg.model.canvas == "crop":  # a crop-trained model keeps its own crops; a 30x30-canvas one runs on crops
+        model.config = crop_config(model.config, cfg.model.canvas_margin)
     model.to(device).eval()
     canvas = math.isqrt(model.config.seq_len)
     tasks = {tid: t for tid, t in task_set.tasks.items() if task_fits(t, canvas)}
@@ -66,7 +69,8 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
     if blank:
         log.info(f"infer: {blank} task(s) have no trained puzzle row in {src}: their views use row 0 (<blank>)")
     done = done_view_keys(out)
-    views = plan_views(tasks, per_task, rows, {tid: canvas for tid in tasks}, n_views, done)
+    crops = {tid: task_crop(t, model.config.crop_margin) for tid, t in tasks.items()} if model.config.crops else None
+    views = plan_views(tasks, per_task, rows, {tid: canvas for tid in tasks}, n_views, done, crops)
     log.info(
         f"infer: {len(views)} views to run ({n_views} per test input, {len(done)} already done) with {src} on {device}"
     )
