@@ -138,15 +138,15 @@ class TrainerState:
             self.carry = carry
         self.carries = {}
         if int(t.get("world_size", torch.tensor(1))) == self.world:
-            for n in sorted({int(k.split(".")[1][len("carries") :]) for k in t if k.startswith(mine + "carries")}):
-                keys = [k for k in t if k.startswith(f"{mine}carries{n}.")]
+            for length in sorted({int(k.split(".")[1][7:]) for k in t if k.startswith(mine + "carries")}):
+                keys = [k for k in t if k.startswith(f"{mine}carries{length}.")]
                 saved = {k.split(".")[3]: t[k] for k in keys if k.split(".")[2] == "current_data"}
                 carry = self.model.initial_carry(
                     {name: torch.zeros_like(v, device=self.device) for name, v in saved.items()}
                 )
                 for k in keys:
                     carry = _assign(carry, k.split(".")[2:], t[k].to(self.device))
-                self.carries[n] = carry
+                self.carries[length] = carry
 
     def _peek_batch(self) -> dict[str, torch.Tensor]:
         """A batch of the right shapes without advancing the data stream (to rebuild the carry)."""

@@ -25,6 +25,8 @@ from arc_kit.run.plan import plan_run
 if TYPE_CHECKING:
     import torch
 
+    from arc_kit.model.trm import TRM
+
 
 def ttt_canvas(cfg: RunConfig, tasks: list[Task]) -> int:
     """The canvas side of a model trained by this run: fixed, or the smallest that fits every selected task's
@@ -128,7 +130,7 @@ class StageEnv:
 # ---------------------------------------------------------------- phase 1: plan
 
 
-def probe_model(env: StageEnv, targets: list[Task]) -> tuple[object, int]:
+def probe_model(env: StageEnv, targets: list[Task]) -> tuple["TRM", int]:
     """The model the throughput probe measures, and the canvas: a checkpoint's own (only its row 0 loaded; the
     rows this run trains are set up when building), or a new model on the run's canvas."""
     cfg = env.cfg
