@@ -12,14 +12,16 @@ from test_pipeline import assert_valid_submission, run_cli, tiny_config
 
 from arc_kit.augment import AugmentConfig
 from arc_kit.crops import crop_config, task_crop
-from arc_kit.data import Pair, Task
+from arc_kit.data import Pair, Task, TaskSet
 from arc_kit.errors import ArcKitError
 from arc_kit.infer import encode_views, make_batches, plan_views, predict_views, run_model
 from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info
 from arc_kit.model.dataset import TrainData
 from arc_kit.model.train import TrainConfig, Trainer
 from arc_kit.model.trm import TRM, TRMConfig
+from arc_kit.predictions import read_predictions
 from arc_kit.run.config import load_run_config
+from arc_kit.run.predict import PredictConfig, predict
 
 
 def _grid(h, w, seed):
@@ -65,12 +67,14 @@ def _config(**kw):
     return TrainConfig(**base)
 
 
+def crops_of(tasks):
+    return {t: task_crop(x) for t, x in tasks.items()}
+
+
 def _views(tasks, names=None):
     tasks = {t.id: t for t in tasks}
     names = names or {tid: [tid] for tid in tasks}
-    return tasks, plan_views(
-        tasks, names, {}, {t: 30 for t in tasks}, 8, crops={t: task_crop(x) for t, x in tasks.items()}
-    )
+    return tasks, plan_views(tasks, names, {}, {t: 30 for t in tasks}, 8, crops=crops_of(tasks))
 
 
 def test_a_task_predicts_the_same_alone_or_in_its_bucket():
@@ -128,6 +132,21 @@ def test_trainer_keeps_one_carry_per_bucket_and_resumes_exactly(tmp_path):
     for batch in make_batches(views, 8):
         enc = encode_views(batch, tasks)
         np.testing.assert_array_equal(run_model(loaded, enc, "cpu")[0], run_model(want, enc, "cpu")[0])
+
+    # `arc-kit predict` runs a crop-trained checkpoint on its crops: the identity views' answers are the
+    # in-memory crop predictions'
+    summary = predict(
+        tmp_path / "ck", TaskSet(tasks=tasks), tmp_path / "pred", PredictConfig(views=2, device="cpu", progress=False)
+    )
+    assert summary["ran"] == 8
+    got = {(p.task_id, p.augmentation): p.grid for p in read_predictions(tmp_path / "pred" / "predictions.jsonl")}
+    rows = {n: i for i, n in enumerate(d.puzzle_names)}
+    identity = plan_views(tasks, {t: [t] for t in tasks}, rows, {t: 30 for t in tasks}, 1, crops=crops_of(tasks))
+    compared = 0
+    for p in predict_views(want, identity, tasks, 8):
+        assert got[(p.task_id, p.augmentation)] == p.grid
+        compared += 1
+    assert compared == len(got) - sum(k[1] != k[0] for k in got)
 
 
 def test_compiled_training_with_crops_on_cpu():
