@@ -69,7 +69,9 @@ def crops_vs_canvas(source: str, args) -> None:
     )
     torch.manual_seed(0)
     model = TRM(arch)
-    cfg = TrainConfig(global_batch_size=args.train_batch, lr_warmup_steps=1, ema=False, progress=False, device="cpu")
+    cfg = TrainConfig(
+        global_batch_size=args.train_batch, lr_warmup_steps=1, ema=False, progress=False, device=args.device
+    )
     trainers = {mode: Trainer(model, data[mode], cfg) for mode in data}
     views = {
         "crop": plan_views(tasks, {}, {}, {t: 30 for t in tasks}, 1, crops=crops),
@@ -93,7 +95,7 @@ def crops_vs_canvas(source: str, args) -> None:
             t = time.perf_counter()
             for batch in make_batches(views[mode], args.infer_batch):
                 enc = encode_views(batch, tasks)
-                run_model(model, enc, "cpu")
+                run_model(model, enc, trainers[mode].device)
                 sums[mode]["infer_tok"] += enc["inputs"].size
             sums[mode]["infer_s"] += time.perf_counter() - t
             sums[mode]["infer_seq"] += len(views[mode])
@@ -131,6 +133,7 @@ def main() -> int:
     ap.add_argument("--train-steps", type=int, default=8, help="--crops: timed training steps per repeat")
     ap.add_argument("--infer-batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="--crops: cpu or cuda (float32)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
 
