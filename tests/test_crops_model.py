@@ -215,3 +215,23 @@ def test_tiny_run_on_crops_writes_a_valid_submission(tmp_path):
     state = json.loads((out / "state.json").read_text())["stages"]
     assert plan["crops"] and state["train"]["canvas"] == "crop" and state["infer"]["written"] > 0
     assert read_checkpoint_info(out / "ttt" / "model").config.crops
+
+
+def test_reference_model_on_a_full_crop_is_the_canvas_model():
+    """A reference (30x30 canvas) checkpoint run on crops: its positions P + t are 30-wide coordinates, so a
+    full 30x30 crop computes exactly the canvas function, and smaller crops run with the same weights."""
+    from test_model import reference_model
+
+    full, io = reference_model()
+    crop = TRM(crop_config(full.config))
+    crop.load_state_dict(full.state_dict())
+    crop.eval()
+    batch = {k: torch.from_numpy(io[k]) for k in ("inputs", "puzzle_identifiers")}
+    want = full.predict(batch, return_logits=True)
+    got = crop.predict(dict(batch, positions=torch.arange(900).expand(4, 900)), return_logits=True)
+    torch.testing.assert_close(got["logits"], want["logits"], rtol=1e-5, atol=1e-5)
+    task = Task(id="t", train=[Pair(_grid(3, 4, 0), _grid(3, 4, 1))], test=[Pair(_grid(3, 4, 2), None)])
+    tasks, views = _views([task])
+    enc = encode_views(views, tasks)
+    assert enc["inputs"].shape == (1, 32)  # a 4x5 crop in the 32-token bucket
+    assert run_model(crop, enc, "cpu")[0].shape == (1, 32)
