@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from arc_kit.augment import Augmentation, split_name
+from arc_kit.crops import bucket_length, crop_board, crop_positions, encode_crop, oriented
 from arc_kit.data import Task
 from arc_kit.encoding import IGNORE_LABEL_ID, crop_tokens, encode_grid
 from arc_kit.predictions import Prediction, PredictionWriter, parse_prediction, record_empty_views
@@ -28,10 +29,16 @@ class View:
     rank: int  # position of this augmentation in the task's view list (0 = identity)
     row: int  # puzzle-embedding row the model uses for this augmented puzzle (0 = <blank>)
     canvas: int  # canvas side the input is encoded on
+    crop: tuple[int, int] | None = None  # crop-mode models: (H, W) of this view's crop (arc_kit.crops), oriented
 
     @property
     def key(self) -> tuple[str, int, str]:
         return (self.task_id, self.test_index, self.name)
+
+    @property
+    def length(self) -> int:
+        """Tokens of this view's sequence: its crop's bucket length, or the canvas."""
+        return bucket_length(self.crop[0] * self.crop[1]) if self.crop else self.canvas * self.canvas
 
 
 @dataclass
@@ -64,6 +71,7 @@ def plan_views(
     canvases: dict[str, int],
     n_views: int,
     done: set | None = None,
+    crops: dict[str, tuple[int, int]] | None = None,
 ) -> list[View]:
     """Views to run, rank-major: every test input's view 0, then every view 1, ...
 
@@ -71,6 +79,8 @@ def plan_views(
     every task (the augmentation count is trimmed evenly) instead of all views for some tasks and none
     for others. `names[task]` lists the task's augmentation names, identity first; a name without a
     row in `rows` uses row 0 (the reference's <blank> puzzle). `done` holds keys already predicted.
+    `crops` (crop-mode models): each task's crop in its own frame (crops.task_crop); a view gets it oriented
+    for its augmentation.
     """
     done = done or set()
     per_rank: list[list[View]] = []
@@ -79,7 +89,8 @@ def plan_views(
             while len(per_rank) <= r:
                 per_rank.append([])
             for i in range(len(task.test)):
-                v = View(tid, i, name, r, rows.get(name, 0), canvases[tid])
+                crop = oriented(crops[tid], split_name(name)[1].k) if crops else None
+                v = View(tid, i, name, r, rows.get(name, 0), canvases[tid], crop)
                 if v.key not in done:
                     per_rank[r].append(v)
     return [v for views in per_rank for v in views]
@@ -89,7 +100,7 @@ def split_views(views: list[View], num_processes: int, tasks: dict[str, Task]) -
     """Deal whole tasks to processes, balancing estimated cost (views x canvas cells); deterministic."""
     cost: dict[str, int] = {}
     for v in views:
-        cost[v.task_id] = cost.get(v.task_id, 0) + v.canvas * v.canvas
+        cost[v.task_id] = cost.get(v.task_id, 0) + v.length
     load = [0] * num_processes
     owner = {}
     for tid in sorted(cost, key=lambda t: (-cost[t], t)):
@@ -103,11 +114,15 @@ def split_views(views: list[View], num_processes: int, tasks: dict[str, Task]) -
 
 
 def make_batches(views: list[View], batch_size: int) -> list[list[View]]:
-    """Consecutive chunks of at most `batch_size` views sharing one canvas (order kept)."""
+    """Consecutive chunks of at most `batch_size` views sharing one canvas (order kept). Crop views are first
+    grouped by sequence length within each view rank (a stable sort), so a model call never mixes lengths and a
+    run cut short still has the same views for every task."""
+    if any(v.crop for v in views):
+        views = sorted(views, key=lambda v: (v.rank, v.length))
     batches: list[list[View]] = []
     cur: list[View] = []
     for v in views:
-        if cur and (len(cur) >= batch_size or v.canvas != cur[0].canvas):
+        if cur and (len(cur) >= batch_size or v.length != cur[0].length or v.canvas != cur[0].canvas):
             batches.append(cur)
             cur = []
         cur.append(v)
@@ -117,7 +132,10 @@ def make_batches(views: list[View], batch_size: int) -> list[list[View]]:
 
 
 def encode_views(views: list[View], tasks: dict[str, Task]) -> dict[str, np.ndarray]:
-    """Batch arrays: inputs [B, canvas^2] int32 (augmented test input at the top-left), puzzle_identifiers [B]."""
+    """Batch arrays: inputs [B, canvas^2] int32 (augmented test input at the top-left), puzzle_identifiers [B].
+    Crop views: inputs [B, length] on each view's crop (right-padded) with coordinate positions [B, length]."""
+    if views[0].crop:
+        return _encode_crop_views(views, tasks)
     c = views[0].canvas
     inputs = np.zeros((len(views), c * c), dtype=np.int32)
     for b, v in enumerate(views):
@@ -127,6 +145,24 @@ def encode_views(views: list[View], tasks: dict[str, Task]) -> dict[str, np.ndar
         )
     ids = np.array([v.row for v in views], dtype=np.int32)
     return {"inputs": inputs, "labels": np.full_like(inputs, IGNORE_LABEL_ID), "puzzle_identifiers": ids}
+
+
+def _encode_crop_views(views: list[View], tasks: dict[str, Task]) -> dict[str, np.ndarray]:
+    n = views[0].length
+    inputs = np.zeros((len(views), n), dtype=np.int32)
+    crops = np.zeros((len(views), 2), dtype=np.int64)
+    for b, v in enumerate(views):
+        assert v.crop is not None and v.length == n  # make_batches never mixes lengths
+        aug = split_name(v.name)[1]
+        grid = aug.apply_array(np.asarray(tasks[v.task_id].test[v.test_index].input, dtype=np.uint8))
+        inputs[b] = encode_crop(grid, v.crop, n)
+        crops[b] = v.crop
+    return {
+        "inputs": inputs,
+        "labels": np.full_like(inputs, IGNORE_LABEL_ID),
+        "puzzle_identifiers": np.array([v.row for v in views], dtype=np.int32),
+        "positions": crop_positions(crops, np.zeros_like(crops), n),  # inference: the crop at (0, 0)
+    }
 
 
 def run_model(
@@ -185,7 +221,7 @@ def decode_views(
         for step, tok, q_s in per_step:
             if step is not None and last is not None and step > last:
                 break  # early-halted: later steps repeat the answer
-            grid = crop_tokens(tok[b], v.canvas)
+            grid = crop_tokens(crop_board(tok[b], v.crop), 30) if v.crop else crop_tokens(tok[b], v.canvas)
             if grid.size == 0:
                 if step is None or step == last:  # the view's final answer
                     empty.append(v)
@@ -349,6 +385,10 @@ def encode_view_output(view: View, grid: np.ndarray) -> np.ndarray | None:
     """Label tokens [L] of an output grid already in the view's frame, laid out exactly as encode_views lays out
     the view's input (consistency scoring reads the view's logits at these cells); None when it does not fit."""
     h, w = grid.shape
+    if view.crop is not None:  # crop views: the crop's cells row-major, right-padded to the bucket length
+        if h > view.crop[0] or w > view.crop[1]:
+            return None
+        return encode_crop(grid, view.crop, view.length)
     if h > view.canvas or w > view.canvas:
         return None
     return encode_grid(grid, view.canvas)

@@ -38,6 +38,9 @@ class TRMConfig:
     no_ACT_continue: bool = True  # halt on sigmoid(q_halt) alone; False adds the bootstrapped q_continue target
     forward_dtype: str = "float32"  # float32 | bfloat16 (parameters stay fp32 either way)
     mlp_t: bool = False  # mix along the sequence with an MLP instead of attention
+    crops: bool = False  # trained on per-task crops in length buckets (arc_kit.crops): inference encodes each
+    # task on its crop too. Needs positions coords and seq_len 900 (the largest bucket)
+    crop_margin: int = 0  # cells added to each side of every task's crop (model.canvas_margin of the run)
 
     def __post_init__(self):
         def bad(key, msg):
@@ -59,6 +62,12 @@ class TRMConfig:
             bad("positions", "coords cannot be used with mlp_t (its sequence length is fixed)")
         if self.positions == "coords" and self.seq_len > GRID_CELLS:
             bad("positions", f"coords covers at most {GRID_CELLS} cells, seq_len is {self.seq_len}")
+        if self.crops and self.positions != "coords":
+            bad("crops", "per-task crops need positions coords (cell (r, c) at P + 30 r + c)")
+        if self.crops and self.seq_len != GRID_CELLS:
+            bad("crops", f"seq_len must be {GRID_CELLS} (the largest crop bucket) with crops, got {self.seq_len}")
+        if not 0 <= self.crop_margin < GRID_SIDE:
+            bad("crop_margin", f"expected 0..{GRID_SIDE - 1} cells, got {self.crop_margin}")
         for name in (
             "hidden_size",
             "num_heads",

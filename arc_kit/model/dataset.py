@@ -10,6 +10,7 @@ import torch
 
 from arc_kit.augment import IDENTITY, Augmentation, AugmentConfig, sample_augmentations
 from arc_kit.config import load_config
+from arc_kit.crops import CANVAS, TRANSPOSING, bucket_length, crop_positions, task_crop
 from arc_kit.data import load_tasks
 from arc_kit.encoding import COLOR_OFFSET, EOS, PAD, loss_labels
 from arc_kit.errors import ArcKitError
@@ -96,15 +97,28 @@ def task_pairs(task, canvas: int, use_test_pairs: bool) -> list[tuple[np.ndarray
 
 
 class TrainData:
-    """Groups (one per task) of puzzles (augmented versions) of examples (pairs), and batch encoding."""
+    """Groups (one per task) of puzzles (augmented versions) of examples (pairs), and batch encoding.
 
-    def __init__(self, groups: list[list[Puzzle]], puzzle_names: list[str], canvas: int = 30, translate: bool = True):
-        self.groups = [g for g in groups if g and any(len(p) for p in g)]
+    `crops` (one (H, W) per group, in the task's own frame; arc_kit.crops): each example is encoded on its
+    puzzle's crop, right-padded to the crop's bucket length, with coordinate `positions`; the canvas is then the
+    30x30 coordinate grid, on which translation moves the crop window. None: every example on the square canvas."""
+
+    def __init__(
+        self,
+        groups: list[list[Puzzle]],
+        puzzle_names: list[str],
+        canvas: int = 30,
+        translate: bool = True,
+        crops: list[tuple[int, int]] | None = None,
+    ):
+        keep = [i for i, g in enumerate(groups) if g and any(len(p) for p in g)]
+        self.groups = [groups[i] for i in keep]
         if not self.groups:
             raise ArcKitError("training data: no task has a demonstration pair to train on")
         self.puzzle_names = puzzle_names
-        self.canvas = canvas
+        self.canvas = CANVAS if crops is not None else canvas
         self.translate = translate
+        self.crops = np.array([crops[i] for i in keep], dtype=np.int64).reshape(-1, 2) if crops is not None else None
         self._build_tables()
 
     def _build_tables(self) -> None:
@@ -136,6 +150,12 @@ class TrainData:
         self._pz_k = np.array([p.aug.k for p in puzzles], dtype=np.int64)
         self._pz_perm = np.array([p.aug.perm for p in puzzles], dtype=np.uint8).reshape(-1, 10)
         self._pz_id = np.array([p.identifier for p in puzzles], dtype=np.int32)
+        if self.crops is not None:
+            group_of = np.repeat(np.arange(len(self.groups)), [len(g) for g in self.groups])
+            crop = self.crops[group_of]
+            self._pz_crop = np.where(np.isin(self._pz_k, TRANSPOSING)[:, None], crop[:, ::-1], crop)
+            # a crop's bucket is the same under every transform (H * W), so it is the task's
+            self.group_length = np.array([bucket_length(int(h * w)) for h, w in self.crops], dtype=np.int64)
 
     @classmethod
     def from_tasks(
@@ -148,10 +168,15 @@ class TrainData:
         translate: bool = True,
         use_test_pairs: bool | list[bool] = False,
         puzzle_names: list[str] | None = None,
+        crops: bool = False,
+        crop_margin: int = 0,
     ) -> "TrainData":
         """Build from a list of Task. `num_augmentations` (one count, or one per task) versions besides the identity;
         `use_test_pairs` (one flag, or one per task) also trains on test pairs with known outputs. `puzzle_names`
-        (e.g. a loaded checkpoint's rows) keeps existing rows; new augmented puzzles are appended after them."""
+        (e.g. a loaded checkpoint's rows) keeps existing rows; new augmented puzzles are appended after them.
+        `crops`: each task on its crop (crops.task_crop with `crop_margin`, the answer-blind rule inference uses);
+        a trained test pair larger than it (a pretraining source's known answer) widens its task's crop rather
+        than being cut off."""
         tasks = list(tasks)
         flags = use_test_pairs if isinstance(use_test_pairs, list) else [use_test_pairs] * len(tasks)
         counts = num_augmentations if isinstance(num_augmentations, list) else [num_augmentations] * len(tasks)
@@ -163,10 +188,20 @@ class TrainData:
         names = build_puzzle_names([n for _, versions in per_task for n, _ in versions], puzzle_names)
         row = {n: i for i, n in enumerate(names)}
         groups = [[Puzzle(n, row[n], base, aug) for n, aug in versions] for base, versions in per_task]
-        return cls(groups, names, canvas=canvas, translate=translate)
+        task_crops = None
+        if crops:
+            task_crops = []
+            for task, (base, _) in zip(tasks, per_task, strict=True):
+                h, w = task_crop(task, crop_margin)
+                for pair in base:
+                    for g in pair:
+                        h, w = max(h, min(CANVAS, g.shape[0] + 1)), max(w, min(CANVAS, g.shape[1] + 1))
+                task_crops.append((h, w))
+        return cls(groups, names, canvas=canvas, translate=translate, crops=task_crops)
 
     @property
     def seq_len(self) -> int:
+        """Tokens of the longest sequence: the canvas, or the largest bucket (900) with crops."""
         return self.canvas * self.canvas
 
     @property
@@ -181,12 +216,19 @@ class TrainData:
         """The reference's epoch: every task once, one random version each."""
         return len(self.groups) * self.mean_puzzle_examples / global_batch_size
 
-    def encode(self, puzzles: np.ndarray, pairs: np.ndarray, offsets: np.ndarray) -> dict[str, np.ndarray]:
+    def encode(
+        self, puzzles: np.ndarray, pairs: np.ndarray, offsets: np.ndarray, length: int | None = None
+    ) -> dict[str, np.ndarray]:
         """Encode examples (flat puzzle index [B], pair index within the puzzle [B]) at canvas offsets [B, 2]
         -> inputs/labels [B, L], puzzle_identifiers [B], with whole-batch array operations.
 
         int32 throughout; label PAD positions become IGNORE_LABEL_ID (not trained), EOS stays (trained).
-        Equal to encoding.encode_pair of each augmented pair (Puzzle.pair) at its offset."""
+        Equal to encoding.encode_pair of each augmented pair (Puzzle.pair) at its offset.
+
+        With crops: `length`-token sequences (the batch's bucket), each the pair on its puzzle's crop (grid at the
+        crop's top-left) then right padding, and `positions` [B, length] with the crop window at `offsets`."""
+        if self.crops is not None:
+            return self._encode_crops(puzzles, pairs, offsets, length or self.seq_len)
         rows = self._pz_pairs[puzzles] + pairs
         k, perm = self._pz_k[puzzles], self._pz_perm[puzzles]
         inputs = self._encode_grids(rows, 0, k, perm, offsets)
@@ -197,17 +239,43 @@ class TrainData:
             "puzzle_identifiers": self._pz_id[puzzles].copy(),
         }
 
+    def _encode_crops(
+        self, puzzles: np.ndarray, pairs: np.ndarray, offsets: np.ndarray, length: int
+    ) -> dict[str, np.ndarray]:
+        """encode() with crops: each pair on a square of the batch's largest crop side at (0, 0), then each
+        sequence's crop cells gathered row-major and PAD on the right."""
+        rows = self._pz_pairs[puzzles] + pairs
+        k, perm, crop = self._pz_k[puzzles], self._pz_perm[puzzles], self._pz_crop[puzzles]
+        S = int(crop.max()) if len(crop) else 1
+        zero = np.zeros_like(offsets)
+        t = np.arange(length)[None, :]
+        W = crop[:, 1:2]
+        cells = t < crop[:, 0:1] * W
+        idx = np.where(cells, (t // W) * S + t % W, 0)
+        inputs, labels = (
+            np.where(cells, np.take_along_axis(self._encode_grids(rows, s, k, perm, zero, S), idx, axis=1), PAD)
+            for s in (0, 1)
+        )
+        return {
+            "inputs": inputs.astype(np.int32),
+            "labels": loss_labels(labels, np.int32),
+            "puzzle_identifiers": self._pz_id[puzzles].copy(),
+            "positions": crop_positions(crop, offsets, length),
+        }
+
     def _encode_grids(
-        self, rows: np.ndarray, side: int, k: np.ndarray, perm: np.ndarray, offsets: np.ndarray
+        self, rows: np.ndarray, side: int, k: np.ndarray, perm: np.ndarray, offsets: np.ndarray, out: int = 0
     ) -> np.ndarray:
         """Side 0 (inputs) or 1 (outputs) of base pairs `rows` [B] -> colour-mapped, dihedral-transformed
-        tokens at `offsets` [B, 2] with the EOS border of encoding.encode_grid: uint8 [B, C * C]."""
+        tokens at `offsets` [B, 2] with the EOS border of encoding.encode_grid: uint8 [B, S * S] on a square of
+        side S = `out` (default the canvas C, the grid table's side)."""
         B, C = len(rows), self.canvas
+        S = out or C
         h, w = self._dims[rows, side, 0], self._dims[rows, side, 1]  # [B]
         swap = np.isin(k, (1, 3, 6, 7))  # transforms that transpose
         H, W = np.where(swap, w, h), np.where(swap, h, w)  # transformed grid size
-        i = np.arange(C)[None, :] - offsets[:, :1]  # [B, C] row within the grid
-        j = np.arange(C)[None, :] - offsets[:, 1:]  # [B, C] column within the grid
+        i = np.arange(S)[None, :] - offsets[:, :1]  # [B, S] row within the grid
+        j = np.arange(S)[None, :] - offsets[:, 1:]  # [B, S] column within the grid
         row_in, col_in = (i >= 0) & (i < H[:, None]), (j >= 0) & (j < W[:, None])
         below, right = i == H[:, None], j == W[:, None]  # the EOS row and column
         # augment.dihedral(a, k)[i, j] = a[si, sj] with si, sj linear in i, j: the flat source index
@@ -220,7 +288,7 @@ class TrainData:
         src = (ci[:, None] * i + c0[:, None]).astype(np.int32)[:, :, None] + (cj[:, None] * j).astype(np.int32)[
             :, None, :
         ]
-        colours = self._grids.reshape(-1)[src]  # [B, C, C] uint8
+        colours = self._grids.reshape(-1)[src]  # [B, S, S] uint8
         # the example's colour map as one lookup in a [B, 16] token table
         lut = np.zeros((B, 16), dtype=np.uint8)
         lut[:, :10] = perm + COLOR_OFFSET
@@ -256,6 +324,10 @@ class BatchSampler:
     version is drawn and all its examples (random order) go into the batch, cut at the batch
     size. Every data-parallel process draws the same global batch and keeps its own slice.
     All randomness comes from one torch.Generator, so the state is three tensors.
+
+    With crops, each step first draws the batch's length bucket (weighted by the bucket's share of the
+    examples) and fills the batch from that bucket's tasks in the same order, one permutation stream per
+    bucket: every row of a batch, on every process, has the same length.
     """
 
     def __init__(self, data: TrainData, global_batch_size: int, seed: int = 0):
@@ -264,6 +336,14 @@ class BatchSampler:
         self.generator = torch.Generator().manual_seed(seed)
         self.order = torch.zeros(0, dtype=torch.int64)
         self.pos = 0
+        self.lengths: list[int] = []  # crops: the bucket lengths in use, ascending
+        if data.crops is not None:
+            self.lengths = sorted({int(n) for n in data.group_length})
+            self.bucket_groups = {n: np.flatnonzero(data.group_length == n) for n in self.lengths}
+            examples = np.array([sum(len(p) for p in g) / len(g) for g in data.groups])  # per version, on average
+            self.weights = torch.tensor([examples[self.bucket_groups[n]].sum() for n in self.lengths])
+            self.orders = {n: torch.zeros(0, dtype=torch.int64) for n in self.lengths}
+            self.positions = dict.fromkeys(self.lengths, 0)
 
     def _next_group(self) -> int:
         if self.pos >= len(self.order):
@@ -272,14 +352,24 @@ class BatchSampler:
         self.pos += 1
         return int(self.order[self.pos - 1])
 
+    def _next_bucket_group(self, n: int) -> int:
+        if self.positions[n] >= len(self.orders[n]):
+            self.orders[n] = torch.randperm(len(self.bucket_groups[n]), generator=self.generator)
+            self.positions[n] = 0
+        self.positions[n] += 1
+        return int(self.bucket_groups[n][int(self.orders[n][self.positions[n] - 1])])
+
     def next_batch(self, lo: int = 0, hi: int | None = None) -> dict[str, np.ndarray]:
         """The next global batch's rows [lo, hi) (default: all). Every process draws the whole batch's
         randomness (the stream stays in step) but encodes only its own rows."""
         g, data = self.generator, self.data
+        length = None
+        if self.lengths:
+            length = self.lengths[int(torch.multinomial(self.weights, 1, generator=g))]
         puzzles: list[int] = []
         pairs: list[int] = []
         while len(pairs) < self.batch_size:
-            group = self._next_group()
+            group = self._next_group() if length is None else self._next_bucket_group(length)
             p = int(torch.randint(len(data.groups[group]), (1,), generator=g))
             take = min(len(data.groups[group][p]), self.batch_size - len(pairs))
             order = torch.randperm(len(data.groups[group][p]), generator=g)[:take]
@@ -290,24 +380,34 @@ class BatchSampler:
         offsets = np.zeros((len(puzzles_a), 2), dtype=np.int64)
         if data.translate:
             u = torch.rand((self.batch_size, 2), generator=g, dtype=torch.float64).numpy()[lo:hi]
-            rows = data._pz_pairs[puzzles_a] + pairs_a
-            size = data._dims[rows].max(axis=1)  # [n, 2] larger of input and output
-            k = data._pz_k[puzzles_a]
-            size = np.where(np.isin(k, (1, 3, 6, 7))[:, None], size[:, ::-1], size)
+            if data.crops is not None:  # the crop window moves on the 30x30 grid; the grid stays in its corner
+                size = data._pz_crop[puzzles_a]
+            else:
+                rows = data._pz_pairs[puzzles_a] + pairs_a
+                size = data._dims[rows].max(axis=1)  # [n, 2] larger of input and output
+                k = data._pz_k[puzzles_a]
+                size = np.where(np.isin(k, (1, 3, 6, 7))[:, None], size[:, ::-1], size)
             offsets = np.floor(u * (data.canvas - size + 1)).astype(np.int64)
-        return data.encode(puzzles_a, pairs_a, offsets)
+        return data.encode(puzzles_a, pairs_a, offsets, length)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        return {
+        t = {
             "sampler.generator": self.generator.get_state(),
             "sampler.order": self.order.clone(),
             "sampler.pos": torch.tensor(self.pos, dtype=torch.int64),
         }
+        for n in self.lengths:
+            t[f"sampler.order{n}"] = self.orders[n].clone()
+            t[f"sampler.pos{n}"] = torch.tensor(self.positions[n], dtype=torch.int64)
+        return t
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         self.generator.set_state(tensors["sampler.generator"].clone())
         self.order = tensors["sampler.order"].clone()
         self.pos = int(tensors["sampler.pos"])
+        for n in self.lengths:
+            self.orders[n] = tensors[f"sampler.order{n}"].clone()
+            self.positions[n] = int(tensors[f"sampler.pos{n}"])
 
 
 class BatchPrefetcher:

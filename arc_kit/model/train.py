@@ -16,7 +16,7 @@ from arc_kit.model.dataset import BatchPrefetcher, BatchSampler, TrainData
 from arc_kit.model.device import bf16_supported, resolve_device
 from arc_kit.model.optim import EMA, SparseEmbeddingSignSGD, build_optimizer, lr_at
 from arc_kit.model.train_state import TrainerState
-from arc_kit.model.trm import TRM
+from arc_kit.model.trm import TRM, Carry
 
 
 class NonFiniteLoss(ArcKitError):
@@ -63,6 +63,9 @@ class Trainer(TrainerState):
         self.total_steps = steps if steps is not None else total_steps(config, data)
         self.step_count = 0
         self.carry = None
+        # crops: one carried batch per bucket length (a batch's rows all share one length; halted rows are
+        # replaced from the same bucket the next time it is drawn)
+        self.carries: dict[int, Carry] = {}
         self.log_path = Path(log_path) if log_path else None
         self._step_seconds: list[float] = []
         self.compile_seconds: float | None = None  # the first step's time when compiling (train.compile)
@@ -188,6 +191,9 @@ class Trainer(TrainerState):
         self.step_count += 1
         self.model.train()
         batch = self._local_batch()
+        crops = self.data.crops is not None
+        if crops:
+            self.carry = self.carries.get(batch["inputs"].shape[1])
         if self.carry is None:
             self.carry = self.model.initial_carry(batch)
         self._phase("data")
@@ -219,6 +225,8 @@ class Trainer(TrainerState):
         if self.ema is not None:
             self.ema.update(self.model)
         self.carry = carry
+        if crops:
+            self.carries[batch["inputs"].shape[1]] = carry
         self._phase("optimizer")
         # host time: on a GPU the host runs at most a few steps ahead of the device, so on average it
         # is the device's step time too. The first compiled step is the compile time: kept apart, so the

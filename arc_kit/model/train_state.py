@@ -58,6 +58,7 @@ class TrainerState:
     ema: EMA | None
     batches: BatchPrefetcher
     carry: Carry | None
+    carries: dict[int, Carry]
     step_count: int
     total_steps: int
 
@@ -77,7 +78,10 @@ class TrainerState:
         t = {"rng.torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             t["rng.cuda"] = torch.cuda.get_rng_state(self.device)
-        if self.carry is not None:
+        if self.carries:  # crops: one carried batch per bucket length
+            for n, carry in self.carries.items():
+                _flatten(carry, f"carries{n}", t)
+        elif self.carry is not None:
             _flatten(self.carry, "carry", t)
         return {f"rank{self.rank}.{k}": v.detach().cpu().contiguous() for k, v in t.items()}
 
@@ -132,6 +136,17 @@ class TrainerState:
             for k in carry_keys:
                 carry = _assign(carry, k.split(".")[2:], t[k].to(self.device))
             self.carry = carry
+        self.carries = {}
+        if int(t.get("world_size", torch.tensor(1))) == self.world:
+            for length in sorted({int(k.split(".")[1][7:]) for k in t if k.startswith(mine + "carries")}):
+                keys = [k for k in t if k.startswith(f"{mine}carries{length}.")]
+                saved = {k.split(".")[3]: t[k] for k in keys if k.split(".")[2] == "current_data"}
+                carry = self.model.initial_carry(
+                    {name: torch.zeros_like(v, device=self.device) for name, v in saved.items()}
+                )
+                for k in keys:
+                    carry = _assign(carry, k.split(".")[2:], t[k].to(self.device))
+                self.carries[length] = carry
 
     def _peek_batch(self) -> dict[str, torch.Tensor]:
         """A batch of the right shapes without advancing the data stream (to rebuild the carry)."""

@@ -33,8 +33,11 @@ class ModelConfig:
     halt_max_steps: int | None = None
     # Canvas side in cells for a model built by this run: 30 is the reference (900 tokens); "task" pads
     # every batch only to the canvas the selected tasks need (largest visible grid side + 1 for the EOS
-    # border + canvas_margin, at most 30), with translation inside it. A checkpoint with canvas positions
-    # brings its own canvas; one with coordinate positions (arch.positions: coords, the starter) uses this one.
+    # border + canvas_margin, at most 30), with translation inside it. "crop": every task on its own crop
+    # (largest visible grid + 1 per side + canvas_margin) in length buckets, one model for every size; needs
+    # arch.positions coords. A checkpoint with canvas positions brings its own canvas, a crop-trained one its
+    # crops; one with coordinate positions (e.g. the starter) runs on this setting. "crop" with a 30x30-canvas
+    # checkpoint (the reference's) runs it on crops, which changes its outputs.
     canvas: int | str = 30
     # Extra cells on a "task" canvas. The run never sees test outputs, so an answer larger than every
     # visible grid cannot be produced on a canvas sized without a margin (2 of the 29 dev-bench outputs).
@@ -137,10 +140,22 @@ def check_run_config(cfg: RunConfig, where: str = "config") -> RunConfig:
         if hi is not None and (v >= hi if hi_open else v > hi):
             bad(key, f"must be {'<' if hi_open else '<='} {hi}, got {v}")
 
-    if isinstance(cfg.model.canvas, str) and cfg.model.canvas != "task":
-        bad("model.canvas", f"expected 2..30 or 'task', got {cfg.model.canvas!r}")
+    if isinstance(cfg.model.canvas, str) and cfg.model.canvas not in ("task", "crop"):
+        bad("model.canvas", f"expected 2..30, 'task' or 'crop', got {cfg.model.canvas!r}")
     if isinstance(cfg.model.canvas, int) and not 2 <= cfg.model.canvas <= 30:
-        bad("model.canvas", f"expected 2..30 or 'task', got {cfg.model.canvas}")
+        bad("model.canvas", f"expected 2..30, 'task' or 'crop', got {cfg.model.canvas}")
+    arch = cfg.model.arch
+    if cfg.model.canvas == "crop" and not cfg.model.checkpoint:
+        if arch.pos_encodings == "learned":
+            bad(
+                "model.canvas",
+                "crop cannot be used with model.arch.pos_encodings learned (positions beyond the "
+                "trained crops were never trained)",
+            )
+        if arch.mlp_t:
+            bad("model.canvas", "crop cannot be used with model.arch.mlp_t (its sequence length is fixed)")
+        if arch.positions != "coords":
+            bad("model.canvas", "crop needs model.arch.positions: coords (cell (r, c) at P + 30 r + c)")
     if cfg.model.halt_max_steps is not None and cfg.model.halt_max_steps < 1:
         bad("model.halt_max_steps", f"must be >= 1, got {cfg.model.halt_max_steps}")
     defaults = TrainConfig()

@@ -15,6 +15,7 @@ from arc_kit.consistency import (
     score_views,
     scored_keys,
 )
+from arc_kit.crops import crop_config, task_crop
 from arc_kit.data import Task, task_fits
 from arc_kit.files import read_json
 from arc_kit.identifiers import task_puzzles
@@ -118,6 +119,8 @@ def _load_model(src: Path, cfg, task_set, n_views: int, device):
         model.config.halt_max_steps = cfg.model.halt_max_steps
     if cfg.inference.steps is not None:  # inference may run fewer (or more) steps than training did
         model.config.halt_max_steps = cfg.inference.steps
+    if cfg.model.canvas == "crop":  # a crop-trained model keeps its own crops; a 30x30-canvas one runs on crops
+        model.config = crop_config(model.config, cfg.model.canvas_margin)
     return model.to(device).eval(), per_task, rows
 
 
@@ -158,7 +161,10 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
         if blank and frac == sources[0][0]:
             log.info(f"infer: {blank} task(s) have no trained puzzle row in {src}: their views use row 0 (<blank>)")
         done = done_view_keys(out, frac)
-        all_views = plan_views(tasks, per_task, rows, {tid: canvas for tid in tasks}, n_views)
+        crops = (
+            {tid: task_crop(t, model.config.crop_margin) for tid, t in tasks.items()} if model.config.crops else None
+        )
+        all_views = plan_views(tasks, per_task, rows, {tid: canvas for tid in tasks}, n_views, None, crops)
         views = [v for v in all_views if v.key not in done]
         tag = "" if len(sources) == 1 else f" snapshot {frac:g}:"
         log.info(

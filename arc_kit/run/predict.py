@@ -13,6 +13,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from arc_kit.crops import task_crop
 from arc_kit.data import TaskSet, task_fits
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_json, check_writable_dir, read_json
@@ -143,7 +144,8 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
         )
         tasks = {t: task for t, task in tasks.items() if t not in too_big}
     names_by_task = {t: [n for _, n in lst] for t, lst in chosen.items()}
-    todo = plan_views(tasks, names_by_task, local_row, {t: canvas for t in tasks}, cfg.views or 10**9, done)
+    crops = {t: task_crop(task, model.config.crop_margin) for t, task in tasks.items()} if model.config.crops else None
+    todo = plan_views(tasks, names_by_task, local_row, {t: canvas for t in tasks}, cfg.views or 10**9, done, crops)
     total = sum(len(task.test) * len(chosen[t]) for t, task in tasks.items())
     print(
         f"predict: {len(tasks)} tasks, {total:,} views ({total - len(todo):,} already in {out_dir / PREDICTIONS}), "

@@ -90,7 +90,12 @@ def write_report(r, report) -> None:
         lines += [
             f"Plan: {plan.get('train_steps')} training steps, {plan.get('ttt_augmentations')} augmentations "
             f"per task, {plan.get('infer_views')} views per test input (measured {plan.get('train_seq_per_s', 0):.1f} "
-            f"train / {plan.get('infer_seq_per_s', 0):.1f} inference sequences/s, canvas {plan.get('canvas')})."
+            f"train / {plan.get('infer_seq_per_s', 0):.1f} inference sequences/s, "
+            + (
+                f"per-task crops, probed on a {plan.get('canvas')}x{plan.get('canvas')} square)."
+                if plan.get("crops")
+                else f"canvas {plan.get('canvas')})."
+            )
         ]
         lines += [f"- {n}" for n in plan.get("notes", [])] + [""]
     lines += ["## Stages", "", "```"] + stage_lines(r) + ["```", ""]

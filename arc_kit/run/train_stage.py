@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from arc_kit.augment import AugmentConfig
 from arc_kit.config import load_config
+from arc_kit.crops import BUCKETS, bucket_length, crop_config, task_crop
 from arc_kit.data import Task, TaskSet, load_tasks, task_fits, visible_side
 from arc_kit.files import atomic_write_json, read_json
 from arc_kit.infer import measure_infer_rate
@@ -25,10 +26,15 @@ from arc_kit.run.plan import plan_run
 if TYPE_CHECKING:
     import torch
 
+    from arc_kit.model.trm import TRM
+
 
 def ttt_canvas(cfg: RunConfig, tasks: list[Task]) -> int:
     """The canvas side of a model trained by this run: fixed, or the smallest that fits every selected task's
-    visible grids plus the EOS border and `model.canvas_margin` (answer-blind: test outputs never count)."""
+    visible grids plus the EOS border and `model.canvas_margin` (answer-blind: test outputs never count);
+    30 (the coordinate grid) with crops."""
+    if cfg.model.canvas == "crop":
+        return 30
     if cfg.model.canvas == "task":
         side = max((visible_side(t) for t in tasks), default=1)
         return min(30, side + 1 + cfg.model.canvas_margin)
@@ -42,6 +48,8 @@ def scratch_model(cfg: RunConfig, canvas: int, rows: int):
     from arc_kit.model.trm import TRM
 
     arch = dataclasses.replace(cfg.model.arch, seq_len=canvas * canvas, num_puzzle_identifiers=max(1, rows))
+    if cfg.model.canvas == "crop":
+        arch = crop_config(arch, cfg.model.canvas_margin)
     if cfg.model.halt_max_steps is not None:
         arch = dataclasses.replace(arch, halt_max_steps=cfg.model.halt_max_steps)
     torch.manual_seed(cfg.runtime.seed)  # every process (and a resumed run) builds the same initial weights
@@ -75,17 +83,30 @@ def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger, 
     )
     if cfg.model.halt_max_steps is not None:
         model.config.halt_max_steps = cfg.model.halt_max_steps
-    if canvas is not None:
+    if cfg.model.canvas == "crop":
+        model.config = crop_config(model.config, cfg.model.canvas_margin)
+    elif canvas is not None and not model.config.crops:
         model.config.seq_len = canvas * canvas
     return model
 
 
 def run_canvas_for(model, cfg: RunConfig, targets: list[Task]) -> int:
-    """A checkpoint's canvas for this run. Canvas-stride positions tie a model to the canvas it was trained on;
-    coordinate positions (cell (r, c) at 30 r + c, e.g. the starter model) run on the run's own canvas."""
-    if model.config.positions == "coords":
+    """A checkpoint's canvas for this run. Canvas-stride positions tie a model to the canvas it was trained on,
+    and a crop-trained model keeps its crops; coordinate positions (cell (r, c) at 30 r + c, e.g. the starter
+    model) run on the run's own canvas."""
+    if model.config.positions == "coords" and not model.config.crops:
         return ttt_canvas(cfg, targets)
     return math.isqrt(model.config.seq_len)
+
+
+def probe_side(model, tasks: list[Task]) -> int:
+    """The square side the speed probe measures: the canvas, or with crops the side of the tasks' mean bucket
+    length (the sequences training and inference will run, on average)."""
+    if not model.config.crops:
+        return math.isqrt(model.config.seq_len)
+    lengths = [bucket_length(h * w) for h, w in (task_crop(t, model.config.crop_margin) for t in tasks)]
+    mean = sum(lengths) / len(lengths) if lengths else BUCKETS[-1]
+    return min(30, math.ceil(math.sqrt(mean)))
 
 
 def _state_matches(path: Path, frozen: bool) -> bool:
@@ -122,7 +143,7 @@ class StageEnv:
 # ---------------------------------------------------------------- phase 1: plan
 
 
-def probe_model(env: StageEnv, targets: list[Task]) -> tuple[object, int]:
+def probe_model(env: StageEnv, targets: list[Task]) -> tuple["TRM", int]:
     """The model the throughput probe measures, and the canvas: a checkpoint's own (only its row 0 loaded; the
     rows this run trains are set up when building), or a new model on the run's canvas."""
     cfg = env.cfg
@@ -132,9 +153,11 @@ def probe_model(env: StageEnv, targets: list[Task]) -> tuple[object, int]:
         model, _ = load_checkpoint(cfg.model.checkpoint, puzzle_rows=[0])
         if cfg.model.halt_max_steps is not None:
             model.config.halt_max_steps = cfg.model.halt_max_steps
-        canvas = run_canvas_for(model, cfg, targets)
-        model.config.seq_len = canvas * canvas
-        return model.to(env.device), canvas
+        if cfg.model.canvas == "crop":
+            model.config = crop_config(model.config, cfg.model.canvas_margin)
+        else:
+            model.config.seq_len = run_canvas_for(model, cfg, targets) ** 2
+        return model.to(env.device), math.isqrt(model.config.seq_len)
     canvas = ttt_canvas(cfg, targets)
     return scratch_model(cfg, canvas, 1).to(env.device), canvas
 
@@ -199,7 +222,8 @@ def plan_training(
     )
     plan = {
         "created": time.time(),
-        "canvas": canvas,
+        "canvas": canvas,  # the side the probe measured (with crops: of the mean bucket length)
+        "crops": bool(getattr(model.config, "crops", False)),
         "train_seq_per_s": train_rate * env.world,
         "infer_seq_per_s": infer_rate * env.world,
         "train_seconds": p.train_seconds,
@@ -221,7 +245,8 @@ def plan_training(
         atomic_write_json(plan_path, plan, indent=1)
     env.log.info(
         f"train: measured {plan['train_seq_per_s']:.1f} train / {plan['infer_seq_per_s']:.1f} infer seq/s "
-        f"on a {canvas}x{canvas} canvas; plan: {plan['train_steps']} steps in "
+        f"on a {canvas}x{canvas} {'square (mean crop bucket)' if plan.get('crops') else 'canvas'}; "
+        f"plan: {plan['train_steps']} steps in "
         f"~{plan['expected_train_seconds']:.0f}s (at most {plan['train_seconds']:.0f}s), "
         f"{plan['ttt_augmentations']} augmentations/task, {plan['infer_views']} views/test input"
     )
@@ -233,9 +258,12 @@ def plan_training(
 # ---------------------------------------------------------------- phase 2: build
 
 
-def build_training(env: StageEnv, plan: dict, canvas: int, targets: list[Task], extras: list[Task]):
-    """The training data (identity + the planned augmentations per target task, one puzzle row each) and the
-    model whose table holds exactly those puzzles. Returns (model, data)."""
+def build_training(
+    env: StageEnv, plan: dict, canvas: int, targets: list[Task], extras: list[Task], crops: tuple[bool, int]
+):
+    """The training data (identity + the planned augmentations per target task, one puzzle row each; with
+    `crops` = (True, margin) each task on its crop) and the model whose table holds exactly those puzzles.
+    Returns (model, data)."""
     from arc_kit.model.dataset import TrainData
 
     cfg, ttt = env.cfg, env.cfg.ttt
@@ -249,6 +277,8 @@ def build_training(env: StageEnv, plan: dict, canvas: int, targets: list[Task], 
         canvas=canvas,
         translate=ttt.translate,
         use_test_pairs=[False] * len(targets) + [True] * len(extras),
+        crops=crops[0],
+        crop_margin=crops[1],
     )
     # The table holds exactly the puzzles trained in this run (identity first, then the sampled augmentations,
     # task by task): inference reads them from OUT/ttt/model. A checkpoint's other rows for these tasks were
@@ -410,14 +440,17 @@ def train_stage(
     ]
     if not targets:
         return dict(result, status="skipped", message=f"no task fits the {canvas}x{canvas} canvas")
-    result["plan"] = plan = plan_training(env, probe, canvas, targets, extras, until, train_until, resume)
+    crops = (bool(probe.config.crops), int(probe.config.crop_margin))
+    result["plan"] = plan = plan_training(
+        env, probe, probe_side(probe, targets), targets, extras, until, train_until, resume
+    )
     del probe
     if plan.get("threads") and cfg.runtime.threads == 0 and device.type == "cpu":  # the measured choice (resumed too)
         env.threads = int(plan["threads"])
         torch.set_num_threads(env.threads)
         result["hardware"]["threads"] = env.threads
-    model, data = build_training(env, plan, canvas, targets, extras)
+    model, data = build_training(env, plan, canvas, targets, extras, crops)
     outcome = train_phases(env, model, data, plan, train_until, resume)
     if outcome["status"] == "done":
-        outcome.update(puzzles=len(data.puzzle_names) - 1, canvas=canvas)
+        outcome.update(puzzles=len(data.puzzle_names) - 1, canvas="crop" if crops[0] else canvas)
     return dict(result, **outcome)

@@ -1,0 +1,237 @@
+"""Crop-mode models: bucket-independent predictions, per-bucket carries, checkpoints, refusals, a tiny run."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import simple_task, write_task_dir
+from test_pipeline import assert_valid_submission, run_cli, tiny_config
+
+from arc_kit.augment import AugmentConfig
+from arc_kit.crops import crop_config, task_crop
+from arc_kit.data import Pair, Task, TaskSet
+from arc_kit.errors import ArcKitError
+from arc_kit.infer import encode_views, make_batches, plan_views, predict_views, run_model
+from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info
+from arc_kit.model.dataset import TrainData
+from arc_kit.model.train import TrainConfig, Trainer
+from arc_kit.model.trm import TRM, TRMConfig
+from arc_kit.predictions import read_predictions
+from arc_kit.run.config import load_run_config
+from arc_kit.run.predict import PredictConfig, predict
+
+
+def _grid(h, w, seed):
+    return np.random.default_rng(seed).integers(0, 10, (h, w)).tolist()
+
+
+def _tasks():
+    def task(tid, h, w, seed):
+        return Task(
+            id=tid,
+            train=[Pair(_grid(h, w, seed + i), _grid(h, w, seed + 10 + i)) for i in range(2)],
+            test=[Pair(_grid(h, w, seed + 20), None)],
+        )
+
+    # crops 3x4 (16), 4x3 (16), 5x5 (32), 9x7 (64): three buckets, two tasks sharing one
+    return [task("a", 2, 3, 0), task("b", 3, 2, 1), task("c", 4, 4, 2), task("d", 8, 6, 3)]
+
+
+def _model(rows, seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = dict(
+        hidden_size=32,
+        num_heads=2,
+        L_layers=1,
+        H_cycles=2,
+        L_cycles=1,
+        expansion=2,
+        seq_len=900,
+        puzzle_emb_ndim=32,
+        puzzle_emb_len=1,
+        num_puzzle_identifiers=rows,
+        halt_max_steps=3,
+        positions="coords",
+        crops=True,
+    )
+    cfg.update(kw)
+    return TRM(TRMConfig(**cfg))
+
+
+def _config(**kw):
+    base = dict(global_batch_size=8, max_steps=50, lr=1e-3, lr_warmup_steps=3, ema=False, progress=False, seed=0)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def crops_of(tasks):
+    return {t: task_crop(x) for t, x in tasks.items()}
+
+
+def _views(tasks, names=None):
+    tasks = {t.id: t for t in tasks}
+    names = names or {tid: [tid] for tid in tasks}
+    return tasks, plan_views(tasks, names, {}, {t: 30 for t in tasks}, 8, crops=crops_of(tasks))
+
+
+def test_a_task_predicts_the_same_alone_or_in_its_bucket():
+    tasks, views = _views(_tasks(), {t.id: [t.id, f"{t.id}|||t1|||0123456789"] for t in _tasks()})
+    model = _model(1).eval()
+    batches = make_batches(views, 64)
+    # per view rank (identity, then the transposed versions): bucket 16 holds a and b, then c (32), d (64)
+    assert [[v.task_id for v in b] for b in batches] == [["a", "b"], ["c"], ["d"]] * 2
+    assert all(len({v.length for v in b}) == 1 for b in batches)
+    for batch in batches:
+        together = model.predict(
+            {k: torch.from_numpy(v) for k, v in encode_views(batch, tasks).items()}, return_logits=True
+        )
+        for i, v in enumerate(batch):
+            enc = encode_views([v], tasks)
+            alone = model.predict({k: torch.from_numpy(x) for k, x in enc.items()}, return_logits=True)
+            n = v.crop[0] * v.crop[1]
+            torch.testing.assert_close(alone["logits"][0, :n], together["logits"][i, :n], rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(alone["q_halt"][0], together["q_halt"][i], rtol=1e-4, atol=1e-5)
+    one = {(p.task_id, p.test_index, p.augmentation): p for p in predict_views(model, views, tasks, 1)}
+    many = {(p.task_id, p.test_index, p.augmentation): p for p in predict_views(model, views, tasks, 64)}
+    assert one.keys() == many.keys() and all(one[k].grid == many[k].grid for k in one)
+    assert all(max(len(p.grid), len(p.grid[0])) <= 8 for p in one.values())  # never larger than the crop
+
+
+def test_trainer_keeps_one_carry_per_bucket_and_resumes_exactly(tmp_path):
+    def data():
+        return TrainData.from_tasks(_tasks(), 3, AugmentConfig(), seed=0, crops=True)
+
+    d = data()
+    full = Trainer(_model(len(d.puzzle_names)), d, _config())
+    losses = [full.step()["loss"] for _ in range(8)]
+    assert set(full.carries) == set(full.sampler.lengths) == {16, 32, 64}
+    for n, carry in full.carries.items():
+        assert carry.current_data["inputs"].shape == (8, n) and carry.current_data["positions"].shape == (8, n)
+        assert carry.z_H.shape[1] == n + 1
+
+    d = data()
+    first = Trainer(_model(len(d.puzzle_names)), d, _config())
+    half = [first.step()["loss"] for _ in range(4)]
+    first.save(tmp_path / "ck")
+    d = data()
+    resumed = Trainer(_model(len(d.puzzle_names), seed=5), d, _config())
+    resumed.load_state(tmp_path / "ck")
+    assert set(resumed.carries) == set(first.carries)
+    rest = [resumed.step()["loss"] for _ in range(4)]
+    np.testing.assert_allclose(half + rest, losses, rtol=1e-5, atol=1e-6)
+
+    # the checkpoint records crops; reloaded, it predicts the same
+    info = read_checkpoint_info(tmp_path / "ck")
+    assert info.config.crops and info.config.positions == "coords" and info.config.seq_len == 900
+    loaded, _ = load_checkpoint(tmp_path / "ck")
+    tasks, views = _views(_tasks())
+    want = first.ema_model()
+    for batch in make_batches(views, 8):
+        enc = encode_views(batch, tasks)
+        np.testing.assert_array_equal(run_model(loaded, enc, "cpu")[0], run_model(want, enc, "cpu")[0])
+
+    # `arc-kit predict` runs a crop-trained checkpoint on its crops: the identity views' answers are the
+    # in-memory crop predictions'
+    summary = predict(
+        tmp_path / "ck", TaskSet(tasks=tasks), tmp_path / "pred", PredictConfig(views=2, device="cpu", progress=False)
+    )
+    assert summary["ran"] == 8
+    got = {(p.task_id, p.augmentation): p.grid for p in read_predictions(tmp_path / "pred" / "predictions.jsonl")}
+    rows = {n: i for i, n in enumerate(d.puzzle_names)}
+    identity = plan_views(tasks, {t: [t] for t in tasks}, rows, {t: 30 for t in tasks}, 1, crops=crops_of(tasks))
+    compared = 0
+    for p in predict_views(want, identity, tasks, 8):
+        assert got[(p.task_id, p.augmentation)] == p.grid
+        compared += 1
+    assert compared == len(got) - sum(k[1] != k[0] for k in got)
+
+
+def test_compiled_training_with_crops_on_cpu():
+    d = TrainData.from_tasks(_tasks()[:2], 1, AugmentConfig(), seed=0, crops=True)  # one bucket: one compile
+    eager = Trainer(_model(len(d.puzzle_names), halt_exploration_prob=0.0), d, _config())
+    want = [eager.step()["loss"] for _ in range(2)]
+    d = TrainData.from_tasks(_tasks()[:2], 1, AugmentConfig(), seed=0, crops=True)
+    compiled = Trainer(_model(len(d.puzzle_names), halt_exploration_prob=0.0), d, _config(compile="default"))
+    got = [compiled.step()["loss"] for _ in range(2)]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    assert compiled.compile_seconds is not None
+
+
+@pytest.mark.parametrize(
+    "over, needle",
+    [
+        ([], "crop needs model.arch.positions: coords"),
+        (["model.arch.mlp_t=true"], "mlp_t"),
+        (["model.arch.pos_encodings=learned"], "pos_encodings learned"),
+    ],
+)
+def test_run_config_refusals_name_model_canvas(over, needle):
+    with pytest.raises(ArcKitError, match="model.canvas") as e:
+        load_run_config("cpu-demo", ["model.canvas=crop", *over])
+    assert needle in str(e.value) and "\n" not in str(e.value)
+    # a checkpoint's config: learned positions and non-30-wide canvases refuse; the reference's 30x30 converts
+    with pytest.raises(ArcKitError, match="model.canvas.*learned"):
+        crop_config(TRMConfig(pos_encodings="learned"))
+    with pytest.raises(ArcKitError, match="model.canvas.*100-token canvas"):
+        crop_config(TRMConfig(seq_len=100))
+    ref = crop_config(TRMConfig(), margin=1)
+    assert (ref.positions, ref.crops, ref.crop_margin, ref.seq_len) == ("coords", True, 1, 900)
+    with pytest.raises(ArcKitError, match="crops.*positions coords"):
+        TRMConfig(crops=True)
+
+
+def test_cli_refusal_is_one_line(tmp_path):
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "arc_kit.cli",
+            "run",
+            "--config",
+            "cpu-demo",
+            "--out",
+            str(tmp_path / "o"),
+            "model.canvas=crop",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "model.canvas" in res.stderr
+
+
+def test_tiny_run_on_crops_writes_a_valid_submission(tmp_path):
+    # tasks of three crop buckets (3x3 -> 16, 5x5 -> 32, 7x7 -> 64 tokens)
+    tasks = {f"t{i}": simple_task(n_train=2, size=size, colour=1 + i) for i, size in enumerate((2, 2, 4, 6))}
+    tasks_dir = write_task_dir(tmp_path / "tasks", tasks)
+    cfg = tiny_config(tasks_dir, **{"model.canvas": "crop", "model.arch.positions": "coords", "ttt.max_steps": 150})
+    out = tmp_path / "run"
+    res = run_cli(cfg, out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_valid_submission(out, tasks_dir)
+    plan = json.loads((out / "plan.json").read_text())
+    state = json.loads((out / "state.json").read_text())["stages"]
+    assert plan["crops"] and state["train"]["canvas"] == "crop" and state["infer"]["written"] > 0
+    assert read_checkpoint_info(out / "ttt" / "model").config.crops
+
+
+def test_reference_model_on_a_full_crop_is_the_canvas_model():
+    """A reference (30x30 canvas) checkpoint run on crops: its positions P + t are 30-wide coordinates, so a
+    full 30x30 crop computes exactly the canvas function, and smaller crops run with the same weights."""
+    from test_model import reference_model
+
+    full, io = reference_model()
+    crop = TRM(crop_config(full.config))
+    crop.load_state_dict(full.state_dict())
+    crop.eval()
+    batch = {k: torch.from_numpy(io[k]) for k in ("inputs", "puzzle_identifiers")}
+    want = full.predict(batch, return_logits=True)
+    got = crop.predict(dict(batch, positions=torch.arange(900).expand(4, 900)), return_logits=True)
+    torch.testing.assert_close(got["logits"], want["logits"], rtol=1e-5, atol=1e-5)
+    task = Task(id="t", train=[Pair(_grid(3, 4, 0), _grid(3, 4, 1))], test=[Pair(_grid(3, 4, 2), None)])
+    tasks, views = _views([task])
+    enc = encode_views(views, tasks)
+    assert enc["inputs"].shape == (1, 32)  # a 4x5 crop in the 32-token bucket
+    assert run_model(crop, enc, "cpu")[0].shape == (1, 32)
