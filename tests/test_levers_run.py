@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from test_pipeline import ROOT, assert_valid_submission, prediction_lines, run_cli, tasks_dir, tiny_config
 
 __all__ = ["tasks_dir"]  # the fixture, shared with test_pipeline
@@ -19,9 +20,11 @@ def revote_submission(tmp_path: Path, out: Path, tasks: Path, config: str) -> by
     return (rv / config / "submission.json").read_bytes()
 
 
-def test_consistency_run_stores_scores_revotes_exactly_and_resumes_without_work(tmp_path, tasks_dir):
+@pytest.mark.parametrize("canvas", ["task", "crop"])
+def test_consistency_run_stores_scores_revotes_exactly_and_resumes_without_work(tmp_path, tasks_dir, canvas):
     out = tmp_path / "run"
-    cfg = tiny_config(tasks_dir, voting="consistency", **{"ttt.max_steps": 60})
+    layout = {"model.canvas": canvas} | ({"model.arch.positions": "coords"} if canvas == "crop" else {})
+    cfg = tiny_config(tasks_dir, voting="consistency", **{"ttt.max_steps": 60}, **layout)
     res = run_cli(cfg, out)
     assert res.returncode == 0, res.stderr[-3000:]
     assert_valid_submission(out, tasks_dir)
