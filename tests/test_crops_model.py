@@ -161,15 +161,16 @@ def test_compiled_training_with_crops_on_cpu():
 
 
 @pytest.mark.parametrize(
-    "over, needle",
+    "over, key, needle",
     [
-        ([], "crop needs model.arch.positions: coords"),
-        (["model.arch.mlp_t=true"], "mlp_t"),
-        (["model.arch.pos_encodings=learned"], "pos_encodings learned"),
+        (["model.arch.positions=canvas"], "model.canvas", "crop needs model.arch.positions: coords"),
+        # coordinate positions (which crops need) refuse mlp_t themselves: its sequence length is fixed
+        (["model.arch.mlp_t=true"], "model.arch.positions", "mlp_t"),
+        (["model.arch.positions=canvas", "model.arch.pos_encodings=learned"], "model.canvas", "pos_encodings learned"),
     ],
 )
-def test_run_config_refusals_name_model_canvas(over, needle):
-    with pytest.raises(ArcKitError, match="model.canvas") as e:
+def test_run_config_refusals_name_model_canvas(over, key, needle):
+    with pytest.raises(ArcKitError, match=key) as e:
         load_run_config("cpu-demo", ["model.canvas=crop", *over])
     assert needle in str(e.value) and "\n" not in str(e.value)
     # a checkpoint's config: learned positions and non-30-wide canvases refuse; the reference's 30x30 converts
