@@ -18,6 +18,7 @@ LAYERS = [
             "arc_kit.data",
             "arc_kit.augment",
             "arc_kit.encoding",
+            "arc_kit.crops",
             "arc_kit.identifiers",
             "arc_kit.shipped_identifiers",
             "arc_kit.predictions",
