@@ -195,9 +195,12 @@ def test_cli_refusal_is_one_line(tmp_path):
             "cpu-demo",
             "--out",
             str(tmp_path / "o"),
+            # cpu-demo builds coordinate positions; canvas-stride positions cannot be cropped
+            "model.arch.positions=canvas",
             "model.canvas=crop",
         ],
         capture_output=True,
+        timeout=120,
         text=True,
     )
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "model.canvas" in res.stderr
