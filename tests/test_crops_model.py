@@ -239,3 +239,33 @@ def test_reference_model_on_a_full_crop_is_the_canvas_model():
     enc = encode_views(views, tasks)
     assert enc["inputs"].shape == (1, 32)  # a 4x5 crop in the 32-token bucket
     assert run_model(crop, enc, "cpu")[0].shape == (1, 32)
+
+
+def _train_cli(tmp_path, out, *extra):
+    tasks = write_task_dir(tmp_path / "tasks", {f"t{i}": simple_task(size=2 + 2 * i, colour=1 + i) for i in range(3)})
+    cmd = [sys.executable, "-m", "arc_kit.cli", "train", "--config", "pretrain-starter", "--out", str(out)]
+    over = [f"data.sources=[{tasks}]", "data.num_augmentations=2", "train.max_steps=4", "train.global_batch_size=8"]
+    return subprocess.run([*cmd, *over, "--threads", "1", *extra], capture_output=True, text=True, timeout=300)
+
+
+def test_pretraining_on_crops_writes_a_crop_model_that_test_time_training_keeps_on_crops(tmp_path):
+    ck = tmp_path / "ck"
+    r = _train_cli(tmp_path, ck, "data.crops=true")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "per-task crops" in r.stderr
+    info = read_checkpoint_info(ck)
+    assert (info.config.crops, info.config.positions, info.config.seq_len) == (True, "coords", 900)
+    # test-time training from it: the crop-trained model stays on crops (no model.canvas needed)
+    tasks = write_task_dir(tmp_path / "ttt", {f"u{i}": simple_task(n_train=2, size=3, colour=4 + i) for i in range(2)})
+    out = tmp_path / "run"
+    res = run_cli(tiny_config(tasks, **{"ttt.max_steps": 4, "inference.views": 2}), out, "--checkpoint", str(ck))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_valid_submission(out, tasks)
+    assert read_checkpoint_info(out / "ttt" / "model").config.crops
+
+
+def test_pretraining_refuses_crops_with_learned_positions_naming_the_key(tmp_path):
+    r = _train_cli(tmp_path, tmp_path / "ck", "data.crops=true", "model.positions=canvas", "model.pos_encodings=learned")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "data.crops" in r.stderr and "learned" in r.stderr
+    assert not (tmp_path / "ck" / "model.safetensors").exists()
