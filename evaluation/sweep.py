@@ -148,7 +148,9 @@ def _spread(xs: list[float], fmt: str) -> str:
 def cmd_table(args) -> int:
     rows = read_rows(Path(args.out))
     names = args.names or list(dict.fromkeys(r["name"] for r in rows))
-    print("| config | seeds | solved outputs | per-output | per-task | coverage | steps | wall s | threads | load (other processes) |")
+    print(
+        "| config | seeds | solved outputs | per-output | per-task | coverage | steps | wall s | threads | load (other processes) |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         rs = [r for r in rows if r["name"] == name and "per_output" in r]

@@ -265,7 +265,34 @@ def test_pretraining_on_crops_writes_a_crop_model_that_test_time_training_keeps_
 
 
 def test_pretraining_refuses_crops_with_learned_positions_naming_the_key(tmp_path):
-    r = _train_cli(tmp_path, tmp_path / "ck", "data.crops=true", "model.positions=canvas", "model.pos_encodings=learned")
+    r = _train_cli(
+        tmp_path, tmp_path / "ck", "data.crops=true", "model.positions=canvas", "model.pos_encodings=learned"
+    )
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
     assert "data.crops" in r.stderr and "learned" in r.stderr
     assert not (tmp_path / "ck" / "model.safetensors").exists()
+
+
+def test_compiled_inference_follows_eager_across_buckets_and_early_halt():
+    tasks, views = _views(_tasks(), {t.id: [t.id, f"{t.id}|||t1|||0123456789"] for t in _tasks()})
+    model = _model(1).eval()
+    with torch.no_grad():  # a q head that halts some rows after the first step: early halt shrinks the batch
+        model.q_head.weight.normal_(0, 1.0)
+        model.q_head.bias.zero_()
+    batches = [{k: torch.from_numpy(v) for k, v in encode_views(b, tasks).items()} for b in make_batches(views, 64)]
+    want = [model.predict(b, early_halt=True) for b in batches]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model.compile_inference()
+        got = [model.predict(b, early_halt=True) for b in batches]
+    finally:
+        torch.set_num_threads(threads)
+    assert "_compiled_step" not in dict(model.named_modules()) and "_compiled_step" not in model.state_dict()
+    halted_early = 0
+    for w, g in zip(want, got, strict=True):
+        assert torch.equal(w["steps_run"], g["steps_run"])
+        assert torch.equal(w["preds"], g["preds"])
+        torch.testing.assert_close(w["q_halt"], g["q_halt"], rtol=1e-4, atol=1e-5)
+        halted_early += int((w["steps_run"] < 3).sum())
+    assert halted_early > 0  # the early-halt path (a shrinking batch) was compiled too
