@@ -15,7 +15,7 @@ configs seed by seed with `arc-kit compare` and on the per-task scores averaged 
 Load: the 1-minute load average lags (right after the previous seed's run it still reads ~2), so each row also
 records what *other* processes used: the machine's busy CPU seconds during the run (/proc/stat) minus the
 run's own (its process tree's rusage), divided by the wall time (`other_cores`), and the cores busy in the
-2 s before it started (`busy_before`). A run with other_cores > 0.25 or busy_before > 0.5 is marked
+2 s before it started (`busy_before`). A run with other_cores > 0.1 or busy_before > 0.5 is marked
 "under load" in the table (rows without these fields: load average before > 0.5): such rows must not
 decide anything.
 """
@@ -34,7 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOADED = 0.5  # 1-minute load average above which a row without CPU accounting is marked "under load"
-OTHER_CORES = 0.25  # other processes' mean busy cores during a run above which it is "under load"
+OTHER_CORES = 0.1  # other processes' mean busy cores during a run above which it is "under load"
 
 
 def _busy_cpu_s() -> float | None:
