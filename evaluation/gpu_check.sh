@@ -57,7 +57,8 @@ fi
 TINY=(model.hidden_size=64 model.num_heads=4 model.puzzle_emb_ndim=64 model.puzzle_emb_len=1 model.H_cycles=1
       model.L_cycles=2 model.halt_max_steps=3)
 
-# 2. the model step at full ARC size: two batch sizes eager, the larger one compiled (MFU, peak memory, breakdown)
+# 2. the model step at full ARC size: two batch sizes eager, the larger one compiled (training and inference;
+#    MFU, peak memory, breakdown)
 for B in "${BATCHES[@]}"; do
     log "bench_model batch $B eager"
     timeout 90 python evaluation/bench_model.py --device "$DEVICE" --batch "$B" --steps "$STEPS" --precision "$PREC" \
@@ -65,7 +66,7 @@ for B in "${BATCHES[@]}"; do
 done
 B=${BATCHES[-1]}
 log "bench_model batch $B compiled"
-timeout 150 python evaluation/bench_model.py --device "$DEVICE" --batch "$B" --steps "$STEPS" --precision "$PREC" \
+timeout 210 python evaluation/bench_model.py --device "$DEVICE" --batch "$B" --steps "$STEPS" --precision "$PREC" \
     --compile default --json "${FULL[@]}" >"$OUT/bench_full_b${B}_compiled.json" 2>>"$OUT/gpu_check.log" \
     || log "failed (batch $B compiled)"
 

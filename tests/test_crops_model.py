@@ -219,6 +219,10 @@ def test_tiny_run_on_crops_writes_a_valid_submission(tmp_path):
     state = json.loads((out / "state.json").read_text())["stages"]
     assert plan["crops"] and state["train"]["canvas"] == "crop" and state["infer"]["written"] > 0
     assert read_checkpoint_info(out / "ttt" / "model").config.crops
+    # continuing it on the canvas (or with another margin) would keep `crops: true` on a canvas-trained model
+    for extra in ((), ("data.crops=true", "data.crop_margin=2")):
+        r = _train_cli(tmp_path, tmp_path / "ck2", "--checkpoint", str(ck), *extra)
+        assert r.returncode == 2 and "data.crops" in r.stderr and "crop_margin=0" in r.stderr, r.stderr
 
 
 def test_reference_model_on_a_full_crop_is_the_canvas_model():
@@ -262,6 +266,10 @@ def test_pretraining_on_crops_writes_a_crop_model_that_test_time_training_keeps_
     assert res.returncode == 0, res.stderr[-3000:]
     assert_valid_submission(out, tasks)
     assert read_checkpoint_info(out / "ttt" / "model").config.crops
+    # continuing it on the canvas (or with another margin) would keep `crops: true` on a canvas-trained model
+    for extra in ((), ("data.crops=true", "data.crop_margin=2")):
+        r = _train_cli(tmp_path, tmp_path / "ck2", "--checkpoint", str(ck), *extra)
+        assert r.returncode == 2 and "data.crops" in r.stderr and "crop_margin=0" in r.stderr, r.stderr
 
 
 def test_pretraining_refuses_crops_with_learned_positions_naming_the_key(tmp_path):
@@ -279,20 +287,20 @@ def test_compiled_inference_follows_eager_across_buckets_and_early_halt():
     with torch.no_grad():  # a q head that halts some rows after the first step: early halt shrinks the batch
         model.q_head.weight.normal_(0, 1.0)
         model.q_head.bias.zero_()
-    batches = [{k: torch.from_numpy(v) for k, v in encode_views(b, tasks).items()} for b in make_batches(views, 64)]
-    want = [model.predict(b, early_halt=True) for b in batches]
+    batches = [encode_views(b, tasks) for b in make_batches(views, 64)]
+    # run_model: the inference stage's path (torch.inference_mode), three bucket lengths
+    want = [run_model(model, b, "cpu", early_halt=True) for b in batches]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         model.compile_inference()
-        got = [model.predict(b, early_halt=True) for b in batches]
+        got = [run_model(model, b, "cpu", early_halt=True) for b in batches]
     finally:
         torch.set_num_threads(threads)
     assert "_compiled_step" not in dict(model.named_modules()) and "_compiled_step" not in model.state_dict()
     halted_early = 0
-    for w, g in zip(want, got, strict=True):
-        assert torch.equal(w["steps_run"], g["steps_run"])
-        assert torch.equal(w["preds"], g["preds"])
-        torch.testing.assert_close(w["q_halt"], g["q_halt"], rtol=1e-4, atol=1e-5)
-        halted_early += int((w["steps_run"] < 3).sum())
+    for (w_tok, w_q, w_steps), (g_tok, g_q, g_steps) in zip(want, got, strict=True):
+        assert np.array_equal(w_steps, g_steps) and np.array_equal(w_tok, g_tok)
+        np.testing.assert_allclose(w_q, g_q, rtol=1e-4, atol=1e-5)
+        halted_early += int((w_steps < 3).sum())
     assert halted_early > 0  # the early-halt path (a shrinking batch) was compiled too

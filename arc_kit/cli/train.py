@@ -117,10 +117,17 @@ def run_train(args) -> int:
     names: list[str] | None = None
     if base:  # the checkpoint fixes the first puzzle rows, and the canvas unless its positions are coordinates
         info = read_checkpoint_info(base)
-        names = info.puzzle_names
-        if info.config.positions != "coords":
-            cfg.data.canvas = math.isqrt(info.config.seq_len)
-    if cfg.data.crops and not base:  # refuse a model that cannot run on crops before reading any task
+        names, ck = info.puzzle_names, info.config
+        if ck.crops and (not cfg.data.crops or cfg.data.crop_margin != ck.crop_margin):
+            raise ArcKitError(
+                f"config key 'data.crops': {base} was trained on crops with crop_margin {ck.crop_margin}; "
+                f"continue it with data.crops=true data.crop_margin={ck.crop_margin}"
+            )
+        if cfg.data.crops:  # refuse a model that cannot run on crops before reading any task
+            _crop_config(ck, cfg.data.crop_margin)
+        elif ck.positions != "coords":
+            cfg.data.canvas = math.isqrt(ck.seq_len)
+    elif cfg.data.crops:
         _crop_config(from_dict(TRMConfig, dict(to_dict(cfg.model), seq_len=900, crops=False)), cfg.data.crop_margin)
     data = load_train_data(cfg.data, puzzle_names=names)
     if is_main:
@@ -133,9 +140,10 @@ def run_train(args) -> int:
 
     if base:
         model, _ = load_checkpoint(base)
-        model.config.seq_len = data.seq_len  # a coordinate-position model runs on any canvas
-        if cfg.data.crops:
+        if cfg.data.crops:  # checked above; the crop config has the 900-token largest bucket
             model.config = _crop_config(model.config, cfg.data.crop_margin)
+        else:
+            model.config.seq_len = data.seq_len  # a coordinate-position model runs on any canvas
         if args.checkpoint and names is not None:  # names is always read when base is set
             add_puzzles(model, data.puzzle_names[len(names) :], init="mean", puzzle_names=list(names))
     else:

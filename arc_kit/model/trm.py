@@ -223,7 +223,8 @@ class TRM(nn.Module):
         """Run predict's supervision step through torch.compile (mode "default"). The first batch of each new
         shape pays the compile time; after a second shape torch marks the batch and length dynamic, so early
         halt (shrinking batches), a smaller last batch and crop buckets reuse the graph rather than recompile
-        each time. Inference only: the compiled function is not part of the module's state."""
+        each time. Inference only: the compiled function is not part of the module's state (compile a model after
+        copying it, never before: a deep copy would keep calling the original's step)."""
         self.__dict__["_compiled_step"] = torch.compile(self._eval_step)
 
     def initial_state(self, B: int, L: int | None = None):
@@ -318,8 +319,9 @@ class TRM(nn.Module):
             if return_logits:
                 out["logits"] = torch.zeros(B, L, self.config.vocab_size, device=dev)
             all_preds, all_q = [], []
-            step = self.__dict__.get("_compiled_step", self._eval_step)  # compile_inference() swaps it
-            if step is not self._eval_step:  # every step then sees dense states: one graph, not two per shape
+            compiled = self.__dict__.get("_compiled_step")  # set by compile_inference()
+            step = compiled or self._eval_step
+            if compiled is not None:  # every step then sees dense states: one graph, not two per shape
                 z_H, z_L = z_H.contiguous(), z_L.contiguous()
             for s in range(1, S + 1):
                 z_H, z_L, logits, q_halt, q_cont = step(z_H, z_L, x, cos_sin)
