@@ -148,9 +148,8 @@ def _spread(xs: list[float], fmt: str) -> str:
 def cmd_table(args) -> int:
     rows = read_rows(Path(args.out))
     names = args.names or list(dict.fromkeys(r["name"] for r in rows))
-    print(
-        "| config | seeds | solved outputs | per-output | per-task | coverage | steps | wall s | threads | load (other processes) |"
-    )
+    head = "| config | seeds | solved outputs | per-output | per-task | coverage | steps | wall s | threads |"
+    print(head + " load (other processes) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         rs = [r for r in rows if r["name"] == name and "per_output" in r]
@@ -158,6 +157,8 @@ def cmd_table(args) -> int:
             continue
         loaded = any(_under_load(r) for r in rs)
         others = [r["other_cores"] for r in rs if r.get("other_cores") is not None]
+        worst = max(others) if others else max(r["load_before"] for r in rs)
+        load = f"other {worst:.2f} cores" if others else f"load {worst:.2f}"
         n = rs[0]["outputs"]
         print(
             f"| {name} | {', '.join(str(r['seed']) for r in rs)} | {_spread([r['solved'] for r in rs], '.1f')} "
@@ -167,7 +168,7 @@ def cmd_table(args) -> int:
             f" | {_spread([r['steps'] for r in rs if r.get('steps') is not None], '.0f')}"
             f" | {_spread([r['wall_s'] for r in rs], '.0f')}"
             f" | {'/'.join(sorted({str(r.get('threads')) for r in rs}))}"
-            f" | {'other %.2f cores' % max(others) if others else 'load %.2f' % max(r['load_before'] for r in rs)}"
+            f" | {load}"
             f"{' **under load**' if loaded else ''} |"
         )
     return 0

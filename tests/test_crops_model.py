@@ -219,10 +219,6 @@ def test_tiny_run_on_crops_writes_a_valid_submission(tmp_path):
     state = json.loads((out / "state.json").read_text())["stages"]
     assert plan["crops"] and state["train"]["canvas"] == "crop" and state["infer"]["written"] > 0
     assert read_checkpoint_info(out / "ttt" / "model").config.crops
-    # continuing it on the canvas (or with another margin) would keep `crops: true` on a canvas-trained model
-    for extra in ((), ("data.crops=true", "data.crop_margin=2")):
-        r = _train_cli(tmp_path, tmp_path / "ck2", "--checkpoint", str(ck), *extra)
-        assert r.returncode == 2 and "data.crops" in r.stderr and "crop_margin=0" in r.stderr, r.stderr
 
 
 def test_reference_model_on_a_full_crop_is_the_canvas_model():
