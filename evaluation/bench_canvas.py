@@ -46,6 +46,8 @@ def crops_vs_canvas(source: str, args) -> None:
     from arc_kit.model.trm import TRM
 
     tasks = load_tasks(source, lenient=True).tasks
+    if args.limit:
+        tasks = dict(list(tasks.items())[: args.limit])
     crops = {t: task_crop(x) for t, x in tasks.items()}
     crop_tokens = np.array([h * w for h, w in crops.values()])
     bucket_tokens = np.array([bucket_length(n) for n in crop_tokens])
@@ -99,6 +101,15 @@ def crops_vs_canvas(source: str, args) -> None:
                 sums[mode]["infer_tok"] += enc["inputs"].size
             sums[mode]["infer_s"] += time.perf_counter() - t
             sums[mode]["infer_seq"] += len(views[mode])
+    if args.json:  # one JSON object per source (gpu_check.sh collects them)
+        row = {"source": source, "tasks": len(tasks), "test_inputs": len(views["crop"]), "device": args.device}
+        row.update(mean_crop=float(crop_tokens.mean()), mean_bucket=float(bucket_tokens.mean()), hidden=args.hidden)
+        for mode, s in sums.items():
+            row[mode] = {"train_seq_s": s["train_seq"] / s["train_s"], "infer_views_s": s["infer_seq"] / s["infer_s"]}
+        row["speedup_train"] = row["crop"]["train_seq_s"] / row["canvas"]["train_seq_s"]
+        row["speedup_infer"] = row["crop"]["infer_views_s"] / row["canvas"]["infer_views_s"]
+        print(json.dumps(row), flush=True)
+        return
     print(
         f"\n## {source}: {len(tasks)} tasks, {len(views['crop'])} test inputs; mean crop {crop_tokens.mean():.0f} "
         f"tokens, mean bucket {bucket_tokens.mean():.0f} tokens (per task), canvas 900"
@@ -134,6 +145,8 @@ def main() -> int:
     ap.add_argument("--infer-batch", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--device", default="cpu", help="--crops: cpu or cuda (float32)")
+    ap.add_argument("--limit", type=int, default=0, help="--crops: only the first N tasks of each set")
+    ap.add_argument("--json", action="store_true", help="--crops: one JSON line per set instead of a table")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
 
@@ -145,7 +158,8 @@ def main() -> int:
         print(
             f"# crops vs canvas: hidden {args.hidden}, train batch {args.train_batch} x {args.train_steps} steps, "
             f"inference batch {args.infer_batch}, {args.repeats} interleaved repeats, {threads} torch threads, "
-            f"torch {torch.__version__}"
+            f"torch {torch.__version__}",
+            file=sys.stderr if args.json else sys.stdout,
         )
         for source in args.sources:
             crops_vs_canvas(source, args)

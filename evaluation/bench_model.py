@@ -79,7 +79,12 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=3, help="timed steps (after one warm-up step)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"])
-    ap.add_argument("--compile", default="off", choices=["off", "default"], help="train.compile for the training step")
+    ap.add_argument(
+        "--compile",
+        default="off",
+        choices=["off", "default"],
+        help="train.compile for the training step, TRM.compile_inference for inference",
+    )
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="GPU peak for MFU (default: from the GPU name)")
     ap.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = ap.parse_args(argv)
@@ -132,19 +137,25 @@ def main(argv=None) -> int:
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     T = mcfg.seq_len + mcfg.prefix_len
 
-    # ---- inference: one evaluation supervision step on a full batch (carry kept, as in predict)
+    # ---- inference: one evaluation supervision step on a full batch, the step `predict` runs (compiled with
+    # --compile: TRM.compile_inference); the first call (compiling) is timed apart
     batch = {k: torch.from_numpy(v).to(device) for k, v in trainer.sampler.next_batch().items()}
     model.eval()
+    if args.compile != "off":
+        model.compile_inference()
     ctx = (lambda: torch.autocast("cuda", dtype=trainer.autocast)) if trainer.autocast else torch.no_grad
     times = []
     with torch.inference_mode(), ctx():
-        carry = model.initial_carry(batch)
+        x, cos_sin = model.embed(batch["inputs"], batch["puzzle_identifiers"]), model.rope(batch)
+        z_H, z_L = (z.contiguous() for z in model.initial_state(*batch["inputs"].shape))  # as predict's
+        step = model.__dict__.get("_compiled_step", model._eval_step)
         for _i in range(args.steps + 1):
             sync()
             t = time.perf_counter()
-            carry, _ = model(carry, batch)
+            z_H, z_L, *_ = step(z_H, z_L, x, cos_sin)
             sync()
             times.append(time.perf_counter() - t)
+    infer_first_s = times[0]
     infer_s = float(np.median(times[1:]))
     infer_mem = peak_memory_mb(device)
     if device.type == "cuda":
@@ -193,6 +204,7 @@ def main(argv=None) -> int:
         "train_step_s": train_s,
         "train_seq_per_s": args.batch / train_s,
         "train_tokens_per_s": args.batch * T / train_s,
+        "infer_first_step_s": infer_first_s,
         "infer_step_s": infer_s,
         "infer_seq_per_s": args.batch / infer_s,
         "infer_tokens_per_s": args.batch * T / infer_s,

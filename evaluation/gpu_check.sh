@@ -47,14 +47,18 @@ if [[ $SMOKE == 1 ]]; then
     FULL=(model.hidden_size=64 model.num_heads=4 model.puzzle_emb_ndim=64 model.puzzle_emb_len=1 model.H_cycles=1
           model.L_cycles=2 model.halt_max_steps=2 data.canvas=8)
     BATCHES=(2 4); STEPS=1; PREC=float32; RUN_MIN=0.75; LIMIT=2
+    CROP_ARGS=(--hidden 32 --train-batch 4 --train-steps 1 --repeats 1 --limit 12 --threads 1); CROP_TIMEOUT=120
 else
     FULL=()                      # the full ARC size (hidden 512, H3 L4, 30x30 canvas), as published
     BATCHES=(64 256); STEPS=3; PREC=bfloat16; RUN_MIN=2; LIMIT=10
+    # a mid-size model (hidden 256, H2 L2, halt 2), float32: whole set, one repeat
+    CROP_ARGS=(--hidden 256 --train-batch 64 --train-steps 4 --repeats 1 --infer-batch 128); CROP_TIMEOUT=75
 fi
 TINY=(model.hidden_size=64 model.num_heads=4 model.puzzle_emb_ndim=64 model.puzzle_emb_len=1 model.H_cycles=1
       model.L_cycles=2 model.halt_max_steps=3)
 
-# 2. the model step at full ARC size: two batch sizes eager, the larger one compiled (MFU, peak memory, breakdown)
+# 2. the model step at full ARC size: two batch sizes eager, the larger one compiled (training and inference;
+#    MFU, peak memory, breakdown)
 for B in "${BATCHES[@]}"; do
     log "bench_model batch $B eager"
     timeout 90 python evaluation/bench_model.py --device "$DEVICE" --batch "$B" --steps "$STEPS" --precision "$PREC" \
@@ -62,7 +66,7 @@ for B in "${BATCHES[@]}"; do
 done
 B=${BATCHES[-1]}
 log "bench_model batch $B compiled"
-timeout 150 python evaluation/bench_model.py --device "$DEVICE" --batch "$B" --steps "$STEPS" --precision "$PREC" \
+timeout 210 python evaluation/bench_model.py --device "$DEVICE" --batch "$B" --steps "$STEPS" --precision "$PREC" \
     --compile default --json "${FULL[@]}" >"$OUT/bench_full_b${B}_compiled.json" 2>>"$OUT/gpu_check.log" \
     || log "failed (batch $B compiled)"
 
@@ -74,7 +78,12 @@ for C in 9 30; do
         || log "failed (canvas $C)"
 done
 
-# 4. a short real test-time-training run: ARC-AGI-2 evaluation tasks, the Kaggle L4 preset, RUN_MIN minutes
+# 4. per-task crops in length buckets vs the 30x30 canvas, ARC-AGI-1 evaluation (bench_canvas.py --crops)
+log "bench_canvas crops vs 30x30 canvas"
+timeout "$CROP_TIMEOUT" python evaluation/bench_canvas.py --crops --device "$DEVICE" --json --sources arc-agi-1/evaluation \
+    "${CROP_ARGS[@]}" >"$OUT/bench_crops.jsonl" 2>>"$OUT/gpu_check.log" || log "failed (crops)"
+
+# 5. a short real test-time-training run: ARC-AGI-2 evaluation tasks, the Kaggle L4 preset, RUN_MIN minutes
 log "arc-kit run: $LIMIT arc-agi-2/evaluation tasks, $RUN_MIN min"
 EXTRA=()
 [[ $SMOKE == 1 ]] && EXTRA=("${TINY[@]/#model./model.arch.}" ttt.train.global_batch_size=16 model.canvas=task)

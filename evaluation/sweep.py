@@ -10,8 +10,14 @@ and appends one JSON line per seed to OUT/results.jsonl: per-output and per-task
 steps, wall time, threads, the 1-minute load average before and after, the machine and the exact command.
 `table` prints one markdown row per config: mean and spread (min-max) over its seeds. `compare` pairs two
 configs seed by seed with `arc-kit compare` and on the per-task scores averaged over the common seeds
-(a paired bootstrap over tasks). A run whose load average before it started exceeded 0.5 is marked
-"under load" in the table: such rows must not decide anything.
+(a paired bootstrap over tasks).
+
+Load: the 1-minute load average lags (right after the previous seed's run it still reads ~2), so each row also
+records what *other* processes used: the machine's busy CPU seconds during the run (/proc/stat) minus the
+run's own (its process tree's rusage), divided by the wall time (`other_cores`), and the cores busy in the
+2 s before it started (`busy_before`). A run with other_cores > 0.1 or busy_before > 0.5 is marked
+"under load" in the table (rows without these fields: load average before > 0.5): such rows must not
+decide anything.
 """
 
 import argparse
@@ -19,6 +25,7 @@ import json
 import os
 import platform
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -26,7 +33,29 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LOADED = 0.5  # 1-minute load average above which a row is marked "under load"
+LOADED = 0.5  # 1-minute load average above which a row without CPU accounting is marked "under load"
+OTHER_CORES = 0.1  # other processes' mean busy cores during a run above which it is "under load"
+
+
+def _busy_cpu_s() -> float | None:
+    """Busy CPU seconds of the whole machine since boot, all cores (/proc/stat), or None where unreadable."""
+    try:
+        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    return (sum(v) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")  # all but idle and iowait
+
+
+def _children_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)  # waited-for descendants: the run and its stages
+    return r.ru_utime + r.ru_stime
+
+
+def _busy_cores(seconds: float = 2.0) -> float | None:
+    a = _busy_cpu_s()
+    time.sleep(seconds)
+    b = _busy_cpu_s()
+    return None if a is None or b is None else round((b - a) / seconds, 2)
 
 
 def _cli(*args: str) -> list[str]:
@@ -40,9 +69,13 @@ def run_one(name: str, seed: int, args, out: Path) -> dict:
         cmd += ["--checkpoint", args.checkpoint]
     cmd += [f"runtime.seed={seed}", f"ttt.seed={seed}", "output.progress=false", *args.overrides]
     load_before = os.getloadavg()[0]
+    busy_before = _busy_cores()
+    busy0, own0 = _busy_cpu_s(), _children_cpu_s()
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     wall = time.time() - t0
+    busy1, own1 = _busy_cpu_s(), _children_cpu_s()
+    other = None if busy0 is None or busy1 is None else round(max(0.0, (busy1 - busy0) - (own1 - own0)) / wall, 3)
     row: dict = {
         "name": name,
         "seed": seed,
@@ -54,6 +87,8 @@ def run_one(name: str, seed: int, args, out: Path) -> dict:
         "wall_s": round(wall, 1),
         "load_before": round(load_before, 2),
         "load_after": round(os.getloadavg()[0], 2),
+        "busy_before": busy_before,  # cores busy in the 2 s before the run started
+        "other_cores": other,  # other processes' mean busy cores during the run
         "machine": f"{platform.machine()} {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "note": args.note,
@@ -96,7 +131,8 @@ def cmd_run(args) -> int:
         print(
             f"{args.name} seed {seed}: exit {row['exit']}, {row.get('solved', '?')}/{row.get('outputs', '?')} outputs, "
             f"per-task {row.get('per_task', float('nan')):.3f}, coverage {row.get('coverage')}, "
-            f"{row.get('steps')} steps, {row['wall_s']:.0f}s, load {row['load_before']} -> {row['load_after']}",
+            f"{row.get('steps')} steps, {row['wall_s']:.0f}s, load {row['load_before']} -> {row['load_after']}, "
+            f"other processes {row.get('other_cores')} cores",
             flush=True,
         )
     return 0
@@ -112,13 +148,17 @@ def _spread(xs: list[float], fmt: str) -> str:
 def cmd_table(args) -> int:
     rows = read_rows(Path(args.out))
     names = args.names or list(dict.fromkeys(r["name"] for r in rows))
-    print("| config | seeds | solved outputs | per-output | per-task | coverage | steps | wall s | threads | load |")
+    head = "| config | seeds | solved outputs | per-output | per-task | coverage | steps | wall s | threads |"
+    print(head + " load (other processes) |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in names:
         rs = [r for r in rows if r["name"] == name and "per_output" in r]
         if not rs:
             continue
-        loaded = any(r["load_before"] > LOADED for r in rs)
+        loaded = any(_under_load(r) for r in rs)
+        others = [r["other_cores"] for r in rs if r.get("other_cores") is not None]
+        worst = max(others) if others else max(r["load_before"] for r in rs)
+        load = f"other {worst:.2f} cores" if others else f"load {worst:.2f}"
         n = rs[0]["outputs"]
         print(
             f"| {name} | {', '.join(str(r['seed']) for r in rs)} | {_spread([r['solved'] for r in rs], '.1f')} "
@@ -128,9 +168,16 @@ def cmd_table(args) -> int:
             f" | {_spread([r['steps'] for r in rs if r.get('steps') is not None], '.0f')}"
             f" | {_spread([r['wall_s'] for r in rs], '.0f')}"
             f" | {'/'.join(sorted({str(r.get('threads')) for r in rs}))}"
-            f" | {max(r['load_before'] for r in rs):.2f}{' **under load**' if loaded else ''} |"
+            f" | {load}"
+            f"{' **under load**' if loaded else ''} |"
         )
     return 0
+
+
+def _under_load(row: dict) -> bool:
+    if row.get("other_cores") is None:
+        return row["load_before"] > LOADED
+    return row["other_cores"] > OTHER_CORES or (row.get("busy_before") or 0) > 0.5
 
 
 def _paired_bootstrap(diffs: list[float], n: int = 10000, seed: int = 0) -> tuple[float, float, float]:

@@ -239,3 +239,64 @@ def test_reference_model_on_a_full_crop_is_the_canvas_model():
     enc = encode_views(views, tasks)
     assert enc["inputs"].shape == (1, 32)  # a 4x5 crop in the 32-token bucket
     assert run_model(crop, enc, "cpu")[0].shape == (1, 32)
+
+
+def _train_cli(tmp_path, out, *extra):
+    tasks = write_task_dir(tmp_path / "tasks", {f"t{i}": simple_task(size=2 + 2 * i, colour=1 + i) for i in range(3)})
+    cmd = [sys.executable, "-m", "arc_kit.cli", "train", "--config", "pretrain-starter", "--out", str(out)]
+    over = [f"data.sources=[{tasks}]", "data.num_augmentations=2", "train.max_steps=4", "train.global_batch_size=8"]
+    return subprocess.run([*cmd, *over, "--threads", "1", *extra], capture_output=True, text=True, timeout=300)
+
+
+def test_pretraining_on_crops_writes_a_crop_model_that_test_time_training_keeps_on_crops(tmp_path):
+    ck = tmp_path / "ck"
+    r = _train_cli(tmp_path, ck, "data.crops=true")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "per-task crops" in r.stderr
+    info = read_checkpoint_info(ck)
+    assert (info.config.crops, info.config.positions, info.config.seq_len) == (True, "coords", 900)
+    # test-time training from it: the crop-trained model stays on crops (no model.canvas needed)
+    tasks = write_task_dir(tmp_path / "ttt", {f"u{i}": simple_task(n_train=2, size=3, colour=4 + i) for i in range(2)})
+    out = tmp_path / "run"
+    res = run_cli(tiny_config(tasks, **{"ttt.max_steps": 4, "inference.views": 2}), out, "--checkpoint", str(ck))
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert_valid_submission(out, tasks)
+    assert read_checkpoint_info(out / "ttt" / "model").config.crops
+    # continuing it on the canvas (or with another margin) would keep `crops: true` on a canvas-trained model
+    for extra in ((), ("data.crops=true", "data.crop_margin=2")):
+        r = _train_cli(tmp_path, tmp_path / "ck2", "--checkpoint", str(ck), *extra)
+        assert r.returncode == 2 and "data.crops" in r.stderr and "crop_margin=0" in r.stderr, r.stderr
+
+
+def test_pretraining_refuses_crops_with_learned_positions_naming_the_key(tmp_path):
+    r = _train_cli(
+        tmp_path, tmp_path / "ck", "data.crops=true", "model.positions=canvas", "model.pos_encodings=learned"
+    )
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
+    assert "data.crops" in r.stderr and "learned" in r.stderr
+    assert not (tmp_path / "ck" / "model.safetensors").exists()
+
+
+def test_compiled_inference_follows_eager_across_buckets_and_early_halt():
+    tasks, views = _views(_tasks(), {t.id: [t.id, f"{t.id}|||t1|||0123456789"] for t in _tasks()})
+    model = _model(1).eval()
+    with torch.no_grad():  # a q head that halts some rows after the first step: early halt shrinks the batch
+        model.q_head.weight.normal_(0, 1.0)
+        model.q_head.bias.zero_()
+    batches = [encode_views(b, tasks) for b in make_batches(views, 64)]
+    # run_model: the inference stage's path (torch.inference_mode), three bucket lengths
+    want = [run_model(model, b, "cpu", early_halt=True) for b in batches]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        model.compile_inference()
+        got = [run_model(model, b, "cpu", early_halt=True) for b in batches]
+    finally:
+        torch.set_num_threads(threads)
+    assert "_compiled_step" not in dict(model.named_modules()) and "_compiled_step" not in model.state_dict()
+    halted_early = 0
+    for (w_tok, w_q, w_steps), (g_tok, g_q, g_steps) in zip(want, got, strict=True):
+        assert np.array_equal(w_steps, g_steps) and np.array_equal(w_tok, g_tok)
+        np.testing.assert_allclose(w_q, g_q, rtol=1e-4, atol=1e-5)
+        halted_early += int((w_steps < 3).sum())
+    assert halted_early > 0  # the early-halt path (a shrinking batch) was compiled too

@@ -70,6 +70,11 @@ def add_commands(subparsers) -> None:
         help="stop each sequence at the first step whose q_halt logit is > 0 (default: all steps)",
     )
     p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the inference step (the first batch of each shape pays the compile time)",
+    )
+    p.add_argument(
         "--all-steps",
         action="store_true",
         help='write one prediction per supervision step ("step" field), not only the last',
@@ -142,6 +147,7 @@ def run_predict(args) -> int:
         batch_size=args.batch_size,
         early_halt=args.early_halt,
         all_steps=args.all_steps,
+        compile=args.compile,
         device=args.device,
         dtype=args.dtype,
     )

@@ -59,6 +59,18 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=run_train)
 
 
+def _crop_config(config, margin: int):
+    """The model config made to train on crops (`data.crops: true`), or ArcKitError naming data.crops."""
+    from arc_kit.crops import crop_config
+
+    if margin < 0:
+        raise ArcKitError(f"config key 'data.crop_margin': expected 0 or more, got {margin}")
+    try:
+        return crop_config(config, margin)
+    except ArcKitError as e:
+        raise ArcKitError(str(e).replace("'model.canvas'", "'data.crops'")) from None
+
+
 def _check_args(args) -> None:
     """Option values and the output folder, checked before torch is imported or anything is read."""
     import math
@@ -105,25 +117,40 @@ def run_train(args) -> int:
     names: list[str] | None = None
     if base:  # the checkpoint fixes the first puzzle rows, and the canvas unless its positions are coordinates
         info = read_checkpoint_info(base)
-        names = info.puzzle_names
-        if info.config.positions != "coords":
-            cfg.data.canvas = math.isqrt(info.config.seq_len)
+        names, ck = info.puzzle_names, info.config
+        if ck.crops and (not cfg.data.crops or cfg.data.crop_margin != ck.crop_margin):
+            raise ArcKitError(
+                f"config key 'data.crops': {base} was trained on crops with crop_margin {ck.crop_margin}; "
+                f"continue it with data.crops=true data.crop_margin={ck.crop_margin}"
+            )
+        if cfg.data.crops:  # refuse a model that cannot run on crops before reading any task
+            _crop_config(ck, cfg.data.crop_margin)
+        elif ck.positions != "coords":
+            cfg.data.canvas = math.isqrt(ck.seq_len)
+    elif cfg.data.crops:
+        _crop_config(from_dict(TRMConfig, dict(to_dict(cfg.model), seq_len=900, crops=False)), cfg.data.crop_margin)
     data = load_train_data(cfg.data, puzzle_names=names)
     if is_main:
         print(
             f"train: {len(data.groups)} tasks, {data.num_puzzles} puzzles, {len(data.puzzle_names)} embedding rows, "
-            f"{data.canvas}x{data.canvas} canvas ({time.time() - t0:.1f}s)",
+            + ("per-task crops" if cfg.data.crops else f"{data.canvas}x{data.canvas} canvas")
+            + f" ({time.time() - t0:.1f}s)",
             file=sys.stderr,
         )
 
     if base:
         model, _ = load_checkpoint(base)
-        model.config.seq_len = data.seq_len  # a coordinate-position model runs on any canvas
+        if cfg.data.crops:  # checked above; the crop config has the 900-token largest bucket
+            model.config = _crop_config(model.config, cfg.data.crop_margin)
+        else:
+            model.config.seq_len = data.seq_len  # a coordinate-position model runs on any canvas
         if args.checkpoint and names is not None:  # names is always read when base is set
             add_puzzles(model, data.puzzle_names[len(names) :], init="mean", puzzle_names=list(names))
     else:
         torch.manual_seed(cfg.train.seed)
         mc = dict(to_dict(cfg.model), seq_len=data.seq_len, num_puzzle_identifiers=len(data.puzzle_names))
+        if cfg.data.crops:  # checked before the model is built: a bad combination names data.crops
+            mc.update(to_dict(_crop_config(from_dict(TRMConfig, dict(mc, crops=False)), cfg.data.crop_margin)))
         model = TRM(from_dict(TRMConfig, mc))
     trainer = Trainer(model, data, cfg.train, accelerator=accelerator, log_path=out / "metrics.jsonl")
     if args.resume:

@@ -34,6 +34,10 @@ class DataConfig:
     # test pairs for `sources`); 0 = every task (one that does not fit the canvas is an error)
     max_size: int = 0
     translate: bool = True  # random translation of each example on the canvas (same offset for input and output)
+    # true: every task on its own crop (arc_kit.crops: the answer-blind (h+1) x (w+1) rule, sequences in length
+    # buckets) instead of the square canvas; the model needs coordinate positions (model.positions: coords)
+    crops: bool = False
+    crop_margin: int = 0  # extra rows and columns around each crop (crops only)
 
 
 @dataclass
@@ -487,4 +491,6 @@ def load_train_data(config: DataConfig, puzzle_names: list[str] | None = None) -
         translate=config.translate,
         use_test_pairs=flags,
         puzzle_names=puzzle_names,
+        crops=config.crops,
+        crop_margin=config.crop_margin,
     )

@@ -213,6 +213,20 @@ class TRM(nn.Module):
         q = self.q_head(z_H[:, 0]).to(torch.float32)  # the first prefix slot reads the puzzle
         return logits, q[:, 0], q[:, 1]
 
+    def _eval_step(self, z_H, z_L, x, cos_sin):
+        """One inference supervision step: recursion then heads (what compile_inference compiles)."""
+        z_H, z_L = self.recurse(z_H, z_L, x, cos_sin)
+        logits, q_halt, q_cont = self.heads(z_H)
+        return z_H, z_L, logits, q_halt, q_cont
+
+    def compile_inference(self) -> None:
+        """Run predict's supervision step through torch.compile (mode "default"). The first batch of each new
+        shape pays the compile time; after a second shape torch marks the batch and length dynamic, so early
+        halt (shrinking batches), a smaller last batch and crop buckets reuse the graph rather than recompile
+        each time. Inference only: the compiled function is not part of the module's state (compile a model after
+        copying it, never before: a deep copy would keep calling the original's step)."""
+        self.__dict__["_compiled_step"] = torch.compile(self._eval_step)
+
     def initial_state(self, B: int, L: int | None = None):
         """z_H, z_L [B, T, D] at their initial values (T = P + L, L default seq_len)."""
         T = (L or self.config.seq_len) + self.config.prefix_len
@@ -305,9 +319,12 @@ class TRM(nn.Module):
             if return_logits:
                 out["logits"] = torch.zeros(B, L, self.config.vocab_size, device=dev)
             all_preds, all_q = [], []
+            compiled = self.__dict__.get("_compiled_step")  # set by compile_inference()
+            step = compiled or self._eval_step
+            if compiled is not None:  # every step then sees dense states: one graph, not two per shape
+                z_H, z_L = z_H.contiguous(), z_L.contiguous()
             for s in range(1, S + 1):
-                z_H, z_L = self.recurse(z_H, z_L, x, cos_sin)
-                logits, q_halt, q_cont = self.heads(z_H)
+                z_H, z_L, logits, q_halt, q_cont = step(z_H, z_L, x, cos_sin)
                 out["preds"][active] = logits.argmax(-1)
                 out["q_halt"][active], out["q_continue"][active] = q_halt, q_cont
                 out["steps_run"][active] = s

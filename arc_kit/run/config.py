@@ -82,6 +82,9 @@ class InferenceConfig:
     # Training fractions at which the model is saved and every view is run (snapshot pooling); 1.0 = the final
     # model. The plan reserves inference time for each.
     snapshots: list[float] = field(default_factory=lambda: [1.0])
+    # off | default: torch.compile the inference step (TRM.compile_inference). The first batch of each shape
+    # pays the compile time (tens of seconds on a CPU) out of the inference budget.
+    compile: str = "off"
 
 
 @dataclass
@@ -183,6 +186,8 @@ def check_run_config(cfg: RunConfig, where: str = "config") -> RunConfig:
     finite("ttt.checkpoint_minutes", cfg.ttt.checkpoint_minutes, lo=0, lo_open=True)
     if cfg.inference.views < 1:
         bad("inference.views", "must be >= 1")
+    if cfg.inference.compile not in ("off", "default"):
+        bad("inference.compile", f"expected off or default, got {cfg.inference.compile!r}")
     if cfg.inference.steps is not None and cfg.inference.steps < 1:
         bad("inference.steps", f"must be >= 1 (or unset: the model's halt_max_steps), got {cfg.inference.steps}")
     if cfg.inference.batch_size < 1:

@@ -106,6 +106,7 @@ def resume_key(cfg: RunConfig) -> str:
     d = to_dict(cfg)
     d["model"].pop("checkpoint", None)  # the checkpoint's content hash is compared instead of its path
     d["inference"].pop("consistency", None)  # adds consistency.jsonl beside the predictions: may change on resume
+    d["inference"].pop("compile", None)  # speed only: may change on resume (and older runs still resume)
     if d["inference"].get("snapshots") == [1.0]:
         d["inference"].pop("snapshots")  # the default: runs made before snapshots existed still resume
     keep = {k: d[k] for k in ("model", "ttt", "inference")}

@@ -121,6 +121,8 @@ def _load_model(src: Path, cfg, task_set, n_views: int, device):
         model.config.halt_max_steps = cfg.inference.steps
     if cfg.model.canvas == "crop":  # a crop-trained model keeps its own crops; a 30x30-canvas one runs on crops
         model.config = crop_config(model.config, cfg.model.canvas_margin)
+    if cfg.inference.compile != "off":
+        model.compile_inference()
     return model.to(device).eval(), per_task, rows
 
 

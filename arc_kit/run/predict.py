@@ -35,6 +35,7 @@ class PredictConfig:
     batch_size: int = 256  # sequences per forward pass
     early_halt: bool = False  # stop a sequence at the first step with q_halt > 0
     all_steps: bool = False  # one prediction per supervision step instead of only the final one
+    compile: bool = False  # torch.compile the inference step (TRM.compile_inference)
     device: str | None = None  # "cpu" / "cuda"; None: cuda when available
     dtype: str | None = None  # forward dtype override; None: the checkpoint's on GPU, float32 on CPU
     progress: bool = True  # tqdm bar on stderr
@@ -132,6 +133,8 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
     done = done_view_keys(out_dir)
 
     model, _ = load_model(model_dir, rows, device, dtype)
+    if cfg.compile:
+        model.compile_inference()
     canvas = int(round(model.config.seq_len**0.5))
     if canvas * canvas != model.config.seq_len:
         raise ArcKitError(f"{model_dir}: seq_len {model.config.seq_len} is not a square canvas")

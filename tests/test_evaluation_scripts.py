@@ -1,0 +1,86 @@
+"""The sweep harness's load accounting and the offline lever analysis (evaluation/sweep.py, evaluation/levers.py)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EVALUATION = Path(__file__).resolve().parents[1] / "evaluation"
+
+
+@pytest.fixture()
+def scripts(monkeypatch):
+    monkeypatch.syspath_prepend(str(EVALUATION))
+    import levers
+    import sweep
+
+    return sweep, levers
+
+
+def test_cpu_accounting_sees_a_child_and_separates_it_from_other_processes(scripts):
+    sweep, _ = scripts
+    busy0, own0 = sweep._busy_cpu_s(), sweep._children_cpu_s()
+    subprocess.run(
+        [sys.executable, "-c", "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"]
+    )
+    busy1, own1 = sweep._busy_cpu_s(), sweep._children_cpu_s()
+    assert own1 - own0 >= 0.45  # the waited-for child's CPU time
+    assert busy1 - busy0 >= (own1 - own0) - 0.05  # the machine's busy time includes it (clock ticks)
+
+
+def test_rows_are_under_load_by_other_processes_not_by_the_lagging_load_average(scripts):
+    sweep, _ = scripts
+    # right after the previous seed's run the load average reads ~2 although nothing else runs
+    assert not sweep._under_load({"load_before": 1.99, "busy_before": 0.05, "other_cores": 0.02})
+    assert sweep._under_load({"load_before": 0.1, "busy_before": 0.0, "other_cores": 0.19})
+    assert sweep._under_load({"load_before": 0.1, "busy_before": 1.5, "other_cores": 0.0})
+    assert sweep._under_load({"load_before": 0.9})  # older rows: the load average is all there is
+    assert not sweep._under_load({"load_before": 0.2})
+
+
+def _line(snapshot, grid, tid="t", view="t"):
+    d = {"task_id": tid, "test_index": 0, "augmentation": view, "grid": grid, "q_halt": 0.0}
+    return json.dumps(d | ({"snapshot": snapshot} if snapshot is not None else {}))
+
+
+def test_split_final_keeps_the_final_models_lines_only(scripts, tmp_path):
+    _, levers = scripts
+    lines = [_line(None, [[1]]), _line(1.0, [[2]]), _line(0.6, [[3]]), _line(0.8, [[4]])]
+    (tmp_path / "predictions.jsonl").write_text("\n".join(lines) + "\n")
+    cons = [
+        json.dumps({"task_id": "t", "test_index": 0, "augmentation": "t", "snapshot": s, "scores": {}})
+        for s in (1.0, 0.6)
+    ]
+    (tmp_path / "consistency.jsonl").write_text("\n".join(cons) + "\n")
+    d = levers.split_final(tmp_path)
+    kept = [json.loads(x)["grid"] for x in (d / "predictions.jsonl").read_text().splitlines()]
+    assert kept == [[[1]], [[2]]]  # a line without a snapshot is the final model's
+    assert [json.loads(x)["snapshot"] for x in (d / "consistency.jsonl").read_text().splitlines()] == [1.0]
+
+
+def test_lever_table_pairs_each_lever_with_the_baseline_per_seed(scripts):
+    _, levers = scripts
+
+    def m(solved, tasks):
+        return {
+            "solved": solved,
+            "outputs": 4,
+            "per_output": solved / 4,
+            "per_task": sum(tasks.values()) / 2,
+            "coverage": 0.5,
+            "tasks": tasks,
+        }
+
+    runs = {}
+    for seed in (0, 1):
+        runs[seed] = {lever: m(1, {"a": 1.0, "b": 0.0}) for lever, _, _ in levers.LEVERS}
+        runs[seed]["+snapshots"] = m(2, {"a": 1.0, "b": 1.0})  # solves b in both seeds
+    lines = levers.table("demo", runs)
+    row = next(x for x in lines if x.startswith("| +snapshots |"))
+    assert "| +0.500 +0.500 | +0.500 (+0.000, " in row  # per seed; then paired over tasks (a: 0, b: +1)
+    p_not_better = float(row.rsplit(", ", 1)[1].split(")")[0])
+    assert 0.2 < p_not_better < 0.3  # resampling 2 tasks: both are a with probability 1/4
+    base = next(x for x in lines if x.startswith("| baseline |"))
+    assert base.endswith("| - | - |")
