@@ -115,6 +115,7 @@ def run_train(args) -> int:
     t0 = time.time()
     base = str(resolve_checkpoint(args.checkpoint)) if args.checkpoint else (str(out) if args.resume else None)
     names: list[str] | None = None
+    crop_arch = None  # with data.crops: the model config made for crops, checked before any task is read
     if base:  # the checkpoint fixes the first puzzle rows, and the canvas unless its positions are coordinates
         info = read_checkpoint_info(base)
         names, ck = info.puzzle_names, info.config
@@ -123,12 +124,13 @@ def run_train(args) -> int:
                 f"config key 'data.crops': {base} was trained on crops with crop_margin {ck.crop_margin}; "
                 f"continue it with data.crops=true data.crop_margin={ck.crop_margin}"
             )
-        if cfg.data.crops:  # refuse a model that cannot run on crops before reading any task
-            _crop_config(ck, cfg.data.crop_margin)
+        if cfg.data.crops:
+            crop_arch = _crop_config(ck, cfg.data.crop_margin)
         elif ck.positions != "coords":
             cfg.data.canvas = math.isqrt(ck.seq_len)
     elif cfg.data.crops:
-        _crop_config(from_dict(TRMConfig, dict(to_dict(cfg.model), seq_len=900, crops=False)), cfg.data.crop_margin)
+        arch = dict(to_dict(cfg.model), seq_len=900, crops=False)  # the data sets a scratch model's length
+        crop_arch = _crop_config(from_dict(TRMConfig, arch), cfg.data.crop_margin)
     data = load_train_data(cfg.data, puzzle_names=names)
     if is_main:
         print(
@@ -140,7 +142,7 @@ def run_train(args) -> int:
 
     if base:
         model, _ = load_checkpoint(base)
-        if cfg.data.crops:  # checked above; the crop config has the 900-token largest bucket
+        if crop_arch is not None:  # checked above; 900 tokens: the largest bucket
             model.config = _crop_config(model.config, cfg.data.crop_margin)
         else:
             model.config.seq_len = data.seq_len  # a coordinate-position model runs on any canvas
@@ -148,10 +150,8 @@ def run_train(args) -> int:
             add_puzzles(model, data.puzzle_names[len(names) :], init="mean", puzzle_names=list(names))
     else:
         torch.manual_seed(cfg.train.seed)
-        mc = dict(to_dict(cfg.model), seq_len=data.seq_len, num_puzzle_identifiers=len(data.puzzle_names))
-        if cfg.data.crops:  # checked before the model is built: a bad combination names data.crops
-            mc.update(to_dict(_crop_config(from_dict(TRMConfig, dict(mc, crops=False)), cfg.data.crop_margin)))
-        model = TRM(from_dict(TRMConfig, mc))
+        arch = to_dict(crop_arch) if crop_arch is not None else dict(to_dict(cfg.model), seq_len=data.seq_len)
+        model = TRM(from_dict(TRMConfig, dict(arch, num_puzzle_identifiers=len(data.puzzle_names))))
     trainer = Trainer(model, data, cfg.train, accelerator=accelerator, log_path=out / "metrics.jsonl")
     if args.resume:
         trainer.load_state(out)
