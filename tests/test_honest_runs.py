@@ -156,6 +156,46 @@ def test_new_rows_start_at_the_mean_of_the_whole_stored_table(tmp_path):
         assert not torch.allclose(table[row], full[[0, 8]].mean(0), atol=1e-3)
 
 
+@pytest.mark.parametrize("how", ["zero", "normal"])
+def test_row_init_sets_only_the_new_rows(tmp_path, how):
+    import logging
+
+    from arc_kit.run.train_stage import checkpoint_model_for
+
+    names = ["<blank>", "task7", "new", "new|||t1|||0123456789"]
+    ck = stored_checkpoint(tmp_path / "ck", ["<blank>"] + [f"task{i}" for i in range(40)])
+    full = load_checkpoint(ck)[0].puzzle_emb.weights.detach().clone()
+    cfg = load_run_config(None, [f"model.checkpoint={ck}", f"ttt.row_init={how}", "runtime.seed=3"])
+    table = checkpoint_model_for(cfg, names, logging.getLogger("t")).puzzle_emb.weights
+    assert torch.equal(table[1], full[8])  # a stored row keeps its stored value whatever row_init says
+    new = table[2:]
+    if how == "zero":
+        assert torch.count_nonzero(new) == 0
+    else:  # distinct rows at the token embeddings' scale, centred on 0 (the stored rows sit near 3)
+        assert not torch.allclose(new[0], new[1])
+        assert 0.5 < float(new.std()) * ARCH["hidden_size"] ** 0.5 < 1.5
+        assert abs(float(new.mean())) < 0.2
+        again = checkpoint_model_for(cfg, names, logging.getLogger("t")).puzzle_emb.weights
+        assert torch.equal(again[2:], new)  # seeded by runtime.seed: every process and a resume agree
+
+
+def test_row_init_normal_from_scratch_leaves_the_blank_row_zero():
+    from arc_kit.run.train_stage import scratch_model
+
+    arch = [f"model.arch.{k}={v}" for k, v in ARCH.items()]
+    mean = scratch_model(load_run_config(None, arch), 4, 6).puzzle_emb.weights
+    assert torch.count_nonzero(mean) == 0  # the default: every row starts at zero, as the reference's table
+    normal = scratch_model(load_run_config(None, [*arch, "ttt.row_init=normal"]), 4, 6).puzzle_emb.weights
+    assert torch.count_nonzero(normal[0]) == 0  # <blank> is never trained
+    assert torch.count_nonzero(normal[1:]) == normal[1:].numel()
+    assert len({tuple(r.tolist()) for r in normal[1:]}) == 5
+
+
+def test_row_init_rejects_an_unknown_choice():
+    with pytest.raises(ArcKitError, match="config key 'ttt.row_init': expected one of mean, zero, normal"):
+        load_run_config(None, ["ttt.row_init=random"])
+
+
 def test_fingerprint_is_bounded_and_tracks_kit_written_tables(tmp_path):
     ck = stored_checkpoint(tmp_path / "ck", ["<blank>", "a", "b"])
     copy = tmp_path / "copy"

@@ -56,6 +56,9 @@ class TTTConfig:
     max_steps: int = 2000  # stop here even when time is left
     embeddings_only_steps: int = 0  # phase 1: train only the puzzle embeddings (network frozen)
     freeze_network: bool = False  # phase 2 trains the embeddings only as well (network never changes)
+    # How the rows of puzzles new to the model start: "mean" (a checkpoint's whole-table mean; zeros from
+    # scratch), "zero", or "normal" (N(0, 1/hidden_size), the token embeddings' scale; seeded by runtime.seed).
+    row_init: str = "mean"
     min_epochs: float = 2.0  # trim `augmentations` when the planned steps cannot show each example this often
     extra_sources: list[str] = field(default_factory=list)  # more task sources mixed into training (demos+tests)
     extra_augmentations: int = 0  # augmented versions per extra-source task besides the identity
@@ -183,6 +186,8 @@ def check_run_config(cfg: RunConfig, where: str = "config") -> RunConfig:
         if getattr(cfg.ttt, key) < 0:
             bad(f"ttt.{key}", f"must be >= 0, got {getattr(cfg.ttt, key)}")
     finite("ttt.min_epochs", cfg.ttt.min_epochs, lo=0)
+    if cfg.ttt.row_init not in ROW_INITS:
+        bad("ttt.row_init", f"expected one of {', '.join(ROW_INITS)}, got {cfg.ttt.row_init!r}")
     finite("ttt.checkpoint_minutes", cfg.ttt.checkpoint_minutes, lo=0, lo_open=True)
     if cfg.inference.views < 1:
         bad("inference.views", "must be >= 1")
@@ -222,6 +227,7 @@ def check_run_config(cfg: RunConfig, where: str = "config") -> RunConfig:
 
 # float16 is not offered: training has no loss scaler, and inference must run in the dtype training used.
 PRECISIONS = ("float32", "bfloat16")
+ROW_INITS = ("mean", "zero", "normal")  # ttt.row_init
 
 
 def load_run_config(source: str | Path | None, overrides=()) -> RunConfig:

@@ -53,7 +53,29 @@ def scratch_model(cfg: RunConfig, canvas: int, rows: int):
     if cfg.model.halt_max_steps is not None:
         arch = dataclasses.replace(arch, halt_max_steps=cfg.model.halt_max_steps)
     torch.manual_seed(cfg.runtime.seed)  # every process (and a resumed run) builds the same initial weights
-    return TRM(arch)
+    model = TRM(arch)
+    if cfg.ttt.row_init == "normal" and arch.puzzle_emb_ndim > 0:  # "mean" and "zero": the zeros TRM starts with
+        init_rows(model, list(range(1, model.puzzle_emb.weights.shape[0])), "normal", None)
+    return model
+
+
+def init_rows(model, rows: list[int], how: str, mean) -> None:
+    """Set the puzzle-table `rows` (new puzzles) as `ttt.row_init` says: `mean` (the given [ndim] row), zeros,
+    or N(0, 1/hidden_size) from torch's global generator (seeded by the caller)."""
+    import torch
+
+    if not rows:
+        return
+    table = model.puzzle_emb.weights  # [rows, ndim]
+    idx = torch.tensor(rows, device=table.device)
+    with torch.no_grad():
+        if how == "normal":
+            std = model.config.hidden_size**-0.5
+            table[idx] = torch.randn(len(rows), table.shape[1]).mul_(std).to(table.device, table.dtype)
+        elif how == "zero":
+            table[idx] = 0.0
+        else:
+            table[idx] = mean
 
 
 def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger, canvas: int | None = None):
@@ -71,15 +93,14 @@ def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger, 
     row_of = {n: i for i, n in enumerate(stored)}
     model, _ = load_checkpoint(checkpoint, puzzle_rows=[row_of.get(n, 0) for n in names])
     new = [i for i, n in enumerate(names) if i > 0 and n not in row_of]
+    how = cfg.ttt.row_init
     if new and model.config.puzzle_emb_ndim > 0:
-        mean = table_mean(checkpoint)
-        table = model.puzzle_emb.weights
-        assert isinstance(table, torch.Tensor)  # a buffer, though nn.Module's __getattr__ types it Tensor | Module
-        with torch.no_grad():
-            table[torch.tensor(new)] = mean
+        torch.manual_seed(cfg.runtime.seed)  # "normal": the same rows in every process and on resume
+        init_rows(model, new, how, table_mean(checkpoint) if how == "mean" else None)
+    start = {"mean": f"the mean of its {len(stored)}-row table", "zero": "zeros", "normal": "N(0, 1/hidden_size)"}
     log.info(
         f"train: {len(names) - 1} puzzles to train: {len(names) - 1 - len(new)} start from the checkpoint's "
-        f"rows, {len(new)} from the mean of its {len(stored)}-row table"
+        f"rows, {len(new)} from {start[how]}"
     )
     if cfg.model.halt_max_steps is not None:
         model.config.halt_max_steps = cfg.model.halt_max_steps
