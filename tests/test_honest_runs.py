@@ -196,6 +196,34 @@ def test_row_init_rejects_an_unknown_choice():
         load_run_config(None, ["ttt.row_init=random"])
 
 
+@pytest.mark.parametrize("steps", [None, 1])
+def test_plan_times_inference_at_the_inference_steps(tmp_path, monkeypatch, steps):
+    """`inference.steps` below the training steps makes inference cheaper: the plan must time that, not the
+    training's supervision steps (else it reserves inference time that training could have used)."""
+    import logging
+    import time
+
+    from arc_kit.run import train_stage
+
+    timed: list[int] = []
+
+    def fake_infer_rate(model, *a, **k):
+        timed.append(model.config.halt_max_steps)
+        return 100.0
+
+    monkeypatch.setattr(train_stage, "measure_infer_rate", fake_infer_rate)
+    monkeypatch.setattr(train_stage, "measure_train_rate", lambda *a, **k: 50.0)
+    arch = [f"model.arch.{k}={v}" for k, v in ARCH.items()]  # halt_max_steps 2
+    cfg = load_run_config(None, [*arch, "runtime.threads=1", f"inference.steps={'null' if steps is None else steps}"])
+    env = train_stage.StageEnv(tmp_path, cfg, logging.getLogger("t"), None, 1, True, torch.device("cpu"), None, 1)
+    model = train_stage.scratch_model(cfg, 4, 1)
+    targets = list(load_tasks(str(write_task_dir(tmp_path / "tasks", {"t0": simple_task(size=3)}))).tasks.values())
+    now = time.time()
+    train_stage.plan_training(env, model, 4, targets, [], now + 300, now + 250, resume=False)
+    assert timed == [steps or 2]
+    assert model.config.halt_max_steps == 2  # training still runs its own supervision steps
+
+
 def test_fingerprint_is_bounded_and_tracks_kit_written_tables(tmp_path):
     ck = stored_checkpoint(tmp_path / "ck", ["<blank>", "a", "b"])
     copy = tmp_path / "copy"

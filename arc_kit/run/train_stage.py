@@ -222,9 +222,15 @@ def plan_training(
         train_rate = thread_rates[env.threads]
     else:
         train_rate = train_probe()
-    infer_rate = measure_infer_rate(
-        model, canvas, min(cfg.inference.batch_size, probe), env.device, autocast=env.autocast
-    )
+    train_halt = model.config.halt_max_steps
+    if cfg.inference.steps is not None:  # inference runs its own number of supervision steps: time those
+        model.config.halt_max_steps = cfg.inference.steps
+    try:
+        infer_rate = measure_infer_rate(
+            model, canvas, min(cfg.inference.batch_size, probe), env.device, autocast=env.autocast
+        )
+    finally:
+        model.config.halt_max_steps = train_halt
     p = plan_run(
         until - time.time(),
         n_test_inputs=sum(len(t.test) for t in targets),
