@@ -62,6 +62,16 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "arc_kit.cli", *args]
 
 
+def _coverage(run_dir: Path, score: dict) -> float | None:
+    """Per-output coverage of a run's score.json; 0.0 when inference ran but every view decoded empty (the run
+    then scores its fallback submission, which has no coverage); None when nothing was predicted at all."""
+    cov = score.get("coverage")
+    if cov:
+        return cov.get("per_output")
+    preds = run_dir / "predictions.jsonl"
+    return 0.0 if preds.is_file() and preds.stat().st_size == 0 else None
+
+
 def run_one(name: str, seed: int, args, out: Path) -> dict:
     run_dir = out / name / f"seed-{seed}"
     cmd = _cli("run", "--config", args.config, "--out", str(run_dir), "--fresh")
@@ -96,13 +106,12 @@ def run_one(name: str, seed: int, args, out: Path) -> dict:
     score_file = run_dir / "score.json"
     if score_file.is_file():
         s = json.loads(score_file.read_text())
-        cov = s.get("coverage") or {}
         row.update(
             per_output=s["score_per_output"],
             per_task=s["score_per_task"],
             solved=s["n_solved_outputs"],
             outputs=s["n_outputs"],
-            coverage=cov.get("per_output"),
+            coverage=_coverage(run_dir, s),
         )
     state_file = run_dir / "state.json"
     if state_file.is_file():

@@ -84,3 +84,11 @@ def test_lever_table_pairs_each_lever_with_the_baseline_per_seed(scripts):
     assert 0.2 < p_not_better < 0.3  # resampling 2 tasks: both are a with probability 1/4
     base = next(x for x in lines if x.startswith("| baseline |"))
     assert base.endswith("| - | - |")
+
+
+def test_coverage_of_a_run_whose_views_all_decoded_empty_is_zero_not_missing(scripts, tmp_path):
+    sweep, _ = scripts
+    assert sweep._coverage(tmp_path, {"coverage": {"per_task": 0.2, "per_output": 0.25}}) == 0.25
+    assert sweep._coverage(tmp_path, {"coverage": None}) is None  # no inference: nothing to cover
+    (tmp_path / "predictions.jsonl").write_text("")
+    assert sweep._coverage(tmp_path, {"coverage": None}) == 0.0
