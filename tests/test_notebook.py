@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,14 @@ def kit(tmp_path_factory):
     )
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    if sys.prefix != sys.base_prefix:
+        # the tests run in a virtual environment: --system-site-packages sees the base interpreter's packages,
+        # not this environment's (torch, ipykernel, pip), so add them by path, after the new venv's own (where
+        # the notebook installs arc-kit from the wheel). Plain paths: this environment's editable arc-kit
+        # (a .pth import hook) is not loaded.
+        own = {sysconfig.get_path(k) for k in ("purelib", "platlib")}
+        new = sysconfig.get_path("purelib", vars={"base": str(venv), "platbase": str(venv)})
+        Path(new, "parent-env.pth").write_text("".join(f"{p}\n" for p in sorted(own)))
     spec = tmp / "jupyter" / "kernels" / KERNEL
     spec.mkdir(parents=True)
     (spec / "kernel.json").write_text(

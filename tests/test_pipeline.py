@@ -188,6 +188,7 @@ def test_one_minute_budget_ends_in_time_with_a_valid_submission(tmp_path, tasks_
             "ttt.max_steps": 1_000_000,
             "budget.total_minutes": 1.0,
             "budget.safety_margin_minutes": 0.1,
+            "budget.startup_seconds": 8,  # a stage child's start-up (torch import, model load) on a slow 2-core CPU
             "inference.views": 4,
         },
     )
