@@ -40,7 +40,7 @@ COMPETITIONS = {
 }
 DEFAULT_SLUG = "arc-prize-2026-arc-agi-2"
 
-# Everything the notebook reads from the environment (documented in submission/README.md).
+# Everything the notebook reads from the environment (documented in docs/kaggle.md, "Settings").
 TEST_FILE = "arc-agi_test_challenges.json"
 DEFAULT_LIMIT_MINUTES = COMPETITIONS[DEFAULT_SLUG].limit_minutes  # 12 h for the whole notebook, installs included
 DEFAULT_SAFETY_MINUTES = 10.0  # Kaggle blurs run times by up to 10 min; winners kept ~600 s free
