@@ -11,7 +11,8 @@ table{border-collapse:collapse;margin:4px 0}td,th{padding:2px 8px;border-bottom:
 th{background:#eee}td.n{text-align:right;font-variant-numeric:tabular-nums}
 .facts li{margin:1px 0}.note{color:#a40}
 #controls{position:sticky;top:0;background:#fafafa;padding:8px 0;border-bottom:1px solid #ccc;z-index:2}
-#controls button{margin-right:4px;padding:3px 10px;border:1px solid #888;background:#fff;border-radius:3px;cursor:pointer}
+#controls button{margin-right:4px;padding:3px 10px;border:1px solid #888;background:#fff;border-radius:3px;
+cursor:pointer}
 #controls button.on{background:#333;color:#fff}
 .card{background:#fff;border:1px solid #ccc;border-radius:4px;margin:10px 0;padding:6px 10px}
 .card h3{font-size:15px;margin:2px 0 6px;font-family:monospace}
@@ -32,7 +33,9 @@ JS = r"""
 (function(){
 "use strict";
 var D = JSON.parse(document.getElementById("report-data").textContent);
-var P = D.palette.map(function(h){return [parseInt(h.slice(1,3),16),parseInt(h.slice(3,5),16),parseInt(h.slice(5,7),16)];});
+var P = D.palette.map(function(h){
+  return [parseInt(h.slice(1, 3), 16), parseInt(h.slice(3, 5), 16), parseInt(h.slice(5, 7), 16)];
+});
 var drawn = 0;
 function grid(i, caption, cls, px){
   var rows = D.G[i].split("/"), h = rows.length, w = rows[0].length;
@@ -50,7 +53,9 @@ function grid(i, caption, cls, px){
   var fc = document.createElement("figcaption"); fc.textContent = caption; f.appendChild(fc);
   return f;
 }
-function el(tag, cls, text){var e = document.createElement(tag); if (cls) e.className = cls; if (text) e.textContent = text; return e;}
+function el(tag, cls, text){
+  var e = document.createElement(tag); if (cls) e.className = cls; if (text) e.textContent = text; return e;
+}
 function judge(g, answer){return answer < 0 ? "" : (g === answer ? "right" : "wrong");}
 function fill(card){
   var t = D.tasks[+card.dataset.index], box = card.querySelector(".grids");
@@ -82,18 +87,29 @@ var shows = {all: function(){return true;}, solved: function(m){return m === "so
   unsolved: function(m){return m === "unsolved" || m === "found";}, found: function(m){return m === "found";}};
 function filter(name){
   cards.forEach(function(c){c.classList.toggle("hidden", !shows[name](c.dataset.mark));});
-  document.querySelectorAll("button[data-filter]").forEach(function(b){b.classList.toggle("on", b.dataset.filter === name);});
-  document.getElementById("shown").textContent = cards.filter(function(c){return !c.classList.contains("hidden");}).length;
+  document.querySelectorAll("button[data-filter]").forEach(function(b){
+    b.classList.toggle("on", b.dataset.filter === name);
+  });
+  var shown = cards.filter(function(c){return !c.classList.contains("hidden");});
+  document.getElementById("shown").textContent = shown.length;
 }
 function sort(name){
   var s = cards.slice();
-  if (name === "votes") s.sort(function(a, b){return (+b.dataset.votes - +a.dataset.votes) || (a.dataset.task < b.dataset.task ? -1 : 1);});
+  if (name === "votes") s.sort(function(a, b){
+    return (+b.dataset.votes - +a.dataset.votes) || (a.dataset.task < b.dataset.task ? -1 : 1);
+  });
   else s.sort(function(a, b){return a.dataset.task < b.dataset.task ? -1 : a.dataset.task > b.dataset.task ? 1 : 0;});
   s.forEach(function(c){list.appendChild(c);});
-  document.querySelectorAll("button[data-sort]").forEach(function(b){b.classList.toggle("on", b.dataset.sort === name);});
+  document.querySelectorAll("button[data-sort]").forEach(function(b){
+    b.classList.toggle("on", b.dataset.sort === name);
+  });
 }
-document.querySelectorAll("button[data-filter]").forEach(function(b){b.addEventListener("click", function(){filter(b.dataset.filter);});});
-document.querySelectorAll("button[data-sort]").forEach(function(b){b.addEventListener("click", function(){sort(b.dataset.sort);});});
+document.querySelectorAll("button[data-filter]").forEach(function(b){
+  b.addEventListener("click", function(){filter(b.dataset.filter);});
+});
+document.querySelectorAll("button[data-sort]").forEach(function(b){
+  b.addEventListener("click", function(){sort(b.dataset.sort);});
+});
 cards.forEach(fill);
 filter("all"); sort("id");
 document.body.dataset.cards = cards.length; document.body.dataset.drawn = drawn; document.body.dataset.ready = "1";

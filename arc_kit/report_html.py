@@ -47,7 +47,7 @@ class OutputView:
 @dataclass
 class TaskView:
     task_id: str
-    train: list[tuple[Grid, Grid]]
+    train: list[tuple[Grid, Grid | None]]  # demonstrations (input, output)
     outputs: list[OutputView]
     by_config: dict[str, float] = field(default_factory=dict)  # revote config -> fraction of outputs solved
 
@@ -172,7 +172,7 @@ def _table(header: list[str], rows: list[list[str]], numeric: set[int] | None = 
     num = numeric or set()
     head = "".join(f"<th>{_e(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f'<td{" class=n" if i in num else ""}>{_e(c)}</td>' for i, c in enumerate(r)) + "</tr>"
+        "<tr>" + "".join(f"<td{' class=n' if i in num else ''}>{_e(c)}</td>" for i, c in enumerate(r)) + "</tr>"
         for r in rows
     )
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -215,7 +215,10 @@ def _score_html(score: ScoreReport) -> str:
         ["per task (pass@2)", f"{score.score_per_task:.4f}", f"95% CI [{lo:.4f}, {hi:.4f}]"],
         ["per output (pass@2)", f"{score.score_per_output:.4f}", ""],
     ]
-    rows += [[f"pass@{k}", f"{score.pass_at(k):.4f}", f"per output {score.pass_at_per_output(k):.4f}"] for k in report_ks(score.max_k)]
+    rows += [
+        [f"pass@{k}", f"{score.pass_at(k):.4f}", f"per output {score.pass_at_per_output(k):.4f}"]
+        for k in report_ks(score.max_k)
+    ]
     cov = score.coverage()
     if cov is not None:
         rows.append(["coverage (answer among all candidates)", f"{cov[0]:.4f}", f"per output {cov[1]:.4f}"])
@@ -277,7 +280,9 @@ def build_html(view: ReportView) -> str:
     counts = {m: sum(t.mark == m for t in view.tasks) for m in MARKS}
     parts = [f"<h1>{_e(view.title)}</h1>"]
     if view.facts:
-        parts.append('<ul class="facts">' + "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in view.facts) + "</ul>")
+        parts.append(
+            '<ul class="facts">' + "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in view.facts) + "</ul>"
+        )
     parts += [f'<p class="note">{_e(n)}</p>' for n in view.notes]
     if view.score is not None:
         parts += ["<h2>Score</h2>", _score_html(view.score)]
@@ -307,7 +312,12 @@ def build_html(view: ReportView) -> str:
         '<div id="controls">show: '
         + "".join(
             f'<button data-filter="{f}">{label}</button>'
-            for f, label in (("all", "all"), ("solved", "solved"), ("unsolved", "unsolved"), ("found", "found, not selected"))
+            for f, label in (
+                ("all", "all"),
+                ("solved", "solved"),
+                ("unsolved", "unsolved"),
+                ("found", "found, not selected"),
+            )
         )
         + ' &nbsp; sort: <button data-sort="votes">by votes</button><button data-sort="id">by id</button>'
         + ' &nbsp; <span id="shown"></span> shown</div>',

@@ -47,7 +47,10 @@ def write_task_files(root: Path, task_set: TaskSet) -> tuple[Path, Path]:
     """Kaggle layout: challenges (no test outputs) and solutions files."""
     root.mkdir(parents=True, exist_ok=True)
     ch = {
-        t.id: {"train": [{"input": p.input, "output": p.output} for p in t.train], "test": [{"input": p.input} for p in t.test]}
+        t.id: {
+            "train": [{"input": p.input, "output": p.output} for p in t.train],
+            "test": [{"input": p.input} for p in t.test],
+        }
         for t in task_set.tasks.values()
     }
     sol = {t.id: [p.output for p in t.test] for t in task_set.tasks.values()}

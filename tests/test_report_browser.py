@@ -57,7 +57,9 @@ def test_report_in_headless_chromium(tmp_path):
     assert 'data-ready="1"' in body and "data-errors" not in body
     assert 'data-cards="120"' in body
     drawn = int(re.search(r'data-drawn="(\d+)"', body).group(1))
-    assert drawn == sum(2 * len(t.train) + sum(2 + len(o.attempts) + len(o.candidates) for o in t.outputs) for t in view.tasks)
+    assert drawn == sum(
+        2 * len(t.train) + sum(2 + len(o.attempts) + len(o.candidates) for o in t.outputs) for t in view.tasks
+    )
     assert len(re.findall(r'<section class="card[^"]*" data-task="[0-9a-f]{8}"', dom)) == 120
     seen = json.loads(re.search(r'<pre id="selftest">([^<]*)</pre>', dom).group(1))
     # visible cards after each filter click (laid out by the browser, not counted from the markup)
@@ -69,6 +71,9 @@ def test_report_in_headless_chromium(tmp_path):
     shots = Path(os.environ.get("ARC_KIT_ARTIFACTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     shot = shots / "report.png"
-    res = _chromium(["--hide-scrollbars", "--window-size=1280,1600", f"--screenshot={shot}", page.resolve().as_uri()], tmp_path / "profile2")
+    res = _chromium(
+        ["--hide-scrollbars", "--window-size=1280,1600", f"--screenshot={shot}", page.resolve().as_uri()],
+        tmp_path / "profile2",
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000

@@ -8,7 +8,9 @@ import pytest
 from report_fixtures import synthetic, write_predictions, write_task_files
 
 from arc_kit.cli.main import main
-from arc_kit.data import Pair, Task, TaskSet, task_set_to_json
+from arc_kit.config import to_dict
+from arc_kit.data import TaskSet, task_set_to_json
+from arc_kit.predictions import parse_prediction
 from arc_kit.report_html import (
     CandidateView,
     OutputView,
@@ -21,10 +23,8 @@ from arc_kit.report_html import (
 )
 from arc_kit.run.config import RunConfig
 from arc_kit.run.html_report import ReportInputs, build_report, read_losses, run_view, write_run_html
-from arc_kit.vote import load_vote_config, rank_tally, tally
-from arc_kit.predictions import parse_prediction
 from arc_kit.submission import build_submission
-from arc_kit.config import to_dict
+from arc_kit.vote import load_vote_config, rank_tally, tally
 
 CARD = re.compile(r'<section class="card" data-task="([^"]*)" data-mark="(\w+)"')
 
@@ -120,7 +120,9 @@ def _fake_run(root: Path, ts: TaskSet, preds: list[dict]) -> Path:
     (out / "state.json").write_text(json.dumps(state))
     (out / "plan.json").write_text(json.dumps({"train_steps": 40, "infer_views": 8, "notes": ["a note"]}))
     (out / "ttt").mkdir()
-    (out / "ttt" / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 3.0 / s}) + "\n" for s in range(1, 41)))
+    (out / "ttt" / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "loss": 3.0 / s}) + "\n" for s in range(1, 41))
+    )
     return out
 
 

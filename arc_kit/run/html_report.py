@@ -109,7 +109,12 @@ def _facts(cfg: RunConfig, task_set: TaskSet, state: dict, n_pred: int) -> list[
     hw = train.get("hardware") or state.get("stages", {}).get("infer", {}).get("hardware") or {}
     if hw:
         gpu = f" {hw['gpu']} x{hw.get('gpus', 1)}" if hw.get("gpu") else ""
-        facts.append(("hardware", f"{hw.get('device', '?')}{gpu}, {hw.get('cpu_cores', '?')} cores, torch {hw.get('torch', '?')}"))
+        facts.append(
+            (
+                "hardware",
+                f"{hw.get('device', '?')}{gpu}, {hw.get('cpu_cores', '?')} cores, torch {hw.get('torch', '?')}",
+            )
+        )
     threads = train.get("threads") or hw.get("threads")
     if threads:
         rechecks = train.get("thread_rechecks") or []
