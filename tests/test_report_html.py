@@ -179,3 +179,13 @@ def test_build_report_refuses_to_overwrite_an_input(tmp_path):
     with pytest.raises(Exception, match="is one of the inputs"):
         build_report(ReportInputs([str(p)], tasks=str(ch), output=str(p)))
     assert p.read_text().count("\n") == len(preds)
+
+
+def test_the_end_of_a_run_reuses_its_votes(tmp_path):
+    ts, preds = synthetic(6, 5)
+    out = _fake_run(tmp_path, ts, preds)
+    votes = rank_tally(tally([parse_prediction(p, "t") for p in preds], ts), ts, load_vote_config("reference"))
+    (out / "predictions.jsonl").unlink()  # the run's own votes are used: the file is not read again
+    view = run_view(out, ts, None, ["reference"], votes)
+    assert [t.mark for t in view.tasks] == ["solved", "found", "unsolved"] * 2 and view.revote == []
+    assert ("predictions", str(len(preds))) in view.facts

@@ -26,7 +26,7 @@ from arc_kit.run.directory import (
 )
 from arc_kit.scoring import ScoreReport, score_submission, score_votes
 from arc_kit.submission import build_submission, read_submission
-from arc_kit.vote import CONSISTENCY_STRATEGIES, Tally, add_consistency, load_vote_config, rank_tally, tally
+from arc_kit.vote import CONSISTENCY_STRATEGIES, Candidate, Tally, add_consistency, load_vote_config, rank_tally, tally
 
 METRICS_FILE = f"{TTT_DIR}/metrics.jsonl"  # the trainer's metrics (one line per log_every steps)
 EXTRA_CONFIGS = ("plurality", "confidence")  # compared beside the run's own voting config when answers are known
@@ -149,10 +149,19 @@ def _tally(specs: list[str], task_set: TaskSet, consistency: list[Path], notes: 
     return t
 
 
-def _fill(view: ReportView, t: Tally, task_set: TaskSet, configs: list[str], sub: dict | None) -> None:
-    """Tasks, score and the side-by-side configs of the view: `configs[0]` is the one whose votes are shown."""
+def _fill(
+    view: ReportView,
+    t: Tally,
+    task_set: TaskSet,
+    configs: list[str],
+    sub: dict | None,
+    votes: dict[str, list[list[Candidate]]] | None = None,
+) -> None:
+    """Tasks, score and the side-by-side configs of the view: `configs[0]` is the one whose votes are shown
+    (`votes`: already ranked under it, else ranked here from the tally)."""
     config = load_vote_config(configs[0])
-    votes = rank_tally(t, task_set, config)
+    if votes is None:
+        votes = rank_tally(t, task_set, config)
     if sub is None:
         sub = build_submission(votes, task_set, config.fallback)
     known = bool(task_set.tasks) and all(task.has_solutions for task in task_set.tasks.values())
@@ -170,9 +179,14 @@ def _fill(view: ReportView, t: Tally, task_set: TaskSet, configs: list[str], sub
 
 
 def run_view(
-    out: Path, task_set: TaskSet | None = None, stages: list[StageRow] | None = None, configs: list[str] | None = None
+    out: Path,
+    task_set: TaskSet | None = None,
+    stages: list[StageRow] | None = None,
+    configs: list[str] | None = None,
+    votes: dict[str, list[list[Candidate]]] | None = None,
 ) -> ReportView:
-    """The report of run directory `out` (task_set: the run's tasks with solutions, when the caller has them)."""
+    """The report of run directory `out` (task_set: the run's tasks with solutions, when the caller has them;
+    votes: the run's last vote, which spares reading predictions.jsonl again when no other config is compared)."""
     out = Path(out)
     if not (out / CONFIG_FILE).is_file() or not (out / TASKS_FILE).is_file():
         raise ArcKitError(f"{out}: not a run directory (no {CONFIG_FILE} and {TASKS_FILE})")
@@ -185,11 +199,14 @@ def run_view(
     preds = out / PREDICTIONS_FILE
     needs_consistency = load_vote_config(cfg.voting).strategy in CONSISTENCY_STRATEGIES
     cons = [out / CONSISTENCY_FILE] if needs_consistency and (out / CONSISTENCY_FILE).is_file() else []
-    t = _tally([str(preds)], task_set, cons, view.notes) if preds.is_file() else Tally()
     if configs is None:
         configs = [cfg.voting] + [c for c in EXTRA_CONFIGS if c != cfg.voting]
-    _fill(view, t, task_set, configs or [cfg.voting], sub)
-    view.facts = _facts(cfg, task_set, state, t.n_predictions)
+    configs = configs or [cfg.voting]
+    reuse = votes is not None and len(configs) == 1
+    t = _tally([str(preds)], task_set, cons, view.notes) if preds.is_file() and not reuse else Tally()
+    _fill(view, t, task_set, configs, sub, votes if reuse else None)
+    n_pred = sum(c.count for per in (votes or {}).values() for cs in per for c in cs) if reuse else t.n_predictions
+    view.facts = _facts(cfg, task_set, state, n_pred)
     saved = {s.name: s for s in state_stages(state)}
     view.stages = [StageRow(s.name, s.status, s.seconds, s.detail or saved.get(s.name, s).detail) for s in stages or []]
     view.stages = view.stages or list(saved.values())
@@ -199,11 +216,15 @@ def run_view(
 
 
 def write_run_html(
-    out: Path, task_set: TaskSet | None = None, stages: list[StageRow] | None = None, configs: list[str] | None = None
+    out: Path,
+    task_set: TaskSet | None = None,
+    stages: list[StageRow] | None = None,
+    configs: list[str] | None = None,
+    votes: dict[str, list[list[Candidate]]] | None = None,
 ) -> Path:
-    """Write OUT/report.html; returns its path."""
+    """Write OUT/report.html (run_view's arguments); returns its path."""
     path = Path(out) / REPORT_HTML_FILE
-    atomic_write_text(path, build_html(run_view(Path(out), task_set, stages, configs)))
+    atomic_write_text(path, build_html(run_view(Path(out), task_set, stages, configs, votes)))
     return path
 
 

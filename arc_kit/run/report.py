@@ -159,7 +159,7 @@ def finish(r) -> int:
         log.info(f"report: failed ({type(e).__name__}: {e})")
     try:  # the run explorer: the same run as a page of grids (a failure costs the page, never the run)
         stages = [StageRow(t.name, t.status, t.seconds, t.message or "") for t in r.timings]
-        write_run_html(out, r.task_set, stages, [r.cfg.voting])
+        write_run_html(out, r.task_set, stages, [r.cfg.voting], r.votes or None)
     except Exception as e:
         log.info(f"report.html: failed ({type(e).__name__}: {e})")
     print("\n".join(["stage     status       time  result"] + stage_lines(r)), file=sys.stderr)
