@@ -1,6 +1,7 @@
 """report.html of a run directory, or of predictions files with their tasks: gathers the view and writes the page."""
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,8 +77,19 @@ def _read(path: Path, what: str) -> dict:
     return obj if isinstance(obj, dict) else {}
 
 
+def _plan_value(key: str, v: object) -> str:
+    if isinstance(v, (int, float)) and (key == "created" or key.endswith("_until")) and v > 1e9:
+        return time.strftime("%H:%M:%S UTC", time.gmtime(v))  # a time.time() moment
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {_plan_value('', x)}" for k, x in v.items())
+    return str(v)
+
+
 def plan_rows(plan: dict) -> list[tuple[str, str]]:
-    rows = [(k, f"{v:.4g}" if isinstance(v, float) else str(v)) for k, v in plan.items() if k != "notes"]
+    """plan.json as (setting, value) rows; moments as clock times, its notes last."""
+    rows = [(k, _plan_value(k, v)) for k, v in plan.items() if k != "notes"]
     return rows + [("note", str(n)) for n in plan.get("notes", [])]
 
 
@@ -86,7 +98,7 @@ def state_stages(state: dict) -> list[StageRow]:
     rows = []
     for name, d in state.get("stages", {}).items():
         what = []
-        if d.get("steps") is not None:
+        if name == "train" and d.get("steps") is not None:
             what.append(f"{d['steps']} steps" + (f", loss {d['loss']:.4f}" if isinstance(d.get("loss"), float) else ""))
         if d.get("written") is not None:
             what.append(f"{d['written']} predictions ({d.get('views_per_input')} views/input)")
