@@ -36,7 +36,7 @@ var D = JSON.parse(document.getElementById("report-data").textContent);
 var P = D.palette.map(function(h){
   return [parseInt(h.slice(1, 3), 16), parseInt(h.slice(3, 5), 16), parseInt(h.slice(5, 7), 16)];
 });
-var drawn = 0;
+var drawn = 0, t0 = Date.now();
 function grid(i, caption, cls, px){
   var rows = D.G[i].split("/"), h = rows.length, w = rows[0].length;
   var c = document.createElement("canvas"); c.width = w; c.height = h;
@@ -112,7 +112,8 @@ document.querySelectorAll("button[data-sort]").forEach(function(b){
 });
 cards.forEach(fill);
 filter("all"); sort("id");
-document.body.dataset.cards = cards.length; document.body.dataset.drawn = drawn; document.body.dataset.ready = "1";
+document.body.dataset.cards = cards.length; document.body.dataset.drawn = drawn;
+document.body.dataset.drawMs = Date.now() - t0; document.body.dataset.ready = "1";
 if (location.hash === "#selftest") {  // what a browser test reads back from the DOM (the buttons clicked for real)
   var seen = {};
   document.querySelectorAll("button[data-filter]").forEach(function(b){
