@@ -29,6 +29,8 @@ LAYERS = [
             "arc_kit.infer",
             "arc_kit.revote",
             "arc_kit.consistency",
+            "arc_kit.report_html",
+            "arc_kit.report_assets",
         },
     ),
     ("model", "arc_kit.model"),

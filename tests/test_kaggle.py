@@ -148,17 +148,20 @@ def test_run_job_syncs_valid_results_and_finish_keeps_them(tmp_path, monkeypatch
     _fake_job(
         monkeypatch,
         f"import json, pathlib; p = pathlib.Path({str(run_dir)!r}); p.mkdir(); "
-        f"(p / 'submission.json').write_text(json.dumps({better!r})); print('done')",
+        f"(p / 'submission.json').write_text(json.dumps({better!r})); (p / 'report.html').write_text('<html>'); "
+        "print('done')",
     )
     lines = []
     job = kj.run_job(s, echo=lines.append)
     assert job.started and job.returncode == 0 and not job.timed_out and job.syncs == 1 and "done" in lines
+    assert (out / "report.html").read_text() == "<html>" and job.report == str(out / "report.html")
     summary = kj.finish(s, fb, job)
     assert summary["source"] == "arc-kit run" and not summary["restored_fallback"]
     assert summary["answered_by_model"] == 1 and summary["test_inputs"] == 3
     assert json.loads((out / "submission.json").read_text()) == better
     assert "answered by the model: 1 of 3" in kj.format_summary(summary)
     assert "every stage finished" in kj.format_summary(summary) and "WARNING" not in kj.format_summary(summary)
+    assert f"run explorer: {out / 'report.html'}" in kj.format_summary(summary)
 
 
 def test_a_failed_stage_still_counts_as_written_and_is_said_loudly(tmp_path, monkeypatch):

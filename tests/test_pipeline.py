@@ -138,6 +138,11 @@ def test_run_end_to_end_scores_and_revote_reproduces_it(tmp_path, tasks_dir):
 
     run_score = json.loads((out / "score.json").read_text())
     assert score_json(out / "predictions.jsonl", "--vote", "reference") == run_score
+    # report.html: one card per scored task, the loss curve; the redirected log has no progress-bar frames
+    page = (out / "report.html").read_text()
+    assert page.count('<section class="card" data-task=') == len(run_score["tasks"]) > 0
+    assert 'id="loss-curve"' in page
+    assert "\r" not in res.stderr
     sub_score = score_json(out / "submission.json")
     assert sub_score["tasks"] == run_score["tasks"] and sub_score["score_per_output"] == run_score["score_per_output"]
     assert sub_score["coverage"] is None and run_score["kind"] == "predictions"

@@ -11,7 +11,7 @@ from arc_kit.errors import ArcKitError
 
 # Each module defines `add_commands(subparsers)`; handlers return an exit code.
 # Modules import heavy dependencies (torch) inside their handlers, so `arc-kit --help` stays fast.
-COMMAND_MODULES = ("tasks", "eval", "model", "predict", "train", "run", "kaggle")
+COMMAND_MODULES = ("tasks", "eval", "report", "model", "predict", "train", "run", "kaggle")
 
 # OSErrors that describe the user's machine or paths (exit 2 naming the file), never the kit's code.
 _ENVIRONMENT_ERRNOS = {

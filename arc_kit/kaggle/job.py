@@ -13,6 +13,7 @@ from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_bytes
 from arc_kit.kaggle.settings import MIN_RUN_MINUTES, NotebookSettings
 from arc_kit.run.config import load_run_config
+from arc_kit.run.directory import REPORT_HTML_FILE
 from arc_kit.run.watchdog import watch_child
 from arc_kit.submission import ATTEMPT_KEYS, ZEROS, read_submission, validate_submission, write_submission
 
@@ -44,6 +45,7 @@ class JobResult:
     syncs: int = 0  # times a better submission was copied in while the job ran
     problems: list[str] = field(default_factory=list)
     command: list[str] = field(default_factory=list)
+    report: str = ""  # report.html copied to the output folder (the run explorer), "" when the job wrote none
 
 
 def job_overrides(s: NotebookSettings, job_minutes: float) -> list[str]:
@@ -134,6 +136,7 @@ def run_job(
         res.returncode = job.returncode
         res.minutes = job.seconds / 60.0
         sync()
+        res.report = _copy_report(out / "arc-kit-run" / REPORT_HTML_FILE, out / REPORT_HTML_FILE)
     except Exception as e:
         res.problems.append(f"job failed to run: {type(e).__name__}: {e}")
     return res
@@ -150,6 +153,17 @@ def _sync(run_sub: Path, final: Path, test_file) -> int:
         return 1
     except Exception:
         return 0
+
+
+def _copy_report(src: Path, dst: Path) -> str:
+    """The job's report.html beside submission.json in the output folder (Kaggle's Output tab); its path or ""."""
+    try:
+        if not src.is_file():
+            return ""
+        atomic_write_bytes(dst, src.read_bytes())
+        return str(dst)
+    except OSError:
+        return ""
 
 
 def finish(s: NotebookSettings, fallback: dict, job: JobResult | None = None) -> dict:
@@ -219,5 +233,7 @@ def format_summary(summary: dict) -> str:
                 "!" * 72 + "\nWARNING: arc-kit run reported a failed stage; the submission is valid but "
                 "may hold fewer model answers than planned\n" + "!" * 72,
             )
+    if job.get("report"):
+        lines.append(f"run explorer: {job['report']} (open it in a browser)")
     lines += [f"problem: {p}" for p in summary["problems"] + job.get("problems", [])]
     return "\n".join(lines)

@@ -2,7 +2,6 @@
 
 import contextlib
 import json
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,7 @@ from arc_kit.model.device import bf16_supported, resolve_device
 from arc_kit.model.optim import EMA, SparseEmbeddingSignSGD, build_optimizer, lr_at
 from arc_kit.model.train_state import TrainerState
 from arc_kit.model.trm import TRM, Carry
+from arc_kit.progress import progress
 
 
 class NonFiniteLoss(ArcKitError):
@@ -342,17 +342,8 @@ class Trainer(TrainerState):
         since the last sync point raises NonFiniteLoss, and data-parallel processes agree on stopping.
         With one process the deadline and `should_stop()` are checked before every step (host only); with
         several, at sync points, and the deadline's last step is planned there from the measured rate."""
-        from tqdm import tqdm
-
         limit = min(self.total_steps, max_steps if max_steps is not None else self.total_steps)
-        bar = tqdm(
-            total=limit,
-            initial=self.step_count,
-            file=sys.stderr,
-            dynamic_ncols=True,
-            disable=not (self.config.progress and self.is_main),
-            desc="train",
-        )
+        bar = progress(limit, "train", self.config.progress and self.is_main, unit="step", initial=self.step_count)
         every = max(1, self.config.log_every)
         last: dict = {}
         pending = None  # (names, device values) of the last step's metrics, not read yet

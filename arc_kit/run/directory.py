@@ -24,6 +24,7 @@ PLAN_FILE = "plan.json"  # time split and trimmed counts (training stage writes)
 SUBMISSION_FILE = "submission.json"
 SCORE_FILE = "score.json"
 REPORT_FILE = "report.md"
+REPORT_HTML_FILE = "report.html"  # the run explorer (run/html_report.py)
 LOG_FILE = "run.log"
 TTT_DIR = "ttt"  # ttt/model: the test-time-trained checkpoint (+ training state)
 SNAPSHOTS_DIR = "ttt/snapshots"  # ttt/snapshots/<fraction>/: the model at each earlier inference.snapshots fraction
@@ -41,6 +42,7 @@ RUN_FILES = (
     SUBMISSION_FILE,
     SCORE_FILE,
     REPORT_FILE,
+    REPORT_HTML_FILE,
     "stage_train.json",
     "stage_infer.json",
 )

@@ -9,7 +9,9 @@ from arc_kit import __version__
 from arc_kit.config import to_dict
 from arc_kit.files import atomic_write_json, atomic_write_text, read_json
 from arc_kit.progress import fmt_seconds
+from arc_kit.report_html import StageRow
 from arc_kit.run.directory import PLAN_FILE, REPORT_FILE, SCORE_FILE, SUBMISSION_FILE
+from arc_kit.run.html_report import write_run_html
 from arc_kit.scoring import score_submission, score_votes
 from arc_kit.submission import read_submission, validate_submission
 
@@ -155,6 +157,11 @@ def finish(r) -> int:
         write_report(r, report)
     except Exception as e:
         log.info(f"report: failed ({type(e).__name__}: {e})")
+    try:  # the run explorer: the same run as a page of grids (a failure costs the page, never the run)
+        stages = [StageRow(t.name, t.status, t.seconds, t.message or "") for t in r.timings]
+        write_run_html(out, r.task_set, stages, [r.cfg.voting], r.votes or None)
+    except Exception as e:
+        log.info(f"report.html: failed ({type(e).__name__}: {e})")
     print("\n".join(["stage     status       time  result"] + stage_lines(r)), file=sys.stderr)
     print(
         f"wall time {fmt_seconds(r.budget.elapsed())} of {fmt_seconds(60 * r.cfg.budget.total_minutes)}; "
