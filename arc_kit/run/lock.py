@@ -84,7 +84,9 @@ def is_locked(out: str | Path) -> bool:
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # shared: it conflicts with the holder's exclusive lock, and NFS (where flock is a POSIX lock) allows
+        # it on a read-only descriptor
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return False
     except BlockingIOError:
         return True
