@@ -117,6 +117,30 @@ def test_a_stage_runs_under_its_parents_lock_and_refuses_a_stranger(tmp_path, mo
     own.release()
 
 
+def test_revote_and_simulate_refuse_a_held_directory_before_writing(tmp_path, capsys):
+    from arc_kit.cli.main import main
+    from arc_kit.kaggle.simulate import MARKER
+
+    tasks = write_task_dir(tmp_path / "tasks", {"t0": simple_task(size=3)})
+    line = {"task_id": "t0", "test_index": 0, "augmentation": "t0", "grid": [[1]], "q_halt": 1.0}
+    (tmp_path / "p.jsonl").write_text(json.dumps(line) + "\n")
+    out = tmp_path / "held"
+    with RunLock(out, "arc-kit run"):
+        (out / MARKER).touch()  # a folder `kaggle simulate` made earlier: it would reuse it
+        before = tree_state(out)
+        for argv in (
+            ["revote", str(tmp_path / "p.jsonl"), "--tasks", str(tasks), "--configs", "reference", "-o", str(out)],
+            ["kaggle", "simulate", "--tasks", "1", "--out", str(out)],
+        ):
+            capsys.readouterr()
+            assert main(argv) == 2, argv
+            errors = error_lines(capsys.readouterr().err)
+            assert len(errors) == 1 and str(out) in errors[0] and f"pid {os.getpid()}" in errors[0], errors
+            assert tree_state(out) == before
+    rc = main(["revote", str(tmp_path / "p.jsonl"), "--tasks", str(tasks), "--configs", "reference", "-o", str(out)])
+    assert rc == 0 and (out / "reference" / "submission.json").is_file() and not (out / LOCK_FILE).exists()
+
+
 # ---------------------------------------------------------------- real concurrent commands
 
 
