@@ -273,3 +273,37 @@ def test_notebook_with_a_stripped_checkpoint_dataset(tmp_path, kit, monkeypatch)
     mount = tmp_path / "nb" / "input" / "datasets" / "tester" / "arc-kit-checkpoint"
     assert f"checkpoint:  {mount}" in text and f"--checkpoint {mount}" in text
     assert "from arc-kit run" in text and "answered by the model: 6 of 6" in text
+
+
+@pytest.mark.e2e
+def test_notebook_with_a_broken_checkpoint_dataset_keeps_the_fallback_and_names_the_file(tmp_path, kit, monkeypatch):
+    import torch
+
+    from arc_kit.model.checkpoint import save_checkpoint
+    from arc_kit.model.trm import TRM, TRMConfig
+
+    cfg = TRMConfig(
+        hidden_size=32,
+        num_heads=2,
+        L_layers=1,
+        H_cycles=1,
+        L_cycles=1,
+        expansion=2,
+        seq_len=900,
+        puzzle_emb_ndim=32,
+        puzzle_emb_len=1,
+        num_puzzle_identifiers=2,
+        halt_max_steps=2,
+    )
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "trained", TRM(cfg), ["<blank>", "x"])
+    weights = tmp_path / "trained" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])  # an upload cut short
+    text, sub, tasks = run_notebook(tmp_path / "nb", kit, monkeypatch, budget=1.5, checkpoint=tmp_path / "trained")
+    mount = tmp_path / "nb" / "input" / "datasets" / "tester" / "arc-kit-checkpoint"
+    fallback_at = text.index("fallback submission.json: 3 tasks")  # written before anything could fail
+    problem = [line for line in text.splitlines() if line.startswith("problem: arc-kit run: error:")]
+    assert len(problem) == 1 and str(mount / "model.safetensors") in problem[0] and "truncated" in problem[0]
+    assert fallback_at < text.index(problem[0]) and "exit 2 (bad configuration or input" in text
+    assert "from fallback" in text and sorted(sub) == sorted(TASK_IDS)
+    assert not (tmp_path / "nb" / "working" / "arc-kit-run").exists()  # refused before its run directory

@@ -300,6 +300,10 @@ def _check_revote_output(args, names: list[str]) -> None:
 
 
 def cmd_revote(args) -> int:
+    import contextlib
+
+    from arc_kit.run.lock import RunLock
+
     specs = args.configs or _shipped_voting_configs()
     if args.output:
         _check_revote_output(args, config_names(specs))
@@ -311,13 +315,14 @@ def cmd_revote(args) -> int:
     needed = any(s in CONSISTENCY_STRATEGIES for s in strategies)
     _attach_consistency(t, args.predictions, args.consistency, needed, notes)
     _print_notes(notes + t.problems)
-    result = revote(
-        t,
-        task_set,
-        specs,
-        output=args.output,
-        meta={"predictions": list(args.predictions), "n_predictions": t.n_predictions},
-    )
+    with RunLock(args.output, "arc-kit revote") if args.output else contextlib.nullcontext():
+        result = revote(
+            t,
+            task_set,
+            specs,
+            output=args.output,
+            meta={"predictions": list(args.predictions), "n_predictions": t.n_predictions},
+        )
     rows = result["configs"]
     if args.json:
         print(json.dumps(result))

@@ -125,6 +125,7 @@ def run_identifiers(args) -> int:
 
 def run_predict(args) -> int:
     from arc_kit.model.starter import resolve_checkpoint
+    from arc_kit.run.lock import RunLock
     from arc_kit.run.predict import (
         EMPTY,
         PREDICTIONS,
@@ -151,7 +152,8 @@ def run_predict(args) -> int:
         device=args.device,
         dtype=args.dtype,
     )
-    summary = predict(args.model_dir, task_set, args.out, cfg)
+    with RunLock(args.out, "arc-kit predict"):  # one command at a time writes into --out
+        summary = predict(args.model_dir, task_set, args.out, cfg)
     if args.json:
         print(json.dumps(summary))
     return 0

@@ -48,7 +48,8 @@ def add_commands(subparsers) -> None:
         description="Load tasks (leniently), write a fallback submission at once, then test-time train on the tasks' "
         "demonstrations, run augmented inference, vote, and score when solutions are known. "
         "Re-running with the same --out resumes. Exit status: 0 every stage finished; 4 a valid "
-        "submission.json was written but a stage failed; 2 bad config, tasks or run directory.",
+        "submission.json was written but a stage failed; 2 bad config, tasks, checkpoint or run directory, "
+        "or a run directory another arc-kit command holds (nothing touched).",
     )
     add_config_args(p, required=True)
     p.add_argument(

@@ -199,11 +199,11 @@ def _check_inputs(
                 "move it or choose another output folder"
             )
     if checkpoint is not None:
-        from arc_kit.model.checkpoint import read_checkpoint_info
+        from arc_kit.model.verify import verify_checkpoint
 
         if not (checkpoint / "model.safetensors").is_file():
             raise ArcKitError(f"--checkpoint {checkpoint}: not a kit checkpoint (no model.safetensors)")
-        read_checkpoint_info(checkpoint)
+        verify_checkpoint(checkpoint)  # a broken file is found here, not after an upload
     if config:
         load_run_config(config)  # fail here, not on Kaggle
 

@@ -117,6 +117,8 @@ def run_job(
                 log.write(line + "\n")
                 log.flush()
                 echo(line)
+                if line.startswith("error: "):  # e.g. a broken checkpoint: said again in the summary
+                    res.problems.append(f"arc-kit run: {line}")
 
             def sync() -> None:
                 res.syncs += _sync(run_sub, final, s.test_file)

@@ -12,7 +12,10 @@ from arc_kit.files import check_writable_dir
 from arc_kit.kaggle.bundle import shipped_notebook
 from arc_kit.kaggle.job import submission_problems
 from arc_kit.kaggle.settings import DEFAULT_SAFETY_MINUTES, DEFAULT_SLUG, TEST_FILE, choose_config, detect_gpus
+from arc_kit.model.starter import resolve_checkpoint
+from arc_kit.model.verify import verify_checkpoint
 from arc_kit.run.config import load_run_config
+from arc_kit.run.lock import RunLock
 
 
 def mock_competition(path: Path, n_tasks: int, seed: int = 0) -> dict:
@@ -155,11 +158,8 @@ def _check_args(args) -> None:
     if args.config:
         load_run_config(args.config)  # before minutes of notebook run, not after
     if args.checkpoint:
-        from arc_kit.model.checkpoint import read_checkpoint_info
-        from arc_kit.model.starter import resolve_checkpoint
-
         args.checkpoint = str(resolve_checkpoint(args.checkpoint))
-        read_checkpoint_info(args.checkpoint)
+        verify_checkpoint(args.checkpoint)
     out = Path(args.out)
     check_writable_dir(out, "--out")
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).exists():
@@ -172,8 +172,12 @@ def _check_args(args) -> None:
 def simulate(args) -> int:
     """`arc-kit kaggle simulate`: mock folder, notebook run at a scaled budget, projection table."""
     _check_args(args)
+    with RunLock(Path(args.out), "arc-kit kaggle simulate"):  # makes --out; refuses one another command holds
+        return _simulate(args)
+
+
+def _simulate(args) -> int:
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     (out / MARKER).touch()
     if (out / "working").exists():
         import shutil

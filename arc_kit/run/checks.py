@@ -7,6 +7,7 @@ from arc_kit.config import load_config
 from arc_kit.data import BUNDLED, load_tasks, parse_ids
 from arc_kit.errors import ArcKitError
 from arc_kit.model.starter import resolve_checkpoint
+from arc_kit.model.verify import verify_checkpoint
 from arc_kit.run.config import RunConfig
 from arc_kit.vote import load_vote_config
 
@@ -22,8 +23,7 @@ def check_run_inputs(cfg: RunConfig, where: str = "config") -> None:
         # `starter` (no such path here) is the shipped starter model: the stages get the resolved directory
         ck = resolve_checkpoint(cfg.model.checkpoint)
         cfg.model.checkpoint = str(ck)
-        if not (ck / "config.yaml").is_file():
-            raise ArcKitError(f"{ck}: not an arc-kit checkpoint directory (no config.yaml)")
+        verify_checkpoint(ck)  # config, weights headers and sizes, table shape, manifest: before OUT is made
     if cfg.ttt.augment:
         try:
             load_config(AugmentConfig, cfg.ttt.augment, subdir="augmentation")

@@ -28,6 +28,7 @@ REPORT_HTML_FILE = "report.html"  # the run explorer (run/html_report.py)
 LOG_FILE = "run.log"
 TTT_DIR = "ttt"  # ttt/model: the test-time-trained checkpoint (+ training state)
 SNAPSHOTS_DIR = "ttt/snapshots"  # ttt/snapshots/<fraction>/: the model at each earlier inference.snapshots fraction
+LOCK_FILE = ".lock"  # run/lock.py: flock'ed while a command writes here; JSON naming the holder (pid, host, start)
 
 # What a fresh start removes from an existing run directory (nothing else is touched).
 RUN_FILES = (

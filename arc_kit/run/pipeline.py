@@ -34,6 +34,7 @@ from arc_kit.run.directory import (
     setup_logging,
     tasks_hash,
 )
+from arc_kit.run.lock import RunLock
 from arc_kit.run.plan import Budget
 from arc_kit.run.report import finish
 from arc_kit.run.watchdog import StageResult, watch_child
@@ -200,10 +201,20 @@ def supervise(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: s
     task_set = load_run_tasks(cfg)
     vote_config = load_vote_config(cfg.voting)
     budget = Budget(cfg.budget.total_minutes, cfg.budget.safety_margin_minutes)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ArcKitError(f"{out}: cannot create the run directory: {e.strerror or e}") from None
+    with RunLock(out, "arc-kit run"):  # makes OUT; refuses a directory another command holds, touching nothing
+        return _supervise_locked(cfg, out, fresh, config_label, task_set, vote_config, budget)
+
+
+def _supervise_locked(
+    cfg: RunConfig,
+    out: Path,
+    fresh: bool,
+    config_label: str,
+    task_set: TaskSet,
+    vote_config: VoteConfig,
+    budget: Budget,
+) -> int:
+    """The run itself, in OUT under its lock (its stage processes inherit the lock's token)."""
     log = setup_logging(out, "run")
     log.info(
         f"arc-kit {__version__} run '{cfg.name}' -> {out} (budget {fmt_seconds(60 * cfg.budget.total_minutes)}, "

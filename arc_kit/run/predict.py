@@ -21,6 +21,7 @@ from arc_kit.identifiers import task_puzzles
 from arc_kit.infer import plan_views, run_inference
 from arc_kit.model.checkpoint import fingerprint
 from arc_kit.model.device import resolve_device
+from arc_kit.model.verify import verify_checkpoint
 from arc_kit.predictions import EMPTY_VIEWS_FILE as EMPTY
 from arc_kit.predictions import PREDICTIONS_FILE as PREDICTIONS
 from arc_kit.predictions import done_view_keys
@@ -85,15 +86,13 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
     Returns a summary dict (views planned, run, skipped as done, predictions written, seconds, views/s).
     """
 
-    from arc_kit.model.checkpoint import read_checkpoint_info
-
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     check_writable_dir(out_dir, "--out")
     if cfg.views is not None and cfg.views < 1:
         raise ArcKitError(f"--views must be at least 1, got {cfg.views}")
     if cfg.batch_size < 1:
         raise ArcKitError(f"--batch-size must be at least 1, got {cfg.batch_size}")
-    info = read_checkpoint_info(model_dir)  # config + row names, no tensors
+    info = verify_checkpoint(model_dir)  # config + row names; headers, sizes and shapes checked, no tensors
     names = info.puzzle_names
     tasks = task_set.tasks
     if task_set.invalid:

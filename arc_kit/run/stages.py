@@ -6,11 +6,13 @@ import os
 import sys
 from pathlib import Path
 
+from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_json
 from arc_kit.run.config import run_config_from_dict
 from arc_kit.run.directory import CONFIG_FILE, LOG_FILE, TASKS_FILE, load_saved_tasks, setup_logging
 from arc_kit.run.faults import inject_fault
 from arc_kit.run.infer_stage import infer_stage
+from arc_kit.run.lock import stage_lock
 from arc_kit.run.train_stage import train_stage
 from arc_kit.run.watchdog import watch_parent
 
@@ -30,6 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     watch_parent()
     out = Path(args.out)
+    try:
+        own_lock = stage_lock(out, args.stage)  # None: under the lock of the run that started this stage
+    except ArcKitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     accelerator = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         from accelerate import Accelerator
@@ -64,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         result, code = {"status": "failed", "message": msg}, 1
     if is_main:
         atomic_write_json(result_path, result, indent=1)
+    if own_lock is not None:
+        own_lock.release()
     return code
 
 
