@@ -42,10 +42,11 @@ def ttt_canvas(cfg: RunConfig, tasks: list[Task]) -> int:
 
 
 def scratch_model(cfg: RunConfig, canvas: int, rows: int):
-    """A new TRM of `model.arch` on the canvas with `rows` puzzle rows; the same weights in every process."""
+    """A new TRM (or HRM, by `model.arch.kind`) of `model.arch` on the canvas with `rows` puzzle rows; the same
+    weights in every process."""
     import torch
 
-    from arc_kit.model.trm import TRM
+    from arc_kit.model.build import build_model
 
     arch = dataclasses.replace(cfg.model.arch, seq_len=canvas * canvas, num_puzzle_identifiers=max(1, rows))
     if cfg.model.canvas == "crop":
@@ -53,7 +54,7 @@ def scratch_model(cfg: RunConfig, canvas: int, rows: int):
     if cfg.model.halt_max_steps is not None:
         arch = dataclasses.replace(arch, halt_max_steps=cfg.model.halt_max_steps)
     torch.manual_seed(cfg.runtime.seed)  # every process (and a resumed run) builds the same initial weights
-    model = TRM(arch)
+    model = build_model(arch)
     if cfg.ttt.row_init == "normal" and arch.puzzle_emb_ndim > 0:  # "mean" and "zero": the zeros TRM starts with
         init_rows(model, list(range(1, model.puzzle_emb.weights.shape[0])), "normal", None)
     return model
