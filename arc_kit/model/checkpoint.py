@@ -27,7 +27,7 @@ import yaml
 from arc_kit.config import from_dict, read_yaml, to_dict
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
-from arc_kit.identifiers import read_identifiers
+from arc_kit.identifiers import numbered_rows, read_identifiers
 from arc_kit.model.build import build_model
 from arc_kit.model.config import reference_kind
 from arc_kit.model.trm import TRM, TRMConfig
@@ -486,7 +486,7 @@ def import_reference(
 
     rows = table.shape[0] if table is not None else 0
     if identifiers is None:
-        names = [f"row{i}" for i in range(rows)]
+        names = numbered_rows(rows)
     else:
         names = [str(n) for n in identifiers]
         if len(names) != rows:

@@ -14,6 +14,7 @@ from arc_kit.config import load_config
 from arc_kit.crops import BUCKETS, bucket_length, crop_config, task_crop
 from arc_kit.data import Task, TaskSet, load_tasks, task_fits, visible_side
 from arc_kit.files import atomic_write_json, read_json
+from arc_kit.identifiers import rows_unnamed
 from arc_kit.infer import measure_infer_rate
 from arc_kit.model.train import measure_train_rate
 from arc_kit.run.config import RunConfig
@@ -91,7 +92,8 @@ def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger, 
     if not checkpoint:
         raise ValueError("checkpoint_model_for: the run config has no model.checkpoint")
     stored = read_checkpoint_info(checkpoint).puzzle_names
-    row_of = {n: i for i, n in enumerate(stored)}
+    # unnamed rows (row0, ...: e.g. the published HRM's): no task is matched to a row; all start from the mean
+    row_of = {} if rows_unnamed(stored) else {n: i for i, n in enumerate(stored)}
     model, _ = load_checkpoint(checkpoint, puzzle_rows=[row_of.get(n, 0) for n in names])
     new = [i for i, n in enumerate(names) if i > 0 and n not in row_of]
     how = cfg.ttt.row_init
