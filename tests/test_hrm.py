@@ -174,5 +174,7 @@ def test_kind_config():
     with pytest.raises(ArcKitError, match="H_layers"):
         TRMConfig(kind="hrm", H_layers=-1)
     # the TRM reference's all_config has H_layers too: it is dropped for TRM
-    ref_trm = TRMConfig.from_reference({"name": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", "H_layers": 0})
+    ref_trm = TRMConfig.from_reference(
+        {"name": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", "H_layers": 0}
+    )
     assert ref_trm.kind == "trm"

@@ -97,7 +97,9 @@ def test_hrm_run_predict_revote_and_ttt_from_hrm_checkpoints(tmp_path):
 
     # 4. from an imported HRM whose rows have no names: the network and the table's mean row only
     ref = tmp_path / "ref-hrm"
-    assert main(["import-reference", str(REF / "step_0"), "--config", str(REF / "all_config.yaml"), "-o", str(ref)]) == 0
+    assert (
+        main(["import-reference", str(REF / "step_0"), "--config", str(REF / "all_config.yaml"), "-o", str(ref)]) == 0
+    )
     out3 = tmp_path / "from-unnamed"
     cfg = tiny_config(tasks_dir, **{"ttt.max_steps": 3, "inference.views": 1, "model.checkpoint": str(ref)})
     res = run_cli(cfg, out3)
@@ -118,7 +120,9 @@ def test_kaggle_bundle_ships_an_hrm_checkpoint_and_config(tmp_path):
     from arc_kit.run.config import load_run_config
 
     ref = tmp_path / "ref-hrm"
-    assert main(["import-reference", str(REF / "step_0"), "--config", str(REF / "all_config.yaml"), "-o", str(ref)]) == 0
+    assert (
+        main(["import-reference", str(REF / "step_0"), "--config", str(REF / "all_config.yaml"), "-o", str(ref)]) == 0
+    )
     wheel = tmp_path / "arc_kit-0.0.1-py3-none-any.whl"
     wheel.write_bytes(b"PK")
     out = tmp_path / "b"

@@ -159,8 +159,9 @@ def run_import(args) -> int:
     c = info.config
     layers = f"{c.H_stack_layers} H + {c.L_layers} L layers" if c.kind == "hrm" else f"{c.L_layers} layers"
     print(
-        f"import: {args.step_file} -> {out}: {c.kind.upper()}, hidden {c.hidden_size}, {layers}, H_cycles {c.H_cycles}, "
-        f"L_cycles {c.L_cycles}, halt_max_steps {c.halt_max_steps}, {len(info.puzzle_names):,} puzzle rows "
+        f"import: {args.step_file} -> {out}: {c.kind.upper()}, hidden {c.hidden_size}, {layers}, "
+        f"H_cycles {c.H_cycles}, L_cycles {c.L_cycles}, halt_max_steps {c.halt_max_steps}, "
+        f"{len(info.puzzle_names):,} puzzle rows "
         f"({'named' if names is not None else 'numbered row0..'})",
         file=sys.stderr,
     )
@@ -288,7 +289,9 @@ def add_checkpoint_command(subparsers) -> None:
         "puzzle-identifier list. An interrupted transfer resumes when the command is run again.",
     )
     d.add_argument(
-        "name", metavar="NAME", help="arc-agi-1, arc-agi-2 (TRM), hrm-arc-agi-2 (HRM), or a YAML file of the same settings"
+        "name",
+        metavar="NAME",
+        help="arc-agi-1, arc-agi-2 (TRM), hrm-arc-agi-2 (HRM), or a YAML file of the same settings",
     )
     d.add_argument(
         "overrides",
@@ -297,7 +300,10 @@ def add_checkpoint_command(subparsers) -> None:
         help="override a setting (repo, revision, endpoint, checkpoint, config, size, sha256, identifiers)",
     )
     d.add_argument(
-        "-o", "--out", metavar="MODEL_DIR", help="output checkpoint directory (default: models/trm-NAME, models/hrm-...)"
+        "-o",
+        "--out",
+        metavar="MODEL_DIR",
+        help="output checkpoint directory (default: models/trm-NAME, models/hrm-...)",
     )
     d.add_argument("--force", action="store_true", help="replace an existing MODEL_DIR")
     d.add_argument("--keep-download", action="store_true", help="keep the reference files (.MODEL_DIR.download/)")
@@ -333,7 +339,9 @@ def run_checkpoint_download(args) -> int:
     print(
         f"checkpoint download: {args.name} -> {out}: {c.kind.upper()}, hidden {c.hidden_size}, H_cycles {c.H_cycles}, "
         f"L_cycles {c.L_cycles}, halt_max_steps {c.halt_max_steps}, {len(info.puzzle_names):,} "
-        + ("numbered puzzle rows (no names: see docs/models.md)" if spec.identifiers == "none" else "named puzzle rows"),
+        + (
+            "numbered puzzle rows (no names: see docs/models.md)" if spec.identifiers == "none" else "named puzzle rows"
+        ),
         file=sys.stderr,
     )
     return 0

@@ -91,11 +91,11 @@ def run_train(args) -> int:
     _check_args(args)
     import torch
 
+    from arc_kit.model.build import build_model
     from arc_kit.model.checkpoint import add_puzzles, load_checkpoint, read_checkpoint_info
     from arc_kit.model.dataset import load_train_data
     from arc_kit.model.starter import resolve_checkpoint
     from arc_kit.model.train import Trainer
-    from arc_kit.model.build import build_model
     from arc_kit.model.trm import TRMConfig
 
     if args.threads:

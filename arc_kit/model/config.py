@@ -1,4 +1,4 @@
-"""Model and training configuration (TRMConfig: TRM or HRM, TrainConfig): plain dataclasses, importable without torch."""
+"""Model and training configuration (TRMConfig: TRM or HRM; TrainConfig): dataclasses, importable without torch."""
 
 import dataclasses
 import math
@@ -140,7 +140,7 @@ class TRMConfig:
 
 
 def reference_kind(arch: dict) -> str:
-    """"hrm" or "trm" from a reference `arch:` section's `name` (e.g. recursive_reasoning.hrm@HierarchicalReasoning...)."""
+    """The model kind, hrm or trm, of a reference `arch:` section, from its `name` (`...hrm@Hierarchical...`)."""
     name = str(arch.get("name") or "")
     return "hrm" if "hrm@" in name or "HierarchicalReasoning" in name else "trm"
 

@@ -1,4 +1,4 @@
-"""The Hierarchical Reasoning Model (HRM): the function of the reference HierarchicalReasoningModel_ACTV1, on TRM's parts.
+"""The Hierarchical Reasoning Model (HRM): the reference HierarchicalReasoningModel_ACTV1, built on TRM's parts.
 
 HRM is TRM's predecessor. It shares TRM's embeddings, heads, ACT carry, halting and inference loop (so it
 subclasses `TRM`) and differs in two places:

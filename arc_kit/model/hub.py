@@ -1,4 +1,4 @@
-"""Published TRM and HRM checkpoints: fetch from the Hugging Face hub (resumable, verified) and import into a kit checkpoint."""
+"""Published TRM/HRM checkpoints: fetched from the Hugging Face hub (resumable, verified), imported into the kit."""
 
 # huggingface_hub does the hub side: URLs, HF_ENDPOINT mirrors, tokens, the metadata HEAD (redirects,
 # LFS sha256 ETag, size, commit) and the ranged GET with its in-run retries. It does not keep a partial
