@@ -9,9 +9,10 @@ Both sides do the same work on a ready batch, eager, float32, on `--threads` tor
           bootstrapped q_continue target, the loss: stablemax cross-entropy + 0.5 (q_halt + q_continue BCE),
           backward); kit: `HRM` + `act_loss`; reference: `HierarchicalReasoningModel_ACTV1` in its `ACTLossHead`.
   eval  = one evaluation-mode supervision step under inference_mode.
-Rounds alternate kit and reference step by step (kit train, reference train, kit eval, reference eval), so a
-load change on a shared machine hits both alike; the ratios are of the median step times (> 1: the kit is
-faster). The reference needs `einops` and `pydantic` (benchmark-only dependencies); the kit never imports it.
+Built from the same seed, the two start with identical weights (checked). Rounds alternate kit and
+reference step by step (kit train, reference train, kit eval, reference eval), so a load change on a shared
+machine hits both alike; the ratios are of the median step times (> 1: the kit is faster).
+The reference needs `einops` and `pydantic` (benchmark-only dependencies); the kit never imports it.
 """
 
 import argparse
@@ -71,10 +72,14 @@ def build(size: str, batch: int, rows: int = 8):
         dict(arch, batch_size=batch, seq_len=L, num_puzzle_identifiers=rows, vocab_size=12)
     )
     head = ACTLossHead(ref, loss_type="stablemax_cross_entropy")
+    torch.manual_seed(0)  # the kit builds in the reference's order: the same seed gives the same weights
+    kit = build_model(TRMConfig.from_reference(arch, seq_len=L, vocab_size=12, num_puzzle_identifiers=rows))
+    ref_state = ref.inner.state_dict()
+    if not all(torch.equal(v, ref_state[k]) for k, v in kit.state_dict().items()):
+        raise SystemExit("bench_hrm: the kit's seeded initialisation differs from the reference's")
     with torch.no_grad():
         ref.inner.puzzle_emb.weights.normal_(0, 0.02)  # rows that matter
-    kit = build_model(TRMConfig.from_reference(arch, seq_len=L, vocab_size=12, num_puzzle_identifiers=rows))
-    kit.load_state_dict(ref.inner.state_dict(), strict=False)  # the reference's sparse-embedding scratch buffers
+        kit.puzzle_emb.weights.copy_(ref.inner.puzzle_emb.weights)
     g = torch.Generator().manual_seed(0)
     data = {
         "inputs": torch.randint(2, 12, (batch, L), generator=g, dtype=torch.int32),
