@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import simple_task, write_task_dir
 from test_pipeline import assert_valid_submission, run_cli, tiny_config
 
@@ -133,3 +134,18 @@ def test_kaggle_bundle_ships_an_hrm_checkpoint_and_config(tmp_path):
     assert isinstance(model, HRM) and len(info.puzzle_names) == 1
     assert torch.allclose(load_puzzle_rows(out / "checkpoint")[0], load_puzzle_rows(ref).mean(0), atol=1e-6)
     assert load_run_config(out / "wheels" / RUN_CONFIG_FILE).model.arch.kind == "hrm"
+
+
+@pytest.mark.e2e
+def test_kaggle_simulate_runs_the_notebook_with_an_hrm(tmp_path, capsys):
+    from test_notebook import TINY_CONFIG
+
+    config = tmp_path / "tiny-hrm.yaml"
+    text = TINY_CONFIG % {"steps": 10, "views": 2}
+    config.write_text(text.replace("arch: {hidden_size", "arch: {kind: hrm, H_layers: 1, hidden_size"))
+    argv = ["kaggle", "simulate", "--tasks", "3", "--budget-minutes", "0.8", "--config", str(config)]
+    assert main(argv + ["--out", str(tmp_path / "sim"), "--gpu-throughput", "1000", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["submission_valid"] and report["tasks"] == 3 and report["local_train_seq_per_s"] > 0
+    ran = yaml.safe_load((tmp_path / "sim" / "working" / "arc-kit-run" / "config.yaml").read_text())
+    assert ran["model"]["arch"]["kind"] == "hrm"  # the notebook's run trained an HRM
