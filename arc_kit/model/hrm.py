@@ -35,8 +35,9 @@ class HRM(TRM):
         with torch.no_grad():  # every update but the last L and the last H one
             for h in range(cfg.H_cycles):
                 last_cycle = h == cfg.H_cycles - 1
+                injection = z_H + x  # z_H is fixed during the L updates: add once (same values as per update)
                 for _ in range(cfg.L_cycles - 1 if last_cycle else cfg.L_cycles):
-                    z_L = self.L_level(z_L, z_H + x, cos_sin)
+                    z_L = self.L_level(z_L, injection, cos_sin)
                 if not last_cycle:
                     z_H = self.H_level(z_H, z_L, cos_sin)
         z_L = self.L_level(z_L, z_H + x, cos_sin)
