@@ -160,6 +160,25 @@ def read_identifiers(path: str | Path) -> list[str]:
     return ids
 
 
+def numbered_rows(n: int) -> list[str]:
+    """Names of a table imported without an identifier list: row0, row1, ... (which puzzle a row is: unknown)."""
+    return [f"row{i}" for i in range(n)]
+
+
+def rows_unnamed(names: list[str]) -> bool:
+    """True for a table of `numbered_rows`: its rows cannot be matched to tasks (e.g. the published HRM's)."""
+    return bool(names) and names[0] == "row0" and names[-1] == f"row{len(names) - 1}"
+
+
+def unnamed_rows_error(where, rows: int, use: str) -> ArcKitError:
+    """The one refusal of a use that needs row names on a table that has none."""
+    return ArcKitError(
+        f"{where}: its {rows:,} puzzle rows have no names (imported without an identifier list), so {use} "
+        "cannot find a task's rows: import it with --identifiers LIST, or train on the tasks first "
+        "(`arc-kit run`: test-time training uses only the network and the table's mean row)"
+    )
+
+
 def task_puzzles(names: list[str], task_ids) -> dict[str, list[tuple[int, str]]]:
     """task id -> [(row, puzzle name), ...] of each task in `task_ids`: identity first, then table order.
 

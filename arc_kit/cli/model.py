@@ -1,4 +1,4 @@
-"""Model commands: `import-trm` (reference -> kit checkpoint), `forward` (raw outputs), `checkpoint download`."""
+"""Model commands: `import-reference` (alias `import-trm`), `forward` (raw outputs), `checkpoint download`."""
 
 import sys
 from pathlib import Path
@@ -19,10 +19,12 @@ from arc_kit.model.hub import download_checkpoint, load_preset
 
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser(
-        "import-trm",
-        help="convert a reference TRM checkpoint (step_N + all_config.yaml) into a kit checkpoint",
-        description="Convert a checkpoint written by the reference TRM trainer into the kit's checkpoint directory. "
-        "Without identifiers the puzzle rows are named row0, row1, ...",
+        "import-reference",
+        aliases=["import-trm"],
+        help="convert a reference TRM or HRM checkpoint (step_N + all_config.yaml) into a kit checkpoint",
+        description="Convert a checkpoint written by the reference trainer (TRM or HRM: the config's arch name "
+        "says which) into the kit's checkpoint directory. Without identifiers the puzzle rows are named row0, "
+        "row1, ... and only uses that need no row names are allowed (test-time training from the table's mean).",
     )
     p.add_argument(
         "step_file", metavar="STEP_FILE", help="reference checkpoint (torch.save state dict, e.g. step_518071)"
@@ -155,9 +157,11 @@ def run_import(args) -> int:
             ) from None
         raise
     c = info.config
+    layers = f"{c.H_stack_layers} H + {c.L_layers} L layers" if c.kind == "hrm" else f"{c.L_layers} layers"
     print(
-        f"import-trm: {args.step_file} -> {out}: hidden {c.hidden_size}, {c.L_layers} layers, H_cycles {c.H_cycles}, "
-        f"L_cycles {c.L_cycles}, halt_max_steps {c.halt_max_steps}, {len(info.puzzle_names):,} puzzle rows "
+        f"import: {args.step_file} -> {out}: {c.kind.upper()}, hidden {c.hidden_size}, {layers}, "
+        f"H_cycles {c.H_cycles}, L_cycles {c.L_cycles}, halt_max_steps {c.halt_max_steps}, "
+        f"{len(info.puzzle_names):,} puzzle rows "
         f"({'named' if names is not None else 'numbered row0..'})",
         file=sys.stderr,
     )
@@ -272,26 +276,35 @@ def add_checkpoint_command(subparsers) -> None:
     """`arc-kit checkpoint download|export`: a published checkpoint fetched and imported; a shippable copy."""
     p = subparsers.add_parser(
         "checkpoint",
-        help="checkpoints: `download arc-agi-1|arc-agi-2` (published), `export` (shippable copy)",
-        description="The published TRM checkpoints: download one from the Hugging Face hub and import it.",
+        help="checkpoints: `download arc-agi-1|arc-agi-2|hrm-arc-agi-2` (published), `export` (shippable copy)",
+        description="The published TRM and HRM checkpoints: download one from the Hugging Face hub and import it.",
     )
     sub = p.add_subparsers(dest="checkpoint_command", metavar="ACTION")
     sub.required = True
     d = sub.add_parser(
         "download",
-        help="fetch a published TRM checkpoint from the Hugging Face hub and import it",
+        help="fetch a published TRM or HRM checkpoint from the Hugging Face hub and import it",
         description="Download the ARC Prize Foundation's re-trained TRM checkpoint (huggingface_hub: HF_ENDPOINT, "
         "HF_TOKEN and `hf auth login` apply), verify size and sha256, and import it with the shipped "
         "puzzle-identifier list. An interrupted transfer resumes when the command is run again.",
     )
-    d.add_argument("name", metavar="NAME", help="arc-agi-1, arc-agi-2, or a YAML file of the same settings")
+    d.add_argument(
+        "name",
+        metavar="NAME",
+        help="arc-agi-1, arc-agi-2 (TRM), hrm-arc-agi-2 (HRM), or a YAML file of the same settings",
+    )
     d.add_argument(
         "overrides",
         nargs="*",
         metavar="key=value",
         help="override a setting (repo, revision, endpoint, checkpoint, config, size, sha256, identifiers)",
     )
-    d.add_argument("-o", "--out", metavar="MODEL_DIR", help="output checkpoint directory (default: models/trm-NAME)")
+    d.add_argument(
+        "-o",
+        "--out",
+        metavar="MODEL_DIR",
+        help="output checkpoint directory (default: models/trm-NAME, models/hrm-...)",
+    )
     d.add_argument("--force", action="store_true", help="replace an existing MODEL_DIR")
     d.add_argument("--keep-download", action="store_true", help="keep the reference files (.MODEL_DIR.download/)")
     d.set_defaults(func=run_checkpoint_download)
@@ -319,12 +332,16 @@ def run_checkpoint_export(args) -> int:
 
 def run_checkpoint_download(args) -> int:
     spec = load_preset(args.name, args.overrides or [])
-    out = Path(args.out or f"models/trm-{Path(args.name).stem}")
+    stem = Path(args.name).stem
+    out = Path(args.out or (f"models/{stem}" if stem.startswith("hrm") else f"models/trm-{stem}"))
     info = download_checkpoint(spec, out, force=args.force, keep_download=args.keep_download, name=args.name)
     c = info.config
     print(
-        f"checkpoint download: {args.name} -> {out}: hidden {c.hidden_size}, H_cycles {c.H_cycles}, "
-        f"L_cycles {c.L_cycles}, halt_max_steps {c.halt_max_steps}, {len(info.puzzle_names):,} named puzzle rows",
+        f"checkpoint download: {args.name} -> {out}: {c.kind.upper()}, hidden {c.hidden_size}, H_cycles {c.H_cycles}, "
+        f"L_cycles {c.L_cycles}, halt_max_steps {c.halt_max_steps}, {len(info.puzzle_names):,} "
+        + (
+            "numbered puzzle rows (no names: see docs/models.md)" if spec.identifiers == "none" else "named puzzle rows"
+        ),
         file=sys.stderr,
     )
     return 0

@@ -91,11 +91,12 @@ def run_train(args) -> int:
     _check_args(args)
     import torch
 
+    from arc_kit.model.build import build_model
     from arc_kit.model.checkpoint import add_puzzles, load_checkpoint, read_checkpoint_info
     from arc_kit.model.dataset import load_train_data
     from arc_kit.model.starter import resolve_checkpoint
     from arc_kit.model.train import Trainer
-    from arc_kit.model.trm import TRM, TRMConfig
+    from arc_kit.model.trm import TRMConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -151,7 +152,7 @@ def run_train(args) -> int:
     else:
         torch.manual_seed(cfg.train.seed)
         arch = to_dict(crop_arch) if crop_arch is not None else dict(to_dict(cfg.model), seq_len=data.seq_len)
-        model = TRM(from_dict(TRMConfig, dict(arch, num_puzzle_identifiers=len(data.puzzle_names))))
+        model = build_model(from_dict(TRMConfig, dict(arch, num_puzzle_identifiers=len(data.puzzle_names))))
     trainer = Trainer(model, data, cfg.train, accelerator=accelerator, log_path=out / "metrics.jsonl")
     if args.resume:
         trainer.load_state(out)

@@ -27,7 +27,9 @@ import yaml
 from arc_kit.config import from_dict, read_yaml, to_dict
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
-from arc_kit.identifiers import read_identifiers
+from arc_kit.identifiers import numbered_rows, read_identifiers
+from arc_kit.model.build import build_model
+from arc_kit.model.config import reference_kind
 from arc_kit.model.trm import TRM, TRMConfig
 
 FORMAT = "arc-kit-trm/1"
@@ -269,7 +271,7 @@ def load_checkpoint(
         cfg = dataclasses.replace(cfg, num_puzzle_identifiers=max(1, len(rows)))
     state = _load_safetensors(info.path / MODEL_FILE)
     with torch.random.fork_rng(devices=[]):  # init values are overwritten; keep the caller's RNG stream
-        model = TRM(cfg)
+        model = build_model(cfg)
     if cfg.puzzle_emb_ndim > 0 and (rows is None or rows):  # no rows asked: a single zero row
         load_puzzle_rows(info.path, rows, out=model.puzzle_emb.weights)
     try:
@@ -440,7 +442,7 @@ def import_reference(
         if p is None:
             raise ArcKitError(
                 f"{step_file}: key '{k}' is not under '{REFERENCE_PREFIXES[0]}': "
-                "not a TRM checkpoint written by the reference trainer"
+                "not a TRM or HRM checkpoint written by the reference trainer"
             )
         if not k.startswith(p + "rotary_emb."):  # RoPE tables are recomputed (some forks save them)
             sd[k[len(p) :]] = v
@@ -451,6 +453,8 @@ def import_reference(
     # seq_len, vocab_size and table rows come from the dataset in the reference, so read them off the tensors
     kw = {**_REFERENCE_DEFAULTS, **{k: v for k, v in arch.items() if v is not None}}
     table = sd.get(TABLE_KEY)
+    if reference_kind(arch) == "hrm":
+        kw["puzzle_emb_len"] = 0  # HRM's prefix: always ceil(puzzle_emb_ndim / hidden_size) slots
     P = int(kw["puzzle_emb_len"]) or -(int(kw["puzzle_emb_ndim"]) // -int(kw["hidden_size"]))
     if seq_len is None:  # readable from learned positions or the sequence MLP; RoPE checkpoints: the ARC 900
         pos, mix = sd.get("embed_pos.embedding_weight"), sd.get("L_level.layers.0.mlp_t.gate_up_proj.weight")
@@ -468,7 +472,7 @@ def import_reference(
         num_puzzle_identifiers=max(1, table.shape[0]) if table is not None and table.ndim == 2 else 1,
     )
     with torch.device("meta"), torch.random.fork_rng(devices=[]):
-        expected = {k: _shape(v) for k, v in TRM(cfg).state_dict().items()}
+        expected = {k: _shape(v) for k, v in build_model(cfg).state_dict().items()}
     missing = [k for k in expected if k not in sd]
     unexpected = [k for k in sd if k not in expected]
     if missing or unexpected:
@@ -482,7 +486,7 @@ def import_reference(
 
     rows = table.shape[0] if table is not None else 0
     if identifiers is None:
-        names = [f"row{i}" for i in range(rows)]
+        names = numbered_rows(rows)
     else:
         names = [str(n) for n in identifiers]
         if len(names) != rows:

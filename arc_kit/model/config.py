@@ -1,4 +1,4 @@
-"""Model and training configuration (TRMConfig, TrainConfig): plain dataclasses, importable without torch."""
+"""Model and training configuration (TRMConfig: TRM or HRM; TrainConfig): dataclasses, importable without torch."""
 
 import dataclasses
 import math
@@ -8,14 +8,21 @@ from arc_kit.config import from_dict
 from arc_kit.errors import ConfigValueError
 
 FORWARD_DTYPES = ("float32", "bfloat16", "float16")
+ARCH_KINDS = ("trm", "hrm")  # TRMConfig.kind: the recursive model (model/build.py builds it)
 GRID_SIDE = 30  # coordinate positions: cell (r, c) is P + GRID_SIDE * r + c
 GRID_CELLS = GRID_SIDE * GRID_SIDE
 
 
 @dataclass
 class TRMConfig:
-    """Architecture, in the reference's `arch:` names. Defaults are the published ARC model."""
+    """Architecture, in the reference's `arch:` names. Defaults are the published ARC TRM.
 
+    `kind` picks the model: "trm" (the default, and what every config and checkpoint without the field means)
+    or "hrm", the Hierarchical Reasoning Model (model/hrm.py): an H-level stack of `H_layers` blocks besides
+    the L-level stack of `L_layers`, every other field meaning what it means for TRM."""
+
+    kind: str = "trm"  # trm | hrm
+    H_layers: int = 0  # hrm only: blocks of the H-level stack (0: as many as L_layers); must stay 0 for trm
     hidden_size: int = 512
     num_heads: int = 8
     L_layers: int = 2
@@ -35,7 +42,8 @@ class TRMConfig:
     rms_norm_eps: float = 1e-5
     halt_max_steps: int = 16
     halt_exploration_prob: float = 0.1
-    no_ACT_continue: bool = True  # halt on sigmoid(q_halt) alone; False adds the bootstrapped q_continue target
+    no_ACT_continue: bool | None = None  # True: halt on sigmoid(q_halt) alone; False: halt on q_halt > q_continue
+    # and learn q_continue from the bootstrapped target. None: the kind's reference (trm True, hrm False)
     forward_dtype: str = "float32"  # float32 | bfloat16 (parameters stay fp32 either way)
     mlp_t: bool = False  # mix along the sequence with an MLP instead of attention
     crops: bool = False  # trained on per-task crops in length buckets (arc_kit.crops): inference encodes each
@@ -46,6 +54,14 @@ class TRMConfig:
         def bad(key, msg):
             raise ConfigValueError(key, msg)
 
+        if self.kind not in ARCH_KINDS:
+            bad("kind", f"expected one of {', '.join(ARCH_KINDS)}, got {self.kind!r}")
+        if self.no_ACT_continue is None:
+            self.no_ACT_continue = self.kind == "trm"
+        if self.H_layers < 0:
+            bad("H_layers", f"must be >= 0, got {self.H_layers}")
+        if self.kind == "trm" and self.H_layers:
+            bad("H_layers", "only HRM has an H-level stack (kind: hrm); TRM has one shared network of L_layers")
         if self.forward_dtype not in FORWARD_DTYPES:
             bad("forward_dtype", f"expected one of {', '.join(FORWARD_DTYPES)}, got {self.forward_dtype!r}")
         if self.pos_encodings not in ("rope", "learned", "none"):
@@ -97,18 +113,36 @@ class TRMConfig:
             )
 
     @property
+    def H_stack_layers(self) -> int:
+        """Blocks of HRM's H-level stack."""
+        return self.H_layers or self.L_layers
+
+    @property
     def prefix_len(self) -> int:  # P
         return self.puzzle_emb_len or -(self.puzzle_emb_ndim // -self.hidden_size)
 
     @classmethod
     def from_reference(cls, arch: dict, **extra) -> "TRMConfig":
         """From a reference `all_config.yaml` `arch:` section (plus seq_len/vocab/table rows, which the
-        reference takes from the dataset). Unknown non-architecture keys (name, loss, batch_size, H_layers) are
-        dropped."""
-        known = {f.name for f in dataclasses.fields(cls)}
+        reference takes from the dataset). The kind comes from `name` (`recursive_reasoning.hrm@...` is HRM,
+        anything else TRM); HRM's prefix is always ceil(puzzle_emb_ndim / hidden_size) slots and it always
+        learns q_continue. Unknown non-architecture keys (loss, batch_size; H_layers for TRM) are dropped."""
+        kind = reference_kind(arch)
+        known = {f.name for f in dataclasses.fields(cls)} - {"kind"}
+        if kind == "trm":
+            known.discard("H_layers")
         kw = {k: v for k, v in arch.items() if k in known}
+        kw["kind"] = kind
+        if kind == "hrm":  # fields the reference HRM does not have: its fixed behaviour
+            kw.update(puzzle_emb_len=0, no_ACT_continue=False)
         kw.update(extra)
         return from_dict(cls, kw)
+
+
+def reference_kind(arch: dict) -> str:
+    """The model kind, hrm or trm, of a reference `arch:` section, from its `name` (`...hrm@Hierarchical...`)."""
+    name = str(arch.get("name") or "")
+    return "hrm" if "hrm@" in name or "HierarchicalReasoning" in name else "trm"
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Published TRM checkpoints: fetch from the Hugging Face hub (resumable, verified) and import into a kit checkpoint."""
+"""Published TRM/HRM checkpoints: fetched from the Hugging Face hub (resumable, verified), imported into the kit."""
 
 # huggingface_hub does the hub side: URLs, HF_ENDPOINT mirrors, tokens, the metadata HEAD (redirects,
 # LFS sha256 ETag, size, commit) and the ranged GET with its in-run retries. It does not keep a partial
@@ -16,6 +16,7 @@ import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -39,10 +40,12 @@ class PublishedCheckpoint:
     revision: str = "main"
     endpoint: str | None = None  # hub URL; None: $HF_ENDPOINT, else https://huggingface.co
     checkpoint: str = ""  # the reference step file (torch.save state dict), path in the repo
-    config: str = ""  # its all_config.yaml, path in the repo
+    config: str = ""  # its all_config.yaml, path in the repo ("" when `arch` stands in for it)
+    arch: dict[str, Any] | None = None  # the all_config.yaml `arch:` section, for repos that publish none (HRM's)
     size: int | None = None  # expected bytes of the step file; None: whatever the hub reports
     sha256: str | None = None  # pin the step file's sha256; None: the hub's LFS metadata alone
-    identifiers: str = ""  # row names: shipped list (arc1, arc2), compact .npz or identifiers.json[.gz]
+    identifiers: str = ""  # row names: shipped list (arc1, arc2), compact .npz or identifiers.json[.gz];
+    # "none": no list exists: rows are numbered, and uses that need names are refused (TTT needs none)
 
 
 def load_preset(name: str, overrides=()) -> PublishedCheckpoint:
@@ -54,9 +57,11 @@ def load_preset(name: str, overrides=()) -> PublishedCheckpoint:
         for k, _, v in (o.partition("=") for o in overrides)
     ]
     spec = load_config(PublishedCheckpoint, name, overrides, subdir="checkpoints")
-    for key in ("repo", "revision", "checkpoint", "config", "identifiers"):
+    for key in ("repo", "revision", "checkpoint", "identifiers"):
         if not getattr(spec, key):
             raise ArcKitError(f"{name}: setting '{key}' is empty")
+    if bool(spec.config) == bool(spec.arch):
+        raise ArcKitError(f"{name}: give exactly one of 'config' (a path in the repo) and 'arch' (its arch: section)")
     if spec.sha256 is not None and not re.fullmatch(r"[0-9a-f]{64}", spec.sha256):
         raise ArcKitError(f"{name}: sha256 must be 64 lowercase hex digits")
     return spec
@@ -237,11 +242,16 @@ def download_checkpoint(
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:
         raise ArcKitError(f"{out}: already exists (use --force to replace it)")
-    names = load_identifier_list(spec.identifiers)  # before any transfer: a bad setting fails fast
+    # before any transfer: a bad setting fails fast
+    names = None if spec.identifiers == "none" else load_identifier_list(spec.identifiers)
     staging, importing = _dirs(out)
     staging.mkdir(parents=True, exist_ok=True)
     try:
-        config, config_info = fetch_file(spec, spec.config, staging)
+        if spec.arch:  # the repo publishes no all_config.yaml: the preset's arch section stands in for it
+            config, config_info = staging / "all_config.yaml", {"from": "the preset's arch section"}
+            atomic_write_text(config, yaml.safe_dump({"arch": spec.arch}, sort_keys=False))
+        else:
+            config, config_info = fetch_file(spec, spec.config, staging)
         step, step_info = fetch_file(
             spec, spec.checkpoint, staging, spec.size, spec.sha256, import_bytes=spec.size or 0
         )
@@ -251,7 +261,10 @@ def download_checkpoint(
         raise
     if importing.exists():
         shutil.rmtree(importing)  # left by an interrupted import
-    _log(f"importing {spec.checkpoint} with {len(names):,} puzzle names ({spec.identifiers})")
+    if names is None:
+        _log(f"importing {spec.checkpoint}: no identifier list exists, its puzzle rows stay numbered (row0, ...)")
+    else:
+        _log(f"importing {spec.checkpoint} with {len(names):,} puzzle names ({spec.identifiers})")
     try:
         info = import_reference(step, config, importing, identifiers=names, identifiers_source=spec.identifiers)
         # provenance: the hub file, not the download folder that is about to go away
@@ -261,7 +274,7 @@ def download_checkpoint(
             "repo": spec.repo,
             "revision": spec.revision,
             "checkpoint": {"path": spec.checkpoint, **step_info},
-            "config": {"path": spec.config, **config_info},
+            "config": {"path": spec.config or None, **config_info},
             "identifiers": spec.identifiers,
         }
         atomic_write_text(importing / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))

@@ -98,11 +98,12 @@ class Block(nn.Module):
 
 
 class ReasoningModule(nn.Module):
-    """The one shared network, used for both z_L and z_H updates: add the injection, run the blocks."""
+    """The one shared network, used for both z_L and z_H updates: add the injection, run the blocks.
+    (HRM has two: its L-level of L_layers blocks and its H-level of `n_layers` = H_layers blocks.)"""
 
-    def __init__(self, cfg: TRMConfig):
+    def __init__(self, cfg: TRMConfig, n_layers: int | None = None):
         super().__init__()
-        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.L_layers))
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(n_layers or cfg.L_layers))
 
     def forward(self, h: torch.Tensor, injection: torch.Tensor, cos_sin) -> torch.Tensor:
         h = h + injection
@@ -137,7 +138,7 @@ class TRM(nn.Module):
             self.rotary_emb = RotaryEmbedding(D // cfg.num_heads, n_pos, cfg.rope_theta)
         elif cfg.pos_encodings == "learned":
             self.embed_pos = CastedEmbedding(cfg.seq_len + P, D, std=1 / self.embed_scale, dtype=dtype)
-        self.L_level = ReasoningModule(cfg)
+        self.build_levels(cfg)
         # initial states, one vector broadcast over positions; stored in the forward dtype like the reference
         self.register_buffer("H_init", trunc_normal_(torch.empty(D, dtype=dtype), std=1))
         self.register_buffer("L_init", trunc_normal_(torch.empty(D, dtype=dtype), std=1))
@@ -146,6 +147,11 @@ class TRM(nn.Module):
         with torch.no_grad():  # q starts at "don't halt" (sigmoid(-5) ~ 0.007)
             self.q_head.weight.zero_()
             q_bias.fill_(-5)
+
+    def build_levels(self, cfg: TRMConfig) -> None:
+        """The reasoning network(s), built between the embeddings and the initial states (the reference's
+        order, so a seed gives its initial values): TRM has one, `L_level`."""
+        self.L_level = ReasoningModule(cfg)
 
     # ---- pieces -------------------------------------------------------------------------------
     def num_params(self) -> int:

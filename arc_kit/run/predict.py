@@ -17,7 +17,7 @@ from arc_kit.crops import task_crop
 from arc_kit.data import TaskSet, task_fits
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_json, check_writable_dir, read_json
-from arc_kit.identifiers import task_puzzles
+from arc_kit.identifiers import rows_unnamed, task_puzzles, unnamed_rows_error
 from arc_kit.infer import plan_views, run_inference
 from arc_kit.model.checkpoint import fingerprint
 from arc_kit.model.device import resolve_device
@@ -100,6 +100,8 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
             f"predict: {len(task_set.invalid)} invalid task(s) skipped (the vote's fallback covers them)",
             file=sys.stderr,
         )
+    if rows_unnamed(names):  # never guess which row is which task
+        raise unnamed_rows_error(model_dir, len(names), "predict")
     per_task = task_puzzles(names, tasks)  # task -> [(row, name)], identity first
     unknown = [t for t in tasks if t not in per_task]
     if unknown:

@@ -14,6 +14,7 @@ from arc_kit.config import load_config
 from arc_kit.crops import BUCKETS, bucket_length, crop_config, task_crop
 from arc_kit.data import Task, TaskSet, load_tasks, task_fits, visible_side
 from arc_kit.files import atomic_write_json, read_json
+from arc_kit.identifiers import rows_unnamed
 from arc_kit.infer import measure_infer_rate
 from arc_kit.model.train import measure_train_rate
 from arc_kit.run.config import RunConfig
@@ -42,10 +43,11 @@ def ttt_canvas(cfg: RunConfig, tasks: list[Task]) -> int:
 
 
 def scratch_model(cfg: RunConfig, canvas: int, rows: int):
-    """A new TRM of `model.arch` on the canvas with `rows` puzzle rows; the same weights in every process."""
+    """A new TRM (or HRM, by `model.arch.kind`) of `model.arch` on the canvas with `rows` puzzle rows; the same
+    weights in every process."""
     import torch
 
-    from arc_kit.model.trm import TRM
+    from arc_kit.model.build import build_model
 
     arch = dataclasses.replace(cfg.model.arch, seq_len=canvas * canvas, num_puzzle_identifiers=max(1, rows))
     if cfg.model.canvas == "crop":
@@ -53,7 +55,7 @@ def scratch_model(cfg: RunConfig, canvas: int, rows: int):
     if cfg.model.halt_max_steps is not None:
         arch = dataclasses.replace(arch, halt_max_steps=cfg.model.halt_max_steps)
     torch.manual_seed(cfg.runtime.seed)  # every process (and a resumed run) builds the same initial weights
-    model = TRM(arch)
+    model = build_model(arch)
     if cfg.ttt.row_init == "normal" and arch.puzzle_emb_ndim > 0:  # "mean" and "zero": the zeros TRM starts with
         init_rows(model, list(range(1, model.puzzle_emb.weights.shape[0])), "normal", None)
     return model
@@ -90,7 +92,8 @@ def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger, 
     if not checkpoint:
         raise ValueError("checkpoint_model_for: the run config has no model.checkpoint")
     stored = read_checkpoint_info(checkpoint).puzzle_names
-    row_of = {n: i for i, n in enumerate(stored)}
+    # unnamed rows (row0, ...: e.g. the published HRM's): no task is matched to a row; all start from the mean
+    row_of = {} if rows_unnamed(stored) else {n: i for i, n in enumerate(stored)}
     model, _ = load_checkpoint(checkpoint, puzzle_rows=[row_of.get(n, 0) for n in names])
     new = [i for i, n in enumerate(names) if i > 0 and n not in row_of]
     how = cfg.ttt.row_init
