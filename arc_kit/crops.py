@@ -78,27 +78,3 @@ def crop_board(tokens: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     board = np.full((CANVAS, CANVAS), PAD, dtype=np.asarray(tokens).dtype)
     board[:H, :W] = np.asarray(tokens)[: H * W].reshape(H, W)
     return board.reshape(-1)
-
-
-def crop_config(config, margin: int = 0):
-    """A model config (TRMConfig) made to run on crops (`model.canvas: crop`), or ArcKitError naming model.canvas.
-
-    A crop-trained model is returned as it is. A coordinate-position model, or a 30x30-canvas model with RoPE (or
-    no positions) -- the reference's: its positions P + t on a 30-wide canvas are coordinates already -- gets the
-    same RoPE table read at crop coordinates (its outputs change: it was trained attending over every PAD cell)."""
-    import dataclasses
-
-    from arc_kit.errors import ArcKitError
-
-    if config.crops:
-        return config
-    why = None
-    if config.pos_encodings == "learned":
-        why = "learned position embeddings (positions beyond the trained crop were never trained)"
-    elif config.mlp_t:
-        why = "mlp_t (its sequence length is fixed)"
-    elif config.positions == "canvas" and config.seq_len != CANVAS * CANVAS:
-        why = f"a {config.seq_len}-token canvas (its positions are not 30-wide coordinates)"
-    if why:
-        raise ArcKitError(f"config key 'model.canvas': crop cannot be used with {why}")
-    return dataclasses.replace(config, positions="coords", seq_len=CANVAS * CANVAS, crops=True, crop_margin=margin)

@@ -1,5 +1,6 @@
 """Submission: build submission.json from votes (always complete, fallback-filled), validate, write atomically."""
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -7,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from arc_kit.data import Grid, TaskSet, grid_problem
 from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_json, read_json
+from arc_kit.files import atomic_write_json, first_line, read_json
 
 if TYPE_CHECKING:
     from arc_kit.vote import Candidate
@@ -179,3 +180,23 @@ def validate_submission(sub: object, task_set: TaskSet) -> list[str]:
         if tid not in expected:
             problems.append(f"task {tid}: not in the tasks (unknown task id)")
     return problems
+
+
+def is_submission_file(path: Path) -> bool:
+    """A JSON object of task id -> list of attempt dicts (a submission.json), judged by its first entry."""
+    first = first_line(path).lstrip()
+    if not first.startswith(b"{"):
+        return False
+    try:
+        obj = json.loads(first)
+    except (ValueError, RecursionError):  # an indented file: the opening line alone is no JSON; read the whole file
+        if first.strip() != b"{":
+            return False
+        try:
+            obj = read_json(path, "file")
+        except ArcKitError:
+            return False
+    if not isinstance(obj, dict) or not obj or "task_id" in obj:
+        return False
+    value = next(iter(obj.values()))
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict) and "attempt_1" in value[0]

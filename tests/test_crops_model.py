@@ -11,11 +11,12 @@ from conftest import simple_task, write_task_dir
 from test_pipeline import assert_valid_submission, run_cli, tiny_config
 
 from arc_kit.augment import AugmentConfig
-from arc_kit.crops import crop_config, task_crop
+from arc_kit.crops import task_crop
 from arc_kit.data import Pair, Task, TaskSet
 from arc_kit.errors import ArcKitError
 from arc_kit.infer import encode_views, make_batches, plan_views, predict_views, run_model
 from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info
+from arc_kit.model.config import crop_config
 from arc_kit.model.dataset import TrainData
 from arc_kit.model.train import TrainConfig, Trainer
 from arc_kit.model.trm import TRM, TRMConfig
@@ -163,10 +164,14 @@ def test_compiled_training_with_crops_on_cpu():
 @pytest.mark.parametrize(
     "over, key, needle",
     [
-        (["model.arch.positions=canvas"], "model.canvas", "crop needs model.arch.positions: coords"),
+        (["model.arch.positions=canvas", "model.arch.mlp_t=true"], "model.canvas", "mlp_t"),
         # coordinate positions (which crops need) refuse mlp_t themselves: its sequence length is fixed
         (["model.arch.mlp_t=true"], "model.arch.positions", "mlp_t"),
-        (["model.arch.positions=canvas", "model.arch.pos_encodings=learned"], "model.canvas", "pos_encodings learned"),
+        (
+            ["model.arch.positions=canvas", "model.arch.pos_encodings=learned"],
+            "model.canvas",
+            "learned position embeddings",
+        ),
     ],
 )
 def test_run_config_refusals_name_model_canvas(over, key, needle):
@@ -195,8 +200,9 @@ def test_cli_refusal_is_one_line(tmp_path):
             "cpu-demo",
             "--out",
             str(tmp_path / "o"),
-            # cpu-demo builds coordinate positions; canvas-stride positions cannot be cropped
+            # a canvas-stride model with learned positions cannot be cropped
             "model.arch.positions=canvas",
+            "model.arch.pos_encodings=learned",
             "model.canvas=crop",
         ],
         capture_output=True,
@@ -300,3 +306,14 @@ def test_compiled_inference_follows_eager_across_buckets_and_early_halt():
         np.testing.assert_allclose(w_q, g_q, rtol=1e-4, atol=1e-5)
         halted_early += int((w_steps < 3).sum())
     assert halted_early > 0  # the early-halt path (a shrinking batch) was compiled too
+
+
+def test_one_crop_rule_for_runs_and_checkpoints():
+    # a scratch run model with canvas positions is built on the 30x30 grid and converted, as a checkpoint's is
+    cfg = load_run_config("cpu-demo", ["model.canvas=crop", "model.arch.positions=canvas"])
+    assert cfg.model.canvas == "crop"
+    # the same refusal text whichever key asked for crops
+    for key in ("model.canvas", "data.canvas"):
+        with pytest.raises(ArcKitError) as e:
+            crop_config(TRMConfig(mlp_t=True), key=key)
+        assert str(e.value) == f"config key '{key}': crop cannot be used with mlp_t (its sequence length is fixed)"

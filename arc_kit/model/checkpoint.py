@@ -1,4 +1,4 @@
-"""Checkpoints: the kit's directory format (safetensors + YAML + JSON), reference TRM import, growing the puzzle table.
+"""Checkpoints: the kit's directory format (safetensors + YAML + JSON) and reference TRM import.
 
 A checkpoint directory holds
     config.yaml            format, model (TRMConfig), then whatever extra sections the caller passed
@@ -295,39 +295,6 @@ def load_model_tensors(directory: str | Path, device="cpu") -> dict[str, torch.T
     if (d / TABLE_FILE).exists():
         state[TABLE_KEY] = load_puzzle_rows(d).to(device)
     return state
-
-
-def add_puzzles(
-    model: TRM, names: Sequence[str], init: "str | torch.Tensor" = "mean", puzzle_names: list[str] | None = None
-) -> list[int]:
-    """Grow the puzzle table for new puzzles (test-time training) and return their rows. New rows are the mean
-    of the rows loaded now (`init="mean"`), zeros (`"zero"`), or a given [ndim] row such as the whole pretrained
-    table's mean (`table_mean`, the reference's choice for unseen tasks). When `puzzle_names` (the row -> name
-    list) is given, names already in it keep their row and it is extended in place.
-    Trainers holding `model.puzzle_emb.weights` must fetch it again: the buffer is replaced."""
-    if not torch.is_tensor(init) and init not in ("mean", "zero"):
-        raise ArcKitError(f"add_puzzles: init must be 'mean', 'zero' or a row tensor, got {init!r}")
-    if not hasattr(model, "puzzle_emb"):
-        raise ArcKitError("add_puzzles: the model has no puzzle embedding (puzzle_emb_ndim 0)")
-    table = model.puzzle_emb.weights
-    known = {n: i for i, n in enumerate(puzzle_names)} if puzzle_names is not None else {}
-    out: list[int] = []
-    new: list[str] = []
-    for name in names:
-        if name not in known:
-            known[name] = table.shape[0] + len(new)
-            new.append(name)
-        out.append(known[name])
-    if new:
-        if torch.is_tensor(init):
-            fill = init.to(table.device, table.dtype).reshape(1, -1)
-        else:
-            fill = table.mean(0, keepdim=True) if init == "mean" else torch.zeros_like(table[:1])
-        model.puzzle_emb.weights = torch.cat([table, fill.expand(len(new), -1)]).contiguous()
-        model.config = dataclasses.replace(model.config, num_puzzle_identifiers=model.puzzle_emb.weights.shape[0])
-        if puzzle_names is not None:
-            puzzle_names.extend(new)
-    return out
 
 
 def table_mean(directory: str | Path, chunk: int = 65536) -> torch.Tensor:

@@ -52,14 +52,9 @@ class TRMConfig:
             bad("pos_encodings", f"expected rope, learned or none, got {self.pos_encodings!r}")
         if self.positions not in ("canvas", "coords"):
             bad("positions", f"expected canvas or coords, got {self.positions!r}")
-        if self.positions == "coords" and self.pos_encodings == "learned":
-            bad(
-                "positions",
-                "coords needs pos_encodings rope or none (learned position embeddings beyond the "
-                "trained crops were never trained)",
-            )
-        if self.positions == "coords" and self.mlp_t:
-            bad("positions", "coords cannot be used with mlp_t (its sequence length is fixed)")
+        why = crop_problem(self) if self.positions == "coords" else None
+        if why:
+            bad("positions", f"coords cannot be used with {why}")
         if self.positions == "coords" and self.seq_len > GRID_CELLS:
             bad("positions", f"coords covers at most {GRID_CELLS} cells, seq_len is {self.seq_len}")
         if self.crops and self.positions != "coords":
@@ -109,6 +104,33 @@ class TRMConfig:
         kw = {k: v for k, v in arch.items() if k in known}
         kw.update(extra)
         return from_dict(cls, kw)
+
+
+def crop_problem(config: TRMConfig) -> str | None:
+    """Why `config` cannot run on per-task crops (coordinate positions on the 30x30 grid), or None when it can.
+    The one statement of the rule: TRMConfig's own checks, the run config, `arc-kit train` and `crop_config`
+    all ask here. A 30x30-canvas model with RoPE (or no positions) -- the reference's -- can: its positions
+    P + t on a 30-wide canvas are coordinates already."""
+    if config.pos_encodings == "learned":
+        return "learned position embeddings (positions beyond the trained crops were never trained)"
+    if config.mlp_t:
+        return "mlp_t (its sequence length is fixed)"
+    if config.positions == "canvas" and config.seq_len != GRID_CELLS:
+        return f"a {config.seq_len}-token canvas (its positions are not 30-wide coordinates)"
+    return None
+
+
+def crop_config(config: TRMConfig, margin: int = 0, key: str = "model.canvas") -> TRMConfig:
+    """`config` made to run on crops, or ArcKitError naming the config `key` that asked for crops
+    (`model.canvas` of a run, `data.canvas` of `arc-kit train`). A crop-trained model is returned as it is; any
+    other that passes `crop_problem` gets coordinate positions (a canvas model's outputs change: it was trained
+    attending over every PAD cell)."""
+    if config.crops:
+        return config
+    why = crop_problem(config)
+    if why:
+        raise ConfigValueError(key, f"crop cannot be used with {why}")
+    return dataclasses.replace(config, positions="coords", seq_len=GRID_CELLS, crops=True, crop_margin=margin)
 
 
 @dataclass

@@ -1,12 +1,13 @@
 """RunConfig: the dataclass tree behind `arc-kit run` (tasks, model, TTT, inference, voting, budget, output)."""
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from arc_kit.config import from_dict, load_config, to_dict
 from arc_kit.errors import ArcKitError
-from arc_kit.model.config import TrainConfig, TRMConfig
+from arc_kit.model.config import GRID_CELLS, TrainConfig, TRMConfig, crop_config
 
 
 @dataclass
@@ -151,17 +152,11 @@ def check_run_config(cfg: RunConfig, where: str = "config") -> RunConfig:
     if isinstance(cfg.model.canvas, int) and not 2 <= cfg.model.canvas <= 30:
         bad("model.canvas", f"expected 2..30, 'task' or 'crop', got {cfg.model.canvas}")
     arch = cfg.model.arch
-    if cfg.model.canvas == "crop" and not cfg.model.checkpoint:
-        if arch.pos_encodings == "learned":
-            bad(
-                "model.canvas",
-                "crop cannot be used with model.arch.pos_encodings learned (positions beyond the "
-                "trained crops were never trained)",
-            )
-        if arch.mlp_t:
-            bad("model.canvas", "crop cannot be used with model.arch.mlp_t (its sequence length is fixed)")
-        if arch.positions != "coords":
-            bad("model.canvas", "crop needs model.arch.positions: coords (cell (r, c) at P + 30 r + c)")
+    if cfg.model.canvas == "crop" and not cfg.model.checkpoint:  # the model this run builds: 30x30, then crops
+        try:
+            crop_config(dataclasses.replace(arch, seq_len=GRID_CELLS))
+        except ArcKitError as e:
+            raise ArcKitError(f"{where}: {e}") from None
     if cfg.model.halt_max_steps is not None and cfg.model.halt_max_steps < 1:
         bad("model.halt_max_steps", f"must be >= 1, got {cfg.model.halt_max_steps}")
     defaults = TrainConfig()

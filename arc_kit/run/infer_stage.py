@@ -15,7 +15,7 @@ from arc_kit.consistency import (
     score_views,
     scored_keys,
 )
-from arc_kit.crops import crop_config, task_crop
+from arc_kit.crops import task_crop
 from arc_kit.data import Task, task_fits
 from arc_kit.files import read_json
 from arc_kit.identifiers import task_puzzles
@@ -114,13 +114,14 @@ def load_for_views(src: Path, tasks: dict[str, Task], n_views: int, device="cpu"
 
 def _load_model(src: Path, cfg, task_set, n_views: int, device):
     """A model directory's model, ready for inference (the run's supervision steps), with its views' rows."""
+    from arc_kit.model.build import fit_config
+
     model, per_task, rows = load_for_views(src, task_set.tasks, n_views)
-    if cfg.model.halt_max_steps is not None:
-        model.config.halt_max_steps = cfg.model.halt_max_steps
-    if cfg.inference.steps is not None:  # inference may run fewer (or more) steps than training did
-        model.config.halt_max_steps = cfg.inference.steps
-    if cfg.model.canvas == "crop":  # a crop-trained model keeps its own crops; a 30x30-canvas one runs on crops
-        model.config = crop_config(model.config, cfg.model.canvas_margin)
+    # inference may run fewer (or more) steps than training did; a crop-trained model keeps its own crops, a
+    # 30x30-canvas one runs on crops with model.canvas crop
+    halt = cfg.inference.steps if cfg.inference.steps is not None else cfg.model.halt_max_steps
+    crop_margin = cfg.model.canvas_margin if cfg.model.canvas == "crop" else None
+    model.config = fit_config(model.config, crop_margin=crop_margin, halt_max_steps=halt)
     if cfg.inference.compile != "off":
         model.compile_inference()
     return model.to(device).eval(), per_task, rows

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from arc_kit.augment import AugmentConfig
 from arc_kit.config import load_config
-from arc_kit.crops import BUCKETS, bucket_length, crop_config, task_crop
+from arc_kit.crops import BUCKETS, bucket_length, task_crop
 from arc_kit.data import Task, TaskSet, load_tasks, task_fits, visible_side
 from arc_kit.files import atomic_write_json, read_json
 from arc_kit.infer import measure_infer_rate
@@ -41,73 +41,43 @@ def ttt_canvas(cfg: RunConfig, tasks: list[Task]) -> int:
     return int(cfg.model.canvas)
 
 
+def _fit(cfg: RunConfig) -> dict:
+    """The run's settings every model of this run is built with (model.build.fit_config's arguments)."""
+    crops = cfg.model.canvas == "crop"
+    return {"crop_margin": cfg.model.canvas_margin if crops else None, "halt_max_steps": cfg.model.halt_max_steps}
+
+
 def scratch_model(cfg: RunConfig, canvas: int, rows: int):
     """A new TRM of `model.arch` on the canvas with `rows` puzzle rows; the same weights in every process."""
-    import torch
+    from arc_kit.model.build import build_model
 
-    from arc_kit.model.trm import TRM
-
-    arch = dataclasses.replace(cfg.model.arch, seq_len=canvas * canvas, num_puzzle_identifiers=max(1, rows))
-    if cfg.model.canvas == "crop":
-        arch = crop_config(arch, cfg.model.canvas_margin)
-    if cfg.model.halt_max_steps is not None:
-        arch = dataclasses.replace(arch, halt_max_steps=cfg.model.halt_max_steps)
-    torch.manual_seed(cfg.runtime.seed)  # every process (and a resumed run) builds the same initial weights
-    model = TRM(arch)
-    if cfg.ttt.row_init == "normal" and arch.puzzle_emb_ndim > 0:  # "mean" and "zero": the zeros TRM starts with
-        init_rows(model, list(range(1, model.puzzle_emb.weights.shape[0])), "normal", None)
-    return model
-
-
-def init_rows(model, rows: list[int], how: str, mean) -> None:
-    """Set the puzzle-table `rows` (new puzzles) as `ttt.row_init` says: `mean` (the given [ndim] row), zeros,
-    or N(0, 1/hidden_size) from torch's global generator (seeded by the caller)."""
-    import torch
-
-    if not rows:
-        return
-    table = model.puzzle_emb.weights  # [rows, ndim]
-    idx = torch.tensor(rows, device=table.device)
-    with torch.no_grad():
-        if how == "normal":
-            std = model.config.hidden_size**-0.5
-            table[idx] = torch.randn(len(rows), table.shape[1]).mul_(std).to(table.device, table.dtype)
-        elif how == "zero":
-            table[idx] = 0.0
-        else:
-            table[idx] = mean
+    return build_model(
+        cfg.model.arch,
+        seq_len=canvas * canvas,
+        rows=rows,
+        seed=cfg.runtime.seed,
+        row_init=cfg.ttt.row_init,
+        **_fit(cfg),
+    )
 
 
 def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger, canvas: int | None = None):
     """The checkpoint's network with a puzzle table of exactly `names` (row 0 `<blank>`): a name the checkpoint
-    already has starts from its stored row, a new one from the mean of the whole stored table (streamed).
-    `canvas`: the run's canvas, for a model with coordinate positions (any canvas); None keeps the checkpoint's."""
-    import torch
-
-    from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info, table_mean
+    already has starts from its stored row, a new one as `ttt.row_init` says (the mean of the whole stored table,
+    streamed, by default). `canvas`: the run's canvas, for a model with coordinate positions (any canvas)."""
+    from arc_kit.model.build import load_model
 
     checkpoint = cfg.model.checkpoint
     if not checkpoint:
         raise ValueError("checkpoint_model_for: the run config has no model.checkpoint")
-    stored = read_checkpoint_info(checkpoint).puzzle_names
-    row_of = {n: i for i, n in enumerate(stored)}
-    model, _ = load_checkpoint(checkpoint, puzzle_rows=[row_of.get(n, 0) for n in names])
-    new = [i for i, n in enumerate(names) if i > 0 and n not in row_of]
     how = cfg.ttt.row_init
-    if new and model.config.puzzle_emb_ndim > 0:
-        torch.manual_seed(cfg.runtime.seed)  # "normal": the same rows in every process and on resume
-        init_rows(model, new, how, table_mean(checkpoint) if how == "mean" else None)
-    start = {"mean": f"the mean of its {len(stored)}-row table", "zero": "zeros", "normal": "N(0, 1/hidden_size)"}
+    seq_len = canvas * canvas if canvas is not None else None
+    model, n_new = load_model(checkpoint, names, seq_len=seq_len, seed=cfg.runtime.seed, row_init=how, **_fit(cfg))
+    start = {"mean": "the mean of its stored table", "zero": "zeros", "normal": "N(0, 1/hidden_size)"}
     log.info(
-        f"train: {len(names) - 1} puzzles to train: {len(names) - 1 - len(new)} start from the checkpoint's "
-        f"rows, {len(new)} from {start[how]}"
+        f"train: {len(names) - 1} puzzles to train: {len(names) - 1 - n_new} start from the checkpoint's "
+        f"rows, {n_new} from {start[how]}"
     )
-    if cfg.model.halt_max_steps is not None:
-        model.config.halt_max_steps = cfg.model.halt_max_steps
-    if cfg.model.canvas == "crop":
-        model.config = crop_config(model.config, cfg.model.canvas_margin)
-    elif canvas is not None and not model.config.crops:
-        model.config.seq_len = canvas * canvas
     return model
 
 
@@ -169,15 +139,12 @@ def probe_model(env: StageEnv, targets: list[Task]) -> tuple["TRM", int]:
     rows this run trains are set up when building), or a new model on the run's canvas."""
     cfg = env.cfg
     if cfg.model.checkpoint:
-        from arc_kit.model.checkpoint import load_checkpoint
+        from arc_kit.model.build import load_model
+        from arc_kit.model.checkpoint import read_checkpoint_info
 
-        model, _ = load_checkpoint(cfg.model.checkpoint, puzzle_rows=[0])
-        if cfg.model.halt_max_steps is not None:
-            model.config.halt_max_steps = cfg.model.halt_max_steps
-        if cfg.model.canvas == "crop":
-            model.config = crop_config(model.config, cfg.model.canvas_margin)
-        else:
-            model.config.seq_len = run_canvas_for(model, cfg, targets) ** 2
+        stored = read_checkpoint_info(cfg.model.checkpoint)
+        side = run_canvas_for(stored, cfg, targets)
+        model, _ = load_model(cfg.model.checkpoint, stored.puzzle_names[:1], seq_len=side * side, **_fit(cfg))
         return model.to(env.device), math.isqrt(model.config.seq_len)
     canvas = ttt_canvas(cfg, targets)
     return scratch_model(cfg, canvas, 1).to(env.device), canvas
