@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from arc_kit.data import Grid, TaskSet, grid_problem
+from arc_kit.data import Grid, Task, TaskSet, grid_problem
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_json, first_line, read_json
 
@@ -200,3 +200,20 @@ def is_submission_file(path: Path) -> bool:
         return False
     value = next(iter(obj.values()))
     return isinstance(value, list) and bool(value) and isinstance(value[0], dict) and "attempt_1" in value[0]
+
+
+def submission_attempts(path: str | Path, task: Task) -> list[list]:
+    """The attempts for `task` in a Kaggle submission.json: one list [attempt_1, attempt_2] per test input."""
+    sub = read_submission(path)
+    if task.id not in sub:
+        raise ArcKitError(f"{path}: task {task.id}: not in the submission")
+    entries = sub[task.id]
+    if not isinstance(entries, list):
+        raise ArcKitError(f"{path}: task {task.id}: expected a list with one entry per test input")
+    attempts = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise ArcKitError(f"{path}: task {task.id}: entry {i} is not an object with attempt_1 and attempt_2")
+        keys = sorted((k for k in e if k.startswith("attempt_")), key=lambda k: (len(k), k))
+        attempts.append([e[k] for k in keys])
+    return attempts

@@ -7,7 +7,8 @@ from arc_kit.augment import AugmentConfig
 from arc_kit.crops import BUCKETS, bucket_length, crop_board, crop_positions, encode_crop, oriented, task_crop
 from arc_kit.data import Pair, Task
 from arc_kit.encoding import CANVAS, IGNORE_LABEL_ID, PAD, crop_tokens, encode_grid, loss_labels
-from arc_kit.model.dataset import BatchSampler, TrainData
+from arc_kit.model.batches import BatchSampler
+from arc_kit.model.dataset import TrainData
 
 
 def _grid(h, w, seed):

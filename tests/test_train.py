@@ -294,7 +294,7 @@ def test_cli_train_writes_checkpoint_and_resumes(tmp_path, capsys):
 
 
 def test_host_reads_metrics_only_at_sync_points_and_batches_are_prefetched(tmp_path, monkeypatch):
-    from arc_kit.model.dataset import BatchPrefetcher, BatchSampler
+    from arc_kit.model.batches import BatchPrefetcher, BatchSampler
 
     data = _data()
     tr = Trainer(_model(data), data, _config(max_steps=12, log_every=5), log_path=tmp_path / "log.jsonl")

@@ -3,29 +3,13 @@
 import dataclasses
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from arc_kit.cli.common import add_config_args
 from arc_kit.config import load_config, save_config, to_dict
 from arc_kit.errors import ArcKitError
 from arc_kit.files import check_writable_dir
-from arc_kit.model.config import GRID_CELLS, TrainConfig
-
-
-def _pretrain_config_class() -> type[Any]:
-    """The YAML schema of `arc-kit train` (built lazily: model.py imports torch)."""
-    from arc_kit.model.dataset import DataConfig
-    from arc_kit.model.trm import TRMConfig
-
-    @dataclass
-    class PretrainConfig:
-        model: TRMConfig = field(default_factory=TRMConfig)  # seq_len and num_puzzle_identifiers come from the data
-        data: DataConfig = field(default_factory=DataConfig)
-        train: TrainConfig = field(default_factory=TrainConfig)
-
-    return PretrainConfig
+from arc_kit.model.config import GRID_CELLS, PretrainConfig
 
 
 def add_commands(subparsers) -> None:
@@ -57,7 +41,7 @@ def add_commands(subparsers) -> None:
         "--minutes", type=float, default=None, help="wall-clock budget in minutes (> 0); stops (and saves) before it"
     )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    p.set_defaults(func=run_train)
+    p.set_defaults(func=cmd_train)
 
 
 def _check_args(args) -> None:
@@ -73,7 +57,7 @@ def _check_args(args) -> None:
         raise ArcKitError("--resume continues the run in --out; drop --checkpoint")
 
 
-def run_train(args) -> int:
+def cmd_train(args) -> int:
     import math
     import os
 
@@ -88,7 +72,7 @@ def run_train(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(_pretrain_config_class(), args.config, args.overrides)
+    cfg = load_config(PretrainConfig, args.config, args.overrides)
     cfg.data.demo_sources = list(cfg.data.demo_sources) + list(args.tasks)
     out = Path(args.out)
     if (out / "config.yaml").exists() and not args.resume:

@@ -1,8 +1,8 @@
-"""Model and training configuration (TRMConfig, TrainConfig): plain dataclasses, importable without torch."""
+"""Model, data and training configuration (TRMConfig, DataConfig, TrainConfig, PretrainConfig): no torch."""
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from arc_kit.config import from_dict
 from arc_kit.errors import ConfigValueError
@@ -194,3 +194,35 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 bad(name, f"expected {' or '.join(allowed)}, got {getattr(self, name)!r}")
+
+
+@dataclass
+class DataConfig:
+    # Task sets whose demonstration AND test pairs (with known outputs) are training examples,
+    # e.g. arc-agi-1/training. Bundled names or paths, as data.load_tasks takes them.
+    sources: list[str] = field(default_factory=list)
+    # Task sets whose demonstration pairs only are trained on (the tasks to be solved);
+    # `arc-kit train --tasks SOURCE` appends here.
+    demo_sources: list[str] = field(default_factory=list)
+    num_augmentations: int = 1000  # augmented versions per task besides the identity (reference --num-aug;
+    # fewer when a task has fewer distinct ones)
+    augmentation: str = "reference"  # shipped config in configs/augmentation/ (or a YAML path)
+    seed: int = 42  # seed of the augmentation draws (not of the training run)
+    canvas: int = 30  # square canvas side: 30 = reference (900 tokens); smaller for task-sized models
+    # > 0: train only on tasks whose grids all fit max_size x max_size (the pairs trained on: demonstrations, plus
+    # test pairs for `sources`); 0 = every task (one that does not fit the canvas is an error)
+    max_size: int = 0
+    translate: bool = True  # random translation of each example on the canvas (same offset for input and output)
+    # true: every task on its own crop (arc_kit.crops: the answer-blind (h+1) x (w+1) rule, sequences in length
+    # buckets) instead of the square canvas; the model needs coordinate positions (model.positions: coords)
+    crops: bool = False
+    crop_margin: int = 0  # extra rows and columns around each crop (crops only)
+
+
+@dataclass
+class PretrainConfig:
+    """The YAML schema of `arc-kit train`: model:, data: and train: sections."""
+
+    model: TRMConfig = field(default_factory=TRMConfig)  # seq_len and num_puzzle_identifiers come from the data
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
