@@ -250,13 +250,13 @@ def test_reference_model_on_a_full_crop_is_the_canvas_model():
 def _train_cli(tmp_path, out, *extra):
     tasks = write_task_dir(tmp_path / "tasks", {f"t{i}": simple_task(size=2 + 2 * i, colour=1 + i) for i in range(3)})
     cmd = [sys.executable, "-m", "arc_kit.cli", "train", "--config", "pretrain-starter", "--out", str(out)]
-    over = [f"data.sources=[{tasks}]", "data.num_augmentations=2", "train.max_steps=4", "train.global_batch_size=8"]
+    over = [f"data.sources=[{tasks}]", "data.augmentations=2", "train.max_steps=4", "train.global_batch_size=8"]
     return subprocess.run([*cmd, *over, "--threads", "1", *extra], capture_output=True, text=True, timeout=300)
 
 
 def test_pretraining_on_crops_writes_a_crop_model_that_test_time_training_keeps_on_crops(tmp_path):
     ck = tmp_path / "ck"
-    r = _train_cli(tmp_path, ck, "data.crops=true")
+    r = _train_cli(tmp_path, ck, "data.canvas=crop")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "per-task crops" in r.stderr
     info = read_checkpoint_info(ck)
@@ -269,17 +269,17 @@ def test_pretraining_on_crops_writes_a_crop_model_that_test_time_training_keeps_
     assert_valid_submission(out, tasks)
     assert read_checkpoint_info(out / "ttt" / "model").config.crops
     # continuing it on the canvas (or with another margin) would keep `crops: true` on a canvas-trained model
-    for extra in ((), ("data.crops=true", "data.crop_margin=2")):
+    for extra in ((), ("data.canvas=crop", "data.canvas_margin=2")):
         r = _train_cli(tmp_path, tmp_path / "ck2", "--checkpoint", str(ck), *extra)
-        assert r.returncode == 2 and "data.crops" in r.stderr and "crop_margin=0" in r.stderr, r.stderr
+        assert r.returncode == 2 and "data.canvas" in r.stderr and "canvas_margin=0" in r.stderr, r.stderr
 
 
 def test_pretraining_refuses_crops_with_learned_positions_naming_the_key(tmp_path):
     r = _train_cli(
-        tmp_path, tmp_path / "ck", "data.crops=true", "model.positions=canvas", "model.pos_encodings=learned"
+        tmp_path, tmp_path / "ck", "data.canvas=crop", "model.positions=canvas", "model.pos_encodings=learned"
     )
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
-    assert "data.crops" in r.stderr and "learned" in r.stderr
+    assert "data.canvas" in r.stderr and "learned" in r.stderr
     assert not (tmp_path / "ck" / "model.safetensors").exists()
 
 

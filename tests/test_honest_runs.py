@@ -265,7 +265,7 @@ def test_empty_selection_and_bad_config_fail_before_any_directory_is_made(tmp_pa
     assert res.returncode == 2 and "leaves no task" in res.stderr and "max_size=1" in res.stderr
     assert not out.exists()
     for key, value, needle in (
-        ("ttt.augment", "no-such-preset", "ttt.augment"),
+        ("ttt.augmentation", "no-such-preset", "ttt.augmentation"),
         ("voting", "no-such-voting", "voting"),
         ("ttt.extra_sources", ["/no/such/dir"], "ttt.extra_sources[0]"),
         ("ttt.train.lr", 0, "ttt.train.lr"),

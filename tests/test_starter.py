@@ -69,7 +69,7 @@ def test_an_existing_path_named_starter_wins_and_a_missing_model_names_both_plac
 def _train(tmp_path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     tasks = write_task_dir(tmp_path / "tasks", {f"t{i}": simple_task(size=3 + i, colour=1 + i) for i in range(3)})
     cmd = [sys.executable, "-m", "arc_kit.cli", "train", "--config", "pretrain-starter", "--out", str(out)]
-    over = [f"data.sources=[{tasks}]", "data.num_augmentations=2", "train.max_steps=3", "train.global_batch_size=8"]
+    over = [f"data.sources=[{tasks}]", "data.augmentations=2", "train.max_steps=3", "train.global_batch_size=8"]
     return subprocess.run([*cmd, *over, *extra], capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 

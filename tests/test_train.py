@@ -274,7 +274,7 @@ def test_cli_train_writes_checkpoint_and_resumes(tmp_path, capsys):
         "model.halt_max_steps=2",
         "data.sources=[]",
         "data.demo_sources=[]",
-        "data.num_augmentations=3",
+        "data.augmentations=3",
         "data.canvas=4",
         "train.global_batch_size=8",
         "train.lr_warmup_steps=2",

@@ -91,19 +91,18 @@ def cmd_train(args) -> int:
     if base:  # the checkpoint fixes the first puzzle rows, and the canvas unless its positions are coordinates
         info = read_checkpoint_info(base)
         names, ck = info.puzzle_names, info.config
-        if ck.crops and (not cfg.data.crops or cfg.data.crop_margin != ck.crop_margin):
+        if ck.crops and (not cfg.data.crops or cfg.data.canvas_margin != ck.crop_margin):
             raise ArcKitError(
-                f"config key 'data.crops': {base} was trained on crops with crop_margin {ck.crop_margin}; "
-                f"continue it with data.crops=true data.crop_margin={ck.crop_margin}"
+                f"config key 'data.canvas': {base} was trained on crops with crop_margin {ck.crop_margin}; "
+                f"continue it with data.canvas=crop data.canvas_margin={ck.crop_margin}"
             )
         if cfg.data.crops:
-            fit_config(ck, crop_margin=cfg.data.crop_margin, crop_key="data.crops")  # refused before any task is read
+            fit_config(ck, crop_margin=cfg.data.canvas_margin, crop_key="data.canvas")  # refused before reading tasks
         elif ck.positions != "coords":
             cfg.data.canvas = math.isqrt(ck.seq_len)
     elif cfg.data.crops:  # the data sets a scratch model's length: check the crop model before reading any task
-        fit_config(
-            dataclasses.replace(cfg.model, seq_len=GRID_CELLS), crop_margin=cfg.data.crop_margin, crop_key="data.crops"
-        )
+        scratch = dataclasses.replace(cfg.model, seq_len=GRID_CELLS)
+        fit_config(scratch, crop_margin=cfg.data.canvas_margin, crop_key="data.canvas")
     data = load_train_data(cfg.data, puzzle_names=names)
     if is_main:
         print(
@@ -113,8 +112,8 @@ def cmd_train(args) -> int:
             file=sys.stderr,
         )
 
-    crop_margin = cfg.data.crop_margin if cfg.data.crops else None
-    fit = {"seq_len": data.seq_len, "crop_margin": crop_margin, "crop_key": "data.crops"}
+    crop_margin = cfg.data.canvas_margin if cfg.data.crops else None
+    fit = {"seq_len": data.seq_len, "crop_margin": crop_margin, "crop_key": "data.canvas"}
     if base:  # --checkpoint: new puzzles start from the mean of its table; --resume: its own table
         model, _ = load_model(base, data.puzzle_names if args.checkpoint else None, row_init="mean", **fit)
     else:

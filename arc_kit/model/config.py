@@ -3,13 +3,14 @@
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from arc_kit.config import from_dict
+from arc_kit.data import GRID_SIDE
 from arc_kit.errors import ConfigValueError
 
 FORWARD_DTYPES = ("float32", "bfloat16", "float16")
-GRID_SIDE = 30  # coordinate positions: cell (r, c) is P + GRID_SIDE * r + c
-GRID_CELLS = GRID_SIDE * GRID_SIDE
+GRID_CELLS = GRID_SIDE * GRID_SIDE  # coordinate positions: cell (r, c) is P + GRID_SIDE * r + c
 
 
 @dataclass
@@ -198,25 +199,44 @@ class TrainConfig:
 
 @dataclass
 class DataConfig:
+    RENAMED: ClassVar[dict[str, str]] = {
+        "num_augmentations": "data.augmentations",
+        "crops": "data.canvas: crop",
+        "crop_margin": "data.canvas_margin",
+    }
+
     # Task sets whose demonstration AND test pairs (with known outputs) are training examples,
     # e.g. arc-agi-1/training. Bundled names or paths, as data.load_tasks takes them.
     sources: list[str] = field(default_factory=list)
     # Task sets whose demonstration pairs only are trained on (the tasks to be solved);
     # `arc-kit train --tasks SOURCE` appends here.
     demo_sources: list[str] = field(default_factory=list)
-    num_augmentations: int = 1000  # augmented versions per task besides the identity (reference --num-aug;
+    augmentations: int = 1000  # augmented versions per task besides the identity (reference --num-aug;
     # fewer when a task has fewer distinct ones)
     augmentation: str = "reference"  # shipped config in configs/augmentation/ (or a YAML path)
     seed: int = 42  # seed of the augmentation draws (not of the training run)
-    canvas: int = 30  # square canvas side: 30 = reference (900 tokens); smaller for task-sized models
+    # Square canvas side: 30 = reference (900 tokens); smaller for task-sized models. "crop": every task on its own
+    # crop (arc_kit.crops: the answer-blind (h+1) x (w+1) rule, sequences in length buckets); the model needs
+    # coordinate positions (model.positions: coords), or gets them when it is a 30x30 RoPE model.
+    canvas: int | str = 30
     # > 0: train only on tasks whose grids all fit max_size x max_size (the pairs trained on: demonstrations, plus
     # test pairs for `sources`); 0 = every task (one that does not fit the canvas is an error)
     max_size: int = 0
     translate: bool = True  # random translation of each example on the canvas (same offset for input and output)
-    # true: every task on its own crop (arc_kit.crops: the answer-blind (h+1) x (w+1) rule, sequences in length
-    # buckets) instead of the square canvas; the model needs coordinate positions (model.positions: coords)
-    crops: bool = False
-    crop_margin: int = 0  # extra rows and columns around each crop (crops only)
+    canvas_margin: int = 0  # extra rows and columns around each crop (canvas crop only)
+
+    def __post_init__(self):
+        if isinstance(self.canvas, str) and self.canvas != "crop":
+            raise ConfigValueError("canvas", f"expected 2..{GRID_SIDE} or 'crop', got {self.canvas!r}")
+        if isinstance(self.canvas, int) and not 2 <= self.canvas <= GRID_SIDE:
+            raise ConfigValueError("canvas", f"expected 2..{GRID_SIDE} or 'crop', got {self.canvas}")
+        if not 0 <= self.canvas_margin < GRID_SIDE:
+            raise ConfigValueError("canvas_margin", f"expected 0..{GRID_SIDE - 1} cells, got {self.canvas_margin}")
+
+    @property
+    def crops(self) -> bool:
+        """Every task on its own crop (`canvas: crop`)."""
+        return self.canvas == "crop"
 
 
 @dataclass

@@ -6,8 +6,8 @@ import numpy as np
 
 from arc_kit.augment import IDENTITY, Augmentation, AugmentConfig, sample_augmentations
 from arc_kit.config import load_config
-from arc_kit.crops import CANVAS, TRANSPOSING, bucket_length, crop_positions, task_crop
-from arc_kit.data import load_tasks
+from arc_kit.crops import TRANSPOSING, bucket_length, crop_positions, task_crop
+from arc_kit.data import GRID_SIDE, load_tasks
 from arc_kit.encoding import COLOR_OFFSET, EOS, PAD, loss_labels
 from arc_kit.errors import ArcKitError
 from arc_kit.identifiers import BLANK  # puzzle-embedding row 0, as the reference builder numbers them
@@ -94,7 +94,7 @@ class TrainData:
         if not self.groups:
             raise ArcKitError("training data: no task has a demonstration pair to train on")
         self.puzzle_names = puzzle_names
-        self.canvas = CANVAS if crops is not None else canvas
+        self.canvas = GRID_SIDE if crops is not None else canvas
         self.translate = translate
         self.crops = np.array([crops[i] for i in keep], dtype=np.int64).reshape(-1, 2) if crops is not None else None
         self._build_tables()
@@ -173,7 +173,7 @@ class TrainData:
                 h, w = task_crop(task, crop_margin)
                 for pair in base:
                     for g in pair:
-                        h, w = max(h, min(CANVAS, g.shape[0] + 1)), max(w, min(CANVAS, g.shape[1] + 1))
+                        h, w = max(h, min(GRID_SIDE, g.shape[0] + 1)), max(w, min(GRID_SIDE, g.shape[1] + 1))
                 task_crops.append((h, w))
         return cls(groups, names, canvas=canvas, translate=translate, crops=task_crops)
 
@@ -319,13 +319,13 @@ def load_train_data(config: DataConfig, puzzle_names: list[str] | None = None) -
     aug_config = load_config(AugmentConfig, config.augmentation, subdir="augmentation")
     return TrainData.from_tasks(
         tasks,
-        config.num_augmentations,
+        config.augmentations,
         aug_config,
         seed=config.seed,
-        canvas=config.canvas,
+        canvas=GRID_SIDE if config.crops else int(config.canvas),
         translate=config.translate,
         use_test_pairs=flags,
         puzzle_names=puzzle_names,
         crops=config.crops,
-        crop_margin=config.crop_margin,
+        crop_margin=config.canvas_margin,
     )

@@ -24,11 +24,11 @@ def check_run_inputs(cfg: RunConfig, where: str = "config") -> None:
         cfg.model.checkpoint = str(ck)
         if not (ck / "config.yaml").is_file():
             raise ArcKitError(f"{ck}: not an arc-kit checkpoint directory (no config.yaml)")
-    if cfg.ttt.augment:
+    if cfg.ttt.augmentation:
         try:
-            load_config(AugmentConfig, cfg.ttt.augment, subdir="augmentation")
+            load_config(AugmentConfig, cfg.ttt.augmentation, subdir="augmentation")
         except ArcKitError as e:
-            raise ArcKitError(f"{where}: config key 'ttt.augment': {e}") from None
+            raise ArcKitError(f"{where}: config key 'ttt.augmentation': {e}") from None
     try:
         load_vote_config(cfg.voting)
     except ArcKitError as e:

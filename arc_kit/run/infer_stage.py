@@ -90,7 +90,7 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
         blank = 0
         for tid, task in tasks.items():
             if tid not in per_task:
-                per_task[tid] = [a.name(tid) for a in sample_augmentations(task, n_views - 1, cfg.inference.seed)]
+                per_task[tid] = [a.name(tid) for a in sample_augmentations(task, n_views - 1, cfg.runtime.seed + 1)]
                 blank += 1
         if blank and frac == sources[0][0]:
             log.info(f"infer: {blank} task(s) have no trained puzzle row in {src}: their views use row 0 (<blank>)")

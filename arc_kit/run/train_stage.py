@@ -145,7 +145,7 @@ def train_phases(env: StageEnv, model, data, plan: Plan, train_until: float, res
     train_cfg = dataclasses.replace(
         ttt.train,
         progress=cfg.output.progress,
-        seed=ttt.seed,
+        seed=cfg.runtime.seed,
         device=cfg.runtime.device,
         precision="auto" if cfg.runtime.precision == "bfloat16" else "float32",
     )

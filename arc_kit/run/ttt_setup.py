@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from arc_kit.augment import AugmentConfig
 from arc_kit.config import load_config
 from arc_kit.crops import BUCKETS, bucket_length, task_crop
-from arc_kit.data import Task, visible_side
+from arc_kit.data import GRID_SIDE, Task, visible_side
 from arc_kit.run.config import RunConfig
 from arc_kit.run.directory import TTT_DIR
 from arc_kit.run.plan import Plan
@@ -25,10 +25,10 @@ def ttt_canvas(cfg: RunConfig, tasks: list[Task]) -> int:
     visible grids plus the EOS border and `model.canvas_margin` (answer-blind: test outputs never count);
     30 (the coordinate grid) with crops."""
     if cfg.model.canvas == "crop":
-        return 30
+        return GRID_SIDE
     if cfg.model.canvas == "task":
         side = max((visible_side(t) for t in tasks), default=1)
-        return min(30, side + 1 + cfg.model.canvas_margin)
+        return min(GRID_SIDE, side + 1 + cfg.model.canvas_margin)
     return int(cfg.model.canvas)
 
 
@@ -88,7 +88,7 @@ def probe_side(model, tasks: list[Task]) -> int:
         return math.isqrt(model.config.seq_len)
     lengths = [bucket_length(h * w) for h, w in (task_crop(t, model.config.crop_margin) for t in tasks)]
     mean = sum(lengths) / len(lengths) if lengths else BUCKETS[-1]
-    return min(30, math.ceil(math.sqrt(mean)))
+    return min(GRID_SIDE, math.ceil(math.sqrt(mean)))
 
 
 @dataclass
@@ -135,13 +135,14 @@ def build_training(
     from arc_kit.model.dataset import TrainData
 
     cfg, ttt = env.cfg, env.cfg.ttt
-    aug_cfg = load_config(AugmentConfig, ttt.augment, subdir="augmentation") if ttt.augment else AugmentConfig()
+    aug = ttt.augmentation
+    aug_cfg = load_config(AugmentConfig, aug, subdir="augmentation") if aug else AugmentConfig()
     n_aug = plan.ttt_augmentations
     data = TrainData.from_tasks(
         targets + extras,
         [n_aug] * len(targets) + [ttt.extra_augmentations] * len(extras),
         aug_cfg,
-        seed=ttt.seed,
+        seed=cfg.runtime.seed,
         canvas=canvas,
         translate=ttt.translate,
         use_test_pairs=[False] * len(targets) + [True] * len(extras),
