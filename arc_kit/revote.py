@@ -1,5 +1,6 @@
 """Re-voting experiments: one tally of cached predictions ranked under several voting configs, scored and compared."""
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -7,7 +8,7 @@ from arc_kit.consistency import attach_consistency
 from arc_kit.data import TaskSet
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_json, open_read
-from arc_kit.predictions import is_predictions_file, iter_predictions, parse_weighted_path
+from arc_kit.predictions import Prediction, is_predictions_file, iter_predictions, parse_weighted_path
 from arc_kit.scoring import ScoreReport, compare_reports, score_submission, score_votes
 from arc_kit.submission import build_submission, is_submission_file, read_submission, write_submission
 from arc_kit.vote import CONSISTENCY_STRATEGIES, Tally, load_vote_config, rank_tally, tally
@@ -76,7 +77,7 @@ def revote(
     return result
 
 
-def score_files(specs: list[str], task_set, vote_config: str | None, notes: list[str]):
+def score_files(specs: list[str], task_set: TaskSet, vote_config: str | None, notes: list[str]) -> ScoreReport:
     """A submission.json or (voted) predictions file(s) -> ScoreReport."""
     first = Path(specs[0])
     if len(specs) > 1 or vote_config is not None or is_predictions_file(first):
@@ -88,7 +89,7 @@ def score_files(specs: list[str], task_set, vote_config: str | None, notes: list
     return score_submission(read_submission(first), task_set)
 
 
-def read_predictions_files(specs: list[str], problems: list[str]):
+def read_predictions_files(specs: list[str], problems: list[str]) -> Iterator[Prediction]:
     """Stream the predictions of FILE[:WEIGHT] specs (voting keeps only distinct grids in memory)."""
     if not specs:
         raise ArcKitError("no predictions file given")

@@ -202,7 +202,7 @@ def is_submission_file(path: Path) -> bool:
     return isinstance(value, list) and bool(value) and isinstance(value[0], dict) and "attempt_1" in value[0]
 
 
-def submission_attempts(path: str | Path, task: Task) -> list[list]:
+def submission_attempts(path: str | Path, task: Task) -> list[list[Any]]:
     """The attempts for `task` in a Kaggle submission.json: one list [attempt_1, attempt_2] per test input."""
     sub = read_submission(path)
     if task.id not in sub:

@@ -112,12 +112,15 @@ def cmd_train(args) -> int:
             file=sys.stderr,
         )
 
-    crop_margin = cfg.data.canvas_margin if cfg.data.crops else None
-    fit = {"seq_len": data.seq_len, "crop_margin": crop_margin, "crop_key": "data.canvas"}
+    margin = cfg.data.canvas_margin if cfg.data.crops else None
     if base:  # --checkpoint: new puzzles start from the mean of its table; --resume: its own table
-        model, _ = load_model(base, data.puzzle_names if args.checkpoint else None, row_init="mean", **fit)
+        names_now = data.puzzle_names if args.checkpoint else None
+        model, _ = load_model(base, names_now, seq_len=data.seq_len, crop_margin=margin, crop_key="data.canvas")
     else:
-        model = build_model(cfg.model, rows=len(data.puzzle_names), seed=cfg.train.seed, **fit)
+        rows, seed = len(data.puzzle_names), cfg.train.seed
+        model = build_model(
+            cfg.model, seq_len=data.seq_len, rows=rows, crop_margin=margin, seed=seed, crop_key="data.canvas"
+        )
     trainer = Trainer(model, data, cfg.train, accelerator=accelerator, log_path=out / "metrics.jsonl")
     if args.resume:
         trainer.load_state(out)
