@@ -93,7 +93,7 @@ def project(
     state = (
         json.loads((run_dir / "state.json").read_text()).get("stages", {}) if (run_dir / "state.json").is_file() else {}
     )
-    plan = read_plan(run_dir / PLAN_FILE) or Plan(0.0, 0.0, 0, 0, 0)
+    plan = read_plan(run_dir / PLAN_FILE) or Plan()
     local_train, local_infer = plan.train_seq_per_s, plan.infer_seq_per_s
     train_cfg = cfg.ttt.train
     train_seqs = cfg.ttt.max_steps * train_cfg.global_batch_size if cfg.ttt.enabled else 0

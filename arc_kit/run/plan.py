@@ -30,11 +30,11 @@ class Budget:
 class Plan:
     """How the time left is split, decided from measured throughput (seconds; counts after trimming)."""
 
-    train_seconds: float
-    infer_seconds: float
-    train_steps: int
-    ttt_augmentations: int
-    infer_views: int
+    train_seconds: float = 0.0
+    infer_seconds: float = 0.0
+    train_steps: int = 0
+    ttt_augmentations: int = 0
+    infer_views: int = 0
     notes: list[str] = field(default_factory=list)
     expected_train_seconds: float = 0.0  # time the planned steps should take at the measured rate
     # What the training stage measured and decided around the split; saved as OUT/plan.json (these keys).
