@@ -127,7 +127,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
-    """Build dataclass `cls` from a mapping; unknown keys and wrong types name the dotted key."""
+    """Build dataclass `cls` from a mapping; unknown keys and wrong types name the dotted key. A key listed in the
+    dataclass's `RENAMED` table ({old key: new dotted key}, a ClassVar) fails with one line naming its new name."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -135,7 +136,10 @@ def from_dict(cls: type[T], data: dict[str, Any] | None, prefix: str = "") -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
+    renamed: dict[str, str] = getattr(cls, "RENAMED", {})
     for k, v in data.items():
+        if k not in fields and k in renamed:
+            raise ArcKitError(f"config key '{prefix}{k}' was renamed: use '{renamed[k]}'")
         if k not in fields:
             raise ArcKitError(f"unknown config key '{prefix}{k}' (known: {', '.join(fields)})")
         kwargs[k] = _coerce(v, hints[k], prefix + str(k))

@@ -14,8 +14,8 @@ from arc_kit.encoding import PAD
 from arc_kit.errors import ArcKitError
 from arc_kit.files import open_read
 from arc_kit.infer import View, encode_view_output, encode_views, make_batches
-from arc_kit.predictions import Prediction, PredictionWriter
-from arc_kit.vote import CONSISTENCY_STRATEGIES, candidate_hash
+from arc_kit.predictions import Prediction, PredictionWriter, parse_weighted_path
+from arc_kit.vote import CONSISTENCY_STRATEGIES, Tally, add_consistency, candidate_hash
 
 CONSISTENCY_FILE = "consistency.jsonl"  # in the run directory, beside predictions.jsonl
 
@@ -196,3 +196,19 @@ def score_views(
             last = time.time() - tb
     stats["seconds"] = round(time.time() - t0, 3)
     return stats
+
+
+def attach_consistency(t: Tally, specs: list[str], given: list[str] | None, needed: bool, notes: list[str]) -> None:
+    """Merge consistency scores into tally `t`: the --consistency files, else (when a voting config ranks by them)
+    the consistency.jsonl beside each predictions file (a run directory), else a note."""
+    paths = [Path(p) for p in given or []]
+    if not paths and needed:
+        beside = {parse_weighted_path(s)[0].parent / CONSISTENCY_FILE for s in specs}
+        paths = sorted(p for p in beside if p.is_file())
+        if not paths:
+            notes.append(
+                f"no consistency scores ({CONSISTENCY_FILE} beside the predictions, or --consistency FILE): "
+                "the consistency strategies rank by votes alone"
+            )
+    if paths:
+        add_consistency(t, read_consistency(paths, notes))

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from arc_kit.data import Task, visible_grids
-from arc_kit.encoding import CANVAS, PAD, encode_grid
+from arc_kit.data import GRID_SIDE, Task, visible_grids
+from arc_kit.encoding import PAD, encode_grid
 
 # Sequence lengths a crop-mode batch may have: roughly geometric (x1.25-1.5) in multiples of 16 from 16 to the
 # full 900. A crop of n = H * W tokens goes into the smallest length >= n, padded on the right; 14 lengths keep
@@ -19,7 +19,7 @@ def task_crop(task: Task, margin: int = 0) -> tuple[int, int]:
     grids = visible_grids(task)
     h = max(len(g) for g in grids)
     w = max(len(g[0]) for g in grids)
-    return min(CANVAS, h + 1 + margin), min(CANVAS, w + 1 + margin)
+    return min(GRID_SIDE, h + 1 + margin), min(GRID_SIDE, w + 1 + margin)
 
 
 def oriented(crop: tuple[int, int], k: int) -> tuple[int, int]:
@@ -32,7 +32,7 @@ def bucket_length(n: int) -> int:
     for b in BUCKETS:
         if n <= b:
             return b
-    raise ValueError(f"a crop of {n} tokens is larger than the {CANVAS}x{CANVAS} grid")
+    raise ValueError(f"a crop of {n} tokens is larger than the {GRID_SIDE}x{GRID_SIDE} grid")
 
 
 def crop_positions(crops: np.ndarray, offsets: np.ndarray, length: int) -> np.ndarray:
@@ -46,9 +46,9 @@ def crop_positions(crops: np.ndarray, offsets: np.ndarray, length: int) -> np.nd
     t = np.arange(length)[None, :]
     inside_seq = t < H * W  # [B, length]
     r, c = t // W, t % W
-    pos = (r + offsets[:, 0:1]) * CANVAS + c + offsets[:, 1:2]
+    pos = (r + offsets[:, 0:1]) * GRID_SIDE + c + offsets[:, 1:2]
     # cells of the grid outside each crop, row-major: a stable sort puts them first, in order
-    gr, gc = np.divmod(np.arange(CANVAS * CANVAS), CANVAS)
+    gr, gc = np.divmod(np.arange(GRID_SIDE * GRID_SIDE), GRID_SIDE)
     in_crop = (
         (gr[None, :] >= offsets[:, 0:1])
         & (gr[None, :] < offsets[:, 0:1] + H)
@@ -65,7 +65,7 @@ def encode_crop(grid, crop: tuple[int, int], length: int) -> np.ndarray:
     """Grid (colours, already augmented) at the top-left of an H x W crop with the EOS border of
     encoding.encode_grid, row-major, right-padded with PAD to `length`: uint8 [length]."""
     H, W = crop
-    cells = encode_grid(grid, CANVAS).reshape(CANVAS, CANVAS)[:H, :W].reshape(-1)
+    cells = encode_grid(grid, GRID_SIDE).reshape(GRID_SIDE, GRID_SIDE)[:H, :W].reshape(-1)
     out = np.full(length, PAD, dtype=np.uint8)
     out[: H * W] = cells
     return out
@@ -75,30 +75,6 @@ def crop_board(tokens: np.ndarray, crop: tuple[int, int]) -> np.ndarray:
     """A crop sequence's tokens (right padding ignored) back on a 30x30 board, PAD elsewhere: [900], ready
     for encoding.crop_tokens."""
     H, W = crop
-    board = np.full((CANVAS, CANVAS), PAD, dtype=np.asarray(tokens).dtype)
+    board = np.full((GRID_SIDE, GRID_SIDE), PAD, dtype=np.asarray(tokens).dtype)
     board[:H, :W] = np.asarray(tokens)[: H * W].reshape(H, W)
     return board.reshape(-1)
-
-
-def crop_config(config, margin: int = 0):
-    """A model config (TRMConfig) made to run on crops (`model.canvas: crop`), or ArcKitError naming model.canvas.
-
-    A crop-trained model is returned as it is. A coordinate-position model, or a 30x30-canvas model with RoPE (or
-    no positions) -- the reference's: its positions P + t on a 30-wide canvas are coordinates already -- gets the
-    same RoPE table read at crop coordinates (its outputs change: it was trained attending over every PAD cell)."""
-    import dataclasses
-
-    from arc_kit.errors import ArcKitError
-
-    if config.crops:
-        return config
-    why = None
-    if config.pos_encodings == "learned":
-        why = "learned position embeddings (positions beyond the trained crop were never trained)"
-    elif config.mlp_t:
-        why = "mlp_t (its sequence length is fixed)"
-    elif config.positions == "canvas" and config.seq_len != CANVAS * CANVAS:
-        why = f"a {config.seq_len}-token canvas (its positions are not 30-wide coordinates)"
-    if why:
-        raise ArcKitError(f"config key 'model.canvas': crop cannot be used with {why}")
-    return dataclasses.replace(config, positions="coords", seq_len=CANVAS * CANVAS, crops=True, crop_margin=margin)

@@ -9,7 +9,7 @@ from arc_kit.errors import ArcKitError
 from arc_kit.files import read_json, read_text
 
 Grid = list[list[int]]
-MAX_GRID = 30  # ARC grids are 1..30 x 1..30
+GRID_SIDE = 30  # ARC grids are 1..30 x 1..30: also the side of the reference canvas and of the coordinate grid
 
 
 @dataclass
@@ -90,9 +90,9 @@ def _describe(v: Any) -> str:
 def grid_problem(grid: Any) -> str | None:
     """None when `grid` is a valid ARC grid (rectangular, 1..30 x 1..30, ints 0..9), else what is wrong
     with it (no location prefix)."""
-    if type(grid) is list and 0 < len(grid) <= MAX_GRID and set(map(type, grid)) == _LIST_ONLY:
+    if type(grid) is list and 0 < len(grid) <= GRID_SIDE and set(map(type, grid)) == _LIST_ONLY:
         widths = set(map(len, grid))
-        if len(widths) == 1 and 0 < min(widths) <= MAX_GRID:
+        if len(widths) == 1 and 0 < min(widths) <= GRID_SIDE:
             cells = list(chain.from_iterable(grid))
             # types first: they reject bools (True == 1) and floats (1.0 == 1), and unhashable cells
             # never reach set(cells)
@@ -116,8 +116,8 @@ def grid_problem(grid: Any) -> str | None:
         for c, v in enumerate(row):
             if type(v) is not int or not 0 <= v <= 9:
                 return f"cell [{r}][{c}] is {_describe(v)}, expected an integer 0..9"
-    if h > MAX_GRID or w > MAX_GRID:
-        return f"grid is {h}x{w}, at most {MAX_GRID}x{MAX_GRID} allowed"
+    if h > GRID_SIDE or w > GRID_SIDE:
+        return f"grid is {h}x{w}, at most {GRID_SIDE}x{GRID_SIDE} allowed"
     return None
 
 

@@ -6,7 +6,7 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
-from arc_kit.data import Grid, load_tasks
+from arc_kit.data import GRID_SIDE, Grid, load_tasks
 from arc_kit.errors import ArcKitError
 from arc_kit.identifiers import plan_test_split, read_identifiers
 
@@ -14,11 +14,10 @@ PAD = 0  # empty canvas cell; PAD label positions are ignored by the loss
 EOS = 1  # marks the row below and the column right of a grid
 COLOR_OFFSET = 2  # colour c -> token c + 2, so tokens 2..11 are colours
 VOCAB_SIZE = 12
-CANVAS = 30  # the reference canvas is 30 x 30 -> sequences of 900 tokens
 IGNORE_LABEL_ID = -100
 
 
-def encode_grid(grid: Grid | np.ndarray, canvas: int = CANVAS, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
+def encode_grid(grid: Grid | np.ndarray, canvas: int = GRID_SIDE, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
     """Grid [h, w] (list or array, colours 0..9) -> uint8 tokens [canvas * canvas], row-major.
 
     The grid sits at `offset` (row, col); EOS fills the row just below it (over the grid's columns)
@@ -40,13 +39,13 @@ def encode_grid(grid: Grid | np.ndarray, canvas: int = CANVAS, offset: tuple[int
 
 
 def encode_pair(
-    inp: Grid | np.ndarray, out: Grid | np.ndarray, canvas: int = CANVAS, offset: tuple[int, int] = (0, 0)
+    inp: Grid | np.ndarray, out: Grid | np.ndarray, canvas: int = GRID_SIDE, offset: tuple[int, int] = (0, 0)
 ) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, labels): both grids at the same offset, uint8 [canvas * canvas] each (labels: PAD = 0)."""
     return encode_grid(inp, canvas, offset), encode_grid(out, canvas, offset)
 
 
-def crop_tokens(tokens: np.ndarray, canvas: int = CANVAS) -> np.ndarray:
+def crop_tokens(tokens: np.ndarray, canvas: int = GRID_SIDE) -> np.ndarray:
     """The reference evaluator's crop: the largest top-left rectangle holding only colour tokens.
 
     Row by row the usable width shrinks to the first non-colour token (< 2 or > 11); the rectangle of
@@ -62,7 +61,7 @@ def crop_tokens(tokens: np.ndarray, canvas: int = CANVAS) -> np.ndarray:
     return (g[:h, :w] - COLOR_OFFSET).astype(np.uint8)
 
 
-def decode_grid(tokens: np.ndarray, canvas: int = CANVAS) -> Grid:
+def decode_grid(tokens: np.ndarray, canvas: int = GRID_SIDE) -> Grid:
     """Token sequence [canvas * canvas] -> grid by the reference crop rule ([] when nothing is there)."""
     return cast(Grid, crop_tokens(tokens, canvas).tolist())
 
@@ -88,7 +87,7 @@ def _find_challenges(source_dir: Path, test_set: str) -> Path:
 
 
 def build_test_split(
-    source_dir: str | Path, identifiers: list[str] | str | Path, test_set: str = "evaluation", canvas: int = CANVAS
+    source_dir: str | Path, identifiers: list[str] | str | Path, test_set: str = "evaluation", canvas: int = GRID_SIDE
 ) -> dict[str, np.ndarray]:
     """Rebuild the reference dataset's test split from Kaggle-style files and the identifier list.
 

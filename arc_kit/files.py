@@ -206,3 +206,9 @@ def refuse_input_as_output(output: str | Path, inputs: Iterable[str | Path | Non
     for inp in inputs:
         if inp is not None and str(inp) != "" and same_path(output, inp):
             raise ArcKitError(f"{option} {output}: is also an input ({inp}); choose another output path")
+
+
+def first_line(path: str | Path) -> bytes:
+    """The first line of a file (at most 1 MiB): enough to tell a submission from a predictions file."""
+    with open_read(path, "submission or predictions file") as f:
+        return f.readline(1 << 20)

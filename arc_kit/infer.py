@@ -4,7 +4,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -247,27 +247,33 @@ def predict_views(
     return out
 
 
+def _quiet(message: str) -> None:
+    pass
+
+
+@dataclass
+class InferOptions:
+    """How run_inference runs: batching, device, deadline and caps, data parallelism, logging and extras."""
+
+    batch_size: int = 256
+    device: Any = "cpu"  # a torch.device or its name
+    autocast: Any = None  # torch dtype to autocast to (None: the model's own)
+    deadline: float | None = None  # epoch seconds: no batch starts that would likely end after it
+    task_time_cap: float = 0.0  # seconds of batch time per task (0: none); beyond it the task's views are dropped
+    accelerator: Any = None  # accelerate.Accelerator: data parallel over its processes
+    show_progress: bool = True
+    extra: dict | None = None  # fields added to every prediction line
+    log: Callable[[str], None] = _quiet
+    fault: Callable[[str], None] = _quiet  # fault injection hook (tests), called once per batch
+    empty_path: str | Path | None = None  # keys of views whose answer decoded to no grid are appended here
+    early_halt: bool = False  # see run_model
+    all_steps: bool = False  # see run_model
+    annotate: "Callable[[Prediction], None] | None" = None  # may add fields to each prediction before it is written
+    progress_desc: str = "inference"
+
+
 def run_inference(
-    model,
-    views: list[View],
-    tasks: dict[str, Task],
-    out_path: str | Path | None,
-    *,
-    batch_size: int = 256,
-    device="cpu",
-    autocast=None,
-    deadline: float | None = None,
-    task_time_cap: float = 0.0,
-    accelerator=None,
-    show_progress: bool = True,
-    extra: dict | None = None,
-    log: Callable[[str], None] = lambda s: None,
-    fault: Callable[[str], None] = lambda s: None,
-    empty_path: str | Path | None = None,
-    early_halt: bool = False,
-    all_steps: bool = False,
-    annotate: Callable[["Prediction"], None] | None = None,
-    progress_desc: str = "inference",
+    model, views: list[View], tasks: dict[str, Task], out_path: str | Path | None, options: InferOptions | None = None
 ) -> InferStats:
     """Run `views` and append their predictions to `out_path` batch by batch (crash-safe).
 
@@ -280,6 +286,11 @@ def run_inference(
     `early_halt` / `all_steps`: see run_model; `annotate` may add fields to each prediction before it is written.
     This one loop serves `arc-kit run` (deadline, data parallel) and `arc-kit predict` (published checkpoints).
     """
+    o = options or InferOptions()
+    batch_size, device, autocast, deadline = o.batch_size, o.device, o.autocast, o.deadline
+    task_time_cap = o.task_time_cap
+    accelerator, extra, log, fault, empty_path = o.accelerator, o.extra, o.log, o.fault, o.empty_path
+    early_halt, all_steps, annotate = o.early_halt, o.all_steps, o.annotate
     world = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
     is_main = rank == 0
@@ -290,7 +301,7 @@ def run_inference(
     spent: dict[str, float] = {}
     capped: set[str] = set()
     writer = PredictionWriter(out_path) if (is_main and out_path is not None) else None
-    bar = progress(len(views), progress_desc, show_progress and is_main, unit="view")
+    bar = progress(len(views), o.progress_desc, o.show_progress and is_main, unit="view")
     t0 = time.time()
     last_batch_s = 0.0
     done_local = 0

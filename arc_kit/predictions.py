@@ -9,7 +9,7 @@ from pathlib import Path
 
 from arc_kit.data import Grid, grid_problem
 from arc_kit.errors import ArcKitError
-from arc_kit.files import open_read, path_exists
+from arc_kit.files import first_line, open_read, path_exists
 
 # The fields every line has; anything else on a line is kept in Prediction.extra.
 FIELDS = ("task_id", "test_index", "augmentation", "grid", "q_halt")
@@ -289,3 +289,14 @@ def done_view_keys(directory: str | Path, snapshot: float = 1.0) -> set[tuple[st
                         f"{path}:{n}: not a prediction line (task_id, test_index, augmentation)"
                     ) from None
     return keys
+
+
+def is_predictions_file(path: Path) -> bool:
+    """A .jsonl file, or a file whose first line is a JSON object with a task_id (a predictions line)."""
+    if path.suffix == ".jsonl":
+        return True
+    try:
+        obj = json.loads(first_line(path))
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(obj, dict) and "task_id" in obj and "grid" in obj

@@ -1,13 +1,17 @@
 """Re-voting experiments: one tally of cached predictions ranked under several voting configs, scored and compared."""
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from arc_kit.consistency import attach_consistency
 from arc_kit.data import TaskSet
-from arc_kit.files import atomic_write_json
-from arc_kit.scoring import ScoreReport, compare_reports, score_votes
-from arc_kit.submission import build_submission, write_submission
-from arc_kit.vote import Tally, load_vote_config, rank_tally
+from arc_kit.errors import ArcKitError
+from arc_kit.files import atomic_write_json, open_read
+from arc_kit.predictions import Prediction, is_predictions_file, iter_predictions, parse_weighted_path
+from arc_kit.scoring import ScoreReport, compare_reports, score_submission, score_votes
+from arc_kit.submission import build_submission, is_submission_file, read_submission, write_submission
+from arc_kit.vote import CONSISTENCY_STRATEGIES, Tally, load_vote_config, rank_tally, tally
 
 
 def config_names(specs: list[str]) -> list[str]:
@@ -71,3 +75,30 @@ def revote(
     if output:
         atomic_write_json(Path(output) / "revote.json", result, indent=1)
     return result
+
+
+def score_files(specs: list[str], task_set: TaskSet, vote_config: str | None, notes: list[str]) -> ScoreReport:
+    """A submission.json or (voted) predictions file(s) -> ScoreReport."""
+    first = Path(specs[0])
+    if len(specs) > 1 or vote_config is not None or is_predictions_file(first):
+        config = load_vote_config(vote_config or "reference")
+        t = tally(read_predictions_files(specs, notes), task_set)
+        notes += t.problems
+        attach_consistency(t, specs, None, config.strategy in CONSISTENCY_STRATEGIES, notes)
+        return score_votes(rank_tally(t, task_set, config), task_set, config.fallback)
+    return score_submission(read_submission(first), task_set)
+
+
+def read_predictions_files(specs: list[str], problems: list[str]) -> Iterator[Prediction]:
+    """Stream the predictions of FILE[:WEIGHT] specs (voting keeps only distinct grids in memory)."""
+    if not specs:
+        raise ArcKitError("no predictions file given")
+    paths, weights = zip(*(parse_weighted_path(s) for s in specs), strict=False)
+    for p in paths:  # the stream is lazy: fail on a missing or unreadable file before any work
+        open_read(p, "predictions file").close()
+        if is_submission_file(p):
+            raise ArcKitError(
+                f"{p}: is a submission.json (task id -> attempts), not a predictions file: "
+                "score a submission without --vote, vote only predictions"
+            )
+    return iter_predictions(list(paths), list(weights), problems)

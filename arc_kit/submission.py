@@ -1,13 +1,14 @@
 """Submission: build submission.json from votes (always complete, fallback-filled), validate, write atomically."""
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from arc_kit.data import Grid, TaskSet, grid_problem
+from arc_kit.data import Grid, Task, TaskSet, grid_problem
 from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_json, read_json
+from arc_kit.files import atomic_write_json, first_line, read_json
 
 if TYPE_CHECKING:
     from arc_kit.vote import Candidate
@@ -179,3 +180,40 @@ def validate_submission(sub: object, task_set: TaskSet) -> list[str]:
         if tid not in expected:
             problems.append(f"task {tid}: not in the tasks (unknown task id)")
     return problems
+
+
+def is_submission_file(path: Path) -> bool:
+    """A JSON object of task id -> list of attempt dicts (a submission.json), judged by its first entry."""
+    first = first_line(path).lstrip()
+    if not first.startswith(b"{"):
+        return False
+    try:
+        obj = json.loads(first)
+    except (ValueError, RecursionError):  # an indented file: the opening line alone is no JSON; read the whole file
+        if first.strip() != b"{":
+            return False
+        try:
+            obj = read_json(path, "file")
+        except ArcKitError:
+            return False
+    if not isinstance(obj, dict) or not obj or "task_id" in obj:
+        return False
+    value = next(iter(obj.values()))
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict) and "attempt_1" in value[0]
+
+
+def submission_attempts(path: str | Path, task: Task) -> list[list[Any]]:
+    """The attempts for `task` in a Kaggle submission.json: one list [attempt_1, attempt_2] per test input."""
+    sub = read_submission(path)
+    if task.id not in sub:
+        raise ArcKitError(f"{path}: task {task.id}: not in the submission")
+    entries = sub[task.id]
+    if not isinstance(entries, list):
+        raise ArcKitError(f"{path}: task {task.id}: expected a list with one entry per test input")
+    attempts = []
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            raise ArcKitError(f"{path}: task {task.id}: entry {i} is not an object with attempt_1 and attempt_2")
+        keys = sorted((k for k in e if k.startswith("attempt_")), key=lambda k: (len(k), k))
+        attempts.append([e[k] for k in keys])
+    return attempts

@@ -21,7 +21,7 @@ from pathlib import Path
 def throughput(cfg, canvas: int, train_batch: int, infer_batch: int, device) -> tuple[float, float]:
     from arc_kit.infer import measure_infer_rate
     from arc_kit.model.train import measure_train_rate
-    from arc_kit.run.train_stage import scratch_model
+    from arc_kit.run.ttt_setup import scratch_model
 
     model = scratch_model(cfg, canvas, 64).to(device)
     train = measure_train_rate(model, canvas, train_batch, device, None, repeats=2)
@@ -168,7 +168,7 @@ def main() -> int:
     from arc_kit.data import load_tasks
     from arc_kit.run.config import load_run_config
     from arc_kit.run.hardware import free_cores
-    from arc_kit.run.train_stage import ttt_canvas
+    from arc_kit.run.ttt_setup import ttt_canvas
 
     cfg = load_run_config(args.config, args.overrides + ["model.canvas=task"])
     tasks = load_tasks(

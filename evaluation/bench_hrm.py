@@ -55,7 +55,7 @@ def build(size: str, batch: int, rows: int = 8):
     from models.losses import ACTLossHead
     from models.recursive_reasoning.hrm import HierarchicalReasoningModel_ACTV1
 
-    from arc_kit.model.build import build_model
+    from arc_kit.model.build import instantiate
     from arc_kit.model.config import TRMConfig
 
     spec = SIZES[size]
@@ -73,7 +73,7 @@ def build(size: str, batch: int, rows: int = 8):
     )
     head = ACTLossHead(ref, loss_type="stablemax_cross_entropy")
     torch.manual_seed(0)  # the kit builds in the reference's order: the same seed gives the same weights
-    kit = build_model(TRMConfig.from_reference(arch, seq_len=L, vocab_size=12, num_puzzle_identifiers=rows))
+    kit = instantiate(TRMConfig.from_reference(arch, seq_len=L, vocab_size=12, num_puzzle_identifiers=rows))
     ref_state = ref.inner.state_dict()
     if not all(torch.equal(v, ref_state[k]) for k, v in kit.state_dict().items()):
         raise SystemExit("bench_hrm: the kit's seeded initialisation differs from the reference's")

@@ -92,16 +92,16 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from arc_kit.cli.train import _pretrain_config_class
     from arc_kit.config import from_dict, load_config, to_dict
     from arc_kit.data import Pair, Task
+    from arc_kit.model.config import PretrainConfig
     from arc_kit.model.dataset import TrainData
     from arc_kit.model.train import Trainer
     from arc_kit.model.trm import TRM, TRMConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(_pretrain_config_class(), args.config, args.overrides)
+    cfg = load_config(PretrainConfig, args.config, args.overrides)
     canvas = cfg.data.canvas
     device = torch.device(args.device)
     # A synthetic task whose grids fill the canvas (but the EOS border): every position is a real token.

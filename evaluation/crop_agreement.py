@@ -23,9 +23,10 @@ PREFIX = "_orig_mod.model.inner."
 
 
 def main() -> int:
-    from arc_kit.crops import crop_config, task_crop
+    from arc_kit.crops import task_crop
     from arc_kit.data import load_tasks
     from arc_kit.infer import encode_views, make_batches, plan_views, run_model
+    from arc_kit.model.config import crop_config
     from arc_kit.model.trm import TRM, TRMConfig
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -5,7 +5,7 @@
     python evaluation/sweep.py table [--out runs/sweep] [NAME ...]
     python evaluation/sweep.py compare A B [--out runs/sweep] [--vote STRATEGY]
 
-`run` writes OUT/NAME/seed-S/ (one `arc-kit run` directory per seed; the seed sets runtime.seed and ttt.seed)
+`run` writes OUT/NAME/seed-S/ (one `arc-kit run` directory per seed; the seed sets runtime.seed)
 and appends one JSON line per seed to OUT/results.jsonl: per-output and per-task score, coverage, training
 steps, wall time, threads, the 1-minute load average before and after, the machine and the exact command.
 `table` prints one markdown row per config: mean and spread (min-max) over its seeds. `compare` pairs two
@@ -77,7 +77,7 @@ def run_one(name: str, seed: int, args, out: Path) -> dict:
     cmd = _cli("run", "--config", args.config, "--out", str(run_dir), "--fresh")
     if args.checkpoint:
         cmd += ["--checkpoint", args.checkpoint]
-    cmd += [f"runtime.seed={seed}", f"ttt.seed={seed}", "output.progress=false", *args.overrides]
+    cmd += [f"runtime.seed={seed}", "output.progress=false", *args.overrides]
     load_before = os.getloadavg()[0]
     busy_before = _busy_cores()
     busy0, own0 = _busy_cpu_s(), _children_cpu_s()

@@ -169,3 +169,13 @@ def test_the_wheel_holds_every_sub_package_and_imports_from_it(tmp_path):
     config_path, starter_path = r.stdout.split()
     assert config_path.startswith(str(site))  # the shipped configs come from the wheel too
     assert starter_path.startswith(str(site))  # and `--checkpoint starter` finds the model in it (Kaggle)
+
+
+def test_no_module_exceeds_450_lines():
+    # the team guide's hard limit: a longer module holds more than one concept; split it by concept
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in sorted((ROOT / "arc_kit").rglob("*.py"))
+        if (n := len(p.read_text(encoding="utf-8").splitlines())) > 450
+    }
+    assert not long, f"modules over 450 lines: {long}"

@@ -7,9 +7,9 @@ import torch
 from safetensors import safe_open
 
 from arc_kit.errors import ArcKitError
+from arc_kit.model.build import add_puzzles
 from arc_kit.model.checkpoint import (
     TABLE_FILE,
-    add_puzzles,
     load_checkpoint,
     load_model_tensors,
     load_puzzle_rows,
@@ -202,3 +202,24 @@ def test_model_without_puzzle_embedding(tmp_path):
     assert info.puzzle_names == [] and not (tmp_path / TABLE_FILE).exists()
     b = {"inputs": torch.randint(0, 12, (2, 9)), "puzzle_identifiers": torch.zeros(2, dtype=torch.long)}
     assert torch.equal(model.predict(b)["preds"], loaded.predict(b)["preds"])
+
+
+def test_init_rows_mean_zero_normal():
+    from arc_kit.model.build import build_model, init_rows
+
+    model = small_model(rows=5)
+    table = model.puzzle_emb.weights.clone()
+    init_rows(model, [3, 4], "mean")  # the mean of the other rows
+    torch.testing.assert_close(model.puzzle_emb.weights[3], table[:3].mean(0))
+    init_rows(model, [4], "zero")
+    assert model.puzzle_emb.weights[4].abs().sum() == 0
+    torch.manual_seed(0)
+    init_rows(model, [1], "normal")
+    assert not torch.equal(model.puzzle_emb.weights[1], table[1])
+    with pytest.raises(ArcKitError, match="row init"):
+        init_rows(model, [1], "random")
+    # build_model: seeded, the same weights twice; "normal" draws rows 1.., row 0 stays zero
+    a = build_model(model.config, rows=4, seed=3, row_init="normal")
+    b = build_model(model.config, rows=4, seed=3, row_init="normal")
+    assert torch.equal(a.puzzle_emb.weights, b.puzzle_emb.weights) and a.puzzle_emb.weights[1:].abs().sum() > 0
+    assert a.puzzle_emb.weights[0].abs().sum() == 0 and a.config.num_puzzle_identifiers == 4

@@ -217,7 +217,7 @@ def test_snapshot_settings_are_checked():
 def test_snapshot_saver_saves_each_fraction_once(tmp_path):
     import logging
 
-    from arc_kit.run.infer_stage import SnapshotSaver, snapshot_dir
+    from arc_kit.run.snapshots import SnapshotSaver, snapshot_dir
 
     saved = []
 

@@ -5,9 +5,10 @@ import pytest
 
 from arc_kit.augment import AugmentConfig
 from arc_kit.crops import BUCKETS, bucket_length, crop_board, crop_positions, encode_crop, oriented, task_crop
-from arc_kit.data import Pair, Task
-from arc_kit.encoding import CANVAS, IGNORE_LABEL_ID, PAD, crop_tokens, encode_grid, loss_labels
-from arc_kit.model.dataset import BatchSampler, TrainData
+from arc_kit.data import GRID_SIDE, Pair, Task
+from arc_kit.encoding import IGNORE_LABEL_ID, PAD, crop_tokens, encode_grid, loss_labels
+from arc_kit.model.batches import BatchSampler
+from arc_kit.model.dataset import TrainData
 
 
 def _grid(h, w, seed):
@@ -64,7 +65,7 @@ def test_crop_encoding_equals_the_canvas_restricted_to_the_crop():
             h, w = data._pz_crop[flat]
             assert bucket_length(h * w) == n
             pos = b["positions"][row]
-            dr, dc = divmod(int(pos[0]), CANVAS)
+            dr, dc = divmod(int(pos[0]), GRID_SIDE)
             cells = h * w
             assert pos[:cells].tolist() == [30 * (r + dr) + c + dc for r in range(h) for c in range(w)]
             match = [j for j in range(len(puzzle)) if _canvas_at(puzzle, j, pos[:cells], b, row)]
@@ -76,10 +77,10 @@ def test_crop_encoding_equals_the_canvas_restricted_to_the_crop():
 def _canvas_at(puzzle, j, pos, b, row) -> bool:
     """Whether pair j, on the reference canvas with the grid at the crop's translated corner, has this row's
     tokens at the crop's positions."""
-    dr, dc = divmod(int(pos[0]), CANVAS)
+    dr, dc = divmod(int(pos[0]), GRID_SIDE)
     inp, out = puzzle.pair(j)
-    x = encode_grid(inp, CANVAS, (dr, dc))[pos]
-    y = loss_labels(encode_grid(out, CANVAS, (dr, dc))[pos], np.int32)
+    x = encode_grid(inp, GRID_SIDE, (dr, dc))[pos]
+    y = loss_labels(encode_grid(out, GRID_SIDE, (dr, dc))[pos], np.int32)
     n = len(pos)
     return bool(np.array_equal(x, b["inputs"][row, :n]) and np.array_equal(y, b["labels"][row, :n]))
 
@@ -89,7 +90,7 @@ def test_inference_crop_encoding_round_trips():
     seq = encode_crop(grid, (5, 7), 48)
     assert seq.shape == (48,) and (seq[35:] == PAD).all()
     board = crop_board(seq, (5, 7))
-    assert np.array_equal(board.reshape(30, 30)[:5, :7], encode_grid(grid, CANVAS).reshape(30, 30)[:5, :7])
+    assert np.array_equal(board.reshape(30, 30)[:5, :7], encode_grid(grid, GRID_SIDE).reshape(30, 30)[:5, :7])
     assert np.array_equal(crop_tokens(board), grid)
 
 

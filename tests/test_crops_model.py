@@ -11,11 +11,12 @@ from conftest import simple_task, write_task_dir
 from test_pipeline import assert_valid_submission, run_cli, tiny_config
 
 from arc_kit.augment import AugmentConfig
-from arc_kit.crops import crop_config, task_crop
+from arc_kit.crops import task_crop
 from arc_kit.data import Pair, Task, TaskSet
 from arc_kit.errors import ArcKitError
 from arc_kit.infer import encode_views, make_batches, plan_views, predict_views, run_model
 from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info
+from arc_kit.model.config import crop_config
 from arc_kit.model.dataset import TrainData
 from arc_kit.model.train import TrainConfig, Trainer
 from arc_kit.model.trm import TRM, TRMConfig
@@ -163,10 +164,14 @@ def test_compiled_training_with_crops_on_cpu():
 @pytest.mark.parametrize(
     "over, key, needle",
     [
-        (["model.arch.positions=canvas"], "model.canvas", "crop needs model.arch.positions: coords"),
+        (["model.arch.positions=canvas", "model.arch.mlp_t=true"], "model.canvas", "mlp_t"),
         # coordinate positions (which crops need) refuse mlp_t themselves: its sequence length is fixed
         (["model.arch.mlp_t=true"], "model.arch.positions", "mlp_t"),
-        (["model.arch.positions=canvas", "model.arch.pos_encodings=learned"], "model.canvas", "pos_encodings learned"),
+        (
+            ["model.arch.positions=canvas", "model.arch.pos_encodings=learned"],
+            "model.canvas",
+            "learned position embeddings",
+        ),
     ],
 )
 def test_run_config_refusals_name_model_canvas(over, key, needle):
@@ -195,8 +200,9 @@ def test_cli_refusal_is_one_line(tmp_path):
             "cpu-demo",
             "--out",
             str(tmp_path / "o"),
-            # cpu-demo builds coordinate positions; canvas-stride positions cannot be cropped
+            # a canvas-stride model with learned positions cannot be cropped
             "model.arch.positions=canvas",
+            "model.arch.pos_encodings=learned",
             "model.canvas=crop",
         ],
         capture_output=True,
@@ -244,13 +250,13 @@ def test_reference_model_on_a_full_crop_is_the_canvas_model():
 def _train_cli(tmp_path, out, *extra):
     tasks = write_task_dir(tmp_path / "tasks", {f"t{i}": simple_task(size=2 + 2 * i, colour=1 + i) for i in range(3)})
     cmd = [sys.executable, "-m", "arc_kit.cli", "train", "--config", "pretrain-starter", "--out", str(out)]
-    over = [f"data.sources=[{tasks}]", "data.num_augmentations=2", "train.max_steps=4", "train.global_batch_size=8"]
+    over = [f"data.sources=[{tasks}]", "data.augmentations=2", "train.max_steps=4", "train.global_batch_size=8"]
     return subprocess.run([*cmd, *over, "--threads", "1", *extra], capture_output=True, text=True, timeout=300)
 
 
 def test_pretraining_on_crops_writes_a_crop_model_that_test_time_training_keeps_on_crops(tmp_path):
     ck = tmp_path / "ck"
-    r = _train_cli(tmp_path, ck, "data.crops=true")
+    r = _train_cli(tmp_path, ck, "data.canvas=crop")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "per-task crops" in r.stderr
     info = read_checkpoint_info(ck)
@@ -263,17 +269,17 @@ def test_pretraining_on_crops_writes_a_crop_model_that_test_time_training_keeps_
     assert_valid_submission(out, tasks)
     assert read_checkpoint_info(out / "ttt" / "model").config.crops
     # continuing it on the canvas (or with another margin) would keep `crops: true` on a canvas-trained model
-    for extra in ((), ("data.crops=true", "data.crop_margin=2")):
+    for extra in ((), ("data.canvas=crop", "data.canvas_margin=2")):
         r = _train_cli(tmp_path, tmp_path / "ck2", "--checkpoint", str(ck), *extra)
-        assert r.returncode == 2 and "data.crops" in r.stderr and "crop_margin=0" in r.stderr, r.stderr
+        assert r.returncode == 2 and "data.canvas" in r.stderr and "canvas_margin=0" in r.stderr, r.stderr
 
 
 def test_pretraining_refuses_crops_with_learned_positions_naming_the_key(tmp_path):
     r = _train_cli(
-        tmp_path, tmp_path / "ck", "data.crops=true", "model.positions=canvas", "model.pos_encodings=learned"
+        tmp_path, tmp_path / "ck", "data.canvas=crop", "model.positions=canvas", "model.pos_encodings=learned"
     )
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0, r.stderr
-    assert "data.crops" in r.stderr and "learned" in r.stderr
+    assert "data.canvas" in r.stderr and "learned" in r.stderr
     assert not (tmp_path / "ck" / "model.safetensors").exists()
 
 
@@ -300,3 +306,14 @@ def test_compiled_inference_follows_eager_across_buckets_and_early_halt():
         np.testing.assert_allclose(w_q, g_q, rtol=1e-4, atol=1e-5)
         halted_early += int((w_steps < 3).sum())
     assert halted_early > 0  # the early-halt path (a shrinking batch) was compiled too
+
+
+def test_one_crop_rule_for_runs_and_checkpoints():
+    # a scratch run model with canvas positions is built on the 30x30 grid and converted, as a checkpoint's is
+    cfg = load_run_config("cpu-demo", ["model.canvas=crop", "model.arch.positions=canvas"])
+    assert cfg.model.canvas == "crop"
+    # the same refusal text whichever key asked for crops
+    for key in ("model.canvas", "data.canvas"):
+        with pytest.raises(ArcKitError) as e:
+            crop_config(TRMConfig(mlp_t=True), key=key)
+        assert str(e.value) == f"config key '{key}': crop cannot be used with mlp_t (its sequence length is fixed)"

@@ -7,7 +7,8 @@ from arc_kit.augment import Augmentation, AugmentConfig
 from arc_kit.data import Pair, Task
 from arc_kit.encoding import COLOR_OFFSET, EOS, IGNORE_LABEL_ID
 from arc_kit.errors import ArcKitError
-from arc_kit.model.dataset import BLANK, BatchSampler, TrainData, build_puzzle_names
+from arc_kit.model.batches import BatchSampler
+from arc_kit.model.dataset import BLANK, TrainData, build_puzzle_names
 
 
 def _task(tid="t1", size=3, n_train=3):

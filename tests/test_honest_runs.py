@@ -81,7 +81,7 @@ def test_run_is_identical_with_and_without_solutions_on_disk(tmp_path):
 
 
 def test_canvas_margin_makes_room_for_answers_larger_than_anything_visible(tmp_path):
-    from arc_kit.run.train_stage import ttt_canvas
+    from arc_kit.run.ttt_setup import ttt_canvas
 
     task = load_tasks(write_task_dir(tmp_path / "t", {"a": leaky_task()})).tasks["a"]
     assert ttt_canvas(load_run_config(None, ["model.canvas=task"]), [task]) == 4
@@ -144,7 +144,7 @@ def test_new_rows_start_at_the_mean_of_the_whole_stored_table(tmp_path):
     ck = stored_checkpoint(tmp_path / "ck", names)
     full = load_checkpoint(ck)[0].puzzle_emb.weights.detach().clone()
     assert torch.allclose(table_mean(ck), full.mean(0), atol=1e-6)
-    from arc_kit.run.train_stage import checkpoint_model_for
+    from arc_kit.run.ttt_setup import checkpoint_model_for
 
     cfg = load_run_config(None, [f"model.checkpoint={ck}"])
     model = checkpoint_model_for(cfg, ["<blank>", "task7", "new", "new|||t1|||0123456789"], logging.getLogger("t"))
@@ -160,7 +160,7 @@ def test_new_rows_start_at_the_mean_of_the_whole_stored_table(tmp_path):
 def test_row_init_sets_only_the_new_rows(tmp_path, how):
     import logging
 
-    from arc_kit.run.train_stage import checkpoint_model_for
+    from arc_kit.run.ttt_setup import checkpoint_model_for
 
     names = ["<blank>", "task7", "new", "new|||t1|||0123456789"]
     ck = stored_checkpoint(tmp_path / "ck", ["<blank>"] + [f"task{i}" for i in range(40)])
@@ -180,7 +180,7 @@ def test_row_init_sets_only_the_new_rows(tmp_path, how):
 
 
 def test_row_init_normal_from_scratch_leaves_the_blank_row_zero():
-    from arc_kit.run.train_stage import scratch_model
+    from arc_kit.run.ttt_setup import scratch_model
 
     arch = [f"model.arch.{k}={v}" for k, v in ARCH.items()]
     mean = scratch_model(load_run_config(None, arch), 4, 6).puzzle_emb.weights
@@ -203,7 +203,7 @@ def test_plan_times_inference_at_the_inference_steps(tmp_path, monkeypatch, step
     import logging
     import time
 
-    from arc_kit.run import train_stage
+    from arc_kit.run import train_stage, ttt_setup
 
     timed: list[int] = []
 
@@ -215,8 +215,8 @@ def test_plan_times_inference_at_the_inference_steps(tmp_path, monkeypatch, step
     monkeypatch.setattr(train_stage, "measure_train_rate", lambda *a, **k: 50.0)
     arch = [f"model.arch.{k}={v}" for k, v in ARCH.items()]  # halt_max_steps 2
     cfg = load_run_config(None, [*arch, "runtime.threads=1", f"inference.steps={'null' if steps is None else steps}"])
-    env = train_stage.StageEnv(tmp_path, cfg, logging.getLogger("t"), None, 1, True, torch.device("cpu"), None, 1)
-    model = train_stage.scratch_model(cfg, 4, 1)
+    env = ttt_setup.StageEnv(tmp_path, cfg, logging.getLogger("t"), None, 1, True, torch.device("cpu"), None, 1)
+    model = ttt_setup.scratch_model(cfg, 4, 1)
     targets = list(load_tasks(str(write_task_dir(tmp_path / "tasks", {"t0": simple_task(size=3)}))).tasks.values())
     now = time.time()
     train_stage.plan_training(env, model, 4, targets, [], now + 300, now + 250, resume=False)
@@ -265,7 +265,7 @@ def test_empty_selection_and_bad_config_fail_before_any_directory_is_made(tmp_pa
     assert res.returncode == 2 and "leaves no task" in res.stderr and "max_size=1" in res.stderr
     assert not out.exists()
     for key, value, needle in (
-        ("ttt.augment", "no-such-preset", "ttt.augment"),
+        ("ttt.augmentation", "no-such-preset", "ttt.augmentation"),
         ("voting", "no-such-voting", "voting"),
         ("ttt.extra_sources", ["/no/such/dir"], "ttt.extra_sources[0]"),
         ("ttt.train.lr", 0, "ttt.train.lr"),
@@ -338,7 +338,7 @@ def test_empty_views_and_the_deadline_round_keep_what_finished(tmp_path, monkeyp
     one process hits the deadline still writes what the others finished."""
     import accelerate.utils
 
-    from arc_kit.infer import plan_views, run_inference
+    from arc_kit.infer import InferOptions, plan_views, run_inference
     from arc_kit.predictions import done_view_keys
 
     class Echo(torch.nn.Module):  # answers with the input on even rows, nothing (all PAD) on odd ones
@@ -363,10 +363,12 @@ def test_empty_views_and_the_deadline_round_keep_what_finished(tmp_path, monkeyp
         views,
         ts.tasks,
         out / "predictions.jsonl",
-        batch_size=8,
-        accelerator=TwoProcesses(),
-        show_progress=False,
-        empty_path=out / "predictions_empty.jsonl",
+        InferOptions(
+            batch_size=8,
+            accelerator=TwoProcesses(),
+            show_progress=False,
+            empty_path=out / "predictions_empty.jsonl",
+        ),
     )
     mine = [v for v in views if v.task_id in ("a", "b")]
     assert stats.written + stats.empty > 0

@@ -11,7 +11,7 @@ import yaml
 
 from arc_kit.config import from_dict
 from arc_kit.errors import ArcKitError
-from arc_kit.model.build import build_model
+from arc_kit.model.build import instantiate
 from arc_kit.model.config import TRMConfig
 from arc_kit.model.hrm import HRM
 from arc_kit.model.loss import act_loss
@@ -46,7 +46,7 @@ def reference_model() -> tuple[TRM, dict]:
     sd = torch.load(REF / "step_0", map_location="cpu", weights_only=True)
     sd = {k.removeprefix(PREFIX): v for k, v in sd.items()}
     cfg = TRMConfig.from_reference(reference_arch(), seq_len=900, vocab_size=12, num_puzzle_identifiers=1000)
-    model = build_model(cfg)
+    model = instantiate(cfg)
     model.load_state_dict(sd, strict=True)
     return model.eval(), dict(np.load(REF / "reference_io.npz"))
 
@@ -58,7 +58,7 @@ def fixture_batch(ref: dict) -> dict:
 def test_reference_config_is_hrm():
     cfg = TRMConfig.from_reference(reference_arch(), seq_len=900, vocab_size=12, num_puzzle_identifiers=1000)
     assert (cfg.kind, cfg.H_layers, cfg.L_layers, cfg.prefix_len, cfg.no_ACT_continue) == ("hrm", 2, 2, 1, False)
-    assert isinstance(build_model(cfg), HRM)
+    assert isinstance(instantiate(cfg), HRM)
 
 
 def test_evaluation_steps_reproduce_the_fixture():
@@ -136,7 +136,7 @@ def test_arc_size_layout_and_parameter_count():
     """The ARC-size HRM has the reference's keys and shapes (27,276,290 parameters besides the table)."""
     cfg = TRMConfig.from_reference(ARC_ARCH, num_puzzle_identifiers=1000)
     with torch.device("meta"):
-        model = build_model(cfg)
+        model = instantiate(cfg)
     spec = json.loads((REF / "arc_full_size_state_dict_shapes.json").read_text())
     assert {PREFIX + k: list(v.shape) for k, v in model.state_dict().items()} == spec
     assert model.num_params() == 27_276_290
@@ -145,14 +145,14 @@ def test_arc_size_layout_and_parameter_count():
 def test_seeded_initialisation_builds_levels_in_the_reference_order():
     cfg = TRMConfig(kind="hrm", hidden_size=32, num_heads=2, L_layers=1, H_layers=2, seq_len=16, puzzle_emb_ndim=32)
     torch.manual_seed(3)
-    a = build_model(cfg)
+    a = instantiate(cfg)
     assert len(a.H_level.layers) == 2 and len(a.L_level.layers) == 1
     names = [n for n, _ in a.named_parameters()]
     assert names.index("H_level.layers.0.self_attn.qkv_proj.weight") < names.index(
         "L_level.layers.0.self_attn.qkv_proj.weight"
     )
     torch.manual_seed(3)
-    b = build_model(cfg)
+    b = instantiate(cfg)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     assert torch.equal(a.q_head.weight, torch.zeros_like(a.q_head.weight))  # q starts at "don't halt"
 
@@ -160,7 +160,7 @@ def test_seeded_initialisation_builds_levels_in_the_reference_order():
 def test_kind_config():
     trm = TRMConfig()
     assert (trm.kind, trm.H_layers, trm.no_ACT_continue) == ("trm", 0, True)
-    assert type(build_model(dataclasses.replace(trm, hidden_size=32, num_heads=2, seq_len=16))) is TRM
+    assert type(instantiate(dataclasses.replace(trm, hidden_size=32, num_heads=2, seq_len=16))) is TRM
     # a config (or checkpoint config.yaml) written before the field existed still means TRM
     old = {"hidden_size": 32, "num_heads": 2, "seq_len": 16, "no_ACT_continue": True}
     assert from_dict(TRMConfig, old).kind == "trm"

@@ -45,7 +45,7 @@ def test_cli_train_hrm_writes_checkpoint_and_resumes(tmp_path):
         "model.no_ACT_continue=false",  # the TRM recipe pins true; HRM's reference learns q_continue
         "data.sources=[]",
         "data.demo_sources=[]",
-        "data.num_augmentations=3",
+        "data.augmentations=3",
         "data.canvas=4",
         "train.global_batch_size=8",
         "train.lr_warmup_steps=2",

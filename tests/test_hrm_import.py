@@ -122,14 +122,14 @@ MEMORY_SCRIPT = textwrap.dedent("""
 MAKE_SCRIPT = textwrap.dedent("""
     import sys, torch, yaml
     from pathlib import Path
-    from arc_kit.model.build import build_model
+    from arc_kit.model.build import instantiate
     from arc_kit.model.config import TRMConfig
     sys.path.insert(0, sys.argv[3])
     from test_hrm import ARC_ARCH
     rows, out = int(sys.argv[1]), Path(sys.argv[2])
     arch = dict(ARC_ARCH, forward_dtype="bfloat16")
     torch.manual_seed(0)
-    sd = build_model(TRMConfig.from_reference(arch, num_puzzle_identifiers=1)).state_dict()
+    sd = instantiate(TRMConfig.from_reference(arch, num_puzzle_identifiers=1)).state_dict()
     sd["puzzle_emb.weights"] = torch.arange(rows, dtype=torch.float32).unsqueeze(1).expand(rows, 512).contiguous()
     torch.save({"_orig_mod.model.inner." + k: v for k, v in sd.items()}, out / "checkpoint")
     (out / "all_config.yaml").write_text(yaml.safe_dump({"arch": arch}))

@@ -196,7 +196,7 @@ def test_missing_extra_and_full_disk(release, tmp_path, monkeypatch, capsys):
 
     import huggingface_hub.file_download as fd
 
-    import arc_kit.model.checkpoint
+    import arc_kit.model.reference
 
     real_get = fd.http_get
 
@@ -219,7 +219,7 @@ def test_missing_extra_and_full_disk(release, tmp_path, monkeypatch, capsys):
         def no_room(*a, **kw):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(arc_kit.model.checkpoint, "import_reference", no_room)
+        monkeypatch.setattr(arc_kit.model.reference, "import_reference", no_room)
         assert _download(preset, out) == 2  # the download completes (resumed), the import finds the disk full
         assert "disk full while importing" in capsys.readouterr().err
         assert hub.ranges() == ["bytes=1000-"]

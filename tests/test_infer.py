@@ -11,6 +11,7 @@ import torch
 from arc_kit.augment import Augmentation
 from arc_kit.data import Pair, Task
 from arc_kit.infer import (
+    InferOptions,
     View,
     decode_views,
     encode_views,
@@ -134,7 +135,7 @@ def test_run_inference_appends_every_prediction(tmp_path):
     tasks = {f"t{i}": _task(f"t{i}", seed=i) for i in range(3)}
     views = plan_views(tasks, _names(tasks), {}, {t: 4 for t in tasks}, 4)
     out = tmp_path / "p.jsonl"
-    stats = run_inference(EchoModel(), views, tasks, out, batch_size=5, show_progress=False)
+    stats = run_inference(EchoModel(), views, tasks, out, InferOptions(batch_size=5, show_progress=False))
     preds = read_predictions(out)
     assert stats.written == len(preds) == 12
     assert {(p.task_id, p.test_index, p.augmentation) for p in preds} == {v.key for v in views}
@@ -146,7 +147,7 @@ def test_run_inference_stops_before_the_deadline_with_views_evenly_trimmed(tmp_p
     out = tmp_path / "p.jsonl"
     model = EchoModel(delay=0.3)
     deadline = time.time() + 1.0
-    stats = run_inference(model, views, tasks, out, batch_size=4, deadline=deadline, show_progress=False)
+    stats = run_inference(model, views, tasks, out, InferOptions(batch_size=4, deadline=deadline, show_progress=False))
     assert model.calls == stats.written // 4 and all(t < deadline for t in model.starts)  # no batch began late
     assert 0 < stats.written < 16 and stats.skipped_time == 16 - stats.written
     ranks = [p.extra["rank"] for p in read_predictions(out)]
@@ -159,7 +160,11 @@ def test_task_time_cap_drops_only_the_slow_task(tmp_path):
     views = plan_views(tasks, names, {}, {"big": 4, "small": 4}, 4)
     # batches of 1 view, 0.05 s each: the cap of 0.12 s stops "big" after 3 views
     stats = run_inference(
-        EchoModel(delay=0.05), views, tasks, tmp_path / "p.jsonl", batch_size=1, task_time_cap=0.12, show_progress=False
+        EchoModel(delay=0.05),
+        views,
+        tasks,
+        tmp_path / "p.jsonl",
+        InferOptions(batch_size=1, task_time_cap=0.12, show_progress=False),
     )
     preds = read_predictions(tmp_path / "p.jsonl")
     assert stats.capped_tasks == ["big"]
@@ -216,7 +221,7 @@ def _infer_worker(ckpt: str, out: str, tasks_json: str) -> None:
     model, info = load_checkpoint(ckpt)
     rows = {n: i for i, n in enumerate(info.puzzle_names)}
     views = plan_views(tasks, _names(tasks), rows, {t: 6 for t in tasks}, len(AUGS))
-    run_inference(model, views, tasks, out, batch_size=3, accelerator=acc, show_progress=False)
+    run_inference(model, views, tasks, out, InferOptions(batch_size=3, accelerator=acc, show_progress=False))
 
 
 def test_two_processes_write_the_same_predictions_as_one(tmp_path):

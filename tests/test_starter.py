@@ -11,12 +11,12 @@ import torch
 from conftest import simple_task, write_task_dir
 from test_pipeline import assert_valid_submission, run_cli, tiny_config
 
-from arc_kit.cli.train import _pretrain_config_class
 from arc_kit.config import load_config
 from arc_kit.data import load_tasks
 from arc_kit.errors import ArcKitError
 from arc_kit.model import starter
 from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info, table_mean
+from arc_kit.model.config import PretrainConfig
 from arc_kit.model.dataset import load_train_data
 from arc_kit.model.starter import export_checkpoint, resolve_checkpoint, starter_dir, verify_manifest
 from arc_kit.run.config import load_run_config
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_starter_recipe_reads_no_evaluation_split():
-    cfg = load_config(_pretrain_config_class(), "pretrain-starter")
+    cfg = load_config(PretrainConfig, "pretrain-starter")
     sources = list(cfg.data.sources) + list(cfg.data.demo_sources)
     assert sources and all(s == "arc-agi-1/training" for s in sources), sources
     assert cfg.data.max_size >= 12 and cfg.data.canvas > cfg.data.max_size
@@ -69,7 +69,7 @@ def test_an_existing_path_named_starter_wins_and_a_missing_model_names_both_plac
 def _train(tmp_path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     tasks = write_task_dir(tmp_path / "tasks", {f"t{i}": simple_task(size=3 + i, colour=1 + i) for i in range(3)})
     cmd = [sys.executable, "-m", "arc_kit.cli", "train", "--config", "pretrain-starter", "--out", str(out)]
-    over = [f"data.sources=[{tasks}]", "data.num_augmentations=2", "train.max_steps=3", "train.global_batch_size=8"]
+    over = [f"data.sources=[{tasks}]", "data.augmentations=2", "train.max_steps=3", "train.global_batch_size=8"]
     return subprocess.run([*cmd, *over, *extra], capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 

@@ -274,7 +274,7 @@ def test_cli_train_writes_checkpoint_and_resumes(tmp_path, capsys):
         "model.halt_max_steps=2",
         "data.sources=[]",
         "data.demo_sources=[]",
-        "data.num_augmentations=3",
+        "data.augmentations=3",
         "data.canvas=4",
         "train.global_batch_size=8",
         "train.lr_warmup_steps=2",
@@ -294,7 +294,7 @@ def test_cli_train_writes_checkpoint_and_resumes(tmp_path, capsys):
 
 
 def test_host_reads_metrics_only_at_sync_points_and_batches_are_prefetched(tmp_path, monkeypatch):
-    from arc_kit.model.dataset import BatchPrefetcher, BatchSampler
+    from arc_kit.model.batches import BatchPrefetcher, BatchSampler
 
     data = _data()
     tr = Trainer(_model(data), data, _config(max_steps=12, log_every=5), log_path=tmp_path / "log.jsonl")

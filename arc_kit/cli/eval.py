@@ -7,30 +7,28 @@ from pathlib import Path
 
 from arc_kit.cli.common import add_config_args, add_task_args, task_input_files, tasks_from_args
 from arc_kit.config import config_roots
-from arc_kit.consistency import CONSISTENCY_FILE, read_consistency
+from arc_kit.consistency import attach_consistency
 from arc_kit.errors import ArcKitError
 from arc_kit.files import (
     atomic_write_text,
     check_writable_dir,
     check_writable_file,
     is_within,
-    open_read,
     path_exists,
     read_json,
     refuse_input_as_output,
 )
-from arc_kit.predictions import iter_predictions, parse_weighted_path
-from arc_kit.revote import config_names, revote
-from arc_kit.scoring import compare_reports, score_submission, score_votes
+from arc_kit.predictions import parse_weighted_path
+from arc_kit.revote import config_names, read_predictions_files, revote, score_files
+from arc_kit.scoring import compare_reports
 from arc_kit.submission import (
     FillReport,
     build_submission,
     expected_test_counts,
-    read_submission,
     validate_submission,
     write_submission,
 )
-from arc_kit.vote import CONSISTENCY_STRATEGIES, add_consistency, load_vote_config, rank_tally, tally
+from arc_kit.vote import CONSISTENCY_STRATEGIES, load_vote_config, rank_tally, tally
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
@@ -49,85 +47,6 @@ def _split_items(items: list[str]) -> tuple[list[str], list[str]]:
         else:
             files.append(x)
     return files, overrides
-
-
-def _read_all_predictions(specs: list[str], problems: list[str]):
-    """Stream the predictions of FILE[:WEIGHT] specs (voting keeps only distinct grids in memory)."""
-    if not specs:
-        raise ArcKitError("no predictions file given")
-    paths, weights = zip(*(parse_weighted_path(s) for s in specs), strict=False)
-    for p in paths:  # the stream is lazy: fail on a missing or unreadable file before any work
-        open_read(p, "predictions file").close()
-        if _is_submission(p):
-            raise ArcKitError(
-                f"{p}: is a submission.json (task id -> attempts), not a predictions file: "
-                "score a submission without --vote, vote only predictions"
-            )
-    return iter_predictions(list(paths), list(weights), problems)
-
-
-def _attach_consistency(t, specs: list[str], given: list[str] | None, needed: bool, notes: list[str]) -> None:
-    """Merge consistency scores into tally `t`: the --consistency files, else (when a voting config ranks by them)
-    the consistency.jsonl beside each predictions file (a run directory), else a note."""
-    paths = [Path(p) for p in given or []]
-    if not paths and needed:
-        beside = {parse_weighted_path(s)[0].parent / CONSISTENCY_FILE for s in specs}
-        paths = sorted(p for p in beside if p.is_file())
-        if not paths:
-            notes.append(
-                f"no consistency scores ({CONSISTENCY_FILE} beside the predictions, or --consistency FILE): "
-                "the consistency strategies rank by votes alone"
-            )
-    if paths:
-        add_consistency(t, read_consistency(paths, notes))
-
-
-def _first_line(path: Path) -> bytes:
-    with open_read(path, "submission or predictions file") as f:
-        return f.readline(1 << 20)
-
-
-def _is_predictions(path: Path) -> bool:
-    """A .jsonl file, or a file whose first line is a JSON object with a task_id (a predictions line)."""
-    if path.suffix == ".jsonl":
-        return True
-    try:
-        obj = json.loads(_first_line(path))
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(obj, dict) and "task_id" in obj and "grid" in obj
-
-
-def _is_submission(path: Path) -> bool:
-    """A JSON object of task id -> list of attempt dicts (a submission.json), judged by its first entry."""
-    first = _first_line(path).lstrip()
-    if not first.startswith(b"{"):
-        return False
-    try:
-        obj = json.loads(first)
-    except (ValueError, RecursionError):  # an indented file: the opening line alone is no JSON; read the whole file
-        if first.strip() != b"{":
-            return False
-        try:
-            obj = read_json(path, "file")
-        except ArcKitError:
-            return False
-    if not isinstance(obj, dict) or not obj or "task_id" in obj:
-        return False
-    value = next(iter(obj.values()))
-    return isinstance(value, list) and bool(value) and isinstance(value[0], dict) and "attempt_1" in value[0]
-
-
-def _score_input(specs: list[str], task_set, vote_config: str | None, notes: list[str]):
-    """A submission.json or (voted) predictions file(s) -> ScoreReport."""
-    first = Path(specs[0])
-    if len(specs) > 1 or vote_config is not None or _is_predictions(first):
-        config = load_vote_config(vote_config or "reference")
-        t = tally(_read_all_predictions(specs, notes), task_set)
-        notes += t.problems
-        _attach_consistency(t, specs, None, config.strategy in CONSISTENCY_STRATEGIES, notes)
-        return score_votes(rank_tally(t, task_set, config), task_set, config.fallback)
-    return score_submission(read_submission(first), task_set)
 
 
 def _inputs(args, prediction_specs=()) -> list[str | Path]:
@@ -169,10 +88,10 @@ def cmd_vote(args) -> int:
     _print_notes(task_set.problems)
     config = load_vote_config(args.config, overrides)
     notes: list[str] = []
-    preds = _read_all_predictions(files, notes)
+    preds = read_predictions_files(files, notes)
     t = tally(preds, task_set)
     notes += t.problems
-    _attach_consistency(t, files, args.consistency, config.strategy in CONSISTENCY_STRATEGIES, notes)
+    attach_consistency(t, files, args.consistency, config.strategy in CONSISTENCY_STRATEGIES, notes)
     votes = rank_tally(t, task_set, config)
     report = FillReport()
     sub = build_submission(votes, task_set, config.fallback, report)
@@ -218,7 +137,7 @@ def cmd_validate(args) -> int:
 def cmd_score(args) -> int:
     task_set = tasks_from_args(args)
     notes: list[str] = []
-    report = _score_input(args.submission, task_set, args.vote, notes)
+    report = score_files(args.submission, task_set, args.vote, notes)
     _print_notes(notes + report.problems)
     if args.json:
         print(json.dumps(report.to_json()))
@@ -233,8 +152,8 @@ def cmd_score(args) -> int:
 def cmd_compare(args) -> int:
     task_set = tasks_from_args(args)
     notes: list[str] = []
-    a = _score_input([args.a], task_set, args.vote, notes)
-    b = _score_input([args.b], task_set, args.vote, notes)
+    a = score_files([args.a], task_set, args.vote, notes)
+    b = score_files([args.b], task_set, args.vote, notes)
     _print_notes(notes)
     st = compare_reports(a, b, "A", "B").stats()
     if args.json:
@@ -310,10 +229,10 @@ def cmd_revote(args) -> int:
     strategies = [load_vote_config(spec).strategy for spec in specs]  # every config checked before any work
     task_set = tasks_from_args(args)
     notes: list[str] = []
-    preds = _read_all_predictions(args.predictions, notes)
+    preds = read_predictions_files(args.predictions, notes)
     t = tally(preds, task_set)  # group once, rank under every config
     needed = any(s in CONSISTENCY_STRATEGIES for s in strategies)
-    _attach_consistency(t, args.predictions, args.consistency, needed, notes)
+    attach_consistency(t, args.predictions, args.consistency, needed, notes)
     _print_notes(notes + t.problems)
     with RunLock(args.output, "arc-kit revote") if args.output else contextlib.nullcontext():
         result = revote(

@@ -3,13 +3,10 @@
 import sys
 from pathlib import Path
 
-from arc_kit.encoding import IGNORE_LABEL_ID
 from arc_kit.errors import ArcKitError
 from arc_kit.files import (
-    atomic_write_bytes,
     check_writable_dir,
     check_writable_file,
-    open_read,
     refuse_input_as_output,
 )
 from arc_kit.identifiers import RECIPES, build_identifiers, read_identifiers, recipe_for_rows
@@ -52,7 +49,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--seq-len", type=int, default=None, help="canvas tokens (default 900, the reference 30x30)")
     p.add_argument("-o", "--out", required=True, metavar="MODEL_DIR", help="output checkpoint directory")
     p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint in MODEL_DIR")
-    p.set_defaults(func=run_import)
+    p.set_defaults(func=cmd_import)
 
     p = subparsers.add_parser(
         "forward",
@@ -78,7 +75,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default=None, help="forward dtype (default: saved)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N (cuda needs a GPU)")
     p.add_argument("--states", action="store_true", help="also write z_H_step{k}, z_L_step{k} [B, T, D]")
-    p.set_defaults(func=run_forward)
+    p.set_defaults(func=cmd_forward)
 
     add_checkpoint_command(subparsers)
 
@@ -119,15 +116,15 @@ def _table_rows(step_file: str) -> int | None:
         return None  # import_reference reports the real problem
 
 
-def run_import(args) -> int:
+def cmd_import(args) -> int:
     from arc_kit.model.checkpoint import (
         CONFIG_FILE,
         MODEL_FILE,
         PUZZLES_FILE,
         STATE_FILES,
         TABLE_FILE,
-        import_reference,
     )
+    from arc_kit.model.reference import import_reference
 
     out = Path(args.out)
     check_writable_dir(out, "-o")
@@ -168,14 +165,8 @@ def run_import(args) -> int:
     return 0
 
 
-def run_forward(args) -> int:
-    import zipfile
-
-    import numpy as np
-    import torch
-
-    from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info
-    from arc_kit.model.loss import compute_loss
+def cmd_forward(args) -> int:
+    from arc_kit.model.forward import forward_steps, read_forward_inputs, write_npz
 
     path = Path(args.inputs)
     check_writable_file(args.out, "-o")
@@ -183,92 +174,11 @@ def run_forward(args) -> int:
     refuse_input_as_output(args.out, [path] + model_files, "-o")
     if args.steps is not None and args.steps < 1:
         raise ArcKitError(f"--steps must be at least 1, got {args.steps}")
-    resolve_device(args.device)  # before any work: a missing GPU is one clear line
-    try:
-        with open_read(path, "npz file") as f:  # no pickles: object arrays are refused
-            loaded = np.load(f, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):
-                raise ArcKitError(f"{path}: a single .npy array, expected an npz archive of named arrays")
-            data = dict(loaded)
-    except ValueError:  # numpy's words here advise allow_pickle: the kit never loads pickles
-        raise ArcKitError(f"{path}: not an npz archive of numeric arrays (pickled data is never loaded)") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ArcKitError(f"{path}: cannot read npz ({' '.join(str(e).split())})") from None
-    for key in ("inputs", "puzzle_identifiers"):
-        if key not in data:
-            raise ArcKitError(f"{path}: missing array '{key}'")
-    inputs, ids = data["inputs"], data["puzzle_identifiers"].reshape(-1)
-    for key in ("inputs", "puzzle_identifiers", "labels"):
-        if key in data and data[key].dtype.kind not in "iu":
-            raise ArcKitError(f"{path}: array '{key}' holds {data[key].dtype}, expected integers")
-    if inputs.ndim != 2 or ids.shape[0] != inputs.shape[0]:
-        raise ArcKitError(
-            f"{path}: expected inputs [B, L] and puzzle_identifiers [B], got {inputs.shape} and {ids.shape}"
-        )
-    if inputs.shape[0] == 0:
-        raise ArcKitError(f"{path}: no sequences (inputs has 0 rows)")
-    if "labels" in data and data["labels"].shape != inputs.shape:
-        raise ArcKitError(f"{path}: labels have shape {data['labels'].shape}, inputs {inputs.shape}")
-    # load only the table rows this batch uses; local id i <-> stored row rows[i]
-    rows, local_ids = np.unique(ids, return_inverse=True)
-    info = read_checkpoint_info(args.model_dir)  # config and row names only: check the batch before loading
-    cfg = info.config
-    if inputs.shape[1] != cfg.seq_len:
-        raise ArcKitError(f"{path}: inputs have {inputs.shape[1]} tokens but the model's seq_len is {cfg.seq_len}")
-    V = cfg.vocab_size
-    if inputs.min() < 0 or inputs.max() >= V:
-        bad = int(inputs.min()) if inputs.min() < 0 else int(inputs.max())
-        raise ArcKitError(f"{path}: token id {bad} in 'inputs' is outside the model's vocabulary 0..{V - 1}")
-    if "labels" in data:
-        lab = data["labels"]
-        outside = (lab != IGNORE_LABEL_ID) & ((lab < 0) | (lab >= V))
-        if outside.any():
-            raise ArcKitError(
-                f"{path}: label {int(lab[outside][0])} in 'labels' is outside 0..{V - 1} "
-                f"(and not the ignore id {IGNORE_LABEL_ID})"
-            )
-    n_rows = len(info.puzzle_names)
-    if cfg.puzzle_emb_ndim > 0 and (rows.min() < 0 or rows.max() >= n_rows):
-        bad = int(rows.min()) if rows.min() < 0 else int(rows.max())
-        raise ArcKitError(f"{path}: puzzle identifier {bad} out of range (table has {n_rows} rows)")
-    dev = resolve_device(args.device)
-    model, info = load_checkpoint(args.model_dir, device=dev, puzzle_rows=rows.tolist(), forward_dtype=args.dtype)
-    cfg = model.config
-    batch = {
-        "inputs": torch.from_numpy(inputs.astype(np.int64)).to(dev),
-        "puzzle_identifiers": torch.from_numpy(local_ids.astype(np.int64)).to(dev),
-    }
-    labels = torch.from_numpy(data["labels"].astype(np.int64)).to(dev) if "labels" in data else None
-    steps = args.steps or cfg.halt_max_steps
-    heads = ("logits", "q_halt_logits", "q_continue_logits")
-    res: dict[str, list[np.ndarray]] = {k: [] for k in heads}  # one array per step
-    losses: list[float] = []
-    states: dict[str, np.ndarray] = {}  # --states: z_H / z_L after every step
-    with torch.no_grad():
-        x = model.embed(batch["inputs"], batch["puzzle_identifiers"])
-        z_H, z_L = model.initial_state(inputs.shape[0])
-        for k in range(steps):  # continuous recursion: same as the ACT loop for the first halt_max_steps steps
-            z_H, z_L = model.recurse(z_H, z_L, x)
-            logits, q_halt, q_cont = model.heads(z_H)
-            outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_cont}
-            for key in heads:
-                res[key].append(outputs[key].float().cpu().numpy())
-            if labels is not None:
-                losses.append(compute_loss(outputs, labels)[0].item())
-            if args.states:
-                states[f"z_H_step{k}"] = z_H.float().cpu().numpy()
-                states[f"z_L_step{k}"] = z_L.float().cpu().numpy()
-    # the archive's order: the heads, the loss (with labels only), then the states
-    arrays = {k: np.stack(v) for k, v in res.items()}
-    if losses:
-        arrays["loss"] = np.asarray(losses, dtype=np.float64)
-    arrays.update(states)
-    import io
-
-    buf = io.BytesIO()
-    np.savez(buf, allow_pickle=False, **arrays)  # numeric arrays only: no pickle is ever written
-    atomic_write_bytes(args.out, buf.getvalue())
-    print(f"forward: {inputs.shape[0]} sequences x {steps} steps -> {args.out}", file=sys.stderr)
+    device = resolve_device(args.device)  # before any work: a missing GPU is one clear line
+    batch = read_forward_inputs(path, args.model_dir)
+    arrays, steps = forward_steps(args.model_dir, batch, args.steps, device, args.dtype, args.states)
+    write_npz(args.out, arrays)
+    print(f"forward: {batch.inputs.shape[0]} sequences x {steps} steps -> {args.out}", file=sys.stderr)
     return 0
 
 
@@ -307,7 +217,7 @@ def add_checkpoint_command(subparsers) -> None:
     )
     d.add_argument("--force", action="store_true", help="replace an existing MODEL_DIR")
     d.add_argument("--keep-download", action="store_true", help="keep the reference files (.MODEL_DIR.download/)")
-    d.set_defaults(func=run_checkpoint_download)
+    d.set_defaults(func=cmd_checkpoint_download)
     e = sub.add_parser(
         "export",
         help="a shippable copy of a checkpoint: network, mean puzzle row, config, MANIFEST.json",
@@ -318,10 +228,10 @@ def add_checkpoint_command(subparsers) -> None:
     e.add_argument("src", metavar="MODEL_DIR", help="kit checkpoint (e.g. `arc-kit train` output)")
     e.add_argument("dest", metavar="OUT_DIR", help="output folder (built aside and swapped in)")
     e.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
-    e.set_defaults(func=run_checkpoint_export)
+    e.set_defaults(func=cmd_checkpoint_export)
 
 
-def run_checkpoint_export(args) -> int:
+def cmd_checkpoint_export(args) -> int:
     from arc_kit.model.starter import export_checkpoint
 
     manifest = export_checkpoint(Path(args.src), Path(args.dest), force=args.force)
@@ -330,7 +240,7 @@ def run_checkpoint_export(args) -> int:
     return 0
 
 
-def run_checkpoint_download(args) -> int:
+def cmd_checkpoint_download(args) -> int:
     spec = load_preset(args.name, args.overrides or [])
     stem = Path(args.name).stem
     out = Path(args.out or (f"models/{stem}" if stem.startswith("hrm") else f"models/trm-{stem}"))

@@ -44,7 +44,7 @@ def add_commands(subparsers) -> None:
     p.add_argument("--seed", type=int, default=42, help="numpy seed (reference: 42)")
     p.add_argument("--prefix", default="arc-agi", help="input file prefix (reference: arc-agi)")
     p.add_argument("--json", action="store_true", help="print a summary object on stdout")
-    p.set_defaults(func=run_identifiers)
+    p.set_defaults(func=cmd_identifiers)
 
     p = subparsers.add_parser(
         "predict",
@@ -89,10 +89,10 @@ def add_commands(subparsers) -> None:
         help="forward dtype (default: the checkpoint's on GPU, float32 on CPU)",
     )
     p.add_argument("--json", action="store_true", help="print a summary object on stdout")
-    p.set_defaults(func=run_predict)
+    p.set_defaults(func=cmd_predict)
 
 
-def run_identifiers(args) -> int:
+def cmd_identifiers(args) -> int:
     if not 0 <= args.seed < 2**32:
         raise ArcKitError(f"--seed must lie in 0..2**32-1 (a numpy seed), got {args.seed}")
     outputs = [("-o", args.out), ("--test-split-out", args.test_split_out)]
@@ -123,7 +123,7 @@ def run_identifiers(args) -> int:
     return 0
 
 
-def run_predict(args) -> int:
+def cmd_predict(args) -> int:
     from arc_kit.model.starter import resolve_checkpoint
     from arc_kit.run.lock import RunLock
     from arc_kit.run.predict import (

@@ -9,7 +9,7 @@ from arc_kit.data import Task, load_tasks, task_id_problem, visible_grids
 from arc_kit.errors import ArcKitError
 from arc_kit.files import check_writable_file, refuse_input_as_output
 from arc_kit.render import save_task_picture
-from arc_kit.submission import read_submission
+from arc_kit.submission import submission_attempts
 
 
 def add_commands(subparsers) -> None:
@@ -101,23 +101,6 @@ def cmd_tasks(args) -> int:
     return 0
 
 
-def _submission_attempts(path: str, task: Task) -> list[list]:
-    """The attempts for `task` in a Kaggle submission.json: one list [attempt_1, attempt_2] per test input."""
-    sub = read_submission(path)
-    if task.id not in sub:
-        raise ArcKitError(f"{path}: task {task.id}: not in the submission")
-    entries = sub[task.id]
-    if not isinstance(entries, list):
-        raise ArcKitError(f"{path}: task {task.id}: expected a list with one entry per test input")
-    attempts = []
-    for i, e in enumerate(entries):
-        if not isinstance(e, dict):
-            raise ArcKitError(f"{path}: task {task.id}: entry {i} is not an object with attempt_1 and attempt_2")
-        keys = sorted((k for k in e if k.startswith("attempt_")), key=lambda k: (len(k), k))
-        attempts.append([e[k] for k in keys])
-    return attempts
-
-
 def cmd_show(args) -> int:
     problem = task_id_problem(args.task_id)
     if problem:  # the default output name is TASK_ID.png: it must stay in the current folder
@@ -128,7 +111,7 @@ def cmd_show(args) -> int:
     check_writable_file(output, "-o")
     refuse_input_as_output(output, task_input_files(args) + [args.submission], "-o")
     task = load_tasks(args.tasks, solutions=args.solutions, ids=[args.task_id]).tasks[args.task_id]
-    attempts = _submission_attempts(args.submission, task) if args.submission else None
+    attempts = submission_attempts(args.submission, task) if args.submission else None
     out = save_task_picture(task, output, attempts)
     print(f"wrote {out}")
     return 0

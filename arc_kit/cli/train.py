@@ -1,30 +1,15 @@
 """Command `train`: train (or fine-tune) a TRM on tasks with the kit's trainer, writing a resumable checkpoint."""
 
+import dataclasses
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from arc_kit.cli.common import add_config_args
-from arc_kit.config import from_dict, load_config, save_config, to_dict
+from arc_kit.config import load_config, save_config, to_dict
 from arc_kit.errors import ArcKitError
 from arc_kit.files import check_writable_dir
-from arc_kit.model.config import TrainConfig
-
-
-def _pretrain_config_class() -> type[Any]:
-    """The YAML schema of `arc-kit train` (built lazily: model.py imports torch)."""
-    from arc_kit.model.dataset import DataConfig
-    from arc_kit.model.trm import TRMConfig
-
-    @dataclass
-    class PretrainConfig:
-        model: TRMConfig = field(default_factory=TRMConfig)  # seq_len and num_puzzle_identifiers come from the data
-        data: DataConfig = field(default_factory=DataConfig)
-        train: TrainConfig = field(default_factory=TrainConfig)
-
-    return PretrainConfig
+from arc_kit.model.config import GRID_CELLS, PretrainConfig
 
 
 def add_commands(subparsers) -> None:
@@ -56,19 +41,7 @@ def add_commands(subparsers) -> None:
         "--minutes", type=float, default=None, help="wall-clock budget in minutes (> 0); stops (and saves) before it"
     )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    p.set_defaults(func=run_train)
-
-
-def _crop_config(config, margin: int):
-    """The model config made to train on crops (`data.crops: true`), or ArcKitError naming data.crops."""
-    from arc_kit.crops import crop_config
-
-    if margin < 0:
-        raise ArcKitError(f"config key 'data.crop_margin': expected 0 or more, got {margin}")
-    try:
-        return crop_config(config, margin)
-    except ArcKitError as e:
-        raise ArcKitError(str(e).replace("'model.canvas'", "'data.crops'")) from None
+    p.set_defaults(func=cmd_train)
 
 
 def _check_args(args) -> None:
@@ -84,23 +57,22 @@ def _check_args(args) -> None:
         raise ArcKitError("--resume continues the run in --out; drop --checkpoint")
 
 
-def run_train(args) -> int:
+def cmd_train(args) -> int:
     import math
     import os
 
     _check_args(args)
     import torch
 
-    from arc_kit.model.build import build_model
-    from arc_kit.model.checkpoint import add_puzzles, load_checkpoint, read_checkpoint_info
+    from arc_kit.model.build import build_model, fit_config, load_model
+    from arc_kit.model.checkpoint import read_checkpoint_info
     from arc_kit.model.dataset import load_train_data
     from arc_kit.model.starter import resolve_checkpoint
     from arc_kit.model.train import Trainer
-    from arc_kit.model.trm import TRMConfig
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cfg = load_config(_pretrain_config_class(), args.config, args.overrides)
+    cfg = load_config(PretrainConfig, args.config, args.overrides)
     cfg.data.demo_sources = list(cfg.data.demo_sources) + list(args.tasks)
     out = Path(args.out)
     if (out / "config.yaml").exists() and not args.resume:
@@ -116,22 +88,21 @@ def run_train(args) -> int:
     t0 = time.time()
     base = str(resolve_checkpoint(args.checkpoint)) if args.checkpoint else (str(out) if args.resume else None)
     names: list[str] | None = None
-    crop_arch = None  # with data.crops: the model config made for crops, checked before any task is read
     if base:  # the checkpoint fixes the first puzzle rows, and the canvas unless its positions are coordinates
         info = read_checkpoint_info(base)
         names, ck = info.puzzle_names, info.config
-        if ck.crops and (not cfg.data.crops or cfg.data.crop_margin != ck.crop_margin):
+        if ck.crops and (not cfg.data.crops or cfg.data.canvas_margin != ck.crop_margin):
             raise ArcKitError(
-                f"config key 'data.crops': {base} was trained on crops with crop_margin {ck.crop_margin}; "
-                f"continue it with data.crops=true data.crop_margin={ck.crop_margin}"
+                f"config key 'data.canvas': {base} was trained on crops with crop_margin {ck.crop_margin}; "
+                f"continue it with data.canvas=crop data.canvas_margin={ck.crop_margin}"
             )
         if cfg.data.crops:
-            crop_arch = _crop_config(ck, cfg.data.crop_margin)
+            fit_config(ck, crop_margin=cfg.data.canvas_margin, crop_key="data.canvas")  # refused before reading tasks
         elif ck.positions != "coords":
             cfg.data.canvas = math.isqrt(ck.seq_len)
-    elif cfg.data.crops:
-        arch = dict(to_dict(cfg.model), seq_len=900, crops=False)  # the data sets a scratch model's length
-        crop_arch = _crop_config(from_dict(TRMConfig, arch), cfg.data.crop_margin)
+    elif cfg.data.crops:  # the data sets a scratch model's length: check the crop model before reading any task
+        scratch = dataclasses.replace(cfg.model, seq_len=GRID_CELLS)
+        fit_config(scratch, crop_margin=cfg.data.canvas_margin, crop_key="data.canvas")
     data = load_train_data(cfg.data, puzzle_names=names)
     if is_main:
         print(
@@ -141,18 +112,15 @@ def run_train(args) -> int:
             file=sys.stderr,
         )
 
-    if base:
-        model, _ = load_checkpoint(base)
-        if crop_arch is not None:  # checked above; 900 tokens: the largest bucket
-            model.config = _crop_config(model.config, cfg.data.crop_margin)
-        else:
-            model.config.seq_len = data.seq_len  # a coordinate-position model runs on any canvas
-        if args.checkpoint and names is not None:  # names is always read when base is set
-            add_puzzles(model, data.puzzle_names[len(names) :], init="mean", puzzle_names=list(names))
+    margin = cfg.data.canvas_margin if cfg.data.crops else None
+    if base:  # --checkpoint: new puzzles start from the mean of its table; --resume: its own table
+        names_now = data.puzzle_names if args.checkpoint else None
+        model, _ = load_model(base, names_now, seq_len=data.seq_len, crop_margin=margin, crop_key="data.canvas")
     else:
-        torch.manual_seed(cfg.train.seed)
-        arch = to_dict(crop_arch) if crop_arch is not None else dict(to_dict(cfg.model), seq_len=data.seq_len)
-        model = build_model(from_dict(TRMConfig, dict(arch, num_puzzle_identifiers=len(data.puzzle_names))))
+        rows, seed = len(data.puzzle_names), cfg.train.seed
+        model = build_model(
+            cfg.model, seq_len=data.seq_len, rows=rows, crop_margin=margin, seed=seed, crop_key="data.canvas"
+        )
     trainer = Trainer(model, data, cfg.train, accelerator=accelerator, log_path=out / "metrics.jsonl")
     if args.resume:
         trainer.load_state(out)

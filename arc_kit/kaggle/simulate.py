@@ -15,7 +15,9 @@ from arc_kit.kaggle.settings import DEFAULT_SAFETY_MINUTES, DEFAULT_SLUG, TEST_F
 from arc_kit.model.starter import resolve_checkpoint
 from arc_kit.model.verify import verify_checkpoint
 from arc_kit.run.config import load_run_config
+from arc_kit.run.directory import PLAN_FILE
 from arc_kit.run.lock import RunLock
+from arc_kit.run.plan import Plan, read_plan
 
 
 def mock_competition(path: Path, n_tasks: int, seed: int = 0) -> dict:
@@ -94,9 +96,8 @@ def project(
     state = (
         json.loads((run_dir / "state.json").read_text()).get("stages", {}) if (run_dir / "state.json").is_file() else {}
     )
-    plan = json.loads((run_dir / "plan.json").read_text()) if (run_dir / "plan.json").is_file() else {}
-    local_train = float(plan.get("train_seq_per_s") or 0.0)
-    local_infer = float(plan.get("infer_seq_per_s") or 0.0)
+    plan = read_plan(run_dir / PLAN_FILE) or Plan()
+    local_train, local_infer = plan.train_seq_per_s, plan.infer_seq_per_s
     train_cfg = cfg.ttt.train
     train_seqs = cfg.ttt.max_steps * train_cfg.global_batch_size if cfg.ttt.enabled else 0
     infer_seqs = n_inputs * cfg.inference.views if cfg.inference.enabled else 0
@@ -128,7 +129,7 @@ def project(
         )
         if train_rate
         else 0,
-        "plan_notes": plan.get("notes", []),
+        "plan_notes": plan.notes,
     }
 
 

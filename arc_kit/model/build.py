@@ -1,11 +1,164 @@
-"""The one place that turns an architecture config into a model: TRM or HRM by `TRMConfig.kind`."""
+"""The one model builder: TRM or HRM by `kind`, a checkpoint's model fitted to a run, new puzzle rows.
 
-from arc_kit.model.config import TRMConfig
+Every command that trains (`arc-kit train`, the run's training stage) and every benchmark builds its model here, so
+the run settings (canvas, crops, supervision steps) and the start of new puzzle rows are applied the same way.
+"""
+
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from arc_kit.errors import ArcKitError
+from arc_kit.identifiers import rows_unnamed
+from arc_kit.model.config import GRID_CELLS, TRMConfig, crop_config
 from arc_kit.model.hrm import HRM
 from arc_kit.model.trm import TRM
 
+ROW_INITS = ("mean", "zero", "normal")  # how the rows of puzzles new to a model start (ttt.row_init)
 
-def build_model(arch: TRMConfig) -> TRM:
-    """A freshly initialised model of `arch` (the global torch RNG seeds its weights): an HRM for kind "hrm",
-    else a TRM. HRM subclasses TRM, so everything typed `TRM` (trainer, inference, checkpoints) takes either."""
+
+def instantiate(arch: TRMConfig) -> TRM:
+    """The model `arch.kind` names, built on `arch` exactly (no run settings; the global torch RNG seeds its
+    weights): an HRM for kind "hrm", else a TRM. HRM subclasses TRM, so everything typed `TRM` (trainer,
+    inference, checkpoints) takes either."""
     return HRM(arch) if arch.kind == "hrm" else TRM(arch)
+
+
+def fit_config(
+    config: TRMConfig,
+    *,
+    seq_len: int | None = None,
+    crop_margin: int | None = None,
+    halt_max_steps: int | None = None,
+    crop_key: str = "model.canvas",
+) -> TRMConfig:
+    """`config` made for a run: on crops when `crop_margin` is given (a crop-trained model keeps its own; the
+    refusal names `crop_key`), else on `seq_len` tokens when given; `halt_max_steps` supervision steps when given."""
+    if crop_margin is not None:
+        config = crop_config(config, crop_margin, key=crop_key)
+    elif seq_len is not None:
+        config = dataclasses.replace(config, seq_len=seq_len)
+    if halt_max_steps is not None:
+        config = dataclasses.replace(config, halt_max_steps=halt_max_steps)
+    return config
+
+
+def build_model(
+    arch: TRMConfig,
+    *,
+    seq_len: int | None = None,
+    rows: int = 1,
+    crop_margin: int | None = None,
+    halt_max_steps: int | None = None,
+    seed: int = 0,
+    row_init: str = "zero",
+    crop_key: str = "model.canvas",
+) -> TRM:
+    """A new model of architecture `arch` with `rows` puzzle rows (row 0 included), fitted as `fit_config` says.
+    Seeded by `seed`, so every process (and a resumed run) builds the same initial weights. `row_init`
+    "normal" draws rows 1.. from N(0, 1/hidden_size); "mean" and "zero" keep the zeros a new table starts with
+    (there is no trained table to take a mean of)."""
+    arch = dataclasses.replace(arch, num_puzzle_identifiers=max(1, rows))
+    if crop_margin is not None:  # a new crop model: the 30x30 grid, then crops
+        arch = dataclasses.replace(arch, seq_len=GRID_CELLS)
+    arch = fit_config(arch, seq_len=seq_len, crop_margin=crop_margin, halt_max_steps=halt_max_steps, crop_key=crop_key)
+    torch.manual_seed(seed)
+    model = instantiate(arch)
+    if row_init == "normal" and arch.puzzle_emb_ndim > 0:
+        init_rows(model, list(range(1, arch.num_puzzle_identifiers)), "normal")
+    return model
+
+
+def load_model(
+    checkpoint: str | Path,
+    names: Sequence[str] | None = None,
+    *,
+    seq_len: int | None = None,
+    crop_margin: int | None = None,
+    halt_max_steps: int | None = None,
+    seed: int = 0,
+    row_init: str = "mean",
+    crop_key: str = "model.canvas",
+) -> tuple[TRM, int]:
+    """A checkpoint's model with a puzzle table of exactly `names` (row 0 `<blank>`; None: the stored table),
+    fitted as `fit_config` says. A name the checkpoint has starts from its stored row (only those rows are read);
+    a new one as `row_init` says ("mean": the mean of the whole stored table, streamed). Returns (model in
+    train-ready form, number of new rows)."""
+    from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info, table_mean
+
+    new: list[int] = []
+    if names is None:
+        model, _ = load_checkpoint(checkpoint)
+    else:
+        stored = read_checkpoint_info(checkpoint).puzzle_names
+        # unnamed rows (row0, ...: e.g. the published HRM's): no task is matched to a row; all start as new ones
+        row_of = {} if rows_unnamed(stored) else {n: i for i, n in enumerate(stored)}
+        model, _ = load_checkpoint(checkpoint, puzzle_rows=[row_of.get(n, 0) for n in names])
+        new = [i for i, n in enumerate(names) if i > 0 and n not in row_of]
+    if new and model.config.puzzle_emb_ndim > 0:
+        torch.manual_seed(seed)  # "normal": the same rows in every process and on resume
+        init_rows(model, new, row_init, table_mean(checkpoint) if row_init == "mean" else None)
+    if model.config.crops:
+        seq_len = None  # a crop-trained model keeps its crops
+    model.config = fit_config(
+        model.config, seq_len=seq_len, crop_margin=crop_margin, halt_max_steps=halt_max_steps, crop_key=crop_key
+    )
+    return model, len(new)
+
+
+def init_rows(model: TRM, rows: Sequence[int], how: str, mean: torch.Tensor | None = None) -> None:
+    """The one initialiser of new puzzle rows: set the table `rows` as `how` says: "mean" (the given [ndim] row,
+    or the mean of the table's other rows when None), "zero", or "normal" (N(0, 1/hidden_size), the token
+    embeddings' scale, from torch's global generator: the caller seeds it)."""
+    if how not in ROW_INITS:
+        raise ArcKitError(f"puzzle row init: expected one of {', '.join(ROW_INITS)}, got {how!r}")
+    if not rows:
+        return
+    table = model.puzzle_emb.weights  # [rows, ndim]
+    idx = torch.tensor(list(rows), device=table.device)
+    with torch.no_grad():
+        if how == "normal":
+            std = model.config.hidden_size**-0.5
+            table[idx] = torch.randn(len(idx), table.shape[1]).mul_(std).to(table.device, table.dtype)
+        elif how == "zero":
+            table[idx] = 0.0
+        else:
+            if mean is None:
+                others = torch.ones(table.shape[0], dtype=torch.bool, device=table.device)
+                others[idx] = False
+                mean = table[others].mean(0)
+            table[idx] = mean.to(table.device, table.dtype).reshape(1, -1)
+
+
+def add_puzzles(
+    model: TRM, names: Sequence[str], init: "str | torch.Tensor" = "mean", puzzle_names: list[str] | None = None
+) -> list[int]:
+    """Grow the puzzle table for new puzzles and return their rows. New rows start as `init_rows` says (`init`
+    "mean": the mean of the rows loaded now; "zero"; "normal"; or a given [ndim] row such as a whole pretrained
+    table's mean, `checkpoint.table_mean`). When `puzzle_names` (the row -> name list) is given, names already in
+    it keep their row and it is extended in place.
+    Trainers holding `model.puzzle_emb.weights` must fetch it again: the buffer is replaced."""
+    how, mean = ("mean", init) if torch.is_tensor(init) else (init, None)
+    if how not in ROW_INITS:
+        raise ArcKitError(f"add_puzzles: init must be one of {', '.join(ROW_INITS)} or a row tensor, got {init!r}")
+    if not hasattr(model, "puzzle_emb"):
+        raise ArcKitError("add_puzzles: the model has no puzzle embedding (puzzle_emb_ndim 0)")
+    table = model.puzzle_emb.weights
+    known = {n: i for i, n in enumerate(puzzle_names)} if puzzle_names is not None else {}
+    out: list[int] = []
+    new: list[str] = []
+    for name in names:
+        if name not in known:
+            known[name] = table.shape[0] + len(new)
+            new.append(name)
+        out.append(known[name])
+    if new:
+        n0 = table.shape[0]
+        model.puzzle_emb.weights = torch.cat([table, table.new_zeros(len(new), table.shape[1])]).contiguous()
+        model.config = dataclasses.replace(model.config, num_puzzle_identifiers=model.puzzle_emb.weights.shape[0])
+        init_rows(model, list(range(n0, n0 + len(new))), how, mean)
+        if puzzle_names is not None:
+            puzzle_names.extend(new)
+    return out

@@ -1,4 +1,4 @@
-"""Checkpoints: the kit's directory format (safetensors + YAML + JSON), reference TRM import, growing the puzzle table.
+"""Checkpoints: the kit's directory format (safetensors + YAML + JSON) and reference TRM import.
 
 A checkpoint directory holds
     config.yaml            format, model (TRMConfig), then whatever extra sections the caller passed
@@ -27,9 +27,8 @@ import yaml
 from arc_kit.config import from_dict, read_yaml, to_dict
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
-from arc_kit.identifiers import numbered_rows, read_identifiers
-from arc_kit.model.build import build_model
-from arc_kit.model.config import reference_kind
+from arc_kit.identifiers import read_identifiers
+from arc_kit.model.build import instantiate
 from arc_kit.model.trm import TRM, TRMConfig
 
 FORMAT = "arc-kit-trm/1"
@@ -39,10 +38,10 @@ MODEL_FILE, TABLE_FILE, CONFIG_FILE, PUZZLES_FILE = (
     "config.yaml",
     "puzzles.json",
 )
+CHECKPOINT_FILES = (CONFIG_FILE, MODEL_FILE, TABLE_FILE, PUZZLES_FILE)  # what a checkpoint needs to load
 STATE_FILES = {"optimizer": "optimizer.safetensors", "ema": "ema.safetensors"}
 TABLE_KEY = "puzzle_emb.weights"
 TABLE_HASH_KEY = "table_sha256"  # config.yaml: sha256 of puzzle_emb.safetensors, recorded when the kit writes it
-REFERENCE_PREFIXES = ("_orig_mod.model.inner.", "model.inner.")
 _CHUNK_BYTES = 64 << 20
 
 
@@ -271,7 +270,7 @@ def load_checkpoint(
         cfg = dataclasses.replace(cfg, num_puzzle_identifiers=max(1, len(rows)))
     state = _load_safetensors(info.path / MODEL_FILE)
     with torch.random.fork_rng(devices=[]):  # init values are overwritten; keep the caller's RNG stream
-        model = build_model(cfg)
+        model = instantiate(cfg)
     if cfg.puzzle_emb_ndim > 0 and (rows is None or rows):  # no rows asked: a single zero row
         load_puzzle_rows(info.path, rows, out=model.puzzle_emb.weights)
     try:
@@ -297,39 +296,6 @@ def load_model_tensors(directory: str | Path, device="cpu") -> dict[str, torch.T
     if (d / TABLE_FILE).exists():
         state[TABLE_KEY] = load_puzzle_rows(d).to(device)
     return state
-
-
-def add_puzzles(
-    model: TRM, names: Sequence[str], init: "str | torch.Tensor" = "mean", puzzle_names: list[str] | None = None
-) -> list[int]:
-    """Grow the puzzle table for new puzzles (test-time training) and return their rows. New rows are the mean
-    of the rows loaded now (`init="mean"`), zeros (`"zero"`), or a given [ndim] row such as the whole pretrained
-    table's mean (`table_mean`, the reference's choice for unseen tasks). When `puzzle_names` (the row -> name
-    list) is given, names already in it keep their row and it is extended in place.
-    Trainers holding `model.puzzle_emb.weights` must fetch it again: the buffer is replaced."""
-    if not torch.is_tensor(init) and init not in ("mean", "zero"):
-        raise ArcKitError(f"add_puzzles: init must be 'mean', 'zero' or a row tensor, got {init!r}")
-    if not hasattr(model, "puzzle_emb"):
-        raise ArcKitError("add_puzzles: the model has no puzzle embedding (puzzle_emb_ndim 0)")
-    table = model.puzzle_emb.weights
-    known = {n: i for i, n in enumerate(puzzle_names)} if puzzle_names is not None else {}
-    out: list[int] = []
-    new: list[str] = []
-    for name in names:
-        if name not in known:
-            known[name] = table.shape[0] + len(new)
-            new.append(name)
-        out.append(known[name])
-    if new:
-        if torch.is_tensor(init):
-            fill = init.to(table.device, table.dtype).reshape(1, -1)
-        else:
-            fill = table.mean(0, keepdim=True) if init == "mean" else torch.zeros_like(table[:1])
-        model.puzzle_emb.weights = torch.cat([table, fill.expand(len(new), -1)]).contiguous()
-        model.config = dataclasses.replace(model.config, num_puzzle_identifiers=model.puzzle_emb.weights.shape[0])
-        if puzzle_names is not None:
-            puzzle_names.extend(new)
-    return out
 
 
 def table_mean(directory: str | Path, chunk: int = 65536) -> torch.Tensor:
@@ -372,136 +338,24 @@ def fingerprint(directory: str | Path, full_bytes: int = 64 << 20) -> str:
     return h.hexdigest()[:16]
 
 
-# ---- reference import -------------------------------------------------------------------------------
-_REFERENCE_DEFAULTS = {
-    "puzzle_emb_ndim": 0,
-    "puzzle_emb_len": 16,
-    "rms_norm_eps": 1e-5,
-    "rope_theta": 10000.0,
-    "forward_dtype": "bfloat16",
-    "mlp_t": False,
-    "no_ACT_continue": True,
-}
-_REFERENCE_REQUIRED = (
-    "hidden_size",
-    "num_heads",
-    "L_layers",
-    "H_cycles",
-    "L_cycles",
-    "expansion",
-    "pos_encodings",
-    "halt_max_steps",
-    "halt_exploration_prob",
-)
-
-
-def _shape(t) -> list[int]:
-    return list(t.shape)
-
-
-def import_reference(
-    step_file: str | Path,
-    config_file: str | Path,
-    out_dir: str | Path,
-    identifiers: Sequence[str] | None = None,
-    identifiers_source: str = "",
-    seq_len: int | None = None,
-) -> Checkpoint:
-    """Convert a checkpoint written by the reference trainer (torch.save of the compiled loss head's state
-    dict) plus its all_config.yaml into a kit checkpoint directory. Without `identifiers` rows are named
-    `row{i}`. The table is memory-mapped from the input and streamed to the output, never copied whole."""
-    step_file, config_file, out_dir = Path(step_file), Path(config_file), Path(out_dir)
-    doc = read_yaml(config_file)
-    arch = doc.get("arch")
-    if not isinstance(arch, dict):
-        raise ArcKitError(f"{config_file}: no 'arch:' section (expected the reference all_config.yaml)")
-    lacking = [k for k in _REFERENCE_REQUIRED if k not in arch]
-    if lacking:
-        raise ArcKitError(f"{config_file}: arch section lacks {', '.join(lacking)}")
-    if not step_file.is_file():
-        raise ArcKitError(f"{step_file}: checkpoint file not found")
-    mapped = True
-    try:
-        try:
-            raw = torch.load(step_file, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as e:
-            if "mmap" not in str(e):
-                raise
-            raw = torch.load(step_file, map_location="cpu", weights_only=True)  # legacy (non-zip) torch.save format
-            mapped = False
-    except Exception as e:
-        raise ArcKitError(
-            f"{step_file}: not a PyTorch checkpoint that loads safely "
-            f"({type(e).__name__}: {' '.join(str(e).split())[:200]})"
-        ) from None
-    if not isinstance(raw, dict) or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise ArcKitError(f"{step_file}: not a state dict (expected a mapping of names to tensors)")
-    sd = {}
-    for k, v in raw.items():
-        p = next((p for p in REFERENCE_PREFIXES if str(k).startswith(p)), None)
-        if p is None:
-            raise ArcKitError(
-                f"{step_file}: key '{k}' is not under '{REFERENCE_PREFIXES[0]}': "
-                "not a TRM or HRM checkpoint written by the reference trainer"
-            )
-        if not k.startswith(p + "rotary_emb."):  # RoPE tables are recomputed (some forks save them)
-            sd[k[len(p) :]] = v
-    for key in ("embed_tokens.embedding_weight", "H_init"):
-        if key not in sd:
-            raise ArcKitError(f"{step_file}: missing key '{REFERENCE_PREFIXES[0]}{key}'")
-
-    # seq_len, vocab_size and table rows come from the dataset in the reference, so read them off the tensors
-    kw = {**_REFERENCE_DEFAULTS, **{k: v for k, v in arch.items() if v is not None}}
-    table = sd.get(TABLE_KEY)
-    if reference_kind(arch) == "hrm":
-        kw["puzzle_emb_len"] = 0  # HRM's prefix: always ceil(puzzle_emb_ndim / hidden_size) slots
-    P = int(kw["puzzle_emb_len"]) or -(int(kw["puzzle_emb_ndim"]) // -int(kw["hidden_size"]))
-    if seq_len is None:  # readable from learned positions or the sequence MLP; RoPE checkpoints: the ARC 900
-        pos, mix = sd.get("embed_pos.embedding_weight"), sd.get("L_level.layers.0.mlp_t.gate_up_proj.weight")
-        seq_len = (
-            pos.shape[0] - P
-            if pos is not None and pos.ndim == 2
-            else mix.shape[1] - P
-            if mix is not None and mix.ndim == 2
-            else 900
-        )
-    cfg = TRMConfig.from_reference(
-        kw,
-        seq_len=seq_len,
-        vocab_size=sd["embed_tokens.embedding_weight"].shape[0],
-        num_puzzle_identifiers=max(1, table.shape[0]) if table is not None and table.ndim == 2 else 1,
-    )
-    with torch.device("meta"), torch.random.fork_rng(devices=[]):
-        expected = {k: _shape(v) for k, v in build_model(cfg).state_dict().items()}
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    if missing or unexpected:
-        raise ArcKitError(
-            f"{step_file}: does not match {config_file.name}: missing keys {missing or 'none'}, "
-            f"unexpected keys {unexpected or 'none'}"
-        )
-    for k, shape in expected.items():
-        if _shape(sd[k]) != shape:
-            raise ArcKitError(f"{step_file}: '{k}' has shape {_shape(sd[k])} but {config_file.name} implies {shape}")
-
-    rows = table.shape[0] if table is not None else 0
-    if identifiers is None:
-        names = numbered_rows(rows)
-    else:
-        names = [str(n) for n in identifiers]
-        if len(names) != rows:
-            raise ArcKitError(
-                f"{identifiers_source or 'identifiers'}: {len(names)} identifiers but the puzzle table "
-                f"of {step_file} has {rows} rows"
-            )
-    state = {k: v for k, v in sd.items() if k != TABLE_KEY}
-    extra = {
-        "source": {
-            "checkpoint": str(step_file),
-            "config": str(config_file),
-            "identifiers": identifiers_source or ("numbered rows" if identifiers is None else "given"),
-        },
-        "reference_config": doc,
-    }
-    _write_checkpoint(out_dir, cfg, state, table, names, extra, {"optimizer": None, "ema": None}, release_table=mapped)
-    return read_checkpoint_info(out_dir)
+def strip_puzzle_rows(directory: str | Path, chunk: int = 65536) -> int:
+    """Replace a checkpoint's puzzle table by one row, the table's mean, named `<blank>` (row 0 by the
+    reference's numbering): new test-time puzzles start from the table mean (model.build row init "mean") exactly
+    as with the full table, and a task left without a trained row falls back to it. The public tasks' rows
+    are 1.8-2.5 GB of a published checkpoint and useless on hidden tasks. Optimizer state goes too (it is
+    per row). Returns the number of rows dropped."""
+    directory = Path(directory)
+    info = read_checkpoint_info(directory)
+    n = len(info.puzzle_names)
+    if n == 0 or not (directory / TABLE_FILE).is_file():
+        return 0
+    table_hash = write_table(directory / TABLE_FILE, table_mean(directory, chunk)[None])
+    atomic_write_json(directory / PUZZLES_FILE, ["<blank>"])
+    doc = yaml.safe_load((directory / CONFIG_FILE).read_text())
+    doc["model"]["num_puzzle_identifiers"] = 1
+    doc["stripped_puzzles"] = {"rows_dropped": n, "kept": "row 0 <blank> = the mean of the dropped table"}
+    doc[TABLE_HASH_KEY] = table_hash
+    atomic_write_text(directory / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))
+    (directory / STATE_FILES["optimizer"]).unlink(missing_ok=True)
+    read_checkpoint_info(directory)  # still a valid checkpoint
+    return n

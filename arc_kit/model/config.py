@@ -1,16 +1,17 @@
-"""Model and training configuration (TRMConfig: TRM or HRM; TrainConfig): dataclasses, importable without torch."""
+"""Model, data and training configuration (TRMConfig for TRM or HRM, DataConfig, TrainConfig, PretrainConfig)."""
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 from arc_kit.config import from_dict
+from arc_kit.data import GRID_SIDE
 from arc_kit.errors import ConfigValueError
 
 FORWARD_DTYPES = ("float32", "bfloat16", "float16")
 ARCH_KINDS = ("trm", "hrm")  # TRMConfig.kind: the recursive model (model/build.py builds it)
-GRID_SIDE = 30  # coordinate positions: cell (r, c) is P + GRID_SIDE * r + c
-GRID_CELLS = GRID_SIDE * GRID_SIDE
+GRID_CELLS = GRID_SIDE * GRID_SIDE  # coordinate positions: cell (r, c) is P + GRID_SIDE * r + c
 
 
 @dataclass
@@ -68,14 +69,9 @@ class TRMConfig:
             bad("pos_encodings", f"expected rope, learned or none, got {self.pos_encodings!r}")
         if self.positions not in ("canvas", "coords"):
             bad("positions", f"expected canvas or coords, got {self.positions!r}")
-        if self.positions == "coords" and self.pos_encodings == "learned":
-            bad(
-                "positions",
-                "coords needs pos_encodings rope or none (learned position embeddings beyond the "
-                "trained crops were never trained)",
-            )
-        if self.positions == "coords" and self.mlp_t:
-            bad("positions", "coords cannot be used with mlp_t (its sequence length is fixed)")
+        why = crop_problem(self) if self.positions == "coords" else None
+        if why:
+            bad("positions", f"coords cannot be used with {why}")
         if self.positions == "coords" and self.seq_len > GRID_CELLS:
             bad("positions", f"coords covers at most {GRID_CELLS} cells, seq_len is {self.seq_len}")
         if self.crops and self.positions != "coords":
@@ -145,6 +141,33 @@ def reference_kind(arch: dict) -> str:
     return "hrm" if "hrm@" in name or "HierarchicalReasoning" in name else "trm"
 
 
+def crop_problem(config: TRMConfig) -> str | None:
+    """Why `config` cannot run on per-task crops (coordinate positions on the 30x30 grid), or None when it can.
+    The one statement of the rule: TRMConfig's own checks, the run config, `arc-kit train` and `crop_config`
+    all ask here. A 30x30-canvas model with RoPE (or no positions) -- the reference's -- can: its positions
+    P + t on a 30-wide canvas are coordinates already."""
+    if config.pos_encodings == "learned":
+        return "learned position embeddings (positions beyond the trained crops were never trained)"
+    if config.mlp_t:
+        return "mlp_t (its sequence length is fixed)"
+    if config.positions == "canvas" and config.seq_len != GRID_CELLS:
+        return f"a {config.seq_len}-token canvas (its positions are not 30-wide coordinates)"
+    return None
+
+
+def crop_config(config: TRMConfig, margin: int = 0, key: str = "model.canvas") -> TRMConfig:
+    """`config` made to run on crops, or ArcKitError naming the config `key` that asked for crops
+    (`model.canvas` of a run, `data.canvas` of `arc-kit train`). A crop-trained model is returned as it is; any
+    other that passes `crop_problem` gets coordinate positions (a canvas model's outputs change: it was trained
+    attending over every PAD cell)."""
+    if config.crops:
+        return config
+    why = crop_problem(config)
+    if why:
+        raise ConfigValueError(key, f"crop cannot be used with {why}")
+    return dataclasses.replace(config, positions="coords", seq_len=GRID_CELLS, crops=True, crop_margin=margin)
+
+
 @dataclass
 class TrainConfig:
     global_batch_size: int = 768  # sequences per supervision step, over all processes
@@ -206,3 +229,54 @@ class TrainConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 bad(name, f"expected {' or '.join(allowed)}, got {getattr(self, name)!r}")
+
+
+@dataclass
+class DataConfig:
+    RENAMED: ClassVar[dict[str, str]] = {
+        "num_augmentations": "data.augmentations",
+        "crops": "data.canvas: crop",
+        "crop_margin": "data.canvas_margin",
+    }
+
+    # Task sets whose demonstration AND test pairs (with known outputs) are training examples,
+    # e.g. arc-agi-1/training. Bundled names or paths, as data.load_tasks takes them.
+    sources: list[str] = field(default_factory=list)
+    # Task sets whose demonstration pairs only are trained on (the tasks to be solved);
+    # `arc-kit train --tasks SOURCE` appends here.
+    demo_sources: list[str] = field(default_factory=list)
+    augmentations: int = 1000  # augmented versions per task besides the identity (reference --num-aug;
+    # fewer when a task has fewer distinct ones)
+    augmentation: str = "reference"  # shipped config in configs/augmentation/ (or a YAML path)
+    seed: int = 42  # seed of the augmentation draws (not of the training run)
+    # Square canvas side: 30 = reference (900 tokens); smaller for task-sized models. "crop": every task on its own
+    # crop (arc_kit.crops: the answer-blind (h+1) x (w+1) rule, sequences in length buckets); the model needs
+    # coordinate positions (model.positions: coords), or gets them when it is a 30x30 RoPE model.
+    canvas: int | str = 30
+    # > 0: train only on tasks whose grids all fit max_size x max_size (the pairs trained on: demonstrations, plus
+    # test pairs for `sources`); 0 = every task (one that does not fit the canvas is an error)
+    max_size: int = 0
+    translate: bool = True  # random translation of each example on the canvas (same offset for input and output)
+    canvas_margin: int = 0  # extra rows and columns around each crop (canvas crop only)
+
+    def __post_init__(self):
+        if isinstance(self.canvas, str) and self.canvas != "crop":
+            raise ConfigValueError("canvas", f"expected 2..{GRID_SIDE} or 'crop', got {self.canvas!r}")
+        if isinstance(self.canvas, int) and not 2 <= self.canvas <= GRID_SIDE:
+            raise ConfigValueError("canvas", f"expected 2..{GRID_SIDE} or 'crop', got {self.canvas}")
+        if not 0 <= self.canvas_margin < GRID_SIDE:
+            raise ConfigValueError("canvas_margin", f"expected 0..{GRID_SIDE - 1} cells, got {self.canvas_margin}")
+
+    @property
+    def crops(self) -> bool:
+        """Every task on its own crop (`canvas: crop`)."""
+        return self.canvas == "crop"
+
+
+@dataclass
+class PretrainConfig:
+    """The YAML schema of `arc-kit train`: model:, data: and train: sections."""
+
+    model: TRMConfig = field(default_factory=TRMConfig)  # seq_len and num_puzzle_identifiers come from the data
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)

@@ -1,43 +1,17 @@
 """Training examples: tasks x augmentations -> encoded (inputs, labels, puzzle_identifiers) batches on the canvas."""
 
-import time
-import weakref
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from arc_kit.augment import IDENTITY, Augmentation, AugmentConfig, sample_augmentations
 from arc_kit.config import load_config
-from arc_kit.crops import CANVAS, TRANSPOSING, bucket_length, crop_positions, task_crop
-from arc_kit.data import load_tasks
+from arc_kit.crops import TRANSPOSING, bucket_length, crop_positions, task_crop
+from arc_kit.data import GRID_SIDE, load_tasks
 from arc_kit.encoding import COLOR_OFFSET, EOS, PAD, loss_labels
 from arc_kit.errors import ArcKitError
 from arc_kit.identifiers import BLANK  # puzzle-embedding row 0, as the reference builder numbers them
-
-
-@dataclass
-class DataConfig:
-    # Task sets whose demonstration AND test pairs (with known outputs) are training examples,
-    # e.g. arc-agi-1/training. Bundled names or paths, as data.load_tasks takes them.
-    sources: list[str] = field(default_factory=list)
-    # Task sets whose demonstration pairs only are trained on (the tasks to be solved);
-    # `arc-kit train --tasks SOURCE` appends here.
-    demo_sources: list[str] = field(default_factory=list)
-    num_augmentations: int = 1000  # augmented versions per task besides the identity (reference --num-aug;
-    # fewer when a task has fewer distinct ones)
-    augmentation: str = "reference"  # shipped config in configs/augmentation/ (or a YAML path)
-    seed: int = 42  # seed of the augmentation draws (not of the training run)
-    canvas: int = 30  # square canvas side: 30 = reference (900 tokens); smaller for task-sized models
-    # > 0: train only on tasks whose grids all fit max_size x max_size (the pairs trained on: demonstrations, plus
-    # test pairs for `sources`); 0 = every task (one that does not fit the canvas is an error)
-    max_size: int = 0
-    translate: bool = True  # random translation of each example on the canvas (same offset for input and output)
-    # true: every task on its own crop (arc_kit.crops: the answer-blind (h+1) x (w+1) rule, sequences in length
-    # buckets) instead of the square canvas; the model needs coordinate positions (model.positions: coords)
-    crops: bool = False
-    crop_margin: int = 0  # extra rows and columns around each crop (crops only)
+from arc_kit.model.config import DataConfig
 
 
 @dataclass
@@ -120,7 +94,7 @@ class TrainData:
         if not self.groups:
             raise ArcKitError("training data: no task has a demonstration pair to train on")
         self.puzzle_names = puzzle_names
-        self.canvas = CANVAS if crops is not None else canvas
+        self.canvas = GRID_SIDE if crops is not None else canvas
         self.translate = translate
         self.crops = np.array([crops[i] for i in keep], dtype=np.int64).reshape(-1, 2) if crops is not None else None
         self._build_tables()
@@ -199,7 +173,7 @@ class TrainData:
                 h, w = task_crop(task, crop_margin)
                 for pair in base:
                     for g in pair:
-                        h, w = max(h, min(CANVAS, g.shape[0] + 1)), max(w, min(CANVAS, g.shape[1] + 1))
+                        h, w = max(h, min(GRID_SIDE, g.shape[0] + 1)), max(w, min(GRID_SIDE, g.shape[1] + 1))
                 task_crops.append((h, w))
         return cls(groups, names, canvas=canvas, translate=translate, crops=task_crops)
 
@@ -321,145 +295,6 @@ _DIHEDRAL_SOURCE = np.array(
 )
 
 
-class BatchSampler:
-    """Endless stream of global batches in the reference order, reproducible and resumable.
-
-    Tasks are visited in shuffled order (a new permutation each epoch); for each, one random
-    version is drawn and all its examples (random order) go into the batch, cut at the batch
-    size. Every data-parallel process draws the same global batch and keeps its own slice.
-    All randomness comes from one torch.Generator, so the state is three tensors.
-
-    With crops, each step first draws the batch's length bucket (weighted by the bucket's share of the
-    examples) and fills the batch from that bucket's tasks in the same order, one permutation stream per
-    bucket: every row of a batch, on every process, has the same length.
-    """
-
-    def __init__(self, data: TrainData, global_batch_size: int, seed: int = 0):
-        self.data = data
-        self.batch_size = global_batch_size
-        self.generator = torch.Generator().manual_seed(seed)
-        self.order = torch.zeros(0, dtype=torch.int64)
-        self.pos = 0
-        self.lengths: list[int] = []  # crops: the bucket lengths in use, ascending
-        if data.crops is not None:
-            self.lengths = sorted({int(n) for n in data.group_length})
-            self.bucket_groups = {n: np.flatnonzero(data.group_length == n) for n in self.lengths}
-            examples = np.array([sum(len(p) for p in g) / len(g) for g in data.groups])  # per version, on average
-            self.weights = torch.tensor([examples[self.bucket_groups[n]].sum() for n in self.lengths])
-            self.orders = {n: torch.zeros(0, dtype=torch.int64) for n in self.lengths}
-            self.positions = dict.fromkeys(self.lengths, 0)
-
-    def _next_group(self) -> int:
-        if self.pos >= len(self.order):
-            self.order = torch.randperm(len(self.data.groups), generator=self.generator)
-            self.pos = 0
-        self.pos += 1
-        return int(self.order[self.pos - 1])
-
-    def _next_bucket_group(self, n: int) -> int:
-        if self.positions[n] >= len(self.orders[n]):
-            self.orders[n] = torch.randperm(len(self.bucket_groups[n]), generator=self.generator)
-            self.positions[n] = 0
-        self.positions[n] += 1
-        return int(self.bucket_groups[n][int(self.orders[n][self.positions[n] - 1])])
-
-    def next_batch(self, lo: int = 0, hi: int | None = None) -> dict[str, np.ndarray]:
-        """The next global batch's rows [lo, hi) (default: all). Every process draws the whole batch's
-        randomness (the stream stays in step) but encodes only its own rows."""
-        g, data = self.generator, self.data
-        length = None
-        if self.lengths:
-            length = self.lengths[int(torch.multinomial(self.weights, 1, generator=g))]
-        puzzles: list[int] = []
-        pairs: list[int] = []
-        while len(pairs) < self.batch_size:
-            group = self._next_group() if length is None else self._next_bucket_group(length)
-            p = int(torch.randint(len(data.groups[group]), (1,), generator=g))
-            take = min(len(data.groups[group][p]), self.batch_size - len(pairs))
-            order = torch.randperm(len(data.groups[group][p]), generator=g)[:take]
-            puzzles.extend([data._group_start[group] + p] * take)
-            pairs.extend(order.tolist())
-        hi = self.batch_size if hi is None else hi
-        puzzles_a, pairs_a = np.array(puzzles[lo:hi], dtype=np.int64), np.array(pairs[lo:hi], dtype=np.int64)
-        offsets = np.zeros((len(puzzles_a), 2), dtype=np.int64)
-        if data.translate:
-            u = torch.rand((self.batch_size, 2), generator=g, dtype=torch.float64).numpy()[lo:hi]
-            if data.crops is not None:  # the crop window moves on the 30x30 grid; the grid stays in its corner
-                size = data._pz_crop[puzzles_a]
-            else:
-                rows = data._pz_pairs[puzzles_a] + pairs_a
-                size = data._dims[rows].max(axis=1)  # [n, 2] larger of input and output
-                k = data._pz_k[puzzles_a]
-                size = np.where(np.isin(k, (1, 3, 6, 7))[:, None], size[:, ::-1], size)
-            offsets = np.floor(u * (data.canvas - size + 1)).astype(np.int64)
-        return data.encode(puzzles_a, pairs_a, offsets, length)
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        t = {
-            "sampler.generator": self.generator.get_state(),
-            "sampler.order": self.order.clone(),
-            "sampler.pos": torch.tensor(self.pos, dtype=torch.int64),
-        }
-        for n in self.lengths:
-            t[f"sampler.order{n}"] = self.orders[n].clone()
-            t[f"sampler.pos{n}"] = torch.tensor(self.positions[n], dtype=torch.int64)
-        return t
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        self.generator.set_state(tensors["sampler.generator"].clone())
-        self.order = tensors["sampler.order"].clone()
-        self.pos = int(tensors["sampler.pos"])
-        for n in self.lengths:
-            self.orders[n] = tensors[f"sampler.order{n}"].clone()
-            self.positions[n] = int(tensors[f"sampler.pos{n}"])
-
-
-class BatchPrefetcher:
-    """One process's rows [lo, hi) of the sampler's global batches, each built in a background thread
-    while the previous step runs (pinned memory when `pin`, for asynchronous copies to a GPU).
-
-    `state_tensors()` is the sampler's state before the batch built ahead was drawn, so a checkpoint
-    resumes on exactly the batch the next step would have taken. `seconds` adds up the thread's time."""
-
-    def __init__(self, sampler: BatchSampler, lo: int, hi: int, pin: bool = False):
-        self.sampler, self.lo, self.hi, self.pin = sampler, lo, hi, pin
-        self.seconds = 0.0
-        self._pool: ThreadPoolExecutor | None = None
-        self._pending: tuple[dict[str, torch.Tensor], Future] | None = None
-
-    def _build(self) -> dict[str, torch.Tensor]:
-        t = time.perf_counter()
-        batch = {k: torch.from_numpy(v) for k, v in self.sampler.next_batch(self.lo, self.hi).items()}
-        if self.pin:
-            batch = {k: v.pin_memory() for k, v in batch.items()}
-        self.seconds += time.perf_counter() - t
-        return batch
-
-    def _submit(self) -> tuple[dict[str, torch.Tensor], Future]:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="arc-kit-batches")
-            weakref.finalize(self, self._pool.shutdown, wait=False)
-        self._pending = (self.sampler.state_tensors(), self._pool.submit(self._build))
-        return self._pending
-
-    def next(self) -> dict[str, torch.Tensor]:
-        """The next batch (waiting for it if the thread is not done), and start building the one after."""
-        pending = self._pending if self._pending is not None else self._submit()
-        batch = pending[1].result()
-        self._submit()
-        return batch
-
-    def state_tensors(self) -> dict[str, torch.Tensor]:
-        return self._pending[0] if self._pending is not None else self.sampler.state_tensors()
-
-    def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
-        """Drop the batch built ahead (waiting for the thread to leave the sampler) and restore the stream."""
-        if self._pending is not None:
-            self._pending[1].exception()
-            self._pending = None
-        self.sampler.load_state_tensors(tensors)
-
-
 def _trained_side(task, use_test_pairs: bool) -> int:
     """The largest side of the grids a task's training pairs hold (test pairs only when they are trained on)."""
     pairs = list(task.train) + ([p for p in task.test if p.output is not None] if use_test_pairs else [])
@@ -484,13 +319,13 @@ def load_train_data(config: DataConfig, puzzle_names: list[str] | None = None) -
     aug_config = load_config(AugmentConfig, config.augmentation, subdir="augmentation")
     return TrainData.from_tasks(
         tasks,
-        config.num_augmentations,
+        config.augmentations,
         aug_config,
         seed=config.seed,
-        canvas=config.canvas,
+        canvas=GRID_SIDE if config.crops else int(config.canvas),
         translate=config.translate,
         use_test_pairs=flags,
         puzzle_names=puzzle_names,
         crops=config.crops,
-        crop_margin=config.crop_margin,
+        crop_margin=config.canvas_margin,
     )

@@ -237,7 +237,8 @@ def download_checkpoint(
     spec: PublishedCheckpoint, out: str | Path, force: bool = False, keep_download: bool = False, name: str = ""
 ):
     """Fetch, verify and import one published checkpoint into the kit checkpoint directory `out`."""
-    from arc_kit.model.checkpoint import CONFIG_FILE, import_reference
+    from arc_kit.model.checkpoint import CONFIG_FILE
+    from arc_kit.model.reference import import_reference
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not force:

@@ -5,11 +5,12 @@ import shutil
 from pathlib import Path
 
 from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_json, atomic_write_text
+from arc_kit.files import atomic_write_json
 
 STARTER_NAME = "starter"
-# The files a shipped (stripped) checkpoint holds; training state (optimizer, EMA, metrics) stays behind.
-EXPORT_FILES = ("config.yaml", "model.safetensors", "puzzle_emb.safetensors", "puzzles.json", "train.yaml")
+# The files a shipped (stripped) checkpoint holds besides the checkpoint's own (checkpoint.CHECKPOINT_FILES);
+# training state (optimizer, EMA, metrics) stays behind.
+EXPORT_EXTRA_FILES = ("train.yaml",)
 MANIFEST_FILE = "MANIFEST.json"  # name -> sha256 and size of every exported file
 
 
@@ -26,7 +27,7 @@ def resolve_checkpoint(value: str | Path) -> Path:
     if path.exists() or str(value) != STARTER_NAME:
         return path
     shipped = starter_dir()
-    if (shipped / "config.yaml").is_file():
+    if (shipped / "config.yaml").is_file():  # checkpoint.CONFIG_FILE (not imported: no torch here)
         return shipped
     raise ArcKitError(
         f"checkpoint '{STARTER_NAME}': no such directory here ({path.resolve()}) and no shipped starter model "
@@ -42,44 +43,11 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def strip_puzzle_rows(directory: Path, chunk: int = 65536) -> int:
-    """Replace a checkpoint's puzzle table by one row, the table's mean, named `<blank>` (row 0 by the
-    reference's numbering): new test-time puzzles start from the table mean (add_puzzles init "mean") exactly
-    as with the full table, and a task left without a trained row falls back to it. The public tasks' rows
-    are 1.8-2.5 GB of a published checkpoint and useless on hidden tasks. Optimizer state goes too (it is
-    per row). Returns the number of rows dropped."""
-    import yaml
-
-    from arc_kit.model.checkpoint import (
-        CONFIG_FILE,
-        PUZZLES_FILE,
-        STATE_FILES,
-        TABLE_FILE,
-        TABLE_HASH_KEY,
-        read_checkpoint_info,
-        table_mean,
-        write_table,
-    )
-
-    info = read_checkpoint_info(directory)
-    n = len(info.puzzle_names)
-    if n == 0 or not (directory / TABLE_FILE).is_file():
-        return 0
-    table_hash = write_table(directory / TABLE_FILE, table_mean(directory, chunk)[None])
-    atomic_write_json(directory / PUZZLES_FILE, ["<blank>"])
-    doc = yaml.safe_load((directory / CONFIG_FILE).read_text())
-    doc["model"]["num_puzzle_identifiers"] = 1
-    doc["stripped_puzzles"] = {"rows_dropped": n, "kept": "row 0 <blank> = the mean of the dropped table"}
-    doc[TABLE_HASH_KEY] = table_hash
-    atomic_write_text(directory / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))
-    (directory / STATE_FILES["optimizer"]).unlink(missing_ok=True)
-    read_checkpoint_info(directory)  # still a valid checkpoint
-    return n
-
-
 def copy_checkpoint(src: Path, dest: Path, strip_puzzles: bool = False) -> None:
     """Copy a kit checkpoint dir flat; `strip_puzzles` keeps the network and the mean puzzle row only."""
-    if not (src / "model.safetensors").is_file():
+    from arc_kit.model.checkpoint import MODEL_FILE, strip_puzzle_rows
+
+    if not (src / MODEL_FILE).is_file():
         raise ArcKitError(f"{src}: not a kit checkpoint (no model.safetensors)")
     dest.mkdir(parents=True, exist_ok=True)
     for f in sorted(src.iterdir()):
@@ -93,10 +61,10 @@ def export_checkpoint(src: Path, dest: Path, force: bool = False) -> dict[str, d
     """Write a shippable copy of checkpoint `src` to `dest`: the network, the mean puzzle row (public tasks'
     rows dropped), the config and the training recipe, plus MANIFEST.json (sha256 and size of each file).
     Built in a sibling folder and swapped in, so `dest` is never half-written. Returns the manifest."""
-    from arc_kit.model.checkpoint import read_checkpoint_info
+    from arc_kit.model.checkpoint import CHECKPOINT_FILES, MODEL_FILE, read_checkpoint_info, strip_puzzle_rows
 
     src, dest = Path(src), Path(dest)
-    if not (src / "model.safetensors").is_file():
+    if not (src / MODEL_FILE).is_file():
         raise ArcKitError(f"{src}: not a kit checkpoint (no model.safetensors)")
     if dest.exists() and not force and any(dest.iterdir()):
         raise ArcKitError(f"{dest}: not empty (use --force to replace it)")
@@ -105,7 +73,7 @@ def export_checkpoint(src: Path, dest: Path, force: bool = False) -> dict[str, d
     tmp = dest.with_name(f".{dest.name}.export")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    for name in EXPORT_FILES:
+    for name in (*CHECKPOINT_FILES, *EXPORT_EXTRA_FILES):
         if (src / name).is_file():
             shutil.copy2(src / name, tmp / name)
     strip_puzzle_rows(tmp)

@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from arc_kit.errors import ArcKitError
+from arc_kit.model.batches import BatchPrefetcher, BatchSampler
 from arc_kit.model.config import TrainConfig
-from arc_kit.model.dataset import BatchPrefetcher, BatchSampler, TrainData
+from arc_kit.model.dataset import TrainData
 from arc_kit.model.device import bf16_supported, resolve_device
 from arc_kit.model.optim import EMA, SparseEmbeddingSignSGD, build_optimizer, lr_at
 from arc_kit.model.train_state import TrainerState
@@ -302,9 +303,13 @@ class Trainer(TrainerState):
             return None
         return self.step_count + int(max(0.0, until - time.time()) / (sum(recent) / len(recent)))
 
-    def _stop_vote(self, until: float | None, should_stop: Callable[[], bool] | None, limit: int) -> bool:
+    def _stop_vote(
+        self, until: float | None, should_stop: Callable | None, limit: int, on_step: Callable | None
+    ) -> bool:
         """This process's view (host only): the step limit is reached, the next step cannot finish by the
-        deadline, or `should_stop()` says so."""
+        deadline, or `should_stop()` says so. `on_step()` (the per-step hook) runs first."""
+        if on_step is not None:
+            on_step()
         stop = self.step_count >= limit
         fit = self.steps_by(until) if until is not None else None  # None before the first timed step
         if fit is not None:
@@ -331,10 +336,12 @@ class Trainer(TrainerState):
         should_stop: Callable[[], bool] | None = None,
         max_steps: int | None = None,
         checkpoint_dir: str | Path | None = None,
+        on_step: Callable[[], None] | None = None,
         **save_kwargs,
     ) -> dict:
         """Run steps until total steps / `max_steps`, the wall-clock deadline `until` (time.time() seconds),
-        or `should_stop()` says so. Saves to `checkpoint_dir` every `checkpoint_every` steps and at the end.
+        or `should_stop()` says so. `on_step()`, a per-step hook (re-planning, snapshots, fault injection), runs
+        where the stop is decided. Saves to `checkpoint_dir` every `checkpoint_every` steps and at the end.
         Returns the last metrics (plus 'stopped': why).
 
         The host waits for the device only at sync points: every `log_every` steps, at checkpoints, after
@@ -349,7 +356,7 @@ class Trainer(TrainerState):
         pending = None  # (names, device values) of the last step's metrics, not read yet
         plan = None  # data parallel: the last step the deadline allows, agreed at the last sync point
         try:
-            stop = self._stop_vote(until, should_stop, limit)
+            stop = self._stop_vote(until, should_stop, limit, on_step)
             if self.world > 1:
                 stop, plan = self._agree(stop, until)
             first = True
@@ -378,9 +385,9 @@ class Trainer(TrainerState):
                     if checkpoint and checkpoint_dir:
                         self.save(checkpoint_dir, **save_kwargs)
                 if self.world == 1:
-                    stop = self._stop_vote(until, should_stop, limit)
+                    stop = self._stop_vote(until, should_stop, limit, on_step)
                 elif sync:
-                    stop, plan = self._agree(self._stop_vote(until, should_stop, limit), until)
+                    stop, plan = self._agree(self._stop_vote(until, should_stop, limit, on_step), until)
                 else:
                     stop = n >= limit or (plan is not None and n >= plan)
             if pending is not None:

@@ -9,8 +9,9 @@ import torch
 
 from arc_kit.config import to_dict
 from arc_kit.errors import ArcKitError
+from arc_kit.model.batches import BatchPrefetcher
 from arc_kit.model.config import TrainConfig
-from arc_kit.model.dataset import BatchPrefetcher, TrainData
+from arc_kit.model.dataset import TrainData
 from arc_kit.model.optim import EMA, SparseEmbeddingSignSGD, load_optimizer_state_tensors, optimizer_state_tensors
 from arc_kit.model.trm import TRM, Carry
 

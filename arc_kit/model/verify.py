@@ -85,11 +85,11 @@ def _check_model_tensors(path: Path, entries: dict[str, TensorEntry], cfg) -> No
     model: shapes only, no memory, no init)."""
     import torch
 
-    from arc_kit.model.build import build_model
+    from arc_kit.model.build import instantiate
     from arc_kit.model.checkpoint import TABLE_KEY
 
     with torch.device("meta"):
-        want = {k: list(v.shape) for k, v in build_model(cfg).state_dict().items() if k != TABLE_KEY}
+        want = {k: list(v.shape) for k, v in instantiate(cfg).state_dict().items() if k != TABLE_KEY}
     missing = sorted(set(want) - set(entries))
     unexpected = sorted(set(entries) - set(want))
     if missing or unexpected:

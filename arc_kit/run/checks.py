@@ -24,11 +24,11 @@ def check_run_inputs(cfg: RunConfig, where: str = "config") -> None:
         ck = resolve_checkpoint(cfg.model.checkpoint)
         cfg.model.checkpoint = str(ck)
         verify_checkpoint(ck)  # config, weights headers and sizes, table shape, manifest: before OUT is made
-    if cfg.ttt.augment:
+    if cfg.ttt.augmentation:
         try:
-            load_config(AugmentConfig, cfg.ttt.augment, subdir="augmentation")
+            load_config(AugmentConfig, cfg.ttt.augmentation, subdir="augmentation")
         except ArcKitError as e:
-            raise ArcKitError(f"{where}: config key 'ttt.augment': {e}") from None
+            raise ArcKitError(f"{where}: config key 'ttt.augmentation': {e}") from None
     try:
         load_vote_config(cfg.voting)
     except ArcKitError as e:

@@ -1,12 +1,15 @@
 """RunConfig: the dataclass tree behind `arc-kit run` (tasks, model, TTT, inference, voting, budget, output)."""
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from arc_kit.config import from_dict, load_config, to_dict
+from arc_kit.data import GRID_SIDE
 from arc_kit.errors import ArcKitError
-from arc_kit.model.config import TrainConfig, TRMConfig
+from arc_kit.model.config import GRID_CELLS, TrainConfig, TRMConfig, crop_config
 
 
 @dataclass
@@ -46,13 +49,14 @@ class ModelConfig:
 
 @dataclass
 class TTTConfig:
+    RENAMED: ClassVar[dict[str, str]] = {"augment": "ttt.augmentation", "seed": "runtime.seed"}
+
     enabled: bool = True
     augmentations: int = (
         16  # augmented versions per task besides the identity (reference --num-aug); one puzzle row each
     )
-    augment: str = ""  # augmentation preset (configs/augmentation/NAME.yaml); "" = kit defaults
+    augmentation: str = ""  # augmentation preset (configs/augmentation/NAME.yaml); "" = kit defaults
     translate: bool = True  # random translation of each training pair on the canvas
-    seed: int = 0
     max_steps: int = 2000  # stop here even when time is left
     embeddings_only_steps: int = 0  # phase 1: train only the puzzle embeddings (network frozen)
     freeze_network: bool = False  # phase 2 trains the embeddings only as well (network never changes)
@@ -64,17 +68,18 @@ class TTTConfig:
     extra_augmentations: int = 0  # augmented versions per extra-source task besides the identity
     checkpoint_minutes: float = 2.0  # save the latest checkpoint this often (resume and watchdog kills)
     # The trainer's settings (lr, global_batch_size, ...). device, precision, seed, max_steps and progress come
-    # from runtime.device, runtime.precision, ttt.seed, ttt.max_steps and output.progress: leave them unset here.
+    # from runtime.device, runtime.precision, runtime.seed, ttt.max_steps and output.progress: leave them unset here.
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
 @dataclass
 class InferenceConfig:
+    RENAMED: ClassVar[dict[str, str]] = {"seed": "runtime.seed"}
+
     enabled: bool = True
     views: int = 8  # views per test input: the task's first M trained puzzles, identity first
     batch_size: int = 256
     task_time_cap_seconds: float = 0.0  # per-task compute cap (0: none); a huge task cannot starve the rest
-    seed: int = 1  # view sampling when the views are not taken from training
     # Supervision steps per view at inference (None: the model's halt_max_steps). Analyses of published
     # checkpoints find 2-4 steps as good as 16; fewer steps buy more views in the same time.
     steps: int | None = None
@@ -108,6 +113,8 @@ class RuntimeConfig:
     num_processes: int = 1  # data-parallel processes (GPUs) for training and inference
     precision: str = "float32"  # float32 | bfloat16: autocast for training and inference alike, on GPUs that
     # support bfloat16 (elsewhere float32)
+    # The run's one seed: the model's initial weights and new puzzle rows, training's batch order, translations
+    # and augmentation draws, and (as seed + 1) the views sampled when they are not taken from training.
     seed: int = 0
 
 
@@ -148,20 +155,14 @@ def check_run_config(cfg: RunConfig, where: str = "config") -> RunConfig:
 
     if isinstance(cfg.model.canvas, str) and cfg.model.canvas not in ("task", "crop"):
         bad("model.canvas", f"expected 2..30, 'task' or 'crop', got {cfg.model.canvas!r}")
-    if isinstance(cfg.model.canvas, int) and not 2 <= cfg.model.canvas <= 30:
-        bad("model.canvas", f"expected 2..30, 'task' or 'crop', got {cfg.model.canvas}")
+    if isinstance(cfg.model.canvas, int) and not 2 <= cfg.model.canvas <= GRID_SIDE:
+        bad("model.canvas", f"expected 2..{GRID_SIDE}, 'task' or 'crop', got {cfg.model.canvas}")
     arch = cfg.model.arch
-    if cfg.model.canvas == "crop" and not cfg.model.checkpoint:
-        if arch.pos_encodings == "learned":
-            bad(
-                "model.canvas",
-                "crop cannot be used with model.arch.pos_encodings learned (positions beyond the "
-                "trained crops were never trained)",
-            )
-        if arch.mlp_t:
-            bad("model.canvas", "crop cannot be used with model.arch.mlp_t (its sequence length is fixed)")
-        if arch.positions != "coords":
-            bad("model.canvas", "crop needs model.arch.positions: coords (cell (r, c) at P + 30 r + c)")
+    if cfg.model.canvas == "crop" and not cfg.model.checkpoint:  # the model this run builds: 30x30, then crops
+        try:
+            crop_config(dataclasses.replace(arch, seq_len=GRID_CELLS))
+        except ArcKitError as e:
+            raise ArcKitError(f"{where}: {e}") from None
     if cfg.model.halt_max_steps is not None and cfg.model.halt_max_steps < 1:
         bad("model.halt_max_steps", f"must be >= 1, got {cfg.model.halt_max_steps}")
     defaults = TrainConfig()
@@ -169,15 +170,15 @@ def check_run_config(cfg: RunConfig, where: str = "config") -> RunConfig:
         ("precision", "runtime.precision"),
         ("device", "runtime.device"),
         ("max_steps", "ttt.max_steps"),
-        ("seed", "ttt.seed"),
+        ("seed", "runtime.seed"),
     ):
         if getattr(cfg.ttt.train, key) != getattr(defaults, key):
             bad(f"ttt.train.{key}", f"is set by the run: set {there} instead")
     if not 0 <= cfg.model.canvas_margin <= 28:
         bad("model.canvas_margin", f"expected 0..28 cells, got {cfg.model.canvas_margin}")
     t = cfg.tasks
-    if t.max_size is not None and not 1 <= t.max_size <= 30:
-        bad("tasks.max_size", f"expected 1..30, got {t.max_size}")
+    if t.max_size is not None and not 1 <= t.max_size <= GRID_SIDE:
+        bad("tasks.max_size", f"expected 1..{GRID_SIDE}, got {t.max_size}")
     if t.limit is not None and t.limit < 1:
         bad("tasks.limit", f"must be >= 1, got {t.limit}")
     if t.ids is not None and not t.ids:

@@ -1,9 +1,6 @@
 """The inference stage (a child process): augmented inference with the test-time-trained model or a checkpoint."""
 
-import logging
 import math
-import os
-import shutil
 from pathlib import Path
 
 from arc_kit.augment import sample_augmentations
@@ -15,82 +12,16 @@ from arc_kit.consistency import (
     score_views,
     scored_keys,
 )
-from arc_kit.crops import crop_config, task_crop
+from arc_kit.crops import task_crop
 from arc_kit.data import Task, task_fits
-from arc_kit.files import read_json
 from arc_kit.identifiers import task_puzzles
-from arc_kit.infer import plan_views, run_inference
+from arc_kit.infer import InferOptions, plan_views, run_inference
 from arc_kit.predictions import PREDICTIONS_FILE, done_view_keys, empty_views_file, read_predictions
-from arc_kit.run.directory import PLAN_FILE, SNAPSHOTS_DIR, TTT_DIR
+from arc_kit.run.directory import PLAN_FILE, TTT_DIR
 from arc_kit.run.faults import inject_fault
 from arc_kit.run.hardware import hardware, setup_torch
-
-# ---------------------------------------------------------------- snapshots (saved by training, run here)
-
-MODEL_FILE = "model.safetensors"  # a snapshot directory is complete once this is in place (saved, then renamed)
-
-
-def snapshot_dir(out: Path, fraction: float) -> Path:
-    """OUT/ttt/snapshots/<fraction>/: the same checkpoint layout as OUT/ttt/model (model only, no training state)."""
-    return out / SNAPSHOTS_DIR / f"{fraction:g}"
-
-
-def infer_passes(cfg) -> float:
-    """Model passes per view the plan must reserve time for: one per snapshot, two with consistency scoring."""
-    from arc_kit.consistency import consistency_wanted
-
-    return len(cfg.inference.snapshots) * (2.0 if consistency_wanted(cfg) else 1.0)
-
-
-class SnapshotSaver:
-    """Called by the training loop after each re-plan: saves the (EMA) model into snapshot_dir(fraction) when the
-    steps done pass `fraction` of the planned total (the total follows the time left, so a deadline-bound run
-    reaches every fraction). A snapshot saved before (resumed run) is not saved again."""
-
-    def __init__(self, out: Path, fractions: list[float], is_main: bool, log: logging.Logger):
-        self.out, self.is_main, self.log = out, is_main, log
-        self.pending = sorted(f for f in fractions if f < 1.0 and not (snapshot_dir(out, f) / MODEL_FILE).is_file())
-        self.saved: list[float] = []
-
-    def __call__(self, trainer, steps_done: int, planned_total: int) -> None:
-        progress = steps_done / max(1, planned_total)
-        while self.pending and progress >= self.pending[0]:
-            fraction = self.pending.pop(0)
-            if self.is_main:
-                self._save(trainer, fraction)
-            self.saved.append(fraction)
-            self.log.info(f"train: snapshot {fraction:g} saved at step {steps_done} of ~{planned_total}")
-
-    def _save(self, trainer, fraction: float) -> None:
-        from arc_kit.model.checkpoint import save_checkpoint
-
-        final = snapshot_dir(self.out, fraction)
-        tmp = final.with_name(final.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        save_checkpoint(tmp, trainer.ema_model(), trainer.data.puzzle_names)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)  # a crash leaves a .tmp folder, never a half-written snapshot
-
-    def finish(self) -> list[float]:
-        """Fractions training never reached (it stopped early): logged; their views are not run."""
-        for f in self.pending:
-            self.log.info(f"train: snapshot {f:g} not reached before training stopped")
-        return list(self.pending)
-
-
-def snapshot_sources(out: Path, fractions: list[float], final: Path | None, log: logging.Logger):
-    """[(fraction, model directory)] to run, the final model (1.0) first, then earlier snapshots latest first: a
-    deadline cuts the least trained ones. A fraction whose snapshot was never saved is logged and left out."""
-    sources: list[tuple[float, Path]] = []
-    for f in sorted(fractions, reverse=True):
-        src = final if f == 1.0 else snapshot_dir(out, f)
-        if src is None or not (f == 1.0 or (src / MODEL_FILE).is_file()):
-            if f != 1.0:
-                log.info(f"infer: snapshot {f:g}: no model saved at {src}: skipped")
-            continue
-        sources.append((f, src))
-    return sources
-
+from arc_kit.run.plan import read_plan
+from arc_kit.run.snapshots import snapshot_sources
 
 # ---------------------------------------------------------------- inference
 
@@ -114,13 +45,14 @@ def load_for_views(src: Path, tasks: dict[str, Task], n_views: int, device="cpu"
 
 def _load_model(src: Path, cfg, task_set, n_views: int, device):
     """A model directory's model, ready for inference (the run's supervision steps), with its views' rows."""
+    from arc_kit.model.build import fit_config
+
     model, per_task, rows = load_for_views(src, task_set.tasks, n_views)
-    if cfg.model.halt_max_steps is not None:
-        model.config.halt_max_steps = cfg.model.halt_max_steps
-    if cfg.inference.steps is not None:  # inference may run fewer (or more) steps than training did
-        model.config.halt_max_steps = cfg.inference.steps
-    if cfg.model.canvas == "crop":  # a crop-trained model keeps its own crops; a 30x30-canvas one runs on crops
-        model.config = crop_config(model.config, cfg.model.canvas_margin)
+    # inference may run fewer (or more) steps than training did; a crop-trained model keeps its own crops, a
+    # 30x30-canvas one runs on crops with model.canvas crop
+    halt = cfg.inference.steps if cfg.inference.steps is not None else cfg.model.halt_max_steps
+    crop_margin = cfg.model.canvas_margin if cfg.model.canvas == "crop" else None
+    model.config = fit_config(model.config, crop_margin=crop_margin, halt_max_steps=halt)
     if cfg.inference.compile != "off":
         model.compile_inference()
     return model.to(device).eval(), per_task, rows
@@ -135,13 +67,13 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
     src = ck if (ck / "model.safetensors").is_file() else (Path(cfg.model.checkpoint) if cfg.model.checkpoint else None)
     if src is None:
         return {"status": "skipped", "message": "no model: training produced no checkpoint and no --checkpoint given"}
-    plan = read_json(out / PLAN_FILE, "plan") if (out / PLAN_FILE).is_file() else {}
-    if plan.get("threads") and cfg.runtime.threads == 0 and device.type == "cpu" and world == 1:
+    plan = read_plan(out / PLAN_FILE)
+    if plan is not None and plan.threads and cfg.runtime.threads == 0 and device.type == "cpu" and world == 1:
         import torch
 
-        threads = int(plan["threads"])  # the training stage measured which thread count runs fastest here
+        threads = plan.threads  # the training stage measured which thread count runs fastest here
         torch.set_num_threads(threads)
-    n_views = min(int(plan.get("infer_views", cfg.inference.views)), cfg.inference.views)
+    n_views = min(plan.infer_views, cfg.inference.views) if plan is not None else cfg.inference.views
     sources = snapshot_sources(out, cfg.inference.snapshots, src, log)
     totals = dict.fromkeys(("already_done", "planned", "written", "empty", "skipped_cap", "skipped_time"), 0)
     seconds, steps_sum, capped, per_snapshot = 0.0, 0, set(), {}
@@ -158,7 +90,7 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
         blank = 0
         for tid, task in tasks.items():
             if tid not in per_task:
-                per_task[tid] = [a.name(tid) for a in sample_augmentations(task, n_views - 1, cfg.inference.seed)]
+                per_task[tid] = [a.name(tid) for a in sample_augmentations(task, n_views - 1, cfg.runtime.seed + 1)]
                 blank += 1
         if blank and frac == sources[0][0]:
             log.info(f"infer: {blank} task(s) have no trained puzzle row in {src}: their views use row 0 (<blank>)")
@@ -178,18 +110,20 @@ def infer_stage(out: Path, cfg, task_set, until: float, log, accelerator=None) -
             views,
             tasks,
             out / PREDICTIONS_FILE,
-            batch_size=cfg.inference.batch_size,
-            device=device,
-            autocast=autocast,
-            deadline=until,
-            task_time_cap=cfg.inference.task_time_cap_seconds,
-            accelerator=accelerator if world > 1 else None,
-            show_progress=cfg.output.progress,
-            extra=None if frac == 1.0 else {"snapshot": frac},  # no field: the final model (as before snapshots)
-            log=log.info,
-            fault=inject_fault,
-            empty_path=out / empty_views_file(frac),
-            early_halt=cfg.inference.early_halt,
+            InferOptions(
+                batch_size=cfg.inference.batch_size,
+                device=device,
+                autocast=autocast,
+                deadline=until,
+                task_time_cap=cfg.inference.task_time_cap_seconds,
+                accelerator=accelerator if world > 1 else None,
+                show_progress=cfg.output.progress,
+                extra=None if frac == 1.0 else {"snapshot": frac},  # no field: the final model (as before snapshots)
+                log=log.info,
+                fault=inject_fault,
+                empty_path=out / empty_views_file(frac),
+                early_halt=cfg.inference.early_halt,
+            ),
         )
         log.info(f"infer:{tag} {stats.summary()}")
         for k in totals:

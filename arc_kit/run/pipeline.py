@@ -21,6 +21,7 @@ from arc_kit.run.config import RunConfig
 from arc_kit.run.directory import (
     CONFIG_FILE,
     MANIFEST_FILE,
+    PLAN_FILE,
     PREDICTIONS_FILE,
     SNAPSHOTS_DIR,
     STATE_FILE,
@@ -35,8 +36,8 @@ from arc_kit.run.directory import (
     tasks_hash,
 )
 from arc_kit.run.lock import RunLock
-from arc_kit.run.plan import Budget
-from arc_kit.run.report import finish
+from arc_kit.run.plan import Budget, read_plan
+from arc_kit.run.report import RunRecord, finish
 from arc_kit.run.watchdog import StageResult, watch_child
 from arc_kit.submission import FillReport, build_submission, fallback_submission, validate_submission, write_submission
 from arc_kit.vote import CONSISTENCY_STRATEGIES, Candidate, VoteConfig, load_vote_config, vote
@@ -65,6 +66,24 @@ class Supervisor:
         self.votes: dict[str, list[list[Candidate]]] = {}  # the last vote behind submission.json ({}: fallback)
         self.tail = PredictionTail(out / PREDICTIONS_FILE)  # parses only the lines added since the last vote
         self._pred_size: tuple[int, int] = (-1, -1)  # sizes of predictions.jsonl and consistency.jsonl last voted
+
+    def record(self) -> RunRecord:
+        """What the reports read at the end of the run (plan.json read back)."""
+        return RunRecord(
+            cfg=self.cfg,
+            out=self.out,
+            task_set=self.task_set,
+            budget=self.budget,
+            log=self.log,
+            manifest=self.manifest,
+            stages=self.state["stages"],
+            timings=self.timings,
+            failures=self.failures,
+            fill=self.fill,
+            votes=self.votes,
+            vote_config=self.vote_config,
+            plan=read_plan(self.out / PLAN_FILE),
+        )
 
     # ---- submission ------------------------------------------------------------------------------
     def update_submission(self, force: bool = False) -> dict:
@@ -287,4 +306,4 @@ def _supervise_locked(
         shutil.rmtree(out / TTT_DIR / "model", ignore_errors=True)  # output.keep_checkpoint: false
         shutil.rmtree(out / SNAPSHOTS_DIR, ignore_errors=True)
         log.info(f"output.keep_checkpoint is false: removed {out / TTT_DIR / 'model'} and its snapshots")
-    return finish(r)
+    return finish(r.record())

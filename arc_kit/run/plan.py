@@ -1,7 +1,11 @@
 """Planning: the run's hard deadline and the split of the time left between training and inference."""
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from arc_kit.files import read_json
 
 
 class Budget:
@@ -26,13 +30,36 @@ class Budget:
 class Plan:
     """How the time left is split, decided from measured throughput (seconds; counts after trimming)."""
 
-    train_seconds: float
-    infer_seconds: float
-    train_steps: int
-    ttt_augmentations: int
-    infer_views: int
+    train_seconds: float = 0.0
+    infer_seconds: float = 0.0
+    train_steps: int = 0
+    ttt_augmentations: int = 0
+    infer_views: int = 0
     notes: list[str] = field(default_factory=list)
     expected_train_seconds: float = 0.0  # time the planned steps should take at the measured rate
+    # What the training stage measured and decided around the split; saved as OUT/plan.json (these keys).
+    created: float = 0.0  # epoch seconds
+    canvas: int = 0  # the square side the probe measured (with crops: of the mean bucket length)
+    crops: bool = False  # the model runs on per-task crops
+    train_seq_per_s: float = 0.0  # measured, all processes together
+    infer_seq_per_s: float = 0.0
+    train_until: float = 0.0  # epoch seconds: the training deadline of this invocation
+    threads: int = 0  # torch threads per process (the measured choice on a CPU)
+    thread_rates: dict[str, float] = field(default_factory=dict)  # threads -> measured train sequences/s
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "Plan":
+        """A saved plan.json (keys this version does not know are ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def read_plan(path: Path) -> Plan | None:
+    """OUT/plan.json, or None when training has not planned (yet)."""
+    return Plan.from_json(read_json(path, "plan")) if path.is_file() else None
 
 
 def plan_run(

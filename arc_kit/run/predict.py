@@ -18,7 +18,7 @@ from arc_kit.data import TaskSet, task_fits
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_write_json, check_writable_dir, read_json
 from arc_kit.identifiers import rows_unnamed, task_puzzles, unnamed_rows_error
-from arc_kit.infer import plan_views, run_inference
+from arc_kit.infer import InferOptions, plan_views, run_inference
 from arc_kit.model.checkpoint import fingerprint
 from arc_kit.model.device import resolve_device
 from arc_kit.model.verify import verify_checkpoint
@@ -167,14 +167,16 @@ def predict(model_dir: str | Path, task_set: TaskSet, out_dir: str | Path, cfg: 
         todo,
         tasks,
         out_dir / PREDICTIONS,
-        batch_size=cfg.batch_size,
-        device=device,
-        show_progress=cfg.progress,
-        empty_path=out_dir / EMPTY,
-        early_halt=cfg.early_halt,
-        all_steps=cfg.all_steps,
-        progress_desc="predict",
-        annotate=lambda p: p.extra.__setitem__("row", global_row.get(p.augmentation, 0)),
+        InferOptions(
+            batch_size=cfg.batch_size,
+            device=device,
+            show_progress=cfg.progress,
+            empty_path=out_dir / EMPTY,
+            early_halt=cfg.early_halt,
+            all_steps=cfg.all_steps,
+            progress_desc="predict",
+            annotate=lambda p: p.extra.__setitem__("row", global_row.get(p.augmentation, 0)),
+        ),
     )
     written, empty, ran, steps = stats.written, stats.empty, stats.written + stats.empty, stats.steps
     if cfg.all_steps:  # one prediction per step: count views, not lines

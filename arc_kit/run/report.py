@@ -1,19 +1,28 @@
 """End of `arc-kit run`: score.json and report.md when solutions are known, the per-stage summary, the exit status."""
 
+import logging
 import sys
 import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import yaml
 
 from arc_kit import __version__
 from arc_kit.config import to_dict
-from arc_kit.files import atomic_write_json, atomic_write_text, read_json
+from arc_kit.data import TaskSet
+from arc_kit.files import atomic_write_json, atomic_write_text
 from arc_kit.progress import fmt_seconds
 from arc_kit.report_html import StageRow
-from arc_kit.run.directory import PLAN_FILE, REPORT_FILE, SCORE_FILE, SUBMISSION_FILE
+from arc_kit.run.config import RunConfig
+from arc_kit.run.directory import REPORT_FILE, SCORE_FILE, SUBMISSION_FILE
 from arc_kit.run.html_report import write_run_html
+from arc_kit.run.plan import Budget, Plan
+from arc_kit.run.watchdog import StageResult
 from arc_kit.scoring import score_submission, score_votes
-from arc_kit.submission import read_submission, validate_submission
+from arc_kit.submission import FillReport, read_submission, validate_submission
+from arc_kit.vote import Candidate, VoteConfig
 
 # Exit statuses of `arc-kit run` (a bad config, task source or run directory is an ArcKitError: 2).
 EXIT_OK = 0  # every stage finished (a planned deadline and views trimmed by the plan are normal)
@@ -21,9 +30,28 @@ EXIT_STAGE_FAILED = 4  # a valid submission.json was written, but a stage raised
 EXIT_NO_SUBMISSION = 1  # the final submission.json is unreadable or invalid (never expected)
 
 
-def _hardware(r) -> dict:
+@dataclass
+class RunRecord:
+    """What a finished `arc-kit run` hands its reports (report.md, the summary, the exit status)."""
+
+    cfg: RunConfig
+    out: Path  # the run directory
+    task_set: TaskSet  # the selected tasks (and the unselected ones, which get fallback attempts)
+    budget: Budget
+    log: logging.Logger
+    manifest: dict[str, Any]  # run.json: provenance hashes
+    stages: dict[str, dict[str, Any]]  # state.json's per-stage results (status, seconds, steps, hardware, ...)
+    timings: list[StageResult]  # one per stage run (or kept) by this invocation, in order
+    failures: list[str]  # "stage status: reason" of every stage that did not finish normally
+    fill: FillReport  # what the last vote had to take from the fallback
+    votes: dict[str, list[list[Candidate]]]  # the last vote behind submission.json ({}: fallback only)
+    vote_config: VoteConfig
+    plan: Plan | None  # OUT/plan.json (None: training did not plan)
+
+
+def _hardware(r: RunRecord) -> dict:
     for stage in ("train", "infer"):
-        hw = r.state["stages"].get(stage, {}).get("hardware")
+        hw = r.stages.get(stage, {}).get("hardware")
         if hw:
             return hw
     import os
@@ -32,11 +60,11 @@ def _hardware(r) -> dict:
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu_cores": os.cpu_count()}
 
 
-def stage_lines(r) -> list[str]:
+def stage_lines(r: RunRecord) -> list[str]:
     """One line per stage: status, time and what it produced."""
     lines = []
     for t in r.timings:
-        d = r.state["stages"].get(t.name, {})
+        d = r.stages.get(t.name, {})
         what = ""
         if t.name == "train" and d.get("steps") is not None:
             loss = d.get("loss")
@@ -59,11 +87,11 @@ def stage_lines(r) -> list[str]:
     return lines
 
 
-def write_report(r, report) -> None:
+def write_report(r: RunRecord, report) -> None:
     """report.md: provenance, time per stage, score and the best and worst tasks."""
     cfg, m = r.cfg, r.manifest
     hw = _hardware(r)
-    plan = read_json(r.out / PLAN_FILE, "plan") if (r.out / PLAN_FILE).is_file() else {}
+    plan = r.plan
     lines = [
         f"# arc-kit run: {cfg.name or 'run'}",
         "",
@@ -88,18 +116,18 @@ def write_report(r, report) -> None:
         f"- finished: {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}",
         "",
     ]
-    if plan:
+    if plan is not None:
         lines += [
-            f"Plan: {plan.get('train_steps')} training steps, {plan.get('ttt_augmentations')} augmentations "
-            f"per task, {plan.get('infer_views')} views per test input (measured {plan.get('train_seq_per_s', 0):.1f} "
-            f"train / {plan.get('infer_seq_per_s', 0):.1f} inference sequences/s, "
+            f"Plan: {plan.train_steps} training steps, {plan.ttt_augmentations} augmentations "
+            f"per task, {plan.infer_views} views per test input (measured {plan.train_seq_per_s:.1f} "
+            f"train / {plan.infer_seq_per_s:.1f} inference sequences/s, "
             + (
-                f"per-task crops, probed on a {plan.get('canvas')}x{plan.get('canvas')} square)."
-                if plan.get("crops")
-                else f"canvas {plan.get('canvas')})."
+                f"per-task crops, probed on a {plan.canvas}x{plan.canvas} square)."
+                if plan.crops
+                else f"canvas {plan.canvas})."
             )
         ]
-        lines += [f"- {n}" for n in plan.get("notes", [])] + [""]
+        lines += [f"- {n}" for n in plan.notes] + [""]
     lines += ["## Stages", "", "```"] + stage_lines(r) + ["```", ""]
     if r.failures:
         lines += [
@@ -127,7 +155,7 @@ def write_report(r, report) -> None:
     atomic_write_text(r.out / REPORT_FILE, "\n".join(lines))
 
 
-def finish(r) -> int:
+def finish(r: RunRecord) -> int:
     """Score (when every selected task has its solutions), write report.md, print the summary; the exit status:
     0 when every stage finished, 4 when the submission is valid but a stage failed, 1 when it is not valid."""
     log, out = r.log, r.out

@@ -2,135 +2,25 @@
 
 import dataclasses
 import logging
-import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from arc_kit.augment import AugmentConfig
-from arc_kit.config import load_config
-from arc_kit.crops import BUCKETS, bucket_length, crop_config, task_crop
-from arc_kit.data import Task, TaskSet, load_tasks, task_fits, visible_side
+from arc_kit.data import Task, TaskSet, load_tasks, task_fits
 from arc_kit.files import atomic_write_json, read_json
-from arc_kit.identifiers import rows_unnamed
 from arc_kit.infer import measure_infer_rate
 from arc_kit.model.train import measure_train_rate
 from arc_kit.run.config import RunConfig
 from arc_kit.run.directory import PLAN_FILE, TTT_DIR
 from arc_kit.run.faults import fault_requested, inject_fault
 from arc_kit.run.hardware import ThreadRetuner, choose_threads, hardware, setup_torch, usable_cores
-from arc_kit.run.infer_stage import SnapshotSaver, infer_passes
-from arc_kit.run.plan import plan_run
+from arc_kit.run.plan import Plan, plan_run, read_plan
+from arc_kit.run.snapshots import SnapshotSaver, infer_passes
+from arc_kit.run.ttt_setup import StageEnv, build_training, probe_model, probe_side
 
 if TYPE_CHECKING:
-    import torch
-
-    from arc_kit.model.trm import TRM
-
-
-def ttt_canvas(cfg: RunConfig, tasks: list[Task]) -> int:
-    """The canvas side of a model trained by this run: fixed, or the smallest that fits every selected task's
-    visible grids plus the EOS border and `model.canvas_margin` (answer-blind: test outputs never count);
-    30 (the coordinate grid) with crops."""
-    if cfg.model.canvas == "crop":
-        return 30
-    if cfg.model.canvas == "task":
-        side = max((visible_side(t) for t in tasks), default=1)
-        return min(30, side + 1 + cfg.model.canvas_margin)
-    return int(cfg.model.canvas)
-
-
-def scratch_model(cfg: RunConfig, canvas: int, rows: int):
-    """A new TRM (or HRM, by `model.arch.kind`) of `model.arch` on the canvas with `rows` puzzle rows; the same
-    weights in every process."""
-    import torch
-
-    from arc_kit.model.build import build_model
-
-    arch = dataclasses.replace(cfg.model.arch, seq_len=canvas * canvas, num_puzzle_identifiers=max(1, rows))
-    if cfg.model.canvas == "crop":
-        arch = crop_config(arch, cfg.model.canvas_margin)
-    if cfg.model.halt_max_steps is not None:
-        arch = dataclasses.replace(arch, halt_max_steps=cfg.model.halt_max_steps)
-    torch.manual_seed(cfg.runtime.seed)  # every process (and a resumed run) builds the same initial weights
-    model = build_model(arch)
-    if cfg.ttt.row_init == "normal" and arch.puzzle_emb_ndim > 0:  # "mean" and "zero": the zeros TRM starts with
-        init_rows(model, list(range(1, model.puzzle_emb.weights.shape[0])), "normal", None)
-    return model
-
-
-def init_rows(model, rows: list[int], how: str, mean) -> None:
-    """Set the puzzle-table `rows` (new puzzles) as `ttt.row_init` says: `mean` (the given [ndim] row), zeros,
-    or N(0, 1/hidden_size) from torch's global generator (seeded by the caller)."""
-    import torch
-
-    if not rows:
-        return
-    table = model.puzzle_emb.weights  # [rows, ndim]
-    idx = torch.tensor(rows, device=table.device)
-    with torch.no_grad():
-        if how == "normal":
-            std = model.config.hidden_size**-0.5
-            table[idx] = torch.randn(len(rows), table.shape[1]).mul_(std).to(table.device, table.dtype)
-        elif how == "zero":
-            table[idx] = 0.0
-        else:
-            table[idx] = mean
-
-
-def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger, canvas: int | None = None):
-    """The checkpoint's network with a puzzle table of exactly `names` (row 0 `<blank>`): a name the checkpoint
-    already has starts from its stored row, a new one from the mean of the whole stored table (streamed).
-    `canvas`: the run's canvas, for a model with coordinate positions (any canvas); None keeps the checkpoint's."""
-    import torch
-
-    from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info, table_mean
-
-    checkpoint = cfg.model.checkpoint
-    if not checkpoint:
-        raise ValueError("checkpoint_model_for: the run config has no model.checkpoint")
-    stored = read_checkpoint_info(checkpoint).puzzle_names
-    # unnamed rows (row0, ...: e.g. the published HRM's): no task is matched to a row; all start from the mean
-    row_of = {} if rows_unnamed(stored) else {n: i for i, n in enumerate(stored)}
-    model, _ = load_checkpoint(checkpoint, puzzle_rows=[row_of.get(n, 0) for n in names])
-    new = [i for i, n in enumerate(names) if i > 0 and n not in row_of]
-    how = cfg.ttt.row_init
-    if new and model.config.puzzle_emb_ndim > 0:
-        torch.manual_seed(cfg.runtime.seed)  # "normal": the same rows in every process and on resume
-        init_rows(model, new, how, table_mean(checkpoint) if how == "mean" else None)
-    start = {"mean": f"the mean of its {len(stored)}-row table", "zero": "zeros", "normal": "N(0, 1/hidden_size)"}
-    log.info(
-        f"train: {len(names) - 1} puzzles to train: {len(names) - 1 - len(new)} start from the checkpoint's "
-        f"rows, {len(new)} from {start[how]}"
-    )
-    if cfg.model.halt_max_steps is not None:
-        model.config.halt_max_steps = cfg.model.halt_max_steps
-    if cfg.model.canvas == "crop":
-        model.config = crop_config(model.config, cfg.model.canvas_margin)
-    elif canvas is not None and not model.config.crops:
-        model.config.seq_len = canvas * canvas
-    return model
-
-
-def run_canvas_for(model, cfg: RunConfig, targets: list[Task]) -> int:
-    """A checkpoint's canvas for this run. Canvas-stride positions tie a model to the canvas it was trained on,
-    and a crop-trained model keeps its crops; coordinate positions (cell (r, c) at 30 r + c, e.g. the starter
-    model) run on the run's own canvas."""
-    if model.config.positions == "coords" and not model.config.crops:
-        return ttt_canvas(cfg, targets)
-    return math.isqrt(model.config.seq_len)
-
-
-def probe_side(model, tasks: list[Task]) -> int:
-    """The square side the speed probe measures: the canvas, or with crops the side of the tasks' mean bucket
-    length (the sequences training and inference will run, on average)."""
-    if not model.config.crops:
-        return math.isqrt(model.config.seq_len)
-    lengths = [bucket_length(h * w) for h, w in (task_crop(t, model.config.crop_margin) for t in tasks)]
-    mean = sum(lengths) / len(lengths) if lengths else BUCKETS[-1]
-    return min(30, math.ceil(math.sqrt(mean)))
+    pass
 
 
 def _state_matches(path: Path, frozen: bool) -> bool:
@@ -145,47 +35,6 @@ def _state_matches(path: Path, frozen: bool) -> bool:
     return "step" in keys and has_net == (not frozen)
 
 
-@dataclass
-class StageEnv:
-    """What every phase of the training stage shares: the run directory, config, process and hardware."""
-
-    out: Path
-    cfg: RunConfig
-    log: logging.Logger
-    accelerator: object | None
-    world: int
-    is_main: bool
-    device: "torch.device"
-    autocast: "torch.dtype | None"
-    threads: int
-
-    @property
-    def checkpoint_dir(self) -> Path:
-        return self.out / TTT_DIR / "model"
-
-
-# ---------------------------------------------------------------- phase 1: plan
-
-
-def probe_model(env: StageEnv, targets: list[Task]) -> tuple["TRM", int]:
-    """The model the throughput probe measures, and the canvas: a checkpoint's own (only its row 0 loaded; the
-    rows this run trains are set up when building), or a new model on the run's canvas."""
-    cfg = env.cfg
-    if cfg.model.checkpoint:
-        from arc_kit.model.checkpoint import load_checkpoint
-
-        model, _ = load_checkpoint(cfg.model.checkpoint, puzzle_rows=[0])
-        if cfg.model.halt_max_steps is not None:
-            model.config.halt_max_steps = cfg.model.halt_max_steps
-        if cfg.model.canvas == "crop":
-            model.config = crop_config(model.config, cfg.model.canvas_margin)
-        else:
-            model.config.seq_len = run_canvas_for(model, cfg, targets) ** 2
-        return model.to(env.device), math.isqrt(model.config.seq_len)
-    canvas = ttt_canvas(cfg, targets)
-    return scratch_model(cfg, canvas, 1).to(env.device), canvas
-
-
 def plan_training(
     env: StageEnv,
     model,
@@ -195,20 +44,20 @@ def plan_training(
     until: float,
     train_until: float,
     resume: bool,
-) -> dict:
+) -> Plan:
     """Measure training and inference speed on this hardware and split the time left (or reuse the plan of the
     interrupted run)."""
     cfg = env.cfg
     plan_path = env.out / PLAN_FILE
-    if resume and plan_path.is_file():
-        plan = read_json(plan_path, "plan")
+    saved = read_plan(plan_path) if resume else None
+    if saved is not None:
         # the saved deadline belongs to the interrupted invocation: keep the same inference time this time
-        plan["train_until"] = min(train_until, until - float(plan.get("infer_seconds", 0.0)))
+        saved.train_until = min(train_until, until - saved.infer_seconds)
         env.log.info(
-            f"train: resuming; plan from {plan_path.name}: {plan['train_steps']} steps, "
-            f"{plan['ttt_augmentations']} augmentations"
+            f"train: resuming; plan from {plan_path.name}: {saved.train_steps} steps, "
+            f"{saved.ttt_augmentations} augmentations"
         )
-        return plan
+        return saved
     # Small probe batches: they cost seconds on a CPU, and per sequence they are a little slower than full
     # batches, so the plan errs on the safe side.
     batch = cfg.ttt.train.global_batch_size
@@ -250,80 +99,40 @@ def plan_training(
         startup_seconds=cfg.budget.startup_seconds,
         infer_passes=infer_passes(cfg),
     )
-    plan = {
-        "created": time.time(),
-        "canvas": canvas,  # the side the probe measured (with crops: of the mean bucket length)
-        "crops": bool(getattr(model.config, "crops", False)),
-        "train_seq_per_s": train_rate * env.world,
-        "infer_seq_per_s": infer_rate * env.world,
-        "train_seconds": p.train_seconds,
-        "expected_train_seconds": p.expected_train_seconds,
-        "infer_seconds": p.infer_seconds,
-        "train_steps": max(1, p.train_steps),
-        "ttt_augmentations": p.ttt_augmentations,
-        "infer_views": p.infer_views,
-        "train_until": min(train_until, time.time() + p.train_seconds),
-        "notes": p.notes,
-        "threads": env.threads,
-        "thread_rates": {str(n): r * env.world for n, r in thread_rates.items()},
-    }
+    plan = dataclasses.replace(
+        p,
+        created=time.time(),
+        canvas=canvas,  # the side the probe measured (with crops: of the mean bucket length)
+        crops=bool(getattr(model.config, "crops", False)),
+        train_seq_per_s=train_rate * env.world,
+        infer_seq_per_s=infer_rate * env.world,
+        train_steps=max(1, p.train_steps),
+        train_until=min(train_until, time.time() + p.train_seconds),
+        threads=env.threads,
+        thread_rates={str(n): r * env.world for n, r in thread_rates.items()},
+    )
     if env.accelerator is not None and env.world > 1:
         from accelerate.utils import broadcast_object_list
 
         plan = broadcast_object_list([plan])[0]
     if env.is_main:
-        atomic_write_json(plan_path, plan, indent=1)
+        atomic_write_json(plan_path, plan.to_json(), indent=1)
     env.log.info(
-        f"train: measured {plan['train_seq_per_s']:.1f} train / {plan['infer_seq_per_s']:.1f} infer seq/s "
-        f"on a {canvas}x{canvas} {'square (mean crop bucket)' if plan.get('crops') else 'canvas'}; "
-        f"plan: {plan['train_steps']} steps in "
-        f"~{plan['expected_train_seconds']:.0f}s (at most {plan['train_seconds']:.0f}s), "
-        f"{plan['ttt_augmentations']} augmentations/task, {plan['infer_views']} views/test input"
+        f"train: measured {plan.train_seq_per_s:.1f} train / {plan.infer_seq_per_s:.1f} infer seq/s "
+        f"on a {canvas}x{canvas} {'square (mean crop bucket)' if plan.crops else 'canvas'}; "
+        f"plan: {plan.train_steps} steps in "
+        f"~{plan.expected_train_seconds:.0f}s (at most {plan.train_seconds:.0f}s), "
+        f"{plan.ttt_augmentations} augmentations/task, {plan.infer_views} views/test input"
     )
-    for note in plan["notes"]:
+    for note in plan.notes:
         env.log.info(f"train: plan: {note}")
     return plan
-
-
-# ---------------------------------------------------------------- phase 2: build
-
-
-def build_training(
-    env: StageEnv, plan: dict, canvas: int, targets: list[Task], extras: list[Task], crops: tuple[bool, int]
-):
-    """The training data (identity + the planned augmentations per target task, one puzzle row each; with
-    `crops` = (True, margin) each task on its crop) and the model whose table holds exactly those puzzles.
-    Returns (model, data)."""
-    from arc_kit.model.dataset import TrainData
-
-    cfg, ttt = env.cfg, env.cfg.ttt
-    aug_cfg = load_config(AugmentConfig, ttt.augment, subdir="augmentation") if ttt.augment else AugmentConfig()
-    n_aug = int(plan["ttt_augmentations"])
-    data = TrainData.from_tasks(
-        targets + extras,
-        [n_aug] * len(targets) + [ttt.extra_augmentations] * len(extras),
-        aug_cfg,
-        seed=ttt.seed,
-        canvas=canvas,
-        translate=ttt.translate,
-        use_test_pairs=[False] * len(targets) + [True] * len(extras),
-        crops=crops[0],
-        crop_margin=crops[1],
-    )
-    # The table holds exactly the puzzles trained in this run (identity first, then the sampled augmentations,
-    # task by task): inference reads them from OUT/ttt/model. A checkpoint's other rows for these tasks were
-    # trained with another network and are never loaded.
-    if cfg.model.checkpoint:
-        model = checkpoint_model_for(cfg, data.puzzle_names, env.log, canvas)
-    else:
-        model = scratch_model(cfg, canvas, len(data.puzzle_names))
-    return model.to(env.device), data
 
 
 # ---------------------------------------------------------------- phase 3: train
 
 
-def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, resume: bool) -> dict:
+def train_phases(env: StageEnv, model, data, plan: Plan, train_until: float, resume: bool) -> dict:
     """Phase 1 (optional): puzzle embeddings only, network frozen; phase 2: as configured. Steps are capped by
     ttt.max_steps and stopped by the deadline: when the hardware turns out faster than the probe said, training
     simply goes on (the planned count only sets the learning-rate schedule, re-planned as it goes)."""
@@ -336,14 +145,14 @@ def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, res
     train_cfg = dataclasses.replace(
         ttt.train,
         progress=cfg.output.progress,
-        seed=ttt.seed,
+        seed=cfg.runtime.seed,
         device=cfg.runtime.device,
         precision="auto" if cfg.runtime.precision == "bfloat16" else "float32",
     )
-    planned, max_steps = max(1, int(plan["train_steps"])), ttt.max_steps
-    rate_steps = plan["train_seq_per_s"] / train_cfg.global_batch_size
+    planned, max_steps = max(1, plan.train_steps), ttt.max_steps
+    rate_steps = plan.train_seq_per_s / train_cfg.global_batch_size
     train_cfg.checkpoint_every = max(10, int(rate_steps * 60 * ttt.checkpoint_minutes))
-    t_until = min(float(plan["train_until"]), train_until)
+    t_until = min(plan.train_until, train_until)
     phases = []
     emb_steps = min(ttt.embeddings_only_steps, max_steps) if not ttt.freeze_network else 0
     if emb_steps:
@@ -379,7 +188,8 @@ def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, res
         nan_at = 3 if fault_requested("train", "nan") else None
         last_phase = i == len(phases) - 1
 
-        def should_stop(trainer=trainer, nan_at=nan_at, until=phase_until, before=total_done, last_phase=last_phase):
+        def on_step(trainer=trainer, nan_at=nan_at, until=phase_until, before=total_done, last_phase=last_phase):
+            """Before every step: faults, thread re-checks, re-planning the schedule, snapshots."""
             inject_fault("train")
             if retuner is not None:
                 retuner(trainer.step_seconds)
@@ -392,14 +202,13 @@ def train_phases(env: StageEnv, model, data, plan: dict, train_until: float, res
             if fit is not None:
                 trainer.total_steps = max(trainer.step_count + 1, min(trainer.config.max_steps, fit))
             saver(trainer, before + trainer.step_count, before + trainer.total_steps if last_phase else planned)
-            return False
 
         log.info(
             f"train: phase '{name}' ({'embeddings only' if frozen else 'network + embeddings'}): "
             f"{n_steps} steps, until {time.strftime('%H:%M:%S', time.localtime(phase_until))}"
         )
         try:
-            last = trainer.train(until=phase_until, should_stop=should_stop, checkpoint_dir=ck)
+            last = trainer.train(until=phase_until, on_step=on_step, checkpoint_dir=ck)
         except NonFiniteLoss as e:
             # The weights are poisoned: keep the last checkpoint saved before, never save these.
             log.info(f"train: {e}; the last saved checkpoint (if any) is kept")
@@ -471,12 +280,11 @@ def train_stage(
     if not targets:
         return dict(result, status="skipped", message=f"no task fits the {canvas}x{canvas} canvas")
     crops = (bool(probe.config.crops), int(probe.config.crop_margin))
-    result["plan"] = plan = plan_training(
-        env, probe, probe_side(probe, targets), targets, extras, until, train_until, resume
-    )
+    plan = plan_training(env, probe, probe_side(probe, targets), targets, extras, until, train_until, resume)
+    result["plan"] = plan.to_json()
     del probe
-    if plan.get("threads") and cfg.runtime.threads == 0 and device.type == "cpu":  # the measured choice (resumed too)
-        env.threads = int(plan["threads"])
+    if plan.threads and cfg.runtime.threads == 0 and device.type == "cpu":  # the measured choice (resumed too)
+        env.threads = plan.threads
         torch.set_num_threads(env.threads)
         result["hardware"]["threads"] = env.threads
     model, data = build_training(env, plan, canvas, targets, extras, crops)
