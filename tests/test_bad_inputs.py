@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import REF
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures"
 GRID = [[1, 2], [3, 4]]
 TASK = {"train": [{"input": GRID, "output": [[4, 3], [2, 1]]}], "test": [{"input": GRID}]}
 
@@ -440,7 +440,7 @@ def model_ws(ws) -> Path:
     np.savez(ws / "io-rows.npz", inputs=np.full((1, 16), 2), puzzle_identifiers=np.array([7]))
     np.savez(ws / "io-float.npz", inputs=np.full((1, 16), 2.5), puzzle_identifiers=np.array([0]))
     torch.save({"model": _Opaque()}, ws / "step_pickled")  # loads only with weights_only=False
-    (ws / "all_config.yaml").write_bytes((FIXTURES / "trm-reference" / "all_config.yaml").read_bytes())
+    (ws / "all_config.yaml").write_bytes((REF / "all_config.yaml").read_bytes())
     return ws
 
 

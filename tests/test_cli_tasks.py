@@ -6,7 +6,7 @@ import sys
 import xml.etree.ElementTree as ET
 import zlib
 
-from conftest import simple_task, write_challenges, write_task_dir
+from helpers import simple_task, write_challenges, write_task_dir
 
 from arc_kit.cli.main import main
 from arc_kit.data import load_tasks

@@ -7,8 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import simple_task, write_task_dir
-from test_pipeline import assert_valid_submission, run_cli, tiny_config
+from helpers import assert_valid_submission, run_cli, simple_task, tiny_config, write_task_dir
 
 from arc_kit.augment import AugmentConfig
 from arc_kit.crops import crop_config, task_crop

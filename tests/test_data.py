@@ -4,7 +4,7 @@ import argparse
 import json
 
 import pytest
-from conftest import simple_task, write_challenges, write_task_dir
+from helpers import simple_task, write_challenges, write_task_dir
 
 from arc_kit.cli.common import add_task_args, tasks_from_args
 from arc_kit.data import BUNDLED, load_tasks, parse_ids, validate_grid

@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import simple_task, write_challenges, write_task_dir
-from test_pipeline import BROKEN, run_cli, tiny_config
+from helpers import BROKEN, run_cli, simple_task, tiny_config, write_challenges, write_task_dir
 
 from arc_kit.data import load_tasks
 from arc_kit.errors import ArcKitError

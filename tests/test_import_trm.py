@@ -11,15 +11,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import MINI, PREFIX, REF
 
 from arc_kit.cli.main import main
 from arc_kit.model.checkpoint import load_checkpoint, save_checkpoint
 from arc_kit.model.trm import TRM, TRMConfig
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-REF = SHARED / "trm-reference"
-MINI = SHARED / "trm-dataset-mini"
-PREFIX = "_orig_mod.model.inner."
 ARCH_KEYS = (
     "hidden_size",
     "num_heads",
@@ -91,8 +88,13 @@ def test_import_and_forward_reproduce_reference_fixture(tmp_path, capsys):
     )
     got, ref = np.load(npz), np.load(REF / "reference_io.npz")
     assert got["logits"].shape == (4, 4, 900, 12)
-    for key in ["logits", "q_halt_logits", "q_continue_logits"] + [f"z_{h}_step{k}" for h in "HL" for k in range(4)]:
+    # the fixture keeps logits at every 4th cell (the argmax at all), states at sampled cells
+    np.testing.assert_allclose(got["logits"][:, :, ref["logit_cells"]], ref["logits"], rtol=0, atol=1e-4)
+    assert (got["logits"].argmax(-1) == ref["preds"]).all()
+    for key in ["q_halt_logits", "q_continue_logits"]:
         np.testing.assert_allclose(got[key], ref[key], rtol=0, atol=1e-4, err_msg=key)
+    for key in [f"z_{h}_step{k}" for h in "HL" for k in range(4)]:
+        np.testing.assert_allclose(got[key][:, ref["state_cells"]], ref[key], rtol=0, atol=1e-4, err_msg=key)
     np.testing.assert_allclose(got["loss"], ref["loss"], rtol=1e-6, atol=0)
     assert main(["import-trm", str(REF / "step_0"), "--config", str(REF / "all_config.yaml"), "-o", str(out_dir)]) == 2
     assert "already holds a checkpoint" in capsys.readouterr().err

@@ -6,9 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_pipeline import ROOT, assert_valid_submission, prediction_lines, run_cli, tasks_dir, tiny_config
-
-__all__ = ["tasks_dir"]  # the fixture, shared with test_pipeline
+from helpers import ROOT, assert_valid_submission, prediction_lines, run_cli, tiny_config
 
 
 def revote_submission(tmp_path: Path, out: Path, tasks: Path, config: str) -> bytes:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import MINI, REF
 
 import arc_kit.run.predict as predict_mod
 from arc_kit.augment import Augmentation
@@ -17,9 +18,6 @@ from arc_kit.identifiers import task_puzzles
 from arc_kit.predictions import read_predictions
 from arc_kit.run.predict import PredictConfig, predict, subsample
 
-SHARED = Path(__file__).parents[2] / "shared"
-MINI = SHARED / "fixtures" / "trm-dataset-mini"
-REF = SHARED / "fixtures" / "trm-reference"
 NAMES = json.loads((MINI / "identifiers.json").read_text())  # 21 rows: <blank> + 5 tasks x 4 puzzles
 EVAL = MINI / "source" / "arc-agi_evaluation_challenges.json"
 

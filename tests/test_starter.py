@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import simple_task, write_task_dir
-from test_pipeline import assert_valid_submission, run_cli, tiny_config
+from helpers import assert_valid_submission, run_cli, simple_task, tiny_config, write_task_dir
 
 from arc_kit.cli.train import _pretrain_config_class
 from arc_kit.config import load_config

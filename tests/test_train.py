@@ -257,7 +257,7 @@ def test_learns_an_arc_task_and_solves_its_test_input():
 
 
 def test_cli_train_writes_checkpoint_and_resumes(tmp_path, capsys):
-    from conftest import simple_task, write_task_dir
+    from helpers import simple_task, write_task_dir
 
     from arc_kit.cli.main import main
 
