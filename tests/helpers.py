@@ -129,11 +129,24 @@ TINY_ARCH = {
     "L_layers": 1,
     "H_cycles": 1,
     "L_cycles": 1,
-    "expansion": 2,
+    "expansion": 2.0,  # a float, as TRMConfig holds it (a saved config re-saves byte for byte)
     "puzzle_emb_ndim": 16,
     "puzzle_emb_len": 1,
     "halt_max_steps": 2,
 }
+
+
+# Presets on top of it: SMALL for model-level tests (two H and L cycles, a 2-slot puzzle prefix, 3 ACT steps);
+# REFERENCE_TINY for reference-format checkpoints (the reference's 900-cell canvas and 16-slot prefix).
+SMALL = {
+    "hidden_size": 32,
+    "H_cycles": 2,
+    "L_cycles": 2,
+    "puzzle_emb_ndim": 32,
+    "puzzle_emb_len": 2,
+    "halt_max_steps": 3,
+}
+REFERENCE_TINY = {"hidden_size": 32, "puzzle_emb_ndim": 32, "puzzle_emb_len": 16, "seq_len": 900, "expansion": 4.0}
 
 
 def tiny_trm_config(**over):
@@ -141,21 +154,6 @@ def tiny_trm_config(**over):
     from arc_kit.model.config import TRMConfig
 
     return TRMConfig(**({**TINY_ARCH, "seq_len": 16, "num_puzzle_identifiers": 5} | over))
-
-
-def tiny_trm(seed: int = 0, **over):
-    """A tiny TRM with seeded random weights (puzzle rows non-zero, so that they matter)."""
-    import torch
-
-    from arc_kit.model.trm import TRM
-
-    torch.manual_seed(seed)
-    model = TRM(tiny_trm_config(**over))
-    with torch.no_grad():
-        table = dict(model.named_buffers()).get("puzzle_emb.weights")
-        if table is not None:
-            table.normal_(0, 0.5)
-    return model
 
 
 def tiny_config(tasks_dir: Path, **over) -> dict:

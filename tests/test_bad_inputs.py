@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from helpers import REF
+from helpers import REF, tiny_trm_config
 
 from arc_kit.cli.main import main
 
@@ -483,20 +483,9 @@ def model_ws(ws) -> Path:
     import torch
 
     from arc_kit.model.checkpoint import save_checkpoint
-    from arc_kit.model.trm import TRM, TRMConfig
+    from arc_kit.model.trm import TRM
 
-    cfg = TRMConfig(
-        hidden_size=16,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=1,
-        L_cycles=1,
-        seq_len=16,
-        puzzle_emb_ndim=16,
-        puzzle_emb_len=1,
-        num_puzzle_identifiers=2,
-        halt_max_steps=1,
-    )
+    cfg = tiny_trm_config(num_puzzle_identifiers=2, halt_max_steps=1)
     torch.manual_seed(0)
     save_checkpoint(ws / "model", TRM(cfg), ["<blank>", "aa"])
     inputs = np.full((2, 16), 2, dtype=np.int64)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import assert_valid_submission, run_cli, simple_task, tiny_config, write_task_dir
+from helpers import assert_valid_submission, run_cli, simple_task, tiny_config, tiny_trm_config, write_task_dir
 
 from arc_kit.augment import AugmentConfig
 from arc_kit.crops import crop_config, task_crop
@@ -41,23 +41,9 @@ def _tasks():
 
 def _model(rows, seed=0, **kw):
     torch.manual_seed(seed)
-    cfg = dict(
-        hidden_size=32,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=2,
-        L_cycles=1,
-        expansion=2,
-        seq_len=900,
-        puzzle_emb_ndim=32,
-        puzzle_emb_len=1,
-        num_puzzle_identifiers=rows,
-        halt_max_steps=3,
-        positions="coords",
-        crops=True,
-    )
-    cfg.update(kw)
-    return TRM(TRMConfig(**cfg))
+    cfg = dict(hidden_size=32, H_cycles=2, seq_len=900, puzzle_emb_ndim=32, num_puzzle_identifiers=rows)
+    cfg |= dict(halt_max_steps=3, positions="coords", crops=True)
+    return TRM(tiny_trm_config(**(cfg | kw)))
 
 
 def _config(**kw):

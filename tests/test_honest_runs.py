@@ -7,26 +7,25 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from helpers import BROKEN, run_cli, simple_task, tiny_config, write_challenges, write_task_dir
+from helpers import (
+    BROKEN,
+    TINY_ARCH,
+    run_cli,
+    simple_task,
+    tiny_config,
+    tiny_trm_config,
+    write_challenges,
+    write_task_dir,
+)
 
 from arc_kit.data import load_tasks
 from arc_kit.errors import ArcKitError
 from arc_kit.model.checkpoint import fingerprint, load_checkpoint, save_checkpoint, table_mean
-from arc_kit.model.trm import TRM, TRMConfig
+from arc_kit.model.trm import TRM
 from arc_kit.run.config import load_run_config
 from arc_kit.submission import read_submission, validate_submission
 
-ARCH = dict(
-    hidden_size=16,
-    num_heads=2,
-    L_layers=1,
-    H_cycles=1,
-    L_cycles=1,
-    expansion=2.0,
-    puzzle_emb_ndim=16,
-    puzzle_emb_len=1,
-    halt_max_steps=2,
-)
+ARCH = TINY_ARCH
 
 
 def leaky_task(size: int = 3) -> dict:
@@ -95,7 +94,7 @@ def test_canvas_margin_makes_room_for_answers_larger_than_anything_visible(tmp_p
 
 def stored_checkpoint(path: Path, names: list[str], canvas: int = 4) -> Path:
     torch.manual_seed(0)
-    model = TRM(TRMConfig(**ARCH, seq_len=canvas * canvas, num_puzzle_identifiers=len(names)))
+    model = TRM(tiny_trm_config(seq_len=canvas * canvas, num_puzzle_identifiers=len(names)))
     with torch.no_grad():
         model.puzzle_emb.weights.copy_(torch.randn(len(names), ARCH["puzzle_emb_ndim"]) + 3.0)
     save_checkpoint(path, model, names)

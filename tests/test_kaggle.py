@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import tiny_trm_config
 
 from arc_kit.cli.main import main
 from arc_kit.errors import ArcKitError
@@ -273,20 +274,9 @@ def tiny_checkpoint(tmp_path_factory):
     import torch
 
     from arc_kit.model.checkpoint import save_checkpoint
-    from arc_kit.model.trm import TRM, TRMConfig
+    from arc_kit.model.trm import TRM
 
-    cfg = TRMConfig(
-        hidden_size=16,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=1,
-        L_cycles=1,
-        seq_len=64,
-        puzzle_emb_ndim=16,
-        puzzle_emb_len=1,
-        num_puzzle_identifiers=5,
-        halt_max_steps=2,
-    )
+    cfg = tiny_trm_config(seq_len=64)
     torch.manual_seed(0)
     model = TRM(cfg)
     model.puzzle_emb.weights = torch.randn(5, 16)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from helpers import PREFIX, REF
+from helpers import PREFIX, REF, SMALL, tiny_trm_config
 
 from arc_kit.errors import ArcKitError
 from arc_kit.model.loss import act_loss, compute_loss, stablemax_cross_entropy
@@ -28,21 +28,7 @@ def reference_model() -> tuple[TRM, dict]:
 
 
 def tiny_config(**kw) -> TRMConfig:
-    base = dict(
-        hidden_size=32,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=2,
-        L_cycles=2,
-        expansion=2.0,
-        seq_len=16,
-        puzzle_emb_ndim=32,
-        puzzle_emb_len=2,
-        num_puzzle_identifiers=5,
-        halt_max_steps=3,
-    )
-    base.update(kw)
-    return TRMConfig(**base)
+    return tiny_trm_config(**(SMALL | kw))
 
 
 def tiny_batch(cfg: TRMConfig, B: int = 4, seed: int = 0) -> dict:

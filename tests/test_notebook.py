@@ -9,6 +9,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from helpers import tiny_trm_config
 
 from arc_kit.cli.main import main
 from arc_kit.kaggle import bundle as kb
@@ -248,21 +249,9 @@ def test_notebook_with_a_stripped_checkpoint_dataset(tmp_path, kit, monkeypatch)
     import torch
 
     from arc_kit.model.checkpoint import save_checkpoint
-    from arc_kit.model.trm import TRM, TRMConfig
+    from arc_kit.model.trm import TRM
 
-    cfg = TRMConfig(
-        hidden_size=32,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=1,
-        L_cycles=1,
-        expansion=2,
-        seq_len=900,
-        puzzle_emb_ndim=32,
-        puzzle_emb_len=1,
-        num_puzzle_identifiers=4,
-        halt_max_steps=2,
-    )
+    cfg = tiny_trm_config(hidden_size=32, seq_len=900, puzzle_emb_ndim=32, num_puzzle_identifiers=4)
     torch.manual_seed(0)
     model = TRM(cfg)
     model.puzzle_emb.weights = torch.randn(4, 32)

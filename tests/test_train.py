@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_trm_config
 
 from arc_kit.augment import AugmentConfig
 from arc_kit.data import Pair, Task, load_tasks
@@ -33,21 +34,9 @@ def _data():
 
 def _model(data, seed=0, **kw):
     torch.manual_seed(seed)
-    cfg = dict(
-        hidden_size=32,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=2,
-        L_cycles=1,
-        expansion=2,
-        seq_len=data.seq_len,
-        puzzle_emb_ndim=32,
-        puzzle_emb_len=1,
-        num_puzzle_identifiers=len(data.puzzle_names),
-        halt_max_steps=3,
-    )
-    cfg.update(kw)
-    return TRM(TRMConfig(**cfg))
+    cfg = dict(hidden_size=32, H_cycles=2, puzzle_emb_ndim=32, halt_max_steps=3)
+    cfg |= dict(seq_len=data.seq_len, num_puzzle_identifiers=len(data.puzzle_names))
+    return TRM(tiny_trm_config(**(cfg | kw)))
 
 
 def _config(**kw):
