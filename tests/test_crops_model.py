@@ -134,6 +134,7 @@ def test_trainer_keeps_one_carry_per_bucket_and_resumes_exactly(tmp_path):
     assert compared == len(got) - sum(k[1] != k[0] for k in got)
 
 
+@pytest.mark.e2e
 def test_compiled_training_with_crops_on_cpu():
     d = TrainData.from_tasks(_tasks()[:2], 1, AugmentConfig(), seed=0, crops=True)  # one bucket: one compile
     eager = Trainer(_model(len(d.puzzle_names), halt_exploration_prob=0.0), d, _config())
@@ -169,6 +170,7 @@ def test_run_config_refusals_name_model_canvas(over, key, needle):
         TRMConfig(crops=True)
 
 
+@pytest.mark.e2e
 def test_cli_refusal_is_one_line(tmp_path):
     res = subprocess.run(
         [
@@ -191,6 +193,7 @@ def test_cli_refusal_is_one_line(tmp_path):
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "model.canvas" in res.stderr
 
 
+@pytest.mark.e2e
 def test_tiny_run_on_crops_writes_a_valid_submission(tmp_path):
     # tasks of three crop buckets (3x3 -> 16, 5x5 -> 32, 7x7 -> 64 tokens)
     tasks = {f"t{i}": simple_task(n_train=2, size=size, colour=1 + i) for i, size in enumerate((2, 2, 4, 6))}
@@ -206,6 +209,7 @@ def test_tiny_run_on_crops_writes_a_valid_submission(tmp_path):
     assert read_checkpoint_info(out / "ttt" / "model").config.crops
 
 
+@pytest.mark.e2e
 def test_reference_model_on_a_full_crop_is_the_canvas_model():
     """A reference (30x30 canvas) checkpoint run on crops: its positions P + t are 30-wide coordinates, so a
     full 30x30 crop computes exactly the canvas function, and smaller crops run with the same weights."""
@@ -233,6 +237,7 @@ def _train_cli(tmp_path, out, *extra):
     return subprocess.run([*cmd, *over, "--threads", "1", *extra], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.e2e
 def test_pretraining_on_crops_writes_a_crop_model_that_test_time_training_keeps_on_crops(tmp_path):
     ck = tmp_path / "ck"
     r = _train_cli(tmp_path, ck, "data.crops=true")
@@ -253,6 +258,7 @@ def test_pretraining_on_crops_writes_a_crop_model_that_test_time_training_keeps_
         assert r.returncode == 2 and "data.crops" in r.stderr and "crop_margin=0" in r.stderr, r.stderr
 
 
+@pytest.mark.e2e
 def test_pretraining_refuses_crops_with_learned_positions_naming_the_key(tmp_path):
     r = _train_cli(
         tmp_path, tmp_path / "ck", "data.crops=true", "model.positions=canvas", "model.pos_encodings=learned"
@@ -262,6 +268,7 @@ def test_pretraining_refuses_crops_with_learned_positions_naming_the_key(tmp_pat
     assert not (tmp_path / "ck" / "model.safetensors").exists()
 
 
+@pytest.mark.e2e
 def test_compiled_inference_follows_eager_across_buckets_and_early_halt():
     tasks, views = _views(_tasks(), {t.id: [t.id, f"{t.id}|||t1|||0123456789"] for t in _tasks()})
     model = _model(1).eval()

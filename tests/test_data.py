@@ -96,6 +96,7 @@ def test_bundled_sets(name, count, n_test, version):
     assert all(t.version == version and t.source == name and t.has_solutions for t in ts.tasks.values())
 
 
+@pytest.mark.e2e
 def test_every_bundled_name_loads():
     counts = {
         "arc-agi-2/training": 1000,

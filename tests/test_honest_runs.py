@@ -38,6 +38,7 @@ def leaky_task(size: int = 3) -> dict:
 # ---------------------------------------------------------------- 1. the run never sees the answers
 
 
+@pytest.mark.e2e
 def test_run_is_identical_with_and_without_solutions_on_disk(tmp_path):
     root = tmp_path / "data"
     path = write_challenges(root, {"a": leaky_task(), "b": simple_task(size=2, colour=3)}, with_solutions=True)
@@ -109,6 +110,7 @@ def three_tasks(tmp_path) -> Path:
     return write_task_dir(tmp_path / "tasks", {f"t{i}": simple_task(size=3, colour=1 + i) for i in range(3)})
 
 
+@pytest.mark.e2e
 def test_ttt_from_a_checkpoint_predicts_with_the_rows_it_trained(tmp_path, three_tasks):
     ck = stored_checkpoint(tmp_path / "ck", ["<blank>", "t0", *STALE, "zz", "t1"])
     cfg = tiny_config(three_tasks, **{"ttt.max_steps": 3, "ttt.augmentations": 2, "inference.views": 3})
@@ -257,6 +259,7 @@ def test_tasks_option_starts_a_fresh_selection():
     assert run_config_from_args(args).tasks.max_size == 8  # without --tasks the config's selection applies
 
 
+@pytest.mark.e2e
 def test_empty_selection_and_bad_config_fail_before_any_directory_is_made(tmp_path, three_tasks):
     out = tmp_path / "run"
     res = run_cli(tiny_config(three_tasks, **{"tasks.ids": ["t0"], "tasks.max_size": 1}), out)
@@ -282,6 +285,7 @@ def test_empty_selection_and_bad_config_fail_before_any_directory_is_made(tmp_pa
         assert not out.exists(), key
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("selection", [{}, {"tasks.max_size": 3}, {"tasks.ids": ["good"]}, {"tasks.limit": 1}])
 def test_an_invalid_task_never_goes_missing_whatever_the_selection(tmp_path, selection):
     tasks = {"good": simple_task(size=3, colour=2), "bad": json.loads(BROKEN), "big": simple_task(size=6, colour=4)}
@@ -295,6 +299,7 @@ def test_an_invalid_task_never_goes_missing_whatever_the_selection(tmp_path, sel
     assert len(sub["bad"]) == 2
 
 
+@pytest.mark.e2e
 def test_keep_checkpoint_false_removes_the_ttt_model_and_inference_steps_are_a_setting(tmp_path, three_tasks):
     over = {
         "ttt.max_steps": 3,
@@ -412,6 +417,7 @@ def test_the_thread_count_is_re_checked_when_steps_slow_down_and_when_a_core_may
         torch.set_num_threads(before)
 
 
+@pytest.mark.e2e
 def test_threads_are_chosen_by_measurement(tmp_path, three_tasks):
     import torch
 

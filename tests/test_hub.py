@@ -48,6 +48,7 @@ def _assert_imported(out: Path, names, table):
     assert len(src["checkpoint"]["sha256"]) == 64 and len(src["config"]["git-sha1"]) == 40
 
 
+@pytest.mark.e2e
 def test_download_verifies_and_imports(release, tmp_path, monkeypatch, capsys):
     files, preset, names, table = release
     out = tmp_path / "model"
@@ -86,6 +87,7 @@ def test_dropped_connection_resumes_with_a_range_request(release, tmp_path, monk
     assert not [p for p in kept if p.name.endswith(".partial")]
 
 
+@pytest.mark.e2e
 def test_killed_run_resumes_on_rerun(release, tmp_path, monkeypatch):
     files, preset, names, table = release
     out = tmp_path / "model"

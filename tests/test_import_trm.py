@@ -65,6 +65,7 @@ def full_size_config(rows: int) -> TRMConfig:
     return TRMConfig.from_reference(spec, num_puzzle_identifiers=rows)
 
 
+@pytest.mark.e2e
 def test_import_and_forward_reproduce_reference_fixture(tmp_path, capsys):
     out_dir, npz = tmp_path / "model", tmp_path / "out.npz"
     assert main(["import-trm", str(REF / "step_0"), "--config", str(REF / "all_config.yaml"), "-o", str(out_dir)]) == 0
@@ -226,6 +227,7 @@ MEMORY_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.e2e
 def test_import_full_size_table_memory(tmp_path):
     """876,406 x 512 fp32 (the published ARC-AGI-1 table, 1.8 GB): the importing process's peak RSS stays
     under 0.75x the table (measured 0.26x, mostly torch itself: the source is memory-mapped and each

@@ -206,6 +206,7 @@ def _infer_worker(ckpt: str, out: str, tasks_json: str) -> None:
     run_inference(model, views, tasks, out, batch_size=3, accelerator=acc, show_progress=False)
 
 
+@pytest.mark.e2e
 def test_two_processes_write_the_same_predictions_as_one(tmp_path):
     # In a fresh interpreter with 1 torch thread from the start: forking a process whose OpenMP pool
     # has run (as pytest's has) deadlocks the children.

@@ -179,6 +179,7 @@ def test_a_failed_stage_still_counts_as_written_and_is_said_loudly(tmp_path, mon
     assert text.startswith("!" * 72) and "A STAGE FAILED" in text
 
 
+@pytest.mark.e2e
 def test_run_job_kills_a_hung_child_and_invalid_output_is_never_copied(tmp_path, monkeypatch):
     monkeypatch.setattr(kj, "MIN_RUN_MINUTES", 0.01)
     s, out, fb, run_dir = _rerun(tmp_path, budget="0.15", safety="0.05")
@@ -315,6 +316,7 @@ def bundle_dir(tmp_path_factory, tiny_checkpoint):
     return out
 
 
+@pytest.mark.e2e
 def test_bundle_folders(bundle_dir, tiny_checkpoint):
     from arc_kit.model.checkpoint import load_checkpoint, load_puzzle_rows
 
@@ -359,6 +361,7 @@ def test_bundle_folders(bundle_dir, tiny_checkpoint):
     ).read_bytes()
 
 
+@pytest.mark.e2e
 def test_bundle_accepts_a_downloaded_checkpoint(tmp_path, monkeypatch):
     """`checkpoint download` (from a loopback hub) -> `kaggle bundle --strip-puzzles`: one mean row, same network."""
     import torch
@@ -427,6 +430,7 @@ def test_bundle_refuses_bad_names(tmp_path, capsys):
     assert "owner" in capsys.readouterr().err
 
 
+@pytest.mark.e2e
 def test_push_dry_run_requests(bundle_dir, monkeypatch, capsys):
     monkeypatch.setenv("KAGGLE_USERNAME", "real-user")
     monkeypatch.setenv("KAGGLE_KEY", "s3cret-key-value")
@@ -452,6 +456,7 @@ def test_push_dry_run_requests(bundle_dir, monkeypatch, capsys):
     assert not any("s3cret" in p.read_text(errors="ignore") for p in bundle_dir.rglob("*.json"))
 
 
+@pytest.mark.e2e
 def test_submit_dry_run_and_missing_credentials(bundle_dir, monkeypatch, tmp_path, capsys):
     report = kapi.submit(bundle_dir, dry_run=True, message="try 1", log=lambda m: None)
     ((path, req),) = report.requests

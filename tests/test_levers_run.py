@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from helpers import ROOT, assert_valid_submission, prediction_lines, run_cli, tiny_config
 
+pytestmark = pytest.mark.e2e  # every test here runs `arc-kit run` in a subprocess
+
 
 def revote_submission(tmp_path: Path, out: Path, tasks: Path, config: str) -> bytes:
     """`arc-kit revote OUT/predictions.jsonl --configs CONFIG -o DIR` (consistency.jsonl picked up beside it)."""

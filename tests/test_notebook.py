@@ -187,6 +187,7 @@ def _job_minutes(text: str) -> float:
     return float(re.findall(r"budget\.total_minutes=([0-9.]+)", text)[-1])
 
 
+@pytest.mark.e2e
 def test_notebook_runs_offline_and_submits(tmp_path, kit, monkeypatch):
     text, sub, tasks = run_notebook(tmp_path, kit, monkeypatch, budget=2.0)
     assert "from arc-kit run" in text  # the job's submission replaced the fallback
@@ -198,6 +199,7 @@ def test_notebook_runs_offline_and_submits(tmp_path, kit, monkeypatch):
     assert 0 < _job_minutes(text) < 2.0  # the job is sized inside the notebook's limit (set-up and margin taken off)
 
 
+@pytest.mark.e2e
 def test_notebook_with_a_corrupted_task(tmp_path, kit, monkeypatch):
     text, sub, tasks = run_notebook(tmp_path, kit, monkeypatch, budget=2.0, corrupt=True)
     bad = TASK_IDS[1]
@@ -207,6 +209,7 @@ def test_notebook_with_a_corrupted_task(tmp_path, kit, monkeypatch):
     assert 0 < _job_minutes(text) < 2.0
 
 
+@pytest.mark.e2e
 def test_notebook_with_a_budget_far_too_small(tmp_path, kit, monkeypatch):
     # ~100000 steps and 64 views per input would take hours on CPU: the notebook must still end in its 1 minute
     text, sub, tasks = run_notebook(tmp_path, kit, monkeypatch, budget=1.0, steps=100000, views=64)
@@ -217,6 +220,7 @@ def test_notebook_with_a_budget_far_too_small(tmp_path, kit, monkeypatch):
     assert sorted(sub) == sorted(TASK_IDS)
 
 
+@pytest.mark.e2e
 def test_simulate_runs_the_notebook_on_a_mock_competition(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG % {"steps": 20, "views": 2})
@@ -245,6 +249,7 @@ def test_simulate_runs_the_notebook_on_a_mock_competition(tmp_path, capsys):
     assert report["local_train_seq_per_s"] > 0 and report["local_wall_seconds"] > 0
 
 
+@pytest.mark.e2e
 def test_notebook_with_a_stripped_checkpoint_dataset(tmp_path, kit, monkeypatch):
     import torch
 

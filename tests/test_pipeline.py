@@ -18,6 +18,8 @@ from helpers import (
     write_task_dir,
 )
 
+pytestmark = pytest.mark.e2e  # every test here runs `arc-kit run` in a subprocess
+
 
 def test_run_end_to_end_scores_and_revote_reproduces_it(tmp_path, tasks_dir):
     out = tmp_path / "run"

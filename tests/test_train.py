@@ -180,6 +180,7 @@ def _dp_worker(out_path):
         )
 
 
+@pytest.mark.e2e
 def test_two_process_data_parallel_follows_single_process(tmp_path):
     # debug_launcher forks: a parent whose OpenMP pool already ran (earlier tests) can deadlock its
     # children, so launch from a fresh interpreter.
