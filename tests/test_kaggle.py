@@ -316,6 +316,18 @@ def bundle_dir(tmp_path_factory, tiny_checkpoint):
     return out
 
 
+@pytest.fixture(scope="module")
+def fast_bundle_dir(tmp_path_factory, tiny_checkpoint):
+    """A bundle as `kaggle bundle --strip-puzzles` writes it, with a stand-in kit wheel (no wheel build)."""
+    tmp = tmp_path_factory.mktemp("fast-bundle")
+    wheel = tmp / "arc_kit-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK")
+    out = tmp / "kaggle"
+    names = km.BundleNames(owner="alice")
+    kb.bundle(out, names, tiny_checkpoint, download=False, kit_wheel=wheel, packages=(), strip_puzzles=True, log=print)
+    return out
+
+
 @pytest.mark.e2e
 def test_bundle_folders(bundle_dir, tiny_checkpoint):
     from arc_kit.model.checkpoint import load_checkpoint, load_puzzle_rows
@@ -430,8 +442,8 @@ def test_bundle_refuses_bad_names(tmp_path, capsys):
     assert "owner" in capsys.readouterr().err
 
 
-@pytest.mark.e2e
-def test_push_dry_run_requests(bundle_dir, monkeypatch, capsys):
+def test_push_dry_run_requests(fast_bundle_dir, monkeypatch, capsys):
+    bundle_dir = fast_bundle_dir
     monkeypatch.setenv("KAGGLE_USERNAME", "real-user")
     monkeypatch.setenv("KAGGLE_KEY", "s3cret-key-value")
     report = kapi.push(bundle_dir, dry_run=True, log=lambda m: None)
@@ -456,8 +468,8 @@ def test_push_dry_run_requests(bundle_dir, monkeypatch, capsys):
     assert not any("s3cret" in p.read_text(errors="ignore") for p in bundle_dir.rglob("*.json"))
 
 
-@pytest.mark.e2e
-def test_submit_dry_run_and_missing_credentials(bundle_dir, monkeypatch, tmp_path, capsys):
+def test_submit_dry_run_and_missing_credentials(fast_bundle_dir, monkeypatch, tmp_path, capsys):
+    bundle_dir = fast_bundle_dir
     report = kapi.submit(bundle_dir, dry_run=True, message="try 1", log=lambda m: None)
     ((path, req),) = report.requests
     assert path.endswith("create_code_submission")
