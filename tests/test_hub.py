@@ -244,6 +244,7 @@ def test_published_presets_name_the_shipped_lists():
         assert spec.config == step.rsplit("/", 1)[0] + "/all_config.yaml" and ids in RECIPES
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("build", ["arc1", "arc2"])
 def test_shipped_identifier_lists_equal_the_reference(build):
     from arc_kit.identifiers import RECIPES

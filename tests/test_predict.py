@@ -124,6 +124,7 @@ def _check_rows_and_inputs(calls, tasks):
     return seen
 
 
+@pytest.mark.e2e
 def test_real_model_end_to_end_and_resume(model_dir, tmp_path, monkeypatch):
     calls, _ = _instrument(monkeypatch)
     tasks = load_tasks(EVAL, ids=["00576224"])

@@ -208,6 +208,7 @@ def test_two_process_data_parallel_follows_single_process(tmp_path):
     )
 
 
+@pytest.mark.e2e
 def test_learns_an_arc_task_and_solves_its_test_input():
     """A tiny TRM trained on the 4 demonstrations of ARC-AGI-1 training task 0d3d703e (a colour mapping),
     under dihedral augmentation and translation on a 6x6 canvas, predicts the held-out test output exactly."""
@@ -325,6 +326,7 @@ def test_nan_between_sync_points_is_caught_and_never_saved(tmp_path):
         tr.save(tmp_path / "ck")
 
 
+@pytest.mark.e2e
 def test_compiled_training_step_follows_eager():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
