@@ -345,6 +345,7 @@ def test_compiled_training_step_follows_eager():
         Trainer(_model(_data()), _data(), _config(compile="max"))
 
 
+@pytest.mark.e2e
 def test_compiled_training_runs_to_a_deadline():
     # the compiling first step leaves no step time to plan the deadline from: planning starts at the second step
     threads = torch.get_num_threads()
