@@ -163,7 +163,14 @@ def run_notebook(
     }
     for k, v in env.items():
         monkeypatch.setenv(k, str(v))
-    for k in ("ARC_KIT_WHEELS_DIR", "ARC_KIT_CHECKPOINT_DIR", "ARC_KIT_COMPETITION_DIR", "ARC_KIT_OVERRIDES"):
+    # PYTHONPATH too: a checkout on it would shadow the arc-kit the notebook installs from the wheel
+    for k in (
+        "ARC_KIT_WHEELS_DIR",
+        "ARC_KIT_CHECKPOINT_DIR",
+        "ARC_KIT_COMPETITION_DIR",
+        "ARC_KIT_OVERRIDES",
+        "PYTHONPATH",
+    ):
         monkeypatch.delenv(k, raising=False)
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # allow_errors=False: any cell that raises fails the test
