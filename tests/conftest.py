@@ -1,12 +1,10 @@
-"""Shared test fixtures: one torch thread, the ../shared folder and small ARC task-file builders."""
+"""Test fixtures: one torch thread, tiny task folders (the builders live in helpers.py)."""
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
-
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from helpers import simple_task, write_challenges, write_task_dir
 
 
 @pytest.fixture(autouse=True)
@@ -25,46 +23,10 @@ def one_torch_thread():
 
 
 @pytest.fixture
-def shared_dir() -> Path:
-    """The project's ../shared folder (reference fixtures and data)."""
-    return SHARED
-
-
-def simple_task(n_train: int = 2, n_test: int = 1, size: int = 3, colour: int = 1) -> dict:
-    """A valid task object in ARC JSON: output = input with colour `colour` swapped for colour+1."""
-
-    def pair(i):
-        g = [[(r + c + i) % 2 * colour for c in range(size)] for r in range(size)]
-        return {"input": g, "output": [[v and colour + 1 for v in row] for row in g]}
-
-    return {"train": [pair(i) for i in range(n_train)], "test": [pair(10 + i) for i in range(n_test)]}
-
-
-def write_task_dir(root: Path, tasks: dict) -> Path:
-    """One JSON file per task (ARC repository layout); `tasks` maps id -> task object (or raw text)."""
-    root.mkdir(parents=True, exist_ok=True)
-    for tid, obj in tasks.items():
-        (root / f"{tid}.json").write_text(obj if isinstance(obj, str) else json.dumps(obj))
-    return root
-
-
-def write_challenges(root: Path, tasks: dict, with_solutions: bool = True, prefix: str = "arc-agi_test") -> Path:
-    """Kaggle layout: `<prefix>_challenges.json` without test outputs, `<prefix>_solutions.json` beside it."""
-    root.mkdir(parents=True, exist_ok=True)
-
-    def strip(t):  # drop test outputs; anything malformed is written as given
-        try:
-            return {**t, "test": [{"input": p["input"]} for p in t["test"]]}
-        except (TypeError, KeyError):
-            return t
-
-    challenges = {tid: strip(t) for tid, t in tasks.items()}
-    path = root / f"{prefix}_challenges.json"
-    path.write_text(json.dumps(challenges))
-    if with_solutions:
-        sols = {tid: [p["output"] for p in t["test"]] for tid, t in tasks.items()}
-        (root / f"{prefix}_solutions.json").write_text(json.dumps(sols))
-    return path
+def tasks_dir(tmp_path) -> Path:
+    """Four tiny tasks in the ARC repository layout (t1 has 2 test inputs)."""
+    tasks = {f"t{i}": simple_task(n_train=2, n_test=1 + (i == 1), size=3, colour=1 + i) for i in range(4)}
+    return write_task_dir(tmp_path / "tasks", tasks)
 
 
 @pytest.fixture

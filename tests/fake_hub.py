@@ -180,7 +180,7 @@ def reference_release(directory, rows: int, repo: str = "test/fake-trm"):
 
     from arc_kit.shipped_identifiers import write_identifier_file
 
-    ref = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "trm-reference"
+    ref = Path(__file__).resolve().parent / "fixtures" / "trm-reference"
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     sd = torch.load(ref / "step_0", map_location="cpu", weights_only=True)

@@ -6,6 +6,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "arc_kit"
 
@@ -122,6 +124,7 @@ def test_every_module_has_a_one_line_docstring():
         assert "\n" not in doc.strip().split("\n\n")[0], f"{path}: the first docstring paragraph is not one line"
 
 
+@pytest.mark.e2e
 def test_the_wheel_holds_every_sub_package_and_imports_from_it(tmp_path):
     """pyproject lists packages explicitly: a new sub-package must reach the wheel the Kaggle notebook installs."""
     subprocess.run(

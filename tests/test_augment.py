@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import MINI
 
 from arc_kit.augment import (
     DIHEDRAL_INVERSE,
@@ -79,8 +80,8 @@ def test_names_in_reference_format():
     assert Augmentation(0, (0, 2, 1, 3, 4, 5, 6, 7, 8, 9)).name("x") == "x|||t0|||0213456789"
 
 
-def test_reference_fixture_names_round_trip(shared_dir):
-    names = json.loads((shared_dir / "fixtures/trm-dataset-mini/identifiers.json").read_text())[1:]
+def test_reference_fixture_names_round_trip():
+    names = json.loads((MINI / "identifiers.json").read_text())[1:]
     for name in names:
         task_id, aug = split_name(name)
         assert aug.name(task_id) == name

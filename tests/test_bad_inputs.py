@@ -1,17 +1,23 @@
 """Bad inputs and bad output paths, one case per known defect: every command answers with exit 2, exactly one
 `error:` line naming the culprit, no traceback, and leaves every file as it was."""
 
+import contextlib
 import hashlib
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from helpers import REF, tiny_trm_config
+
+from arc_kit.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
-FIXTURES = ROOT.parent / "shared" / "fixtures"
 GRID = [[1, 2], [3, 4]]
 TASK = {"train": [{"input": GRID, "output": [[4, 3], [2, 1]]}], "test": [{"input": GRID}]}
 
@@ -73,7 +79,40 @@ def tree_state(d: Path) -> dict:
     return state
 
 
-def run_cli(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(args: list[str], cwd: Path) -> Result:
+    """`arc-kit ARGS` in this process (the contract lives in `main`: exit code, one `error:` line, no traceback),
+    run inside `cwd`, without Kaggle credentials or ARC_KIT_DEBUG. argparse's own refusals exit via SystemExit."""
+    out, err = io.StringIO(), io.StringIO()
+    saved_env = {k: os.environ.get(k) for k in ("KAGGLE_USERNAME", "ARC_KIT_DEBUG")}
+    os.environ.pop("KAGGLE_USERNAME", None)
+    os.environ["ARC_KIT_DEBUG"] = ""
+    here = os.getcwd()
+    try:
+        os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main(args)
+            except SystemExit as e:
+                rc = e.code if isinstance(e.code, int) else 1
+    finally:
+        os.chdir(here)
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return Result(rc, out.getvalue(), err.getvalue())
+
+
+def run_subprocess(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`python -m arc_kit.cli ARGS` (or `arc-kit ARGS` with console=True) in a real interpreter."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), ARC_KIT_DEBUG="")
     env.pop("KAGGLE_USERNAME", None)
     return subprocess.run(
@@ -87,10 +126,10 @@ def run_cli(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.Compl
     )
 
 
-def assert_refused(ws: Path, args: list[str], *names: str) -> str:
+def assert_refused(ws: Path, args: list[str], *names: str, run=run_cli) -> str:
     """Exit 2, one `error:` line that names each of `names`, no traceback, nothing created or changed."""
     before = tree_state(ws)
-    r = run_cli(args, ws)
+    r = run(args, ws)
     errors = [line for line in r.stderr.splitlines() if "error:" in line]
     assert r.returncode == 2, (args, r.returncode, r.stderr)
     assert len(errors) == 1, (args, r.stderr)
@@ -392,6 +431,32 @@ def test_bad_input_is_refused(ws, args, names):
     assert_refused(ws, args, *names)
 
 
+# A real interpreter proves what `main` in-process cannot: the console script is wired to `main`, a refusal
+# prints nothing else (no traceback from interpreter start-up or exit).
+SUBPROCESS_CASES = ["vote-o-is-predictions", "config-nested-too-deep", "predict-out-file", "tasks-fifo"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("case", SUBPROCESS_CASES)
+def test_bad_input_is_refused_by_a_real_interpreter(ws, case):
+    args, names = {c[0]: c[1:] for c in CASES}[case]
+    assert_refused(ws, args, *names, run=run_subprocess)
+
+
+@pytest.mark.e2e
+def test_console_script_refuses_with_one_line(ws):
+    exe = shutil.which("arc-kit")
+    assert exe is not None, "the arc-kit console script is not installed"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), ARC_KIT_DEBUG="")
+    r = subprocess.run(
+        [exe, "vote", "p.jsonl", *TASKS, "-o", "p.jsonl"], cwd=ws, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("error:") == 1, r.stderr
+    assert "Traceback" not in r.stderr and "p.jsonl" in r.stderr
+    ok = subprocess.run([exe, "tasks", "t_challenges.json", "--json"], cwd=ws, env=env, capture_output=True, text=True)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["summary"]["tasks"] == 2, ok.stderr
+
+
 def test_lenient_keeps_bad_ids_as_invalid_tasks(ws):
     r = run_cli(["tasks", "slash_challenges.json", "--lenient", "--json"], ws)
     assert r.returncode == 0, r.stderr
@@ -418,20 +483,9 @@ def model_ws(ws) -> Path:
     import torch
 
     from arc_kit.model.checkpoint import save_checkpoint
-    from arc_kit.model.trm import TRM, TRMConfig
+    from arc_kit.model.trm import TRM
 
-    cfg = TRMConfig(
-        hidden_size=16,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=1,
-        L_cycles=1,
-        seq_len=16,
-        puzzle_emb_ndim=16,
-        puzzle_emb_len=1,
-        num_puzzle_identifiers=2,
-        halt_max_steps=1,
-    )
+    cfg = tiny_trm_config(num_puzzle_identifiers=2, halt_max_steps=1)
     torch.manual_seed(0)
     save_checkpoint(ws / "model", TRM(cfg), ["<blank>", "aa"])
     inputs = np.full((2, 16), 2, dtype=np.int64)
@@ -440,7 +494,7 @@ def model_ws(ws) -> Path:
     np.savez(ws / "io-rows.npz", inputs=np.full((1, 16), 2), puzzle_identifiers=np.array([7]))
     np.savez(ws / "io-float.npz", inputs=np.full((1, 16), 2.5), puzzle_identifiers=np.array([0]))
     torch.save({"model": _Opaque()}, ws / "step_pickled")  # loads only with weights_only=False
-    (ws / "all_config.yaml").write_bytes((FIXTURES / "trm-reference" / "all_config.yaml").read_bytes())
+    (ws / "all_config.yaml").write_bytes((REF / "all_config.yaml").read_bytes())
     return ws
 
 

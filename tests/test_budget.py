@@ -87,6 +87,7 @@ def test_watchdog_kills_a_hanging_stage_at_its_deadline():
     assert res.status == "timeout" and res.returncode == -signal.SIGTERM and "finished" not in lines
 
 
+@pytest.mark.e2e
 def test_watchdog_escalates_to_sigkill_when_sigterm_is_ignored():
     code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('up', flush=True); time.sleep(60)"
     res = watch_child("stubborn", [sys.executable, "-c", code], deadline=time.time() + 1.5, grace_seconds=0.5)

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from helpers import SMALL, tiny_trm_config
 from safetensors import safe_open
 
 from arc_kit.errors import ArcKitError
@@ -16,7 +17,7 @@ from arc_kit.model.checkpoint import (
     read_checkpoint_info,
     save_checkpoint,
 )
-from arc_kit.model.trm import TRM, TRMConfig
+from arc_kit.model.trm import TRM
 
 FILES = (
     "config.yaml",
@@ -30,20 +31,7 @@ FILES = (
 
 def small_model(rows: int = 6, seed: int = 0, **kw) -> TRM:
     torch.manual_seed(seed)
-    cfg = TRMConfig(
-        hidden_size=32,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=2,
-        L_cycles=2,
-        expansion=2.0,
-        seq_len=16,
-        puzzle_emb_ndim=32,
-        puzzle_emb_len=2,
-        num_puzzle_identifiers=rows,
-        halt_max_steps=3,
-        **kw,
-    )
+    cfg = tiny_trm_config(**(SMALL | {"num_puzzle_identifiers": rows} | kw))
     model = TRM(cfg)
     with torch.no_grad():
         model.puzzle_emb.weights.normal_()
@@ -184,19 +172,7 @@ def test_errors(tmp_path):
 
 def test_model_without_puzzle_embedding(tmp_path):
     torch.manual_seed(0)
-    model = TRM(
-        TRMConfig(
-            hidden_size=32,
-            num_heads=2,
-            L_layers=1,
-            H_cycles=1,
-            L_cycles=1,
-            seq_len=9,
-            puzzle_emb_ndim=0,
-            puzzle_emb_len=0,
-            halt_max_steps=2,
-        )
-    )
+    model = TRM(tiny_trm_config(hidden_size=32, seq_len=9, puzzle_emb_ndim=0, puzzle_emb_len=0))
     save_checkpoint(tmp_path, model, [])
     loaded, info = load_checkpoint(tmp_path)
     assert info.puzzle_names == [] and not (tmp_path / TABLE_FILE).exists()

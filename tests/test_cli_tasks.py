@@ -6,7 +6,8 @@ import sys
 import xml.etree.ElementTree as ET
 import zlib
 
-from conftest import simple_task, write_challenges, write_task_dir
+import pytest
+from helpers import simple_task, write_challenges, write_task_dir
 
 from arc_kit.cli.main import main
 from arc_kit.data import load_tasks
@@ -126,6 +127,7 @@ def test_png_pixels_show_the_grid():
     assert pixel(first.x + fig.cell + 1, first.y + 1) == "FF871E"
 
 
+@pytest.mark.e2e
 def test_console_script_no_traceback(tmp_path):
     path = write_challenges(
         tmp_path,

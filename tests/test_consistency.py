@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import write_task_dir
+from helpers import write_task_dir
 
 from arc_kit.augment import Augmentation
 from arc_kit.consistency import (

@@ -7,8 +7,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import simple_task, write_task_dir
-from test_pipeline import assert_valid_submission, run_cli, tiny_config
+from helpers import assert_valid_submission, run_cli, simple_task, tiny_config, tiny_trm_config, write_task_dir
 
 from arc_kit.augment import AugmentConfig
 from arc_kit.crops import task_crop
@@ -43,23 +42,9 @@ def _tasks():
 
 def _model(rows, seed=0, **kw):
     torch.manual_seed(seed)
-    cfg = dict(
-        hidden_size=32,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=2,
-        L_cycles=1,
-        expansion=2,
-        seq_len=900,
-        puzzle_emb_ndim=32,
-        puzzle_emb_len=1,
-        num_puzzle_identifiers=rows,
-        halt_max_steps=3,
-        positions="coords",
-        crops=True,
-    )
-    cfg.update(kw)
-    return TRM(TRMConfig(**cfg))
+    cfg = dict(hidden_size=32, H_cycles=2, seq_len=900, puzzle_emb_ndim=32, num_puzzle_identifiers=rows)
+    cfg |= dict(halt_max_steps=3, positions="coords", crops=True)
+    return TRM(tiny_trm_config(**(cfg | kw)))
 
 
 def _config(**kw):
@@ -150,6 +135,7 @@ def test_trainer_keeps_one_carry_per_bucket_and_resumes_exactly(tmp_path):
     assert compared == len(got) - sum(k[1] != k[0] for k in got)
 
 
+@pytest.mark.e2e
 def test_compiled_training_with_crops_on_cpu():
     d = TrainData.from_tasks(_tasks()[:2], 1, AugmentConfig(), seed=0, crops=True)  # one bucket: one compile
     eager = Trainer(_model(len(d.puzzle_names), halt_exploration_prob=0.0), d, _config())
@@ -189,6 +175,7 @@ def test_run_config_refusals_name_model_canvas(over, key, needle):
         TRMConfig(crops=True)
 
 
+@pytest.mark.e2e
 def test_cli_refusal_is_one_line(tmp_path):
     res = subprocess.run(
         [
@@ -212,6 +199,7 @@ def test_cli_refusal_is_one_line(tmp_path):
     assert res.returncode == 2 and res.stderr.strip().count("\n") == 0 and "model.canvas" in res.stderr
 
 
+@pytest.mark.e2e
 def test_tiny_run_on_crops_writes_a_valid_submission(tmp_path):
     # tasks of three crop buckets (3x3 -> 16, 5x5 -> 32, 7x7 -> 64 tokens)
     tasks = {f"t{i}": simple_task(n_train=2, size=size, colour=1 + i) for i, size in enumerate((2, 2, 4, 6))}
@@ -227,6 +215,7 @@ def test_tiny_run_on_crops_writes_a_valid_submission(tmp_path):
     assert read_checkpoint_info(out / "ttt" / "model").config.crops
 
 
+@pytest.mark.e2e
 def test_reference_model_on_a_full_crop_is_the_canvas_model():
     """A reference (30x30 canvas) checkpoint run on crops: its positions P + t are 30-wide coordinates, so a
     full 30x30 crop computes exactly the canvas function, and smaller crops run with the same weights."""
@@ -254,6 +243,7 @@ def _train_cli(tmp_path, out, *extra):
     return subprocess.run([*cmd, *over, "--threads", "1", *extra], capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.e2e
 def test_pretraining_on_crops_writes_a_crop_model_that_test_time_training_keeps_on_crops(tmp_path):
     ck = tmp_path / "ck"
     r = _train_cli(tmp_path, ck, "data.canvas=crop")
@@ -274,6 +264,7 @@ def test_pretraining_on_crops_writes_a_crop_model_that_test_time_training_keeps_
         assert r.returncode == 2 and "data.canvas" in r.stderr and "canvas_margin=0" in r.stderr, r.stderr
 
 
+@pytest.mark.e2e
 def test_pretraining_refuses_crops_with_learned_positions_naming_the_key(tmp_path):
     r = _train_cli(
         tmp_path, tmp_path / "ck", "data.canvas=crop", "model.positions=canvas", "model.pos_encodings=learned"
@@ -283,6 +274,7 @@ def test_pretraining_refuses_crops_with_learned_positions_naming_the_key(tmp_pat
     assert not (tmp_path / "ck" / "model.safetensors").exists()
 
 
+@pytest.mark.e2e
 def test_compiled_inference_follows_eager_across_buckets_and_early_halt():
     tasks, views = _views(_tasks(), {t.id: [t.id, f"{t.id}|||t1|||0123456789"] for t in _tasks()})
     model = _model(1).eval()

@@ -4,7 +4,7 @@ import argparse
 import json
 
 import pytest
-from conftest import simple_task, write_challenges, write_task_dir
+from helpers import simple_task, write_challenges, write_task_dir
 
 from arc_kit.cli.common import add_task_args, tasks_from_args
 from arc_kit.data import BUNDLED, load_tasks, parse_ids, validate_grid
@@ -96,6 +96,7 @@ def test_bundled_sets(name, count, n_test, version):
     assert all(t.version == version and t.source == name and t.has_solutions for t in ts.tasks.values())
 
 
+@pytest.mark.e2e
 def test_every_bundled_name_loads():
     counts = {
         "arc-agi-2/training": 1000,

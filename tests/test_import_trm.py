@@ -11,15 +11,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import MINI, PREFIX, REF, REFERENCE_TINY, tiny_trm_config
 
 from arc_kit.cli.main import main
 from arc_kit.model.checkpoint import load_checkpoint, save_checkpoint
 from arc_kit.model.trm import TRM, TRMConfig
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
-REF = SHARED / "trm-reference"
-MINI = SHARED / "trm-dataset-mini"
-PREFIX = "_orig_mod.model.inner."
 ARCH_KEYS = (
     "hidden_size",
     "num_heads",
@@ -68,6 +65,7 @@ def full_size_config(rows: int) -> TRMConfig:
     return TRMConfig.from_reference(spec, num_puzzle_identifiers=rows)
 
 
+@pytest.mark.e2e
 def test_import_and_forward_reproduce_reference_fixture(tmp_path, capsys):
     out_dir, npz = tmp_path / "model", tmp_path / "out.npz"
     assert main(["import-trm", str(REF / "step_0"), "--config", str(REF / "all_config.yaml"), "-o", str(out_dir)]) == 0
@@ -91,8 +89,13 @@ def test_import_and_forward_reproduce_reference_fixture(tmp_path, capsys):
     )
     got, ref = np.load(npz), np.load(REF / "reference_io.npz")
     assert got["logits"].shape == (4, 4, 900, 12)
-    for key in ["logits", "q_halt_logits", "q_continue_logits"] + [f"z_{h}_step{k}" for h in "HL" for k in range(4)]:
+    # the fixture keeps logits at every 4th cell (the argmax at all), states at sampled cells
+    np.testing.assert_allclose(got["logits"][:, :, ref["logit_cells"]], ref["logits"], rtol=0, atol=1e-4)
+    assert (got["logits"].argmax(-1) == ref["preds"]).all()
+    for key in ["q_halt_logits", "q_continue_logits"]:
         np.testing.assert_allclose(got[key], ref[key], rtol=0, atol=1e-4, err_msg=key)
+    for key in [f"z_{h}_step{k}" for h in "HL" for k in range(4)]:
+        np.testing.assert_allclose(got[key][:, ref["state_cells"]], ref[key], rtol=0, atol=1e-4, err_msg=key)
     np.testing.assert_allclose(got["loss"], ref["loss"], rtol=1e-6, atol=0)
     assert main(["import-trm", str(REF / "step_0"), "--config", str(REF / "all_config.yaml"), "-o", str(out_dir)]) == 2
     assert "already holds a checkpoint" in capsys.readouterr().err
@@ -126,16 +129,7 @@ def test_full_size_layout_with_identifiers(tmp_path):
 
 def test_rebuild_identifiers(tmp_path, capsys):
     names = json.loads((MINI / "identifiers.json").read_text())
-    cfg = TRMConfig(
-        hidden_size=32,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=1,
-        L_cycles=1,
-        puzzle_emb_ndim=32,
-        num_puzzle_identifiers=len(names),
-        halt_max_steps=2,
-    )
+    cfg = tiny_trm_config(**REFERENCE_TINY, num_puzzle_identifiers=len(names))
     step, conf = write_reference(tmp_path / "ref", cfg)
     args = ["import-trm", str(step), "--config", str(conf), "--rebuild-identifiers", str(MINI / "source"), "-o"]
     assert (
@@ -158,16 +152,7 @@ def _import_error(tmp_path, capsys, step, conf, *extra) -> str:
 
 
 def test_import_errors(tmp_path, capsys):
-    cfg = TRMConfig(
-        hidden_size=32,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=1,
-        L_cycles=1,
-        puzzle_emb_ndim=32,
-        num_puzzle_identifiers=5,
-        halt_max_steps=2,
-    )
+    cfg = tiny_trm_config(**REFERENCE_TINY)
     step, conf = write_reference(tmp_path / "ok", cfg)
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"definitely not a checkpoint")
@@ -189,16 +174,7 @@ def test_import_errors(tmp_path, capsys):
     s2, _ = write_reference(tmp_path / "drop", cfg, drop=("L_level.layers.0.self_attn.o_proj.weight",))
     assert "missing keys ['L_level.layers.0.self_attn.o_proj.weight']" in _import_error(tmp_path, capsys, s2, conf)
 
-    big = TRMConfig(
-        hidden_size=64,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=1,
-        L_cycles=1,
-        puzzle_emb_ndim=32,
-        num_puzzle_identifiers=5,
-        halt_max_steps=2,
-    )
+    big = tiny_trm_config(**(REFERENCE_TINY | dict(hidden_size=64)))
     s3, _ = write_reference(tmp_path / "big", big)
     assert "'H_init' has shape [64] but all_config.yaml implies [32]" in _import_error(tmp_path, capsys, s3, conf)
 
@@ -251,21 +227,14 @@ MEMORY_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.e2e
 def test_import_full_size_table_memory(tmp_path):
     """876,406 x 512 fp32 (the published ARC-AGI-1 table, 1.8 GB): the importing process's peak RSS stays
     under 0.75x the table (measured 0.26x, mostly torch itself: the source is memory-mapped and each
     streamed chunk's pages are released)."""
     rows, ndim = 876_406, 512
-    cfg = TRMConfig(
-        hidden_size=64,
-        num_heads=4,
-        L_layers=1,
-        H_cycles=1,
-        L_cycles=1,
-        puzzle_emb_ndim=ndim,
-        num_puzzle_identifiers=1,
-        halt_max_steps=2,
-    )
+    big = dict(hidden_size=64, num_heads=4, puzzle_emb_ndim=ndim, num_puzzle_identifiers=1)
+    cfg = tiny_trm_config(**(REFERENCE_TINY | big))
     # build the reference file in a child process so this process never holds the table
     make = textwrap.dedent(f"""
         import sys, torch
@@ -300,19 +269,8 @@ def test_import_full_size_table_memory(tmp_path):
 
 @pytest.mark.parametrize("variant", [dict(mlp_t=True), dict(pos_encodings="learned")])
 def test_import_reads_seq_len_off_the_tensors(tmp_path, variant):
-    cfg = TRMConfig(
-        hidden_size=32,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=1,
-        L_cycles=2,
-        puzzle_emb_ndim=32,
-        puzzle_emb_len=2,
-        seq_len=16,
-        num_puzzle_identifiers=3,
-        halt_max_steps=2,
-        **variant,
-    )
+    shape = dict(hidden_size=32, L_cycles=2, puzzle_emb_ndim=32, puzzle_emb_len=2, num_puzzle_identifiers=3)
+    cfg = tiny_trm_config(**shape, expansion=4.0, **variant)
     step, conf = write_reference(tmp_path, cfg, torch.randn(3, 32))
     assert main(["import-trm", str(step), "--config", str(conf), "-o", str(tmp_path / "m")]) == 0
     model, info = load_checkpoint(tmp_path / "m")

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_trm_config
 
 from arc_kit.augment import Augmentation
 from arc_kit.data import Pair, Task
@@ -178,25 +179,11 @@ def test_task_time_cap_drops_only_the_slow_task(tmp_path):
 
 def _tiny_checkpoint(path: Path, tasks: dict) -> None:
     from arc_kit.model.checkpoint import save_checkpoint
-    from arc_kit.model.trm import TRM, TRMConfig
+    from arc_kit.model.trm import TRM
 
     names = ["<blank>"] + [n for tid in tasks for n in _names(tasks)[tid]]
     torch.manual_seed(0)
-    model = TRM(
-        TRMConfig(
-            hidden_size=16,
-            num_heads=2,
-            L_layers=1,
-            H_cycles=1,
-            L_cycles=1,
-            expansion=2,
-            seq_len=36,
-            puzzle_emb_ndim=16,
-            puzzle_emb_len=1,
-            num_puzzle_identifiers=len(names),
-            halt_max_steps=2,
-        )
-    )
+    model = TRM(tiny_trm_config(seq_len=36, num_puzzle_identifiers=len(names)))
     with torch.no_grad():
         model.puzzle_emb.weights.normal_()
         model.lm_head.weight.mul_(20)  # confident, varied outputs: decodes are grids, not empty crops
@@ -224,6 +211,7 @@ def _infer_worker(ckpt: str, out: str, tasks_json: str) -> None:
     run_inference(model, views, tasks, out, InferOptions(batch_size=3, accelerator=acc, show_progress=False))
 
 
+@pytest.mark.e2e
 def test_two_processes_write_the_same_predictions_as_one(tmp_path):
     # In a fresh interpreter with 1 torch thread from the start: forking a process whose OpenMP pool
     # has run (as pytest's has) deadlocks the children.

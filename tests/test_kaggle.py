@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import tiny_trm_config
 
 from arc_kit.cli.main import main
 from arc_kit.errors import ArcKitError
@@ -181,6 +182,7 @@ def test_a_failed_stage_still_counts_as_written_and_is_said_loudly(tmp_path, mon
     assert text.startswith("!" * 72) and "A STAGE FAILED" in text
 
 
+@pytest.mark.e2e
 def test_run_job_kills_a_hung_child_and_invalid_output_is_never_copied(tmp_path, monkeypatch):
     monkeypatch.setattr(kj, "MIN_RUN_MINUTES", 0.01)
     s, out, fb, run_dir = _rerun(tmp_path, budget="0.15", safety="0.05")
@@ -276,20 +278,9 @@ def tiny_checkpoint(tmp_path_factory):
     import torch
 
     from arc_kit.model.checkpoint import save_checkpoint
-    from arc_kit.model.trm import TRM, TRMConfig
+    from arc_kit.model.trm import TRM
 
-    cfg = TRMConfig(
-        hidden_size=16,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=1,
-        L_cycles=1,
-        seq_len=64,
-        puzzle_emb_ndim=16,
-        puzzle_emb_len=1,
-        num_puzzle_identifiers=5,
-        halt_max_steps=2,
-    )
+    cfg = tiny_trm_config(seq_len=64)
     torch.manual_seed(0)
     model = TRM(cfg)
     model.puzzle_emb.weights = torch.randn(5, 16)
@@ -328,6 +319,19 @@ def bundle_dir(tmp_path_factory, tiny_checkpoint):
     return out
 
 
+@pytest.fixture(scope="module")
+def fast_bundle_dir(tmp_path_factory, tiny_checkpoint):
+    """A bundle as `kaggle bundle --strip-puzzles` writes it, with a stand-in kit wheel (no wheel build)."""
+    tmp = tmp_path_factory.mktemp("fast-bundle")
+    wheel = tmp / "arc_kit-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK")
+    out = tmp / "kaggle"
+    names = km.BundleNames(owner="alice")
+    kb.bundle(out, names, tiny_checkpoint, download=False, kit_wheel=wheel, packages=(), strip_puzzles=True, log=print)
+    return out
+
+
+@pytest.mark.e2e
 def test_bundle_folders(bundle_dir, tiny_checkpoint):
     from arc_kit.model.checkpoint import load_checkpoint, load_puzzle_rows
 
@@ -372,6 +376,7 @@ def test_bundle_folders(bundle_dir, tiny_checkpoint):
     ).read_bytes()
 
 
+@pytest.mark.e2e
 def test_bundle_accepts_a_downloaded_checkpoint(tmp_path, monkeypatch):
     """`checkpoint download` (from a loopback hub) -> `kaggle bundle --strip-puzzles`: one mean row, same network."""
     import torch
@@ -440,7 +445,8 @@ def test_bundle_refuses_bad_names(tmp_path, capsys):
     assert "owner" in capsys.readouterr().err
 
 
-def test_push_dry_run_requests(bundle_dir, monkeypatch, capsys):
+def test_push_dry_run_requests(fast_bundle_dir, monkeypatch, capsys):
+    bundle_dir = fast_bundle_dir
     monkeypatch.setenv("KAGGLE_USERNAME", "real-user")
     monkeypatch.setenv("KAGGLE_KEY", "s3cret-key-value")
     report = kapi.push(bundle_dir, dry_run=True, log=lambda m: None)
@@ -465,7 +471,8 @@ def test_push_dry_run_requests(bundle_dir, monkeypatch, capsys):
     assert not any("s3cret" in p.read_text(errors="ignore") for p in bundle_dir.rglob("*.json"))
 
 
-def test_submit_dry_run_and_missing_credentials(bundle_dir, monkeypatch, tmp_path, capsys):
+def test_submit_dry_run_and_missing_credentials(fast_bundle_dir, monkeypatch, tmp_path, capsys):
+    bundle_dir = fast_bundle_dir
     report = kapi.submit(bundle_dir, dry_run=True, message="try 1", log=lambda m: None)
     ((path, req),) = report.requests
     assert path.endswith("create_code_submission")

@@ -6,9 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_pipeline import ROOT, assert_valid_submission, prediction_lines, run_cli, tasks_dir, tiny_config
+from helpers import ROOT, assert_valid_submission, prediction_lines, run_cli, tiny_config
 
-__all__ = ["tasks_dir"]  # the fixture, shared with test_pipeline
+pytestmark = pytest.mark.e2e  # every test here runs `arc-kit run` in a subprocess
 
 
 def revote_submission(tmp_path: Path, out: Path, tasks: Path, config: str) -> bytes:

@@ -9,6 +9,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from helpers import tiny_trm_config
 
 from arc_kit.cli.main import main
 from arc_kit.kaggle import bundle as kb
@@ -162,7 +163,14 @@ def run_notebook(
     }
     for k, v in env.items():
         monkeypatch.setenv(k, str(v))
-    for k in ("ARC_KIT_WHEELS_DIR", "ARC_KIT_CHECKPOINT_DIR", "ARC_KIT_COMPETITION_DIR", "ARC_KIT_OVERRIDES"):
+    # PYTHONPATH too: a checkout on it would shadow the arc-kit the notebook installs from the wheel
+    for k in (
+        "ARC_KIT_WHEELS_DIR",
+        "ARC_KIT_CHECKPOINT_DIR",
+        "ARC_KIT_COMPETITION_DIR",
+        "ARC_KIT_OVERRIDES",
+        "PYTHONPATH",
+    ):
         monkeypatch.delenv(k, raising=False)
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # allow_errors=False: any cell that raises fails the test
@@ -186,6 +194,7 @@ def _job_minutes(text: str) -> float:
     return float(re.findall(r"budget\.total_minutes=([0-9.]+)", text)[-1])
 
 
+@pytest.mark.e2e
 def test_notebook_runs_offline_and_submits(tmp_path, kit, monkeypatch):
     text, sub, tasks = run_notebook(tmp_path, kit, monkeypatch, budget=2.0)
     assert "from arc-kit run" in text  # the job's submission replaced the fallback
@@ -197,6 +206,7 @@ def test_notebook_runs_offline_and_submits(tmp_path, kit, monkeypatch):
     assert 0 < _job_minutes(text) < 2.0  # the job is sized inside the notebook's limit (set-up and margin taken off)
 
 
+@pytest.mark.e2e
 def test_notebook_with_a_corrupted_task(tmp_path, kit, monkeypatch):
     text, sub, tasks = run_notebook(tmp_path, kit, monkeypatch, budget=2.0, corrupt=True)
     bad = TASK_IDS[1]
@@ -206,6 +216,7 @@ def test_notebook_with_a_corrupted_task(tmp_path, kit, monkeypatch):
     assert 0 < _job_minutes(text) < 2.0
 
 
+@pytest.mark.e2e
 def test_notebook_with_a_budget_far_too_small(tmp_path, kit, monkeypatch):
     # ~100000 steps and 64 views per input would take hours on CPU: the notebook must still end in its 1 minute
     text, sub, tasks = run_notebook(tmp_path, kit, monkeypatch, budget=1.0, steps=100000, views=64)
@@ -216,6 +227,7 @@ def test_notebook_with_a_budget_far_too_small(tmp_path, kit, monkeypatch):
     assert sorted(sub) == sorted(TASK_IDS)
 
 
+@pytest.mark.e2e
 def test_simulate_runs_the_notebook_on_a_mock_competition(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_CONFIG % {"steps": 20, "views": 2})
@@ -244,25 +256,14 @@ def test_simulate_runs_the_notebook_on_a_mock_competition(tmp_path, capsys):
     assert report["local_train_seq_per_s"] > 0 and report["local_wall_seconds"] > 0
 
 
+@pytest.mark.e2e
 def test_notebook_with_a_stripped_checkpoint_dataset(tmp_path, kit, monkeypatch):
     import torch
 
     from arc_kit.model.checkpoint import save_checkpoint
-    from arc_kit.model.trm import TRM, TRMConfig
+    from arc_kit.model.trm import TRM
 
-    cfg = TRMConfig(
-        hidden_size=32,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=1,
-        L_cycles=1,
-        expansion=2,
-        seq_len=900,
-        puzzle_emb_ndim=32,
-        puzzle_emb_len=1,
-        num_puzzle_identifiers=4,
-        halt_max_steps=2,
-    )
+    cfg = tiny_trm_config(hidden_size=32, seq_len=900, puzzle_emb_ndim=32, num_puzzle_identifiers=4)
     torch.manual_seed(0)
     model = TRM(cfg)
     model.puzzle_emb.weights = torch.randn(4, 32)

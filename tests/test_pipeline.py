@@ -1,118 +1,24 @@
 """`arc-kit run` end to end on tiny tasks and a tiny TRM: budget, broken tasks, kills, resume, faults, revote."""
 
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-import yaml
-from conftest import simple_task, write_task_dir
+from helpers import (
+    BROKEN,
+    ROOT,
+    assert_valid_submission,
+    kill_run_when,
+    prediction_lines,
+    run_cli,
+    simple_task,
+    tiny_config,
+    write_task_dir,
+)
 
-from arc_kit.data import load_tasks
-from arc_kit.submission import read_submission, validate_submission
-
-ROOT = Path(__file__).resolve().parents[1]
-BROKEN = '{"train": [{"input": [[1, 12]], "output": [[1]]}], "test": [{"input": [[1]]}, {"input": [[2]]}]}'
-
-
-def tiny_config(tasks_dir: Path, **over) -> dict:
-    """A TRM small enough that a training step takes milliseconds on one CPU thread (4x4 canvas)."""
-    cfg = {
-        "name": "tiny",
-        "tasks": {"source": str(tasks_dir)},
-        "model": {
-            "canvas": "task",
-            "arch": {
-                "hidden_size": 16,
-                "num_heads": 2,
-                "L_layers": 1,
-                "H_cycles": 1,
-                "L_cycles": 1,
-                "expansion": 2,
-                "puzzle_emb_ndim": 16,
-                "puzzle_emb_len": 1,
-                "halt_max_steps": 2,
-            },
-        },
-        "ttt": {
-            "augmentations": 3,
-            "max_steps": 30,
-            "train": {"global_batch_size": 16, "lr": 3e-3, "lr_warmup_steps": 2, "ema": False, "log_every": 10},
-        },
-        "inference": {"views": 4, "batch_size": 4},
-        "budget": {"total_minutes": 2.0, "safety_margin_minutes": 0.05, "startup_seconds": 2, "revote_seconds": 1},
-        "runtime": {"device": "cpu", "threads": 1},
-        "output": {"progress": False},
-    }
-    for key, value in over.items():
-        node = cfg
-        *head, last = key.split(".")
-        for h in head:
-            node = node.setdefault(h, {})
-        node[last] = value
-    return cfg
-
-
-@pytest.fixture
-def tasks_dir(tmp_path) -> Path:
-    tasks = {f"t{i}": simple_task(n_train=2, n_test=1 + (i == 1), size=3, colour=1 + i) for i in range(4)}
-    return write_task_dir(tmp_path / "tasks", tasks)
-
-
-def run_command(cfg: dict, out: Path) -> list[str]:
-    """`arc-kit run` of `cfg` (written next to OUT) into OUT."""
-    path = out.parent / f"{out.name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return [sys.executable, "-m", "arc_kit.cli", "run", "--config", str(path), "--out", str(out)]
-
-
-def run_cli(
-    cfg: dict, out: Path, *extra: str, env: dict | None = None, timeout: float = 240
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*run_command(cfg, out), *extra],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env=dict(os.environ, **(env or {})),
-    )
-
-
-def assert_valid_submission(out: Path, tasks_dir: Path) -> dict:
-    sub = read_submission(out / "submission.json")
-    assert validate_submission(sub, load_tasks(tasks_dir, lenient=True)) == []
-    return sub
-
-
-def kill_run_when(cfg: dict, out: Path, fault: str, ready, settle: float = 0.0) -> None:
-    """Start `arc-kit run` with ARC_KIT_FAULT=`fault`; once `ready()` (at most 90 s) and `settle` seconds more,
-    SIGKILL the supervisor's process group (its stage child must die with it)."""
-    proc = subprocess.Popen(
-        run_command(cfg, out),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=dict(os.environ, ARC_KIT_FAULT=fault),
-        start_new_session=True,
-    )
-    try:
-        deadline = time.time() + 90
-        while not ready() and time.time() < deadline:
-            time.sleep(0.1)
-        time.sleep(settle)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-
-
-def prediction_lines(out: Path, name: str = "predictions.jsonl") -> list[str]:
-    p = out / name
-    return p.read_text().splitlines() if p.is_file() else []
+pytestmark = pytest.mark.e2e  # every test here runs `arc-kit run` in a subprocess
 
 
 def test_run_end_to_end_scores_and_revote_reproduces_it(tmp_path, tasks_dir):

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import MINI, REF
 
 import arc_kit.run.predict as predict_mod
 from arc_kit.augment import Augmentation
@@ -17,9 +18,6 @@ from arc_kit.identifiers import task_puzzles
 from arc_kit.predictions import read_predictions
 from arc_kit.run.predict import PredictConfig, predict, subsample
 
-SHARED = Path(__file__).parents[2] / "shared"
-MINI = SHARED / "fixtures" / "trm-dataset-mini"
-REF = SHARED / "fixtures" / "trm-reference"
 NAMES = json.loads((MINI / "identifiers.json").read_text())  # 21 rows: <blank> + 5 tasks x 4 puzzles
 EVAL = MINI / "source" / "arc-agi_evaluation_challenges.json"
 
@@ -126,6 +124,7 @@ def _check_rows_and_inputs(calls, tasks):
     return seen
 
 
+@pytest.mark.e2e
 def test_real_model_end_to_end_and_resume(model_dir, tmp_path, monkeypatch):
     calls, _ = _instrument(monkeypatch)
     tasks = load_tasks(EVAL, ids=["00576224"])

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import simple_task, write_task_dir
-from test_pipeline import assert_valid_submission, run_cli, tiny_config
+from helpers import assert_valid_submission, run_cli, simple_task, tiny_config, write_task_dir
 
 from arc_kit.config import load_config
 from arc_kit.data import load_tasks
@@ -73,6 +72,7 @@ def _train(tmp_path: Path, out: Path, *extra: str) -> subprocess.CompletedProces
     return subprocess.run([*cmd, *over, *extra], capture_output=True, text=True, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.e2e
 def test_train_with_the_starter_recipe_writes_the_shipped_layout_and_export_strips_it(tmp_path):
     r = _train(tmp_path, tmp_path / "ck", "--threads", "1")
     assert r.returncode == 0, r.stderr[-2000:]
@@ -109,6 +109,7 @@ def test_train_with_the_starter_recipe_writes_the_shipped_layout_and_export_stri
     assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--force" in again.stderr
 
 
+@pytest.mark.e2e
 def test_test_time_training_from_the_starter_on_two_tiny_tasks(tmp_path):
     tasks = write_task_dir(tmp_path / "tasks", {f"t{i}": simple_task(size=3, colour=2 + i) for i in range(2)})
     cfg = tiny_config(tasks, **{"ttt.max_steps": 6, "ttt.augmentations": 1, "inference.views": 2})

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_trm_config
 
 from arc_kit.augment import AugmentConfig
 from arc_kit.data import Pair, Task, load_tasks
@@ -33,21 +34,9 @@ def _data():
 
 def _model(data, seed=0, **kw):
     torch.manual_seed(seed)
-    cfg = dict(
-        hidden_size=32,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=2,
-        L_cycles=1,
-        expansion=2,
-        seq_len=data.seq_len,
-        puzzle_emb_ndim=32,
-        puzzle_emb_len=1,
-        num_puzzle_identifiers=len(data.puzzle_names),
-        halt_max_steps=3,
-    )
-    cfg.update(kw)
-    return TRM(TRMConfig(**cfg))
+    cfg = dict(hidden_size=32, H_cycles=2, puzzle_emb_ndim=32, halt_max_steps=3)
+    cfg |= dict(seq_len=data.seq_len, num_puzzle_identifiers=len(data.puzzle_names))
+    return TRM(tiny_trm_config(**(cfg | kw)))
 
 
 def _config(**kw):
@@ -191,6 +180,7 @@ def _dp_worker(out_path):
         )
 
 
+@pytest.mark.e2e
 def test_two_process_data_parallel_follows_single_process(tmp_path):
     # debug_launcher forks: a parent whose OpenMP pool already ran (earlier tests) can deadlock its
     # children, so launch from a fresh interpreter.
@@ -218,6 +208,7 @@ def test_two_process_data_parallel_follows_single_process(tmp_path):
     )
 
 
+@pytest.mark.e2e
 def test_learns_an_arc_task_and_solves_its_test_input():
     """A tiny TRM trained on the 4 demonstrations of ARC-AGI-1 training task 0d3d703e (a colour mapping),
     under dihedral augmentation and translation on a 6x6 canvas, predicts the held-out test output exactly."""
@@ -257,7 +248,7 @@ def test_learns_an_arc_task_and_solves_its_test_input():
 
 
 def test_cli_train_writes_checkpoint_and_resumes(tmp_path, capsys):
-    from conftest import simple_task, write_task_dir
+    from helpers import simple_task, write_task_dir
 
     from arc_kit.cli.main import main
 
@@ -335,6 +326,7 @@ def test_nan_between_sync_points_is_caught_and_never_saved(tmp_path):
         tr.save(tmp_path / "ck")
 
 
+@pytest.mark.e2e
 def test_compiled_training_step_follows_eager():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -353,6 +345,7 @@ def test_compiled_training_step_follows_eager():
         Trainer(_model(_data()), _data(), _config(compile="max"))
 
 
+@pytest.mark.e2e
 def test_compiled_training_runs_to_a_deadline():
     # the compiling first step leaves no step time to plan the deadline from: planning starts at the second step
     threads = torch.get_num_threads()
