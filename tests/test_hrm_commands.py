@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import simple_task, write_task_dir
-from test_pipeline import assert_valid_submission, run_cli, tiny_config
+from helpers import assert_valid_submission, run_cli, simple_task, tiny_config, write_task_dir
 
 from arc_kit.cli.main import main
 from arc_kit.config import load_config

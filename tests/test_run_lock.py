@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import simple_task, write_task_dir
+from helpers import assert_valid_submission, run_cli, simple_task, tiny_config, tiny_trm_config, write_task_dir
 from test_bad_inputs import tree_state
-from test_pipeline import assert_valid_submission, run_cli, tiny_config
 
 from arc_kit.errors import ArcKitError
 from arc_kit.run.directory import LOCK_FILE
@@ -177,21 +176,10 @@ def test_two_concurrent_predicts_into_one_directory(tmp_path):
     import torch
 
     from arc_kit.model.checkpoint import save_checkpoint
-    from arc_kit.model.trm import TRM, TRMConfig
+    from arc_kit.model.trm import TRM
 
     names = ["<blank>", "t0", "t1"]
-    cfg = TRMConfig(
-        hidden_size=16,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=1,
-        L_cycles=1,
-        seq_len=16,
-        puzzle_emb_ndim=16,
-        puzzle_emb_len=1,
-        num_puzzle_identifiers=3,
-        halt_max_steps=1,
-    )
+    cfg = tiny_trm_config(num_puzzle_identifiers=3, halt_max_steps=1)
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "model", TRM(cfg), names)
     tasks = write_task_dir(tmp_path / "tasks", {f"t{i}": simple_task(size=3, colour=1 + i) for i in range(2)})

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import simple_task, write_task_dir
-from test_pipeline import tiny_config
+from helpers import simple_task, tiny_config, tiny_trm_config, write_task_dir
 
 from arc_kit.cli.main import main
 from arc_kit.errors import ArcKitError
@@ -16,23 +15,12 @@ from arc_kit.kaggle import job as kj
 from arc_kit.kaggle import settings as ak
 from arc_kit.model.checkpoint import save_checkpoint, write_table
 from arc_kit.model.starter import export_checkpoint
-from arc_kit.model.trm import TRM, TRMConfig
+from arc_kit.model.trm import TRM
 from arc_kit.model.verify import verify_checkpoint
 
 
 def tiny_model(rows: int = 3, hidden: int = 16) -> TRM:
-    cfg = TRMConfig(
-        hidden_size=hidden,
-        num_heads=2,
-        L_layers=1,
-        H_cycles=1,
-        L_cycles=1,
-        seq_len=16,
-        puzzle_emb_ndim=16,
-        puzzle_emb_len=1,
-        num_puzzle_identifiers=rows,
-        halt_max_steps=1,
-    )
+    cfg = tiny_trm_config(hidden_size=hidden, num_puzzle_identifiers=rows, halt_max_steps=1)
     torch.manual_seed(0)
     return TRM(cfg)
 

@@ -64,8 +64,8 @@ def cmd_train(args) -> int:
     _check_args(args)
     import torch
 
-    from arc_kit.model.build import build_model, fit_config, load_model
-    from arc_kit.model.checkpoint import read_checkpoint_info
+    from arc_kit.model.build import build_model, fit_config
+    from arc_kit.model.checkpoint import load_model, read_checkpoint_info
     from arc_kit.model.dataset import load_train_data
     from arc_kit.model.starter import resolve_checkpoint
     from arc_kit.model.train import Trainer

@@ -1,17 +1,16 @@
-"""The one model builder: TRM or HRM by `kind`, a checkpoint's model fitted to a run, new puzzle rows.
+"""The one model builder: TRM or HRM by `kind`, a new model fitted to a run, the one initialiser of new puzzle rows.
 
-Every command that trains (`arc-kit train`, the run's training stage) and every benchmark builds its model here, so
-the run settings (canvas, crops, supervision steps) and the start of new puzzle rows are applied the same way.
+Every command that trains (`arc-kit train`, the run's training stage) and every benchmark builds its model here, and
+`checkpoint.load_model` (a checkpoint's model fitted to a run) uses the same fitting and row initialiser, so the run
+settings (canvas, crops, supervision steps) and the start of new puzzle rows are applied the same way.
 """
 
 import dataclasses
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 
 from arc_kit.errors import ArcKitError
-from arc_kit.identifiers import rows_unnamed
 from arc_kit.model.config import GRID_CELLS, TRMConfig, crop_config
 from arc_kit.model.hrm import HRM
 from arc_kit.model.trm import TRM
@@ -69,43 +68,6 @@ def build_model(
     if row_init == "normal" and arch.puzzle_emb_ndim > 0:
         init_rows(model, list(range(1, arch.num_puzzle_identifiers)), "normal")
     return model
-
-
-def load_model(
-    checkpoint: str | Path,
-    names: Sequence[str] | None = None,
-    *,
-    seq_len: int | None = None,
-    crop_margin: int | None = None,
-    halt_max_steps: int | None = None,
-    seed: int = 0,
-    row_init: str = "mean",
-    crop_key: str = "model.canvas",
-) -> tuple[TRM, int]:
-    """A checkpoint's model with a puzzle table of exactly `names` (row 0 `<blank>`; None: the stored table),
-    fitted as `fit_config` says. A name the checkpoint has starts from its stored row (only those rows are read);
-    a new one as `row_init` says ("mean": the mean of the whole stored table, streamed). Returns (model in
-    train-ready form, number of new rows)."""
-    from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info, table_mean
-
-    new: list[int] = []
-    if names is None:
-        model, _ = load_checkpoint(checkpoint)
-    else:
-        stored = read_checkpoint_info(checkpoint).puzzle_names
-        # unnamed rows (row0, ...: e.g. the published HRM's): no task is matched to a row; all start as new ones
-        row_of = {} if rows_unnamed(stored) else {n: i for i, n in enumerate(stored)}
-        model, _ = load_checkpoint(checkpoint, puzzle_rows=[row_of.get(n, 0) for n in names])
-        new = [i for i, n in enumerate(names) if i > 0 and n not in row_of]
-    if new and model.config.puzzle_emb_ndim > 0:
-        torch.manual_seed(seed)  # "normal": the same rows in every process and on resume
-        init_rows(model, new, row_init, table_mean(checkpoint) if row_init == "mean" else None)
-    if model.config.crops:
-        seq_len = None  # a crop-trained model keeps its crops
-    model.config = fit_config(
-        model.config, seq_len=seq_len, crop_margin=crop_margin, halt_max_steps=halt_max_steps, crop_key=crop_key
-    )
-    return model, len(new)
 
 
 def init_rows(model: TRM, rows: Sequence[int], how: str, mean: torch.Tensor | None = None) -> None:

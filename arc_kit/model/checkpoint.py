@@ -27,8 +27,8 @@ import yaml
 from arc_kit.config import from_dict, read_yaml, to_dict
 from arc_kit.errors import ArcKitError
 from arc_kit.files import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
-from arc_kit.identifiers import read_identifiers
-from arc_kit.model.build import instantiate
+from arc_kit.identifiers import read_identifiers, rows_unnamed
+from arc_kit.model.build import fit_config, init_rows, instantiate
 from arc_kit.model.trm import TRM, TRMConfig
 
 FORMAT = "arc-kit-trm/1"
@@ -359,3 +359,38 @@ def strip_puzzle_rows(directory: str | Path, chunk: int = 65536) -> int:
     (directory / STATE_FILES["optimizer"]).unlink(missing_ok=True)
     read_checkpoint_info(directory)  # still a valid checkpoint
     return n
+
+
+def load_model(
+    checkpoint: str | Path,
+    names: Sequence[str] | None = None,
+    *,
+    seq_len: int | None = None,
+    crop_margin: int | None = None,
+    halt_max_steps: int | None = None,
+    seed: int = 0,
+    row_init: str = "mean",
+    crop_key: str = "model.canvas",
+) -> tuple[TRM, int]:
+    """A checkpoint's model with a puzzle table of exactly `names` (row 0 `<blank>`; None: the stored table),
+    fitted as `fit_config` says. A name the checkpoint has starts from its stored row (only those rows are read);
+    a new one as `row_init` says ("mean": the mean of the whole stored table, streamed). Returns (model in
+    train-ready form, number of new rows)."""
+    new: list[int] = []
+    if names is None:
+        model, _ = load_checkpoint(checkpoint)
+    else:
+        stored = read_checkpoint_info(checkpoint).puzzle_names
+        # unnamed rows (row0, ...: e.g. the published HRM's): no task is matched to a row; all start as new ones
+        row_of = {} if rows_unnamed(stored) else {n: i for i, n in enumerate(stored)}
+        model, _ = load_checkpoint(checkpoint, puzzle_rows=[row_of.get(n, 0) for n in names])
+        new = [i for i, n in enumerate(names) if i > 0 and n not in row_of]
+    if new and model.config.puzzle_emb_ndim > 0:
+        torch.manual_seed(seed)  # "normal": the same rows in every process and on resume
+        init_rows(model, new, row_init, table_mean(checkpoint) if row_init == "mean" else None)
+    if model.config.crops:
+        seq_len = None  # a crop-trained model keeps its crops
+    model.config = fit_config(
+        model.config, seq_len=seq_len, crop_margin=crop_margin, halt_max_steps=halt_max_steps, crop_key=crop_key
+    )
+    return model, len(new)

@@ -56,7 +56,7 @@ def checkpoint_model_for(cfg: RunConfig, names: list[str], log: logging.Logger, 
     """The checkpoint's network with a puzzle table of exactly `names` (row 0 `<blank>`): a name the checkpoint
     already has starts from its stored row, a new one as `ttt.row_init` says (the mean of the whole stored table,
     streamed, by default). `canvas`: the run's canvas, for a model with coordinate positions (any canvas)."""
-    from arc_kit.model.build import load_model
+    from arc_kit.model.checkpoint import load_model
 
     checkpoint = cfg.model.checkpoint
     if not checkpoint:
@@ -115,8 +115,7 @@ def probe_model(env: StageEnv, targets: list[Task]) -> tuple["TRM", int]:
     rows this run trains are set up when building), or a new model on the run's canvas."""
     cfg = env.cfg
     if cfg.model.checkpoint:
-        from arc_kit.model.build import load_model
-        from arc_kit.model.checkpoint import read_checkpoint_info
+        from arc_kit.model.checkpoint import load_model, read_checkpoint_info
 
         stored = read_checkpoint_info(cfg.model.checkpoint)
         side = run_canvas_for(stored, cfg, targets)
