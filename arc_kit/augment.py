@@ -7,8 +7,8 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import Grid, Pair, Task
-from arc_kit.errors import ArcKitError
 
 SEP = "|||"  # the reference builder's puzzle-name separator: TASK|||t{k}|||{perm}
 IDENTITY_PERM = tuple(range(10))

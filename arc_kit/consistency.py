@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from arc_kit.augment import split_name
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import open_read
 from arc_kit.data import Grid, Task
 from arc_kit.encoding import PAD
-from arc_kit.errors import ArcKitError
-from arc_kit.files import open_read
 from arc_kit.infer import View, encode_view_output, encode_views, make_batches
 from arc_kit.predictions import Prediction, PredictionWriter, parse_weighted_path
 from arc_kit.vote import CONSISTENCY_STRATEGIES, Tally, add_consistency, candidate_hash

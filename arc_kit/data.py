@@ -5,8 +5,8 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, cast
 
-from arc_kit.errors import ArcKitError
-from arc_kit.files import read_json, read_text
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import read_json, read_text
 
 Grid = list[list[int]]
 GRID_SIDE = 30  # ARC grids are 1..30 x 1..30: also the side of the reference canvas and of the coordinate grid

@@ -6,8 +6,8 @@ from typing import cast
 import numpy as np
 import numpy.typing as npt
 
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import GRID_SIDE, Grid, load_tasks
-from arc_kit.errors import ArcKitError
 from arc_kit.identifiers import plan_test_split, read_identifiers
 
 PAD = 0  # empty canvas cell; PAD label positions are ignored by the loss

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from arc_kit.augment import SEP, Augmentation, TaskVersions, split_name
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import read_json
+from arc_kit.base.progress import progress as progress_bar
 from arc_kit.data import Task, load_tasks
-from arc_kit.errors import ArcKitError
-from arc_kit.files import read_json
-from arc_kit.progress import progress as progress_bar
 
 RETRIES_FACTOR = 5  # reference ARCAugmentRetriesFactor
 BLANK = "<blank>"  # identifier 0: the reference builder's padding puzzle

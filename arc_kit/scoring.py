@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import Grid, TaskSet, grid_problem
-from arc_kit.errors import ArcKitError
 from arc_kit.submission import fallback_grids, validate_submission
 
 if TYPE_CHECKING:

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from arc_kit.augment import SEP
-from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_open
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import atomic_open
 from arc_kit.identifiers import BLANK, read_identifiers
 
 FORMAT = "arc-kit-identifiers/1"

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import atomic_write_json, first_line, read_json
 from arc_kit.data import Grid, Task, TaskSet, grid_problem
-from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_json, first_line, read_json
 
 if TYPE_CHECKING:
     from arc_kit.vote import Candidate

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
-from arc_kit.config import load_config
+from arc_kit.base.config import load_config
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import Grid, TaskSet
-from arc_kit.errors import ArcKitError
 from arc_kit.predictions import Prediction
 
 STRATEGIES = ("reference", "plurality", "confidence", "filtered", "consistency", "votes-consistency")

@@ -92,7 +92,7 @@ def main(argv=None) -> int:
     import numpy as np
     import torch
 
-    from arc_kit.config import from_dict, load_config, to_dict
+    from arc_kit.base.config import from_dict, load_config, to_dict
     from arc_kit.data import Pair, Task
     from arc_kit.model.config import PretrainConfig
     from arc_kit.model.dataset import TrainData

@@ -13,7 +13,8 @@ PACKAGE = ROOT / "arc_kit"
 
 # Layers, lowest first (ARCHITECTURE.md): a module may import its own layer and those below, never above.
 LAYERS = [
-    ("foundation", {"arc_kit", "arc_kit.errors", "arc_kit.files", "arc_kit.config", "arc_kit.progress"}),
+    ("package", {"arc_kit"}),  # arc_kit/__init__.py: the version
+    ("base", "arc_kit.base"),  # arc_kit/base/: errors, files, config, progress
     (
         "core",
         {
@@ -156,7 +157,7 @@ def test_the_wheel_holds_every_sub_package_and_imports_from_it(tmp_path):
     code = (
         f"import importlib, arc_kit; assert arc_kit.__file__.startswith({str(site)!r}), arc_kit.__file__; "
         f"[importlib.import_module(m) for m in {packages!r}]; "
-        "from arc_kit.config import resolve_config_path; print(resolve_config_path('cpu-demo')); "
+        "from arc_kit.base.config import resolve_config_path; print(resolve_config_path('cpu-demo')); "
         "from arc_kit.model.starter import resolve_checkpoint, verify_manifest; d = resolve_checkpoint('starter'); "
         "assert not verify_manifest(d); print(d)"
     )

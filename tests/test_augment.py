@@ -17,9 +17,9 @@ from arc_kit.augment import (
     sample_augmentations,
     split_name,
 )
-from arc_kit.config import load_config
+from arc_kit.base.config import load_config
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import Pair, Task, load_tasks
-from arc_kit.errors import ArcKitError
 
 
 def _random_aug(rng):

@@ -543,7 +543,7 @@ def test_model_commands_refuse_bad_input(model_ws, args, names):
 def test_failed_bundle_build_leaves_the_output_as_it_was(tmp_path, monkeypatch):
     """A failure after validation (here: while writing the kernel folder) removes the half-built folders and
     keeps the previous bundle untouched."""
-    from arc_kit.errors import ArcKitError
+    from arc_kit.base.errors import ArcKitError
     from arc_kit.kaggle import bundle as kb
     from arc_kit.kaggle.meta import BundleNames
 

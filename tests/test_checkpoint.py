@@ -7,7 +7,7 @@ import torch
 from helpers import SMALL, tiny_trm_config
 from safetensors import safe_open
 
-from arc_kit.errors import ArcKitError
+from arc_kit.base.errors import ArcKitError
 from arc_kit.model.build import add_puzzles
 from arc_kit.model.checkpoint import (
     TABLE_FILE,

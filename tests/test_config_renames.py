@@ -2,8 +2,8 @@
 
 import pytest
 
-from arc_kit.config import load_config
-from arc_kit.errors import ArcKitError
+from arc_kit.base.config import load_config
+from arc_kit.base.errors import ArcKitError
 from arc_kit.model.config import DataConfig, PretrainConfig
 from arc_kit.run.config import InferenceConfig, TTTConfig, load_run_config
 

@@ -9,6 +9,7 @@ import torch
 from helpers import write_task_dir
 
 from arc_kit.augment import Augmentation
+from arc_kit.base.errors import ArcKitError
 from arc_kit.consistency import (
     candidates_by_input,
     read_consistency,
@@ -18,7 +19,6 @@ from arc_kit.consistency import (
 )
 from arc_kit.data import load_tasks
 from arc_kit.encoding import VOCAB_SIZE, encode_grid
-from arc_kit.errors import ArcKitError
 from arc_kit.infer import View
 from arc_kit.model.loss import log_stablemax
 from arc_kit.predictions import Prediction, done_view_keys, parse_prediction

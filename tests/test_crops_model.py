@@ -10,9 +10,9 @@ import torch
 from helpers import assert_valid_submission, run_cli, simple_task, tiny_config, tiny_trm_config, write_task_dir
 
 from arc_kit.augment import AugmentConfig
+from arc_kit.base.errors import ArcKitError
 from arc_kit.crops import task_crop
 from arc_kit.data import Pair, Task, TaskSet
-from arc_kit.errors import ArcKitError
 from arc_kit.infer import encode_views, make_batches, plan_views, predict_views, run_model
 from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info
 from arc_kit.model.config import crop_config

@@ -6,9 +6,9 @@ import json
 import pytest
 from helpers import simple_task, write_challenges, write_task_dir
 
+from arc_kit.base.errors import ArcKitError
 from arc_kit.cli.common import add_task_args, tasks_from_args
 from arc_kit.data import BUNDLED, load_tasks, parse_ids, validate_grid
-from arc_kit.errors import ArcKitError
 
 # --- sources -----------------------------------------------------------------------------------------
 

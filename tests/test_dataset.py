@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from arc_kit.augment import Augmentation, AugmentConfig
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import Pair, Task
 from arc_kit.encoding import COLOR_OFFSET, EOS, IGNORE_LABEL_ID
-from arc_kit.errors import ArcKitError
 from arc_kit.model.batches import BatchSampler
 from arc_kit.model.dataset import BLANK, TrainData, build_puzzle_names
 

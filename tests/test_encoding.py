@@ -5,6 +5,7 @@ import pytest
 from helpers import MINI, assert_matches_record, identifier_record, mini_split
 
 from arc_kit.augment import split_name
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import load_tasks
 from arc_kit.encoding import (
     EOS,
@@ -17,7 +18,6 @@ from arc_kit.encoding import (
     encode_pair,
     loss_labels,
 )
-from arc_kit.errors import ArcKitError
 from arc_kit.identifiers import plan_test_split, read_identifiers
 
 

@@ -18,8 +18,8 @@ from helpers import (
     write_task_dir,
 )
 
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import load_tasks
-from arc_kit.errors import ArcKitError
 from arc_kit.model.checkpoint import fingerprint, load_checkpoint, save_checkpoint, table_mean
 from arc_kit.model.trm import TRM
 from arc_kit.run.config import load_run_config

@@ -9,8 +9,8 @@ import pytest
 import torch
 import yaml
 
-from arc_kit.config import from_dict
-from arc_kit.errors import ArcKitError
+from arc_kit.base.config import from_dict
+from arc_kit.base.errors import ArcKitError
 from arc_kit.model.build import instantiate
 from arc_kit.model.config import TRMConfig
 from arc_kit.model.hrm import HRM

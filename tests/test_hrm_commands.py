@@ -8,8 +8,8 @@ import pytest
 import yaml
 from helpers import assert_valid_submission, run_cli, simple_task, tiny_config, write_task_dir
 
+from arc_kit.base.config import load_config
 from arc_kit.cli.main import main
-from arc_kit.config import load_config
 from arc_kit.model.checkpoint import load_checkpoint
 from arc_kit.model.hrm import HRM
 from arc_kit.run.config import RunConfig

@@ -258,7 +258,7 @@ def test_shipped_identifier_lists_equal_the_reference(build):
 
 def test_identifier_encoding_round_trip_and_refusals(tmp_path):
     from arc_kit import shipped_identifiers as si
-    from arc_kit.errors import ArcKitError
+    from arc_kit.base.errors import ArcKitError
 
     decode_identifiers, encode_identifiers = si.decode_identifiers, si.encode_identifiers
     read_identifier_file, write_identifier_file = si.read_identifier_file, si.write_identifier_file

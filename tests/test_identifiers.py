@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from helpers import MINI, assert_matches_record, identifier_record, mini_split, reference_data_dir
 
+from arc_kit.base.errors import ArcKitError
 from arc_kit.cli.main import main
 from arc_kit.data import Pair, Task
-from arc_kit.errors import ArcKitError
 from arc_kit.identifiers import RECIPES, augmentation_names, build_identifiers, load_subset, recipe_for_rows
 
 

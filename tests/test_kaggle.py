@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from helpers import tiny_trm_config
 
+from arc_kit.base.errors import ArcKitError
 from arc_kit.cli.main import main
-from arc_kit.errors import ArcKitError
 from arc_kit.kaggle import api as kapi
 from arc_kit.kaggle import bundle as kb
 from arc_kit.kaggle import job as kj

@@ -9,7 +9,7 @@ import torch
 import yaml
 from helpers import PREFIX, REF, SMALL, tiny_trm_config
 
-from arc_kit.errors import ArcKitError
+from arc_kit.base.errors import ArcKitError
 from arc_kit.model.loss import act_loss, compute_loss, stablemax_cross_entropy
 from arc_kit.model.trm import TRM, TRMConfig
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import grid_problem
-from arc_kit.errors import ArcKitError
 from arc_kit.predictions import Prediction, PredictionWriter, iter_predictions, parse_weighted_path, read_predictions
 
 

@@ -2,7 +2,7 @@
 
 import io
 
-from arc_kit.progress import StatusLine, progress
+from arc_kit.base.progress import StatusLine, progress
 
 
 class Clock:

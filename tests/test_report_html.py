@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from report_fixtures import synthetic, write_predictions, write_task_files
 
+from arc_kit.base.config import to_dict
 from arc_kit.cli.main import main
-from arc_kit.config import to_dict
 from arc_kit.data import TaskSet, task_set_to_json
 from arc_kit.predictions import parse_prediction
 from arc_kit.report_html import (

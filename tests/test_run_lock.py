@@ -14,7 +14,7 @@ import pytest
 from helpers import assert_valid_submission, run_cli, simple_task, tiny_config, tiny_trm_config, write_task_dir
 from test_bad_inputs import tree_state
 
-from arc_kit.errors import ArcKitError
+from arc_kit.base.errors import ArcKitError
 from arc_kit.run.directory import LOCK_FILE
 from arc_kit.run.lock import LOCK_ENV, RunLock, is_locked, read_holder, stage_lock
 

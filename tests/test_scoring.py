@@ -4,8 +4,8 @@ import warnings
 
 import pytest
 
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import Pair, Task, TaskSet, load_tasks
-from arc_kit.errors import ArcKitError
 from arc_kit.predictions import Prediction
 from arc_kit.scoring import (
     Comparison,

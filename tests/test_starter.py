@@ -10,9 +10,9 @@ import pytest
 import torch
 from helpers import assert_valid_submission, run_cli, simple_task, tiny_config, write_task_dir
 
-from arc_kit.config import load_config
+from arc_kit.base.config import load_config
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import load_tasks
-from arc_kit.errors import ArcKitError
 from arc_kit.model import starter
 from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info, table_mean
 from arc_kit.model.config import PretrainConfig

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import Pair, Task, TaskSet
-from arc_kit.errors import ArcKitError
 from arc_kit.predictions import Prediction
 from arc_kit.submission import (
     FillReport,
@@ -159,7 +159,7 @@ def test_write_is_atomic_and_readable(tmp_path, monkeypatch):
     assert read_submission(path) == good()
     assert [p.name for p in path.parent.iterdir()] == ["submission.json"]  # no temp file left behind
     # a failure in the middle of writing leaves the old file intact
-    import arc_kit.files as files
+    import arc_kit.base.files as files
 
     def boom(*a, **k):
         raise OSError("disk full")

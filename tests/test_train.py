@@ -12,9 +12,9 @@ import torch
 from helpers import tiny_trm_config
 
 from arc_kit.augment import AugmentConfig
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import Pair, Task, load_tasks
 from arc_kit.encoding import decode_grid, encode_grid
-from arc_kit.errors import ArcKitError
 from arc_kit.model.checkpoint import load_checkpoint
 from arc_kit.model.dataset import TrainData
 from arc_kit.model.train import NonFiniteLoss, TrainConfig, Trainer
@@ -101,7 +101,7 @@ def test_stop_conditions_and_log(tmp_path):
 
 
 def test_progress_bar_counts_the_steps_that_fit_by_the_deadline(monkeypatch):
-    from arc_kit import progress
+    from arc_kit.base import progress
 
     totals = []
     update = progress.StatusLine.update  # stderr is no terminal under pytest: the status line is the bar

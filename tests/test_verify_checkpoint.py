@@ -9,8 +9,8 @@ import pytest
 import torch
 from helpers import simple_task, tiny_config, tiny_trm_config, write_task_dir
 
+from arc_kit.base.errors import ArcKitError
 from arc_kit.cli.main import main
-from arc_kit.errors import ArcKitError
 from arc_kit.kaggle import job as kj
 from arc_kit.kaggle import settings as ak
 from arc_kit.model.checkpoint import save_checkpoint, write_table

@@ -5,8 +5,8 @@ import random
 
 import pytest
 
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import Pair, Task, TaskSet
-from arc_kit.errors import ArcKitError
 from arc_kit.predictions import Prediction
 from arc_kit.vote import VoteConfig, grid_key, load_vote_config, rank, sigmoid, tally, vote
 

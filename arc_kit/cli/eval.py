@@ -5,11 +5,9 @@ import re
 import sys
 from pathlib import Path
 
-from arc_kit.cli.common import add_config_args, add_task_args, task_input_files, tasks_from_args
-from arc_kit.config import config_roots
-from arc_kit.consistency import attach_consistency
-from arc_kit.errors import ArcKitError
-from arc_kit.files import (
+from arc_kit.base.config import config_roots
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import (
     atomic_write_text,
     check_writable_dir,
     check_writable_file,
@@ -18,6 +16,8 @@ from arc_kit.files import (
     read_json,
     refuse_input_as_output,
 )
+from arc_kit.cli.common import add_config_args, add_task_args, task_input_files, tasks_from_args
+from arc_kit.consistency import attach_consistency
 from arc_kit.predictions import parse_weighted_path
 from arc_kit.revote import config_names, read_predictions_files, revote, score_files
 from arc_kit.scoring import compare_reports

@@ -5,9 +5,9 @@ import os
 import sys
 from pathlib import Path
 
-from arc_kit.config import PACKAGE_DIR
-from arc_kit.errors import ArcKitError
-from arc_kit.files import check_writable_file, read_text, same_path
+from arc_kit.base.config import PACKAGE_DIR
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import check_writable_file, read_text, same_path
 from arc_kit.kaggle.api import push, submit
 from arc_kit.kaggle.bundle import DEFAULT_WHEELS, bundle, notebook_json, write_notebook
 from arc_kit.kaggle.meta import KNOWN_SHAPES, SLUG_RE, BundleNames

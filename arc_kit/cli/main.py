@@ -7,7 +7,7 @@ import os
 import sys
 
 from arc_kit import __version__
-from arc_kit.errors import ArcKitError
+from arc_kit.base.errors import ArcKitError
 
 # Each module defines `add_commands(subparsers)`; handlers return an exit code.
 # Modules import heavy dependencies (torch) inside their handlers, so `arc-kit --help` stays fast.

@@ -3,8 +3,8 @@
 import sys
 from pathlib import Path
 
-from arc_kit.errors import ArcKitError
-from arc_kit.files import (
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import (
     check_writable_dir,
     check_writable_file,
     refuse_input_as_output,

@@ -6,9 +6,15 @@ import time
 from pathlib import Path
 
 from arc_kit.augment import SEP
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import (
+    atomic_write_json,
+    check_writable_dir,
+    check_writable_file,
+    refuse_input_as_output,
+    same_path,
+)
 from arc_kit.cli.common import add_task_args, task_input_files, tasks_from_args
-from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_json, check_writable_dir, check_writable_file, refuse_input_as_output, same_path
 from arc_kit.identifiers import BLANK, build_identifiers
 from arc_kit.model.device import resolve_device
 

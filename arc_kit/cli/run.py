@@ -1,7 +1,7 @@
 """Command `arc-kit run`: test-time training, augmented inference and voting under a hard time budget."""
 
+from arc_kit.base.errors import ArcKitError
 from arc_kit.cli.common import add_config_args
-from arc_kit.errors import ArcKitError
 from arc_kit.run.config import check_run_config, load_run_config
 from arc_kit.run.pipeline import supervise
 

@@ -4,10 +4,10 @@ import json
 import sys
 from pathlib import Path
 
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import check_writable_file, refuse_input_as_output
 from arc_kit.cli.common import add_task_args, task_input_files, tasks_from_args
 from arc_kit.data import Task, load_tasks, task_id_problem, visible_grids
-from arc_kit.errors import ArcKitError
-from arc_kit.files import check_writable_file, refuse_input_as_output
 from arc_kit.render import save_task_picture
 from arc_kit.submission import submission_attempts
 

@@ -5,10 +5,10 @@ import sys
 import time
 from pathlib import Path
 
+from arc_kit.base.config import load_config, save_config, to_dict
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import check_writable_dir
 from arc_kit.cli.common import add_config_args
-from arc_kit.config import load_config, save_config, to_dict
-from arc_kit.errors import ArcKitError
-from arc_kit.files import check_writable_dir
 from arc_kit.model.config import GRID_CELLS, PretrainConfig
 
 

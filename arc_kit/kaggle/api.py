@@ -9,8 +9,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arc_kit.errors import ArcKitError
-from arc_kit.files import read_json
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import read_json
 from arc_kit.kaggle.meta import _check_ref, check_bundle
 
 CREDENTIALS_HELP = (

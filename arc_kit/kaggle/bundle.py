@@ -9,9 +9,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from arc_kit.config import PACKAGE_DIR, resolve_config_path
-from arc_kit.errors import ArcKitError
-from arc_kit.files import (
+from arc_kit.base.config import PACKAGE_DIR, resolve_config_path
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import (
     atomic_write_json,
     atomic_write_text,
     check_writable_dir,

@@ -8,9 +8,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import atomic_write_bytes
 from arc_kit.data import load_tasks
-from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_bytes
 from arc_kit.kaggle.settings import MIN_RUN_MINUTES, NotebookSettings
 from arc_kit.run.config import load_run_config
 from arc_kit.run.directory import REPORT_HTML_FILE

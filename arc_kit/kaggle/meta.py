@@ -5,8 +5,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from arc_kit.errors import ArcKitError
-from arc_kit.files import read_json
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import read_json
 from arc_kit.kaggle.settings import DEFAULT_SLUG
 
 # Rules the kaggle client (kaggle_api_extended.py, 2.x) and Kaggle's metadata docs enforce.

@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 
-from arc_kit.errors import ArcKitError
-from arc_kit.files import check_writable_dir
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import check_writable_dir
 from arc_kit.kaggle.bundle import shipped_notebook
 from arc_kit.kaggle.job import submission_problems
 from arc_kit.kaggle.settings import DEFAULT_SAFETY_MINUTES, DEFAULT_SLUG, TEST_FILE, choose_config, detect_gpus

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from arc_kit.errors import ArcKitError
+from arc_kit.base.errors import ArcKitError
 from arc_kit.model.config import GRID_CELLS, TRMConfig, crop_config
 from arc_kit.model.hrm import HRM
 from arc_kit.model.trm import TRM

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 import yaml
 
-from arc_kit.config import from_dict, read_yaml, to_dict
-from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
+from arc_kit.base.config import from_dict, read_yaml, to_dict
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
 from arc_kit.identifiers import read_identifiers, rows_unnamed
 from arc_kit.model.build import fit_config, init_rows, instantiate
 from arc_kit.model.trm import TRM, TRMConfig

@@ -5,9 +5,9 @@ import math
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from arc_kit.config import from_dict
+from arc_kit.base.config import from_dict
+from arc_kit.base.errors import ConfigValueError
 from arc_kit.data import GRID_SIDE
-from arc_kit.errors import ConfigValueError
 
 FORWARD_DTYPES = ("float32", "bfloat16", "float16")
 ARCH_KINDS = ("trm", "hrm")  # TRMConfig.kind: the recursive model (model/build.py builds it)

@@ -5,11 +5,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from arc_kit.augment import IDENTITY, Augmentation, AugmentConfig, sample_augmentations
-from arc_kit.config import load_config
+from arc_kit.base.config import load_config
+from arc_kit.base.errors import ArcKitError
 from arc_kit.crops import TRANSPOSING, bucket_length, crop_positions, task_crop
 from arc_kit.data import GRID_SIDE, load_tasks
 from arc_kit.encoding import COLOR_OFFSET, EOS, PAD, loss_labels
-from arc_kit.errors import ArcKitError
 from arc_kit.identifiers import BLANK  # puzzle-embedding row 0, as the reference builder numbers them
 from arc_kit.model.config import DataConfig
 

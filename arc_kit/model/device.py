@@ -1,6 +1,6 @@
 """Devices: the one rule that turns a device name (auto | cpu | cuda[:N]) into a torch device, with clear errors."""
 
-from arc_kit.errors import ArcKitError
+from arc_kit.base.errors import ArcKitError
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import atomic_write_bytes, open_read
 from arc_kit.encoding import IGNORE_LABEL_ID
-from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_bytes, open_read
 from arc_kit.model.checkpoint import load_checkpoint, read_checkpoint_info
 from arc_kit.model.loss import compute_loss
 

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from arc_kit.config import load_config
-from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_text
+from arc_kit.base.config import load_config
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import atomic_write_text
 from arc_kit.shipped_identifiers import load_identifier_list
 
 DEFAULT_ENDPOINT = "https://huggingface.co"

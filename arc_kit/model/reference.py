@@ -5,8 +5,8 @@ from pathlib import Path
 
 import torch
 
-from arc_kit.config import read_yaml
-from arc_kit.errors import ArcKitError
+from arc_kit.base.config import read_yaml
+from arc_kit.base.errors import ArcKitError
 from arc_kit.identifiers import numbered_rows
 from arc_kit.model.build import instantiate
 from arc_kit.model.checkpoint import TABLE_KEY, Checkpoint, _write_checkpoint, read_checkpoint_info

@@ -4,8 +4,8 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_json
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import atomic_write_json
 
 STARTER_NAME = "starter"
 # The files a shipped (stripped) checkpoint holds besides the checkpoint's own (checkpoint.CHECKPOINT_FILES);

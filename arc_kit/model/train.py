@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from arc_kit.errors import ArcKitError
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.progress import progress
 from arc_kit.model.batches import BatchPrefetcher, BatchSampler
 from arc_kit.model.config import TrainConfig
 from arc_kit.model.dataset import TrainData
@@ -17,7 +18,6 @@ from arc_kit.model.device import bf16_supported, resolve_device
 from arc_kit.model.optim import EMA, SparseEmbeddingSignSGD, build_optimizer, lr_at
 from arc_kit.model.train_state import TrainerState
 from arc_kit.model.trm import TRM, Carry
-from arc_kit.progress import progress
 
 
 class NonFiniteLoss(ArcKitError):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from arc_kit.config import to_dict
-from arc_kit.errors import ArcKitError
+from arc_kit.base.config import to_dict
+from arc_kit.base.errors import ArcKitError
 from arc_kit.model.batches import BatchPrefetcher
 from arc_kit.model.config import TrainConfig
 from arc_kit.model.dataset import TrainData

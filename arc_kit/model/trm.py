@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import GRID_SIDE
-from arc_kit.errors import ArcKitError
 from arc_kit.model.config import GRID_CELLS, TRMConfig
 from arc_kit.model.layers import (
     Attention,

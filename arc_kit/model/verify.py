@@ -15,7 +15,7 @@ from math import prod
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from arc_kit.errors import ArcKitError
+from arc_kit.base.errors import ArcKitError
 
 if TYPE_CHECKING:
     from arc_kit.model.checkpoint import Checkpoint

@@ -3,9 +3,9 @@
 from pathlib import Path
 
 from arc_kit.augment import AugmentConfig
-from arc_kit.config import load_config
+from arc_kit.base.config import load_config
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import BUNDLED, load_tasks, parse_ids
-from arc_kit.errors import ArcKitError
 from arc_kit.model.starter import resolve_checkpoint
 from arc_kit.model.verify import verify_checkpoint
 from arc_kit.run.config import RunConfig

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from arc_kit.config import from_dict, load_config, to_dict
+from arc_kit.base.config import from_dict, load_config, to_dict
+from arc_kit.base.errors import ArcKitError
 from arc_kit.data import GRID_SIDE
-from arc_kit.errors import ArcKitError
 from arc_kit.model.config import GRID_CELLS, TrainConfig, TRMConfig, crop_config
 
 

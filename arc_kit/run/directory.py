@@ -7,11 +7,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from arc_kit.config import config_hash, to_dict
+from arc_kit.base.config import config_hash, to_dict
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import atomic_write_json, read_json
 from arc_kit.consistency import CONSISTENCY_FILE
 from arc_kit.data import TaskSet, task_set_from_json, task_set_to_json
-from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_json, read_json
 from arc_kit.predictions import EMPTY_VIEWS_FILE, PREDICTIONS_FILE
 from arc_kit.run.config import RunConfig
 

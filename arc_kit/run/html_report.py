@@ -6,10 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from arc_kit import __version__
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import atomic_write_text, read_json
 from arc_kit.consistency import CONSISTENCY_FILE, read_consistency
 from arc_kit.data import TaskSet, load_tasks, parse_ids
-from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_text, read_json
 from arc_kit.predictions import PREDICTIONS_FILE, iter_predictions, parse_weighted_path
 from arc_kit.report_html import ReportView, StageRow, build_html, revote_rows, task_views
 from arc_kit.revote import config_names, revote

@@ -22,7 +22,7 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from arc_kit.errors import ArcKitError
+from arc_kit.base.errors import ArcKitError
 from arc_kit.run.directory import LOCK_FILE
 
 LOCK_ENV = "ARC_KIT_RUN_LOCK"  # the token of the lock held by the process that started this one

@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from arc_kit import __version__
-from arc_kit.config import config_hash, save_config
+from arc_kit.base.config import config_hash, save_config
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import atomic_write_json, read_json
+from arc_kit.base.progress import fmt_seconds
 from arc_kit.consistency import CONSISTENCY_FILE, read_consistency
 from arc_kit.data import TaskSet
-from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_json, read_json
 from arc_kit.predictions import PredictionTail
-from arc_kit.progress import fmt_seconds
 from arc_kit.run.checks import check_run_inputs, load_run_tasks
 from arc_kit.run.config import RunConfig
 from arc_kit.run.directory import (

@@ -5,7 +5,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arc_kit.files import read_json
+from arc_kit.base.files import read_json
 
 
 class Budget:

@@ -13,10 +13,10 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import atomic_write_json, check_writable_dir, read_json
 from arc_kit.crops import task_crop
 from arc_kit.data import TaskSet, task_fits
-from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_json, check_writable_dir, read_json
 from arc_kit.identifiers import rows_unnamed, task_puzzles, unnamed_rows_error
 from arc_kit.infer import InferOptions, plan_views, run_inference
 from arc_kit.model.checkpoint import fingerprint

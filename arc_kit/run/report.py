@@ -10,10 +10,10 @@ from typing import Any
 import yaml
 
 from arc_kit import __version__
-from arc_kit.config import to_dict
+from arc_kit.base.config import to_dict
+from arc_kit.base.files import atomic_write_json, atomic_write_text
+from arc_kit.base.progress import fmt_seconds
 from arc_kit.data import TaskSet
-from arc_kit.files import atomic_write_json, atomic_write_text
-from arc_kit.progress import fmt_seconds
 from arc_kit.report_html import StageRow
 from arc_kit.run.config import RunConfig
 from arc_kit.run.directory import REPORT_FILE, SCORE_FILE, SUBMISSION_FILE

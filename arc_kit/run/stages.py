@@ -6,8 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from arc_kit.errors import ArcKitError
-from arc_kit.files import atomic_write_json
+from arc_kit.base.errors import ArcKitError
+from arc_kit.base.files import atomic_write_json
 from arc_kit.run.config import run_config_from_dict
 from arc_kit.run.directory import CONFIG_FILE, LOG_FILE, TASKS_FILE, load_saved_tasks, setup_logging
 from arc_kit.run.faults import inject_fault

@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from arc_kit.base.files import atomic_write_json, read_json
 from arc_kit.data import Task, TaskSet, load_tasks, task_fits
-from arc_kit.files import atomic_write_json, read_json
 from arc_kit.infer import measure_infer_rate
 from arc_kit.model.train import measure_train_rate
 from arc_kit.run.config import RunConfig

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from arc_kit.augment import AugmentConfig
-from arc_kit.config import load_config
+from arc_kit.base.config import load_config
 from arc_kit.crops import BUCKETS, bucket_length, task_crop
 from arc_kit.data import GRID_SIDE, Task, visible_side
 from arc_kit.run.config import RunConfig

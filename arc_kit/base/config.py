@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
-from arc_kit.errors import ArcKitError, ConfigValueError
-from arc_kit.files import atomic_write_text, read_text
+from arc_kit.base.errors import ArcKitError, ConfigValueError
+from arc_kit.base.files import atomic_write_text, read_text
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 T = TypeVar("T", bound="DataclassInstance")  # a config class: any dataclass
 
 # Shipped configs live in `configs/` of a checkout; an installed wheel carries them as `arc_kit/configs`.
-PACKAGE_DIR = Path(__file__).resolve().parent  # arc_kit/ (its parent is a checkout's root)
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # arc_kit/ (its parent is a checkout's root)
 
 
 def config_roots() -> list[Path]:

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from arc_kit.errors import ArcKitError
+from arc_kit.base.errors import ArcKitError
 
 
 @contextlib.contextmanager

@@ -1,0 +1,1 @@
+"""The base layer: the one-line error contract, atomic files, the config loader, progress output."""
