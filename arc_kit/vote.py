@@ -10,6 +10,7 @@ from typing import Any
 from arc_kit.base.config import load_config
 from arc_kit.base.errors import ArcKitError
 from arc_kit.data import Grid, TaskSet
+from arc_kit.invariants import Invariants, task_invariants
 from arc_kit.predictions import Prediction
 
 STRATEGIES = ("reference", "plurality", "confidence", "filtered", "consistency", "votes-consistency")
@@ -42,6 +43,9 @@ class VoteConfig:
     # Vote weight of each training snapshot (inference.snapshots), by fraction: {"0.6": 0.5}; unlisted: 1.0.
     # It scales both the votes and the consistency scores of that snapshot's views.
     snapshot_weights: dict[str, float] = field(default_factory=dict)
+    # Rank a candidate that breaks an invariant every demonstration shares (output size, palette:
+    # arc_kit/invariants.py) below every candidate that keeps it; among themselves the strategy decides.
+    invariants: bool = False
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -109,6 +113,7 @@ class Candidate:
     score: float = 0.0  # the strategy's primary ranking value (set by rank())
     by_snapshot: dict[float, list[float]] = field(default_factory=dict)  # snapshot -> [votes, conf_sum]
     consistency: float = -math.inf  # aggregated consistency log-score (set by rank() from the tally's scores)
+    broken: tuple[str, ...] = ()  # the task's invariants this grid breaks ("size", "palette"; set by rank())
 
     @property
     def mean_q(self) -> float:
@@ -124,6 +129,7 @@ class Candidate:
             "score": self.score,
             "identity": self.identity,
             "consistency": self.consistency if math.isfinite(self.consistency) else None,
+            "broken": list(self.broken),
         }
 
 
@@ -195,7 +201,13 @@ def add_consistency(t: Tally, records: Iterable[dict[str, Any]]) -> None:
 
 
 def _sort_key(c: Candidate, config: VoteConfig) -> tuple[float | bytes, ...]:
-    """Descending rank key; the last element (the canonical grid key) makes every order total and deterministic."""
+    """Descending rank key; the last element (the canonical grid key) makes every order total and deterministic.
+    With `invariants`, the number of broken invariants comes first."""
+    key = _strategy_key(c, config)
+    return (len(c.broken), *key) if config.invariants else key
+
+
+def _strategy_key(c: Candidate, config: VoteConfig) -> tuple[float | bytes, ...]:
     s = config.strategy
     if s in ("reference", "filtered"):
         return (-c.votes, -c.mean_q, c.key)
@@ -245,9 +257,11 @@ def rank(
     candidates: Iterable[Candidate],
     config: VoteConfig,
     consistency: dict[tuple[float, str], dict[str, tuple[float | None, int]]] | None = None,
+    invariants: Invariants | None = None,
 ) -> list[Candidate]:
     """Rank one test input's candidates (best first) under `config`; `consistency`: the test input's stored view
-    scores (Tally.consistency), used by the consistency strategies."""
+    scores (Tally.consistency), used by the consistency strategies; `invariants`: the test input's
+    (arc_kit.invariants.task_invariants), used when config.invariants is on."""
     out = []
     for c in candidates:
         # copy so that several configs can rank the same tally without sharing `score`
@@ -256,6 +270,8 @@ def rank(
         if config.snapshot_weights and by_snap:
             c.votes = sum(config.snapshot_weight(s) * v[0] for s, v in by_snap.items())
             c.conf_sum = sum(config.snapshot_weight(s) * v[1] for s, v in by_snap.items())
+        if config.invariants and invariants is not None:
+            c.broken = invariants.broken(c.grid)
         out.append(c)
     if config.strategy in CONSISTENCY_STRATEGIES and out:
         hashes = [candidate_hash(c.grid) for c in out]
@@ -287,7 +303,12 @@ def rank_tally(t: Tally, task_set: TaskSet, config: VoteConfig) -> dict[str, lis
     votes: dict[str, list[list[Candidate]]] = {}
     for tid, task in task_set.tasks.items():
         votes[tid] = [
-            rank(t.groups.get((tid, i), {}).values(), config, t.consistency.get((tid, i)))
+            rank(
+                t.groups.get((tid, i), {}).values(),
+                config,
+                t.consistency.get((tid, i)),
+                task_invariants(task, i) if config.invariants else None,
+            )
             for i in range(len(task.test))
         ]
     return votes

@@ -156,6 +156,24 @@ def tiny_trm_config(**over):
     return TRMConfig(**({**TINY_ARCH, "seq_len": 16, "num_puzzle_identifiers": 5} | over))
 
 
+def tiny_train_args(**model) -> list[str]:
+    """`arc-kit train` overrides for a tiny model on the tasks given with --tasks (a 4x4 canvas, 3 augmentations,
+    batch 8, a metrics line per step); keyword arguments set or add model fields (model.KEY=VALUE)."""
+    arch = {
+        "hidden_size": 32,
+        "num_heads": 2,
+        "L_layers": 1,
+        "H_cycles": 1,
+        "L_cycles": 1,
+        "puzzle_emb_ndim": 32,
+        "puzzle_emb_len": 1,
+        "halt_max_steps": 2,
+    }
+    data = ["data.sources=[]", "data.demo_sources=[]", "data.augmentations=3", "data.canvas=4"]
+    train = ["train.global_batch_size=8", "train.lr_warmup_steps=2", "train.progress=false", "train.log_every=1"]
+    return [f"model.{k}={v}" for k, v in (arch | model).items()] + data + train
+
+
 def tiny_config(tasks_dir: Path, **over) -> dict:
     """An `arc-kit run` config of the tiny TRM on `tasks_dir`; dotted keys override ("ttt.max_steps": 60)."""
     cfg = {

@@ -40,6 +40,15 @@ def _plan(**kw):
     return plan_run(**args)
 
 
+def test_plan_without_a_step_cap_trains_every_step_that_fits():
+    free = _plan(time_left=600.0, max_steps=0)
+    assert free.train_steps == int(free.train_seconds * 1000 / 100) == 5350
+    assert not any("limited by time" in n for n in free.notes)
+    assert _plan(time_left=600.0, max_steps=100).train_steps == 100  # a cap ends training sooner
+    capped = _plan(time_left=600.0, max_steps=10_000)  # a cap above what fits: the time decides, and says so
+    assert capped.train_steps == 5350 and "training steps limited by time: 5350 of 10000" in capped.notes
+
+
 def test_plan_gives_inference_what_it_needs_and_training_the_rest():
     # inference: 5 s start-up + 100 inputs x 10 views / 100 per s = 15 s of 600 (under the 10% floor -> 60 s)
     p = _plan(time_left=600.0)

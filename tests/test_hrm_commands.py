@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import assert_valid_submission, run_cli, simple_task, tiny_config, write_task_dir
+from helpers import assert_valid_submission, run_cli, simple_task, tiny_config, tiny_train_args, write_task_dir
 
 from arc_kit.base.config import load_config
 from arc_kit.cli.main import main
@@ -30,27 +30,8 @@ def test_cpu_demo_hrm_config():
 def test_cli_train_hrm_writes_checkpoint_and_resumes(tmp_path):
     tasks = write_task_dir(tmp_path / "tasks", {"x1": simple_task(), "x2": simple_task(colour=3)})
     out = tmp_path / "run"
-    tiny = [
-        "model.kind=hrm",
-        "model.hidden_size=32",
-        "model.num_heads=2",
-        "model.H_layers=1",
-        "model.L_layers=1",
-        "model.H_cycles=2",
-        "model.L_cycles=1",
-        "model.puzzle_emb_ndim=32",
-        "model.puzzle_emb_len=1",
-        "model.halt_max_steps=2",
-        "model.no_ACT_continue=false",  # the TRM recipe pins true; HRM's reference learns q_continue
-        "data.sources=[]",
-        "data.demo_sources=[]",
-        "data.augmentations=3",
-        "data.canvas=4",
-        "train.global_batch_size=8",
-        "train.lr_warmup_steps=2",
-        "train.progress=false",
-        "train.log_every=1",
-    ]
+    # the TRM recipe pins no_ACT_continue true; HRM's reference learns q_continue
+    tiny = tiny_train_args(kind="hrm", H_layers=1, H_cycles=2, no_ACT_continue="false")
     argv = ["train", "--config", "pretrain-arc-agi-1", "--tasks", str(tasks), "--out", str(out)]
     assert main(argv + tiny + ["train.max_steps=3"]) == 0
     model, info = load_checkpoint(out)

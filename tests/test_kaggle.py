@@ -550,7 +550,7 @@ def test_simulate_projection_arithmetic(tmp_path):
     run.mkdir()
     (run / "plan.json").write_text(json.dumps({"train_seq_per_s": 10.0, "infer_seq_per_s": 40.0}))
     (run / "state.json").write_text(json.dumps({"stages": {"train": {"seconds": 30.0}, "infer": {"seconds": 5.0}}}))
-    cfg = load_run_config("kaggle-l4")  # 40000 steps x 768 sequences, 64 views
+    cfg = load_run_config("kaggle-l4", ["ttt.max_steps=40000"])  # capped: 40000 steps x 768 sequences, 64 views
     p = project(
         run, cfg, n_inputs=300, setup_seconds=60, limit_minutes=720, safety_minutes=10, gpu_train=1000.0, gpu_infer=None
     )
@@ -560,3 +560,8 @@ def test_simulate_projection_arithmetic(tmp_path):
     assert p["total_seconds"] == 60 + 30720 + 300 * 64 / 4000 and p["fits"] is True
     slow = project(run, cfg, 300, 60, 720, 10, gpu_train=500.0, gpu_infer=None)
     assert not slow["fits"] and 0 < slow["steps_that_fit"] < 40000
+    # no cap (the shipped config): training takes its share of what inference and set-up leave, so it fits
+    free = project(run, load_run_config("kaggle-l4"), 300, 60, 720, 10, gpu_train=1000.0, gpu_infer=None)
+    share = cfg.budget.train_share * (710 * 60 - 300 * 64 / 4000 - 60)
+    assert free["steps_that_fit"] == int(share * 1000 / 768) and free["fits"]
+    assert free["train_sequences"] == free["steps_that_fit"] * 768

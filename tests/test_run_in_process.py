@@ -66,3 +66,41 @@ def test_run_trains_predicts_votes_reports_and_resumes(tmp_path, tasks_dir, stag
     assert main(["run", "--config", str(config), "--out", str(out)]) == 0
     assert stages_in_process == ["train", "infer", "infer"]  # train kept; infer finds every view done
     assert (out / "predictions.jsonl").read_text() == before
+
+
+def test_run_from_a_checkpoint_states_the_architecture_that_ran(tmp_path, tasks_dir, stages_in_process):
+    """A checkpoint brings its own architecture: the config's model.arch values it overrides get one notice, the
+    saved config.yaml and report.md state what ran, and model.halt_max_steps applies to the checkpoint's model.
+    The run also draws with focus (ttt.train.focus) and says how many tasks were reproduced."""
+    over = {"ttt.max_steps": 4, "ttt.augmentations": 1, "inference.views": 2, "model.checkpoint": "starter"}
+    over |= {"model.halt_max_steps": 1, "ttt.train.focus": True, "ttt.train.focus_every": 2, "ttt.train.log_every": 1}
+    config, out = tmp_path / "run.yaml", tmp_path / "run"
+    config.write_text(yaml.safe_dump(tiny_config(tasks_dir, **over)))  # its arch: the tiny TRM (hidden 16)
+    assert main(["run", "--config", str(config), "--out", str(out)]) == 0
+    notices = [x for x in (out / "run.log").read_text().splitlines() if "model.arch:" in x]
+    assert len(notices) == 1 and "hidden_size=16" in notices[0] and "hidden_size=64" in notices[0], notices
+    assert "halt_max_steps=2" in notices[0] and "model.halt_max_steps sets" in notices[0]
+    saved = yaml.safe_load((out / "config.yaml").read_text())["model"]["arch"]
+    assert saved["hidden_size"] == 64 and saved["halt_max_steps"] == 1 and saved["L_layers"] == 2
+    assert (
+        "- model: TRM, hidden 64, 4 heads, 2 blocks, H_cycles 1 x L_cycles 2, 1 supervision step(s)"
+        in (out / "report.md").read_text()
+    )
+    trained = yaml.safe_load((out / "ttt" / "model" / "config.yaml").read_text())["model"]
+    assert trained["hidden_size"] == 64 and trained["halt_max_steps"] == 1  # what trained, not the starter's 3
+    train = json.loads((out / "state.json").read_text())["stages"]["train"]
+    assert train["steps"] == 4 and train["focus"]["tasks"] == 4 and 0 <= train["focus"]["reproduced"] <= 4
+
+
+@pytest.mark.e2e
+def test_run_without_a_step_cap_trains_until_its_deadline(tmp_path, tasks_dir, stages_in_process):
+    cfg = tiny_config(tasks_dir, **{"ttt.max_steps": 0, "ttt.augmentations": 1, "inference.views": 2})
+    cfg["budget"] |= {"total_minutes": 0.4, "train_share": 0.5}
+    config, out = tmp_path / "run.yaml", tmp_path / "run"
+    config.write_text(yaml.safe_dump(cfg))
+    assert main(["run", "--config", str(config), "--out", str(out)]) == 0
+    state = json.loads((out / "state.json").read_text())["stages"]
+    plan = json.loads((out / "plan.json").read_text())
+    assert state["train"]["stopped"] == "deadline_or_callback"
+    assert state["train"]["steps"] >= 0.5 * plan["train_steps"] > 30  # far beyond tiny_config's cap of 30
+    assert not any("limited by time" in n for n in plan["notes"])

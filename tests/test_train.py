@@ -248,30 +248,13 @@ def test_learns_an_arc_task_and_solves_its_test_input():
 
 
 def test_cli_train_writes_checkpoint_and_resumes(tmp_path, capsys):
-    from helpers import simple_task, write_task_dir
+    from helpers import simple_task, tiny_train_args, write_task_dir
 
     from arc_kit.cli.main import main
 
     tasks = write_task_dir(tmp_path / "tasks", {"x1": simple_task(), "x2": simple_task(colour=3)})
     out = tmp_path / "run"
-    tiny = [
-        "model.hidden_size=32",
-        "model.num_heads=2",
-        "model.L_layers=1",
-        "model.H_cycles=1",
-        "model.L_cycles=1",
-        "model.puzzle_emb_ndim=32",
-        "model.puzzle_emb_len=1",
-        "model.halt_max_steps=2",
-        "data.sources=[]",
-        "data.demo_sources=[]",
-        "data.augmentations=3",
-        "data.canvas=4",
-        "train.global_batch_size=8",
-        "train.lr_warmup_steps=2",
-        "train.progress=false",
-        "train.log_every=1",
-    ]
+    tiny = tiny_train_args()
     argv = ["train", "--config", "pretrain-arc-agi-1", "--tasks", str(tasks), "--out", str(out)]
     assert main(argv + tiny + ["train.max_steps=3"]) == 0
     model, info = load_checkpoint(out)

@@ -99,18 +99,27 @@ def project(
     plan = read_plan(run_dir / PLAN_FILE) or Plan()
     local_train, local_infer = plan.train_seq_per_s, plan.infer_seq_per_s
     train_cfg = cfg.ttt.train
-    train_seqs = cfg.ttt.max_steps * train_cfg.global_batch_size if cfg.ttt.enabled else 0
     infer_seqs = n_inputs * cfg.inference.views if cfg.inference.enabled else 0
     train_rate = gpu_train or local_train
     infer_rate = gpu_infer or (train_rate * local_infer / local_train if gpu_train and local_train else local_infer)
+    available = 60.0 * (limit_minutes - safety_minutes)
+    infer_s = infer_seqs / infer_rate if infer_rate else float("inf")
+    # the steps the rerun's training share holds at this rate (the plan's rule: inference first, then the share)
+    train_share_s = max(0.0, cfg.budget.train_share * (available - infer_s - setup_seconds))
+    fit_steps = int(train_share_s * train_rate / max(1, train_cfg.global_batch_size)) if train_rate else 0
+    if not cfg.ttt.enabled:
+        train_seqs = 0
+    elif cfg.ttt.max_steps > 0:  # a step cap: the configured work
+        train_seqs = cfg.ttt.max_steps * train_cfg.global_batch_size
+    else:  # no cap: training takes its share of the budget, whatever the rate
+        train_seqs = fit_steps * train_cfg.global_batch_size
     stage_local = {k: float(v.get("seconds", 0.0)) for k, v in state.items()}
     rows = {
         "notebook setup (fallback, install, settings)": (setup_seconds, setup_seconds),
         "test-time training": (stage_local.get("train", 0.0), train_seqs / train_rate if train_rate else float("inf")),
-        "inference": (stage_local.get("infer", 0.0), infer_seqs / infer_rate if infer_rate else float("inf")),
+        "inference": (stage_local.get("infer", 0.0), infer_s),
     }
     total = sum(v[1] for v in rows.values())
-    available = 60.0 * (limit_minutes - safety_minutes)
     return {
         "rows": rows,
         "total_seconds": total,
@@ -122,13 +131,7 @@ def project(
         "local_train_seq_per_s": local_train,
         "local_infer_seq_per_s": local_infer,
         "fits": total <= available,
-        "steps_that_fit": int(
-            max(0.0, cfg.budget.train_share * (available - rows["inference"][1] - setup_seconds))
-            * train_rate
-            / max(1, train_cfg.global_batch_size)
-        )
-        if train_rate
-        else 0,
+        "steps_that_fit": fit_steps,
         "plan_notes": plan.notes,
     }
 
@@ -250,7 +253,8 @@ def _simulate(args) -> int:
         f"measured here: {proj['local_train_seq_per_s']:.1f} train / "
         f"{proj['local_infer_seq_per_s']:.1f} inference seq/s"
     )
-    print(f"\nprojected rerun of '{config}' at {rate} (configured work, untrimmed):")
+    work = "configured work, untrimmed" if cfg.ttt.max_steps else f"no step cap: about {proj['steps_that_fit']:,} steps"
+    print(f"\nprojected rerun of '{config}' at {rate} ({work}):")
     print(f"{'stage':48s} {'local':>10s} {'rerun':>10s}")
     for name, (local, rerun) in proj["rows"].items():
         print(f"{name:48s} {_fmt(local):>10s} {_fmt(rerun):>10s}")
@@ -262,7 +266,8 @@ def _simulate(args) -> int:
         print("fits: the configured job ends before the limit")
     else:
         print(
-            f"does NOT fit: the run will trim it to the budget (about {proj['steps_that_fit']:,} training steps of "
-            f"{cfg.ttt.max_steps:,}); lower ttt.max_steps / inference.views or expect the trim"
+            f"does NOT fit: the run will trim it to the budget (about {proj['steps_that_fit']:,} training steps"
+            + (f" of {cfg.ttt.max_steps:,}" if cfg.ttt.max_steps else "")
+            + "); lower ttt.max_steps / inference.views or expect the trim"
         )
     return 0 if not problems else 1

@@ -30,27 +30,51 @@ class BatchSampler:
         self.order = torch.zeros(0, dtype=torch.int64)
         self.pos = 0
         self.lengths: list[int] = []  # crops: the bucket lengths in use, ascending
+        self.focus: np.ndarray | None = None  # task weights in (0, 1] (None: every task as often)
         if data.crops is not None:
             self.lengths = sorted({int(n) for n in data.group_length})
             self.bucket_groups = {n: np.flatnonzero(data.group_length == n) for n in self.lengths}
-            examples = np.array([sum(len(p) for p in g) / len(g) for g in data.groups])  # per version, on average
-            self.weights = torch.tensor([examples[self.bucket_groups[n]].sum() for n in self.lengths])
+            self.examples = np.array([sum(len(p) for p in g) / len(g) for g in data.groups])  # per version, mean
+            self._bucket_weights()
             self.orders = {n: torch.zeros(0, dtype=torch.int64) for n in self.lengths}
             self.positions = dict.fromkeys(self.lengths, 0)
 
+    def _bucket_weights(self) -> None:
+        """Each bucket's share of the examples drawn (its tasks' examples, times their focus weights)."""
+        w = self.examples * (self.focus if self.focus is not None else 1.0)
+        self.weights = torch.tensor([w[self.bucket_groups[n]].sum() for n in self.lengths])
+
+    def set_focus(self, weights: np.ndarray | None) -> None:
+        """Task weights [tasks] in (0, 1] from the next draw on (None: uniform again)."""
+        self.focus = None if weights is None else np.asarray(weights, dtype=np.float64).copy()
+        if self.lengths:
+            self._bucket_weights()
+
+    def _kept(self, group: int) -> bool:
+        """Whether a task drawn from the order is used (always, unless its focus weight is below 1)."""
+        if self.focus is None or self.focus[group] >= 1.0:
+            return True
+        return float(torch.rand((), generator=self.generator, dtype=torch.float64)) < self.focus[group]
+
     def _next_group(self) -> int:
-        if self.pos >= len(self.order):
-            self.order = torch.randperm(len(self.data.groups), generator=self.generator)
-            self.pos = 0
-        self.pos += 1
-        return int(self.order[self.pos - 1])
+        while True:
+            if self.pos >= len(self.order):
+                self.order = torch.randperm(len(self.data.groups), generator=self.generator)
+                self.pos = 0
+            self.pos += 1
+            group = int(self.order[self.pos - 1])
+            if self._kept(group):
+                return group
 
     def _next_bucket_group(self, n: int) -> int:
-        if self.positions[n] >= len(self.orders[n]):
-            self.orders[n] = torch.randperm(len(self.bucket_groups[n]), generator=self.generator)
-            self.positions[n] = 0
-        self.positions[n] += 1
-        return int(self.bucket_groups[n][int(self.orders[n][self.positions[n] - 1])])
+        while True:
+            if self.positions[n] >= len(self.orders[n]):
+                self.orders[n] = torch.randperm(len(self.bucket_groups[n]), generator=self.generator)
+                self.positions[n] = 0
+            self.positions[n] += 1
+            group = int(self.bucket_groups[n][int(self.orders[n][self.positions[n] - 1])])
+            if self._kept(group):
+                return group
 
     def next_batch(self, lo: int = 0, hi: int | None = None) -> dict[str, np.ndarray]:
         """The next global batch's rows [lo, hi) (default: all). Every process draws the whole batch's
@@ -92,6 +116,8 @@ class BatchSampler:
         for n in self.lengths:
             t[f"sampler.order{n}"] = self.orders[n].clone()
             t[f"sampler.pos{n}"] = torch.tensor(self.positions[n], dtype=torch.int64)
+        if self.focus is not None:
+            t["sampler.focus"] = torch.from_numpy(self.focus.copy())
         return t
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
@@ -101,6 +127,8 @@ class BatchSampler:
         for n in self.lengths:
             self.orders[n] = tensors[f"sampler.order{n}"].clone()
             self.positions[n] = int(tensors[f"sampler.pos{n}"])
+        focus = tensors.get("sampler.focus")
+        self.set_focus(focus.numpy() if focus is not None and len(focus) == len(self.data.groups) else None)
 
 
 class BatchPrefetcher:
@@ -140,6 +168,12 @@ class BatchPrefetcher:
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         return self._pending[0] if self._pending is not None else self.sampler.state_tensors()
+
+    def set_focus(self, weights: np.ndarray | None) -> None:
+        """New task weights from the next batch on: the batch built ahead, drawn with the old ones, is dropped
+        and drawn again, so the stream (and a resume from a checkpoint saved now) depends only on the step."""
+        self.load_state_tensors(self.state_tensors())
+        self.sampler.set_focus(weights)
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
         """Drop the batch built ahead (waiting for the thread to leave the sampler) and restore the stream."""

@@ -51,6 +51,18 @@ class TRMConfig:
     # task on its crop too. Needs positions coords and seq_len 900 (the largest bucket)
     crop_margin: int = 0  # cells added to each side of every task's crop (model.canvas_margin of the run)
 
+    def describe(self) -> str:
+        """One line for logs and reports: the kind, its stacks and recurrence, the supervision steps."""
+        if self.kind == "hrm":
+            stacks = f"H-level {self.H_layers or self.L_layers} + L-level {self.L_layers} blocks"
+        else:
+            stacks = f"{self.L_layers} blocks"
+        return (
+            f"{self.kind.upper()}, hidden {self.hidden_size}, {self.num_heads} heads, {stacks}, H_cycles "
+            f"{self.H_cycles} x L_cycles {self.L_cycles}, {self.halt_max_steps} supervision step(s), "
+            f"positions {self.positions}{', crops' if self.crops else ''}"
+        )
+
     def __post_init__(self):
         def bad(key, msg):
             raise ConfigValueError(key, msg)
@@ -195,12 +207,20 @@ class TrainConfig:
     # waits for the device (metrics read, NaN check, multi-process stop vote)
     checkpoint_every: int = 0  # steps between checkpoints during train() (0: only when asked)
     progress: bool = True  # tqdm bar on stderr
+    # Draw the tasks whose examples the model already reproduces exactly less often (arc_kit/model/focus.py):
+    # a task's weight falls from 1 to `focus_floor` as its recent exact-match rate goes from 0 to 1, updated
+    # every `focus_every` steps (at the next metrics sync point: log_every).
+    focus: bool = False
+    focus_floor: float = 0.25
+    focus_every: int = 20
 
     def __post_init__(self):
         def bad(key, msg):
             raise ConfigValueError(key, msg)
 
-        for name in ("global_batch_size", "log_every"):
+        if not 0 < self.focus_floor <= 1:
+            bad("focus_floor", f"must lie in (0, 1], got {self.focus_floor}")
+        for name in ("global_batch_size", "log_every", "focus_every"):
             if getattr(self, name) < 1:
                 bad(name, f"must be >= 1, got {getattr(self, name)}")
         for name in ("max_steps", "lr_warmup_steps", "checkpoint_every"):

@@ -47,6 +47,7 @@ def compute_loss(
     halted: torch.Tensor | None = None,
     steps: torch.Tensor | None = None,
     loss_type: str = "stablemax_cross_entropy",
+    rows: dict[str, torch.Tensor] | None = None,
 ):
     """Loss of one supervision step, summed over the batch (divide by the global batch size outside).
 
@@ -55,7 +56,8 @@ def compute_loss(
     which differs from the batch just given for sequences that were not reset), halted/steps from the new carry.
     loss = sum_b mean_{valid t} CE(b, t)  +  0.5 * (BCE(q_halt, seq exactly right) [+ BCE(q_continue, target)]).
     Metrics (sums over the halted sequences that have labels): count, accuracy (per-sequence token accuracy),
-    exact_accuracy, q_halt_accuracy, steps; plus lm_loss, q_halt_loss (, q_continue_loss) of the whole batch."""
+    exact_accuracy, q_halt_accuracy, steps; plus lm_loss, q_halt_loss (, q_continue_loss) of the whole batch.
+    `rows`: a dict that gets the per-sequence "counted" [B] (halted, with labels) and "exact" [B] flags."""
     logits = outputs["logits"]
     with torch.no_grad():
         mask = labels != IGNORE_LABEL_ID
@@ -72,6 +74,8 @@ def compute_loss(
         }
         if steps is not None:
             metrics["steps"] = torch.where(valid, steps, 0).sum()
+        if rows is not None:
+            rows["counted"], rows["exact"] = valid, seq_correct
 
     lm_loss = (LOSS_FUNCTIONS[loss_type](logits, labels) / divisor).sum()
     q_halt = outputs["q_halt_logits"]

@@ -15,6 +15,7 @@ from arc_kit.model.batches import BatchPrefetcher, BatchSampler
 from arc_kit.model.config import TrainConfig
 from arc_kit.model.dataset import TrainData
 from arc_kit.model.device import bf16_supported, resolve_device
+from arc_kit.model.focus import TaskFocus
 from arc_kit.model.optim import EMA, SparseEmbeddingSignSGD, build_optimizer, lr_at
 from arc_kit.model.train_state import TrainerState
 from arc_kit.model.trm import TRM, Carry
@@ -77,6 +78,7 @@ class Trainer(TrainerState):
         # the exploration draws differ per rank like the reference (seed + rank).
         torch.manual_seed(config.seed + self.rank)
         self.sampler = BatchSampler(data, config.global_batch_size, seed=config.seed)
+        self.focus = TaskFocus(data, self.device, config.focus_floor) if config.focus else None
 
         emb = getattr(model, "puzzle_emb", None)
         self.params = {n: p for n, p in model.named_parameters()}
@@ -149,10 +151,11 @@ class Trainer(TrainerState):
         def forward_loss(carry, batch):
             carry, outputs = model(carry, batch)
             # labels of the data each row works on (rows that did not halt keep their old example)
+            rows: dict[str, torch.Tensor] = {}
             loss, metrics = compute_loss(
-                outputs, carry.current_data["labels"], carry.halted, carry.steps, loss_type=loss_type
+                outputs, carry.current_data["labels"], carry.halted, carry.steps, loss_type=loss_type, rows=rows
             )
-            return carry, loss, metrics
+            return carry, loss, metrics, rows
 
         return torch.compile(forward_loss) if self.config.compile == "default" else forward_loss
 
@@ -200,7 +203,9 @@ class Trainer(TrainerState):
         self._phase("data")
         ctx = torch.autocast("cuda", dtype=self.autocast) if self.autocast else contextlib.nullcontext()
         with ctx:
-            carry, loss, metrics = self._forward_loss(self.carry, batch)
+            carry, loss, metrics, rows = self._forward_loss(self.carry, batch)
+        if self.focus is not None:
+            self.focus.record(carry.current_data["puzzle_identifiers"], rows["counted"], rows["exact"])
         self._phase("forward")
         with torch.no_grad():  # remember the first non-finite step and its loss, without a host sync
             first = ~torch.isfinite(loss.detach()) & (self._bad[0] == 0)
@@ -304,7 +309,7 @@ class Trainer(TrainerState):
         return self.step_count + int(max(0.0, until - time.time()) / (sum(recent) / len(recent)))
 
     def _stop_vote(
-        self, until: float | None, should_stop: Callable | None, limit: int, on_step: Callable | None
+        self, until: float | None, should_stop: Callable | None, limit: float, on_step: Callable | None
     ) -> bool:
         """This process's view (host only): the step limit is reached, the next step cannot finish by the
         deadline, or `should_stop()` says so. `on_step()` (the per-step hook) runs first."""
@@ -334,12 +339,13 @@ class Trainer(TrainerState):
         self,
         until: float | None = None,
         should_stop: Callable[[], bool] | None = None,
-        max_steps: int | None = None,
+        max_steps: float | None = None,
         checkpoint_dir: str | Path | None = None,
         on_step: Callable[[], None] | None = None,
         **save_kwargs,
     ) -> dict:
-        """Run steps until total steps / `max_steps`, the wall-clock deadline `until` (time.time() seconds),
+        """Run steps until `max_steps` (default: total_steps, the schedule's length; math.inf: no step limit),
+        the wall-clock deadline `until` (time.time() seconds),
         or `should_stop()` says so. `on_step()`, a per-step hook (re-planning, snapshots, fault injection), runs
         where the stop is decided. Saves to `checkpoint_dir` every `checkpoint_every` steps and at the end.
         Returns the last metrics (plus 'stopped': why).
@@ -349,8 +355,9 @@ class Trainer(TrainerState):
         since the last sync point raises NonFiniteLoss, and data-parallel processes agree on stopping.
         With one process the deadline and `should_stop()` are checked before every step (host only); with
         several, at sync points, and the deadline's last step is planned there from the measured rate."""
-        limit = min(self.total_steps, max_steps if max_steps is not None else self.total_steps)
-        bar = progress(limit, "train", self.config.progress and self.is_main, unit="step", initial=self.step_count)
+        limit = max_steps if max_steps is not None else self.total_steps
+        shown = int(min(limit, self.total_steps))
+        bar = progress(shown, "train", self.config.progress and self.is_main, unit="step", initial=self.step_count)
         every = max(1, self.config.log_every)
         last: dict = {}
         pending = None  # (names, device values) of the last step's metrics, not read yet
@@ -374,6 +381,9 @@ class Trainer(TrainerState):
                 first = False
                 if sync:
                     last, pending = self._read_metrics(*pending), None
+                    if self.focus is not None and self.focus.due(n, self.config.focus_every):
+                        # new task weights from the next batch on (every process alike)
+                        self.batches.set_focus(self.focus.update(n, self._sum_over_processes))
                     if n % every == 0:
                         self.log(last)
                     bar.set_postfix(

@@ -12,6 +12,7 @@ from arc_kit.base.errors import ArcKitError
 from arc_kit.model.batches import BatchPrefetcher
 from arc_kit.model.config import TrainConfig
 from arc_kit.model.dataset import TrainData
+from arc_kit.model.focus import TaskFocus
 from arc_kit.model.optim import EMA, SparseEmbeddingSignSGD, load_optimizer_state_tensors, optimizer_state_tensors
 from arc_kit.model.trm import TRM, Carry
 
@@ -62,6 +63,7 @@ class TrainerState:
     carries: dict[int, Carry]
     step_count: int
     total_steps: int
+    focus: TaskFocus | None
 
     def _check_finite(self, bad: torch.Tensor | None = None) -> None:
         """Raise if the loss became non-finite (Trainer implements it)."""
@@ -77,6 +79,8 @@ class TrainerState:
     def _rank_tensors(self) -> dict[str, torch.Tensor]:
         """State that differs per process: RNG (halting exploration) and its slice of the carried batch."""
         t = {"rng.torch": torch.get_rng_state()}
+        if self.focus is not None:  # this process's open window of exact matches
+            t.update(self.focus.window_tensors())
         if self.device.type == "cuda":
             t["rng.cuda"] = torch.cuda.get_rng_state(self.device)
         if self.carries:  # crops: one carried batch per bucket length
@@ -98,6 +102,8 @@ class TrainerState:
             t.update(self.ema.state_tensors())
         # the data stream as the next step will see it (a batch built ahead is drawn again on resume)
         t.update(self.batches.state_tensors())
+        if self.focus is not None:
+            t.update(self.focus.state_tensors())
         t["step"] = torch.tensor(self.step_count, dtype=torch.int64)
         t["total_steps"] = torch.tensor(self.total_steps, dtype=torch.int64)
         t["world_size"] = torch.tensor(self.world, dtype=torch.int64)
@@ -123,6 +129,8 @@ class TrainerState:
         self.batches.load_state_tensors(t)
         self.step_count = int(t["step"])
         mine = f"rank{self.rank}."
+        if self.focus is not None:
+            self.focus.load_state_tensors(t, t.get(f"{mine}focus.window"))
         if f"{mine}rng.torch" in t:
             torch.set_rng_state(t[f"{mine}rng.torch"])
         if f"{mine}rng.cuda" in t and self.device.type == "cuda":

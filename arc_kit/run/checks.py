@@ -1,29 +1,37 @@
 """Checks before `arc-kit run` does anything: every config key, preset and path, and the task selection."""
 
+import dataclasses
 from pathlib import Path
 
 from arc_kit.augment import AugmentConfig
 from arc_kit.base.config import load_config
 from arc_kit.base.errors import ArcKitError
 from arc_kit.data import BUNDLED, load_tasks, parse_ids
+from arc_kit.model.config import TRMConfig
 from arc_kit.model.starter import resolve_checkpoint
 from arc_kit.model.verify import verify_checkpoint
 from arc_kit.run.config import RunConfig
 from arc_kit.vote import load_vote_config
 
 
-def check_run_inputs(cfg: RunConfig, where: str = "config") -> None:
+def check_run_inputs(cfg: RunConfig, where: str = "config") -> list[str]:
     """What the config's dataclasses cannot check themselves (they check every key, type and range as they are
-    built): preset names and paths, before anything runs or any directory is made. Errors name the key."""
+    built): preset names and paths, before anything runs or any directory is made. Errors name the key.
+    With a checkpoint, `cfg.model.arch` becomes the architecture that runs (adopt_checkpoint_arch). Returns
+    notices for the run log (one line each)."""
 
     def bad(key, msg):
         raise ArcKitError(f"{where}: config key '{key}': {msg}")
 
+    notices: list[str] = []
     if cfg.model.checkpoint:
         # `starter` (no such path here) is the shipped starter model: the stages get the resolved directory
         ck = resolve_checkpoint(cfg.model.checkpoint)
         cfg.model.checkpoint = str(ck)
-        verify_checkpoint(ck)  # config, weights headers and sizes, table shape, manifest: before OUT is made
+        info = verify_checkpoint(ck)  # config, weights headers and sizes, table shape, manifest: before OUT is made
+        notices += adopt_checkpoint_arch(cfg, info.config)
+    elif cfg.model.halt_max_steps:  # the saved config states the steps the new model runs
+        cfg.model.arch = dataclasses.replace(cfg.model.arch, halt_max_steps=cfg.model.halt_max_steps)
     if cfg.ttt.augmentation:
         try:
             load_config(AugmentConfig, cfg.ttt.augmentation, subdir="augmentation")
@@ -38,6 +46,33 @@ def check_run_inputs(cfg: RunConfig, where: str = "config") -> None:
             bad(f"ttt.extra_sources[{i}]", f"{src}: no such file or directory, and not a bundled set")
     if cfg.tasks.solutions and not Path(cfg.tasks.solutions).is_file():
         bad("tasks.solutions", f"{cfg.tasks.solutions}: no such file")
+    return notices
+
+
+# Set by the run itself for any model (canvas, puzzle rows, crops), never a difference worth a notice
+_RUN_SET = ("seq_len", "num_puzzle_identifiers", "crops", "crop_margin")
+
+
+def adopt_checkpoint_arch(cfg: RunConfig, stored: TRMConfig) -> list[str]:
+    """A checkpoint brings its own architecture: make `cfg.model.arch` the one that runs (the checkpoint's, with
+    `model.halt_max_steps` when set), so the run's saved config.yaml and report state it. Values the config set
+    in model.arch (those that differ from the defaults) that the checkpoint overrides get a one-line notice."""
+    defaults, given = TRMConfig(), cfg.model.arch
+    ran = dataclasses.replace(stored, halt_max_steps=cfg.model.halt_max_steps or stored.halt_max_steps)
+    ignored = [
+        f.name
+        for f in dataclasses.fields(TRMConfig)
+        if f.name not in _RUN_SET
+        and getattr(given, f.name) != getattr(defaults, f.name)
+        and getattr(given, f.name) != getattr(ran, f.name)
+    ]
+    cfg.model.arch = ran
+    if not ignored:
+        return []
+    said = ", ".join(f"{k}={getattr(given, k)}" for k in ignored)
+    used = ", ".join(f"{k}={getattr(ran, k)}" for k in ignored)
+    hint = "; model.halt_max_steps sets the supervision steps of any model" if "halt_max_steps" in ignored else ""
+    return [f"model.arch: {said} not used: the checkpoint brings its own architecture ({used}){hint}"]
 
 
 def load_run_tasks(cfg: RunConfig):

@@ -57,7 +57,7 @@ class TTTConfig:
     )
     augmentation: str = ""  # augmentation preset (configs/augmentation/NAME.yaml); "" = kit defaults
     translate: bool = True  # random translation of each training pair on the canvas
-    max_steps: int = 2000  # stop here even when time is left
+    max_steps: int = 0  # 0: the budget ends training; > 0: also stop after this many steps, even with time left
     embeddings_only_steps: int = 0  # phase 1: train only the puzzle embeddings (network frozen)
     freeze_network: bool = False  # phase 2 trains the embeddings only as well (network never changes)
     # How the rows of puzzles new to the model start: "mean" (a checkpoint's whole-table mean; zeros from

@@ -216,12 +216,12 @@ def supervise(cfg: RunConfig, out: Path, *, fresh: bool = False, config_label: s
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ArcKitError(f"{out}: --out exists and is not a directory")
-    check_run_inputs(cfg, config_label or "config")
+    notices = check_run_inputs(cfg, config_label or "config")
     task_set = load_run_tasks(cfg)
     vote_config = load_vote_config(cfg.voting)
     budget = Budget(cfg.budget.total_minutes, cfg.budget.safety_margin_minutes)
     with RunLock(out, "arc-kit run"):  # makes OUT; refuses a directory another command holds, touching nothing
-        return _supervise_locked(cfg, out, fresh, config_label, task_set, vote_config, budget)
+        return _supervise_locked(cfg, out, fresh, config_label, task_set, vote_config, budget, notices)
 
 
 def _supervise_locked(
@@ -232,6 +232,7 @@ def _supervise_locked(
     task_set: TaskSet,
     vote_config: VoteConfig,
     budget: Budget,
+    notices: list[str],
 ) -> int:
     """The run itself, in OUT under its lock (its stage processes inherit the lock's token)."""
     log = setup_logging(out, "run")
@@ -239,6 +240,8 @@ def _supervise_locked(
         f"arc-kit {__version__} run '{cfg.name}' -> {out} (budget {fmt_seconds(60 * cfg.budget.total_minutes)}, "
         f"stages end by {time.strftime('%H:%M:%S', time.localtime(budget.deadline))})"
     )
+    for note in notices:
+        log.warning(f"config: {note}")
     n_inputs = sum(len(t.test) for t in task_set.tasks.values())
     log.info(
         f"tasks: {len(task_set.tasks)} from {task_set.source} ({n_inputs} test inputs)"

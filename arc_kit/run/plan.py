@@ -83,8 +83,8 @@ def plan_run(
 
     Inference needs n_test_inputs * views / rate seconds (+ a child start-up). It gets what it needs,
     at least `min_infer_share` and at most `1 - train_share` of the time; when that is not enough the
-    view count is trimmed. Training gets the rest (its deadline), and as many steps as fit, capped by
-    `max_steps`. When the steps that fit cannot
+    view count is trimmed. Training gets the rest (its deadline), and as many steps as fit (capped by
+    `max_steps` when > 0; 0: no cap). When the steps that fit cannot
     show each training example `min_epochs` times, the TTT augmentation count is trimmed.
     `infer_passes`: model passes per view (one per training snapshot, doubled by consistency scoring).
     """
@@ -105,10 +105,10 @@ def plan_run(
         views = new_views
     train_s = max(0.0, time_left - infer_s - startup_seconds)
     steps_fit = int(train_s * max(train_seq_per_s, 0.0) / max(1, batch_size))
-    steps = min(max_steps, steps_fit)
-    if steps < max_steps:
+    steps = min(max_steps, steps_fit) if max_steps > 0 else steps_fit
+    if max_steps > 0 and steps < max_steps:
         notes.append(f"training steps limited by time: {steps} of {max_steps}")
-    # train_s stays the training deadline; when max_steps ends training sooner, inference simply starts
+    # train_s stays the training deadline; when a max_steps cap ends training sooner, inference simply starts
     # sooner and runs until the end of the budget.
     expected = min(train_s, steps * batch_size / max(train_seq_per_s, 1e-9))
     augs = max(1, ttt_augmentations)

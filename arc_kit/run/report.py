@@ -106,6 +106,7 @@ def write_report(r: RunRecord, report) -> None:
         ),
         f"- checkpoint: {cfg.model.checkpoint or 'none (trained from scratch)'}"
         + (f" (hash {m['checkpoint_hash']})" if m.get("checkpoint_hash") else ""),
+        f"- model: {cfg.model.arch.describe()}",
         f"- hardware: {hw.get('device', '?')}"
         + (f" {hw['gpu']} x{hw.get('gpus', 1)}" if hw.get("gpu") else "")
         + f", {hw.get('cpu_cores', '?')} cores ({hw.get('cores_free', '?')} free), {hw.get('threads', '?')} "

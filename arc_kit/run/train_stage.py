@@ -2,6 +2,7 @@
 
 import dataclasses
 import logging
+import math
 import shutil
 import time
 from pathlib import Path
@@ -133,9 +134,9 @@ def plan_training(
 
 
 def train_phases(env: StageEnv, model, data, plan: Plan, train_until: float, resume: bool) -> dict:
-    """Phase 1 (optional): puzzle embeddings only, network frozen; phase 2: as configured. Steps are capped by
-    ttt.max_steps and stopped by the deadline: when the hardware turns out faster than the probe said, training
-    simply goes on (the planned count only sets the learning-rate schedule, re-planned as it goes)."""
+    """Phase 1 (optional): puzzle embeddings only, network frozen; phase 2: as configured. The deadline ends
+    training (ttt.max_steps > 0 caps the steps too): when the hardware turns out faster than the probe said,
+    training simply goes on (the planned count only sets the learning-rate schedule, re-planned as it goes)."""
     import torch
 
     from arc_kit.model.checkpoint import STATE_FILES
@@ -149,32 +150,35 @@ def train_phases(env: StageEnv, model, data, plan: Plan, train_until: float, res
         device=cfg.runtime.device,
         precision="auto" if cfg.runtime.precision == "bfloat16" else "float32",
     )
-    planned, max_steps = max(1, plan.train_steps), ttt.max_steps
+    planned, cap = max(1, plan.train_steps), ttt.max_steps  # cap 0: none
     rate_steps = plan.train_seq_per_s / train_cfg.global_batch_size
     train_cfg.checkpoint_every = max(10, int(rate_steps * 60 * ttt.checkpoint_minutes))
     t_until = min(plan.train_until, train_until)
-    phases = []
-    emb_steps = min(ttt.embeddings_only_steps, max_steps) if not ttt.freeze_network else 0
+    phases: list[tuple[str, int | None, bool]] = []  # (name, step cap or None: until the deadline, frozen)
+    emb_steps = min(ttt.embeddings_only_steps, cap or ttt.embeddings_only_steps) if not ttt.freeze_network else 0
     if emb_steps:
         phases.append(("embeddings", emb_steps, True))
-    if max_steps - emb_steps > 0:
-        phases.append(("full" if not ttt.freeze_network else "embeddings", max_steps - emb_steps, ttt.freeze_network))
+    if not cap or cap - emb_steps > 0:
+        name = "full" if not ttt.freeze_network else "embeddings"
+        phases.append((name, cap - emb_steps if cap else None, ttt.freeze_network))
     retuner = None
     if env.device.type == "cpu" and cfg.runtime.threads == 0 and env.world == 1 and usable_cores() > 1:
         retuner = ThreadRetuner(sorted({1, usable_cores()}), env.threads, log=log.info)
     phase_file = env.out / TTT_DIR / "phase.json"
     phase_state = read_json(phase_file, "phase file") if (resume and phase_file.is_file()) else {}
     done_phases = phase_state.get("done", [])
-    t_start, total_done, last = time.time(), 0, {}
+    t_start, total_done, last, focus = time.time(), 0, {}, None
     saver = SnapshotSaver(env.out, cfg.inference.snapshots, env.is_main, log)
     for i, (name, n_steps, frozen) in enumerate(phases):
         if i in done_phases:
             continue
         for prm in model.parameters():  # a frozen phase before leaves requires_grad off
             prm.requires_grad_(True)
-        pcfg = dataclasses.replace(train_cfg, freeze_network=frozen, max_steps=n_steps)
+        # the schedule's first length: the planned steps left (re-planned before every step)
+        schedule = max(1, min(n_steps or planned, planned - emb_steps if i else planned))
+        pcfg = dataclasses.replace(train_cfg, freeze_network=frozen, max_steps=n_steps or 0)
         trainer = Trainer(
-            model, data, pcfg, accelerator=env.accelerator, log_path=env.out / TTT_DIR / "metrics.jsonl", steps=n_steps
+            model, data, pcfg, accelerator=env.accelerator, log_path=env.out / TTT_DIR / "metrics.jsonl", steps=schedule
         )
         if phase_state.get("current") == i and _state_matches(ck / STATE_FILES["optimizer"], frozen):
             trainer.load_state(ck)
@@ -182,13 +186,15 @@ def train_phases(env: StageEnv, model, data, plan: Plan, train_until: float, res
         if env.is_main:
             atomic_write_json(phase_file, {"done": list(range(i)), "current": i})
         if i < len(phases) - 1:  # the embeddings phase gets its share of the planned steps' time
-            phase_until = time.time() + (t_until - time.time()) * min(1.0, n_steps / planned)
+            phase_until = time.time() + (t_until - time.time()) * min(1.0, (n_steps or planned) / planned)
         else:
             phase_until = t_until
         nan_at = 3 if fault_requested("train", "nan") else None
         last_phase = i == len(phases) - 1
 
-        def on_step(trainer=trainer, nan_at=nan_at, until=phase_until, before=total_done, last_phase=last_phase):
+        def on_step(
+            trainer=trainer, nan_at=nan_at, until=phase_until, before=total_done, last_phase=last_phase, cap=n_steps
+        ):
             """Before every step: faults, thread re-checks, re-planning the schedule, snapshots."""
             inject_fault("train")
             if retuner is not None:
@@ -200,7 +206,7 @@ def train_phases(env: StageEnv, model, data, plan: Plan, train_until: float, res
             # Re-plan: the schedule's length follows the measured step time and the time left
             fit = trainer.steps_by(until)
             if fit is not None:
-                trainer.total_steps = max(trainer.step_count + 1, min(trainer.config.max_steps, fit))
+                trainer.total_steps = max(trainer.step_count + 1, min(cap, fit) if cap else fit)
             saver(trainer, before + trainer.step_count, before + trainer.total_steps if last_phase else planned)
 
         log.info(
@@ -208,7 +214,8 @@ def train_phases(env: StageEnv, model, data, plan: Plan, train_until: float, res
             f"{n_steps} steps, until {time.strftime('%H:%M:%S', time.localtime(phase_until))}"
         )
         try:
-            last = trainer.train(until=phase_until, on_step=on_step, checkpoint_dir=ck)
+            limit = n_steps if n_steps else math.inf
+            last = trainer.train(until=phase_until, on_step=on_step, checkpoint_dir=ck, max_steps=limit)
         except NonFiniteLoss as e:
             # The weights are poisoned: keep the last checkpoint saved before, never save these.
             log.info(f"train: {e}; the last saved checkpoint (if any) is kept")
@@ -222,6 +229,9 @@ def train_phases(env: StageEnv, model, data, plan: Plan, train_until: float, res
                     log.info(f"train: could not save after the error: {type(save_error).__name__}: {save_error}")
             raise
         total_done += trainer.step_count
+        if trainer.focus is not None:  # ttt.train.focus: how many tasks the model reproduced at the end
+            focus = {"reproduced": int((trainer.focus.rate >= 0.9).sum()), "tasks": len(trainer.focus.rate)}
+            log.info(f"train: focus: {focus['reproduced']} of {focus['tasks']} tasks reproduced (exact rate >= 0.9)")
         if env.is_main:
             atomic_write_json(phase_file, {"done": list(range(i + 1))})
         model = trainer.model
@@ -238,6 +248,7 @@ def train_phases(env: StageEnv, model, data, plan: Plan, train_until: float, res
         "loss": last.get("loss"),
         "exact_accuracy": last.get("exact_accuracy"),
         "stopped": last.get("stopped"),
+        **({"focus": focus} if focus else {}),
         **({"thread_rechecks": retuner.changes, "threads": retuner.current} if retuner and retuner.changes else {}),
     }
 
