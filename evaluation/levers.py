@@ -1,16 +1,20 @@
-"""The voting levers measured offline on sweep runs: final model only vs snapshot pooling, q_halt vs consistency.
+"""The voting levers measured offline on sweep runs: invariants, snapshot pooling, q_halt vs consistency.
 
     python evaluation/levers.py [--out runs/sweep] [NAME ...] [--json FILE]
 
-Every run of a config NAME in OUT/NAME/seed-S (made by `sweep.py run` with `inference.snapshots=[...]` and
-`inference.consistency=true`) holds the predictions of every training snapshot and the consistency scores of
-every view. Each lever is the same run's predictions voted again, without the model:
+Every run of a config NAME in OUT/NAME/seed-S (made by `sweep.py run`; with `inference.snapshots=[...]` it holds
+the predictions of every training snapshot, with `inference.consistency=true` the consistency scores of every
+view). Each lever is the same run's predictions voted again, without the model:
 
-- baseline: the final model's predictions only (lines of snapshot 1.0), reference voting (votes, then q_halt);
+- baseline: the final model's predictions only (lines of snapshot 1.0), reference voting (votes, then q_halt),
+  invariants off;
+- +invariants: the same, with candidates that break an invariant of the demonstrations ranked last;
 - +consistency / +votes-consistency: the same predictions ranked by consistency (configs/voting/);
 - +snapshots: every snapshot's predictions, reference voting (equal weights; `+snapshots 0.5/0.75`: earlier
   snapshots weighted down);
 - +snapshots +consistency: both.
+
+A run without consistency scores gets no consistency lever, one without earlier snapshots no snapshot lever.
 
 The final-only files are written to RUN/levers/final/ (predictions.jsonl and consistency.jsonl of snapshot 1.0)
 and scored with `arc-kit score --vote`, which reads consistency.jsonl beside the predictions. Prints one
@@ -30,11 +34,20 @@ from sweep import _paired_bootstrap, _spread
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAPSHOT_WEIGHTS = {"0.6": 0.5, "0.8": 0.75}
+# voting configs written to OUT (the shipped ones by name: configs/voting/)
+WRITTEN = {
+    "plain": "strategy: reference\nfallback: input\ninvariants: false\n",
+    "invariants": "strategy: reference\nfallback: input\ninvariants: true\n",
+    "snapshot-weighted": "strategy: reference\nfallback: input\ninvariants: false\nsnapshot_weights:\n"
+    + "".join(f'  "{k}": {v}\n' for k, v in SNAPSHOT_WEIGHTS.items()),
+}
+CONSISTENCY = ("consistency", "votes-consistency")
 LEVERS = [  # (name, prediction set, voting config)
-    ("baseline", "final", "reference"),
+    ("baseline", "final", "plain"),
+    ("+invariants", "final", "invariants"),
     ("+consistency", "final", "consistency"),
     ("+votes-consistency", "final", "votes-consistency"),
-    ("+snapshots", "all", "reference"),
+    ("+snapshots", "all", "plain"),
     ("+snapshots 0.5/0.75", "all", "snapshot-weighted"),
     ("+snapshots +consistency", "all", "consistency"),
     ("+snapshots +votes-consistency", "all", "votes-consistency"),
@@ -69,12 +82,16 @@ def score(predictions: Path, run: Path, vote: str) -> dict:
     return json.loads(proc.stdout)
 
 
-def measure(run: Path, weighted: Path) -> dict[str, dict]:
+def measure(run: Path, configs: dict[str, Path]) -> dict[str, dict]:
     final = split_final(run)
     files = {"final": final / "predictions.jsonl", "all": run / "predictions.jsonl"}
+    pooled = files["all"].read_text() != files["final"].read_text()  # earlier snapshots voted too
+    scored = (run / "consistency.jsonl").is_file()
     out = {}
     for name, which, vote in LEVERS:
-        s = score(files[which], run, str(weighted) if vote == "snapshot-weighted" else vote)
+        if (which == "all" and not pooled) or (vote in CONSISTENCY and not scored):
+            continue
+        s = score(files[which], run, str(configs.get(vote, vote)))
         out[name] = {
             "solved": s["n_solved_outputs"],
             "outputs": s["n_outputs"],
@@ -96,6 +113,8 @@ def table(name: str, runs: dict[int, dict[str, dict]]) -> list[str]:
     ]
     n = runs[seeds[0]]["baseline"]["outputs"]
     for lever, _, _ in LEVERS:
+        if not all(lever in runs[s] for s in seeds):
+            continue
         rs = [runs[s][lever] for s in seeds]
         by_seed = [runs[s][lever]["per_task"] - runs[s]["baseline"]["per_task"] for s in seeds]
         tasks = sorted(rs[0]["tasks"])
@@ -121,19 +140,18 @@ def main() -> int:
     args = ap.parse_args()
     out = Path(args.out)
     names = args.names or sorted(p.name for p in out.iterdir() if p.is_dir())
-    weighted = out / "voting-snapshot-weighted.yaml"
-    weighted.write_text(
-        "strategy: reference\nfallback: input\nsnapshot_weights:\n"
-        + "".join(f'  "{k}": {v}\n' for k, v in SNAPSHOT_WEIGHTS.items())
-    )
+    configs = {}
+    for vote, text in WRITTEN.items():
+        configs[vote] = out / f"voting-{vote}.yaml"
+        configs[vote].write_text(text)
     everything = {}
     for name in names:
         runs = {}
         for run in sorted((out / name).glob("seed-*")):
-            if (run / "score.json").is_file() and (run / "consistency.jsonl").is_file():
-                runs[int(run.name.removeprefix("seed-"))] = measure(run, weighted)
+            if (run / "score.json").is_file():
+                runs[int(run.name.removeprefix("seed-"))] = measure(run, configs)
         if not runs:
-            print(f"levers: {name}: no scored run with consistency scores", file=sys.stderr)
+            print(f"levers: {name}: no scored run", file=sys.stderr)
             continue
         everything[name] = runs
         print("\n".join(table(name, runs)), flush=True)

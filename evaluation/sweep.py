@@ -4,13 +4,16 @@
                                    [--note "..."] [key=value ...]
     python evaluation/sweep.py table [--out runs/sweep] [NAME ...]
     python evaluation/sweep.py compare A B [--out runs/sweep] [--vote STRATEGY]
+    python evaluation/sweep.py vote NAME A B ... [--out runs/sweep] [--vote STRATEGY]
 
 `run` writes OUT/NAME/seed-S/ (one `arc-kit run` directory per seed; the seed sets runtime.seed)
 and appends one JSON line per seed to OUT/results.jsonl: per-output and per-task score, coverage, training
 steps, wall time, threads, the 1-minute load average before and after, the machine and the exact command.
 `table` prints one markdown row per config: mean and spread (min-max) over its seeds. `compare` pairs two
 configs seed by seed with `arc-kit compare` and on the per-task scores averaged over the common seeds
-(a paired bootstrap over tasks).
+(a paired bootstrap over tasks). `vote` votes the predictions of configs A, B, ... together seed by seed
+(`arc-kit vote`, e.g. two models at half the budget each) into OUT/NAME/seed-S/ and records it as a config of
+its own (steps and wall time: the members' sums; load: the worst member's), so `table` and `compare` take it.
 
 Load: the 1-minute load average lags (right after the previous seed's run it still reads ~2), so each row also
 records what *other* processes used: the machine's busy CPU seconds during the run (/proc/stat) minus the
@@ -26,6 +29,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -252,6 +256,60 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_vote(args) -> int:
+    out = Path(args.out)
+    rows = [r for r in read_rows(out) if "per_output" in r]
+    by = {(r["name"], r["seed"]): r for r in rows}  # the last row of each (config, seed)
+    seeds = sorted(set.intersection(*({r["seed"] for r in rows if r["name"] == m} for m in args.members)))
+    if not seeds:
+        print(f"vote: no seed has scored runs of every one of {', '.join(args.members)}", file=sys.stderr)
+        return 2
+    for seed in seeds:
+        members = [out / m / f"seed-{seed}" for m in args.members]
+        run_dir = out / args.name / f"seed-{seed}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copy(members[0] / "config.yaml", run_dir / "config.yaml")  # the task selection, for `compare`
+        preds = [str(m / "predictions.jsonl") for m in members]
+        sel = _selection(members[0])
+        for cmd, dest in (
+            (_cli("vote", *preds, *sel, "-o", str(run_dir / "submission.json"), "--config", args.vote), None),
+            (_cli("score", *preds, *sel, "--vote", args.vote, "--json"), run_dir / "score.json"),
+        ):
+            res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+            if res.returncode != 0:
+                print(f"vote seed {seed}: {' '.join(cmd[2:])}: {res.stderr.strip()[-300:]}", file=sys.stderr)
+                return res.returncode
+            if dest is not None:
+                dest.write_text(res.stdout)
+        s = json.loads((run_dir / "score.json").read_text())
+        parts = [by[(m, seed)] for m in args.members]
+        worst = max(parts, key=lambda r: r.get("other_cores") or 0.0)
+        row = {
+            "name": args.name,
+            "seed": seed,
+            "members": list(args.members),
+            "vote": args.vote,
+            "command": f"vote {' '.join(preds)} {' '.join(sel)} --config {args.vote}",
+            "exit": 0,
+            "per_output": s["score_per_output"],
+            "per_task": s["score_per_task"],
+            "solved": s["n_solved_outputs"],
+            "outputs": s["n_outputs"],
+            "coverage": (s.get("coverage") or {}).get("per_output"),
+            "steps": sum(r.get("steps") or 0 for r in parts),
+            "wall_s": round(sum(r["wall_s"] for r in parts), 1),
+            "threads": "/".join(sorted({str(r.get("threads")) for r in parts})),
+            **{k: worst.get(k) for k in ("load_before", "load_after", "busy_before", "other_cores")},
+            "machine": parts[0].get("machine"),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "note": args.note or f"vote of {' + '.join(args.members)}",
+        }
+        with open(out / "results.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{args.name} seed {seed}: {row['solved']}/{row['outputs']} outputs, per-task {row['per_task']:.3f}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -270,6 +328,12 @@ def main() -> int:
     c.add_argument("b")
     c.add_argument("--out", default="runs/sweep")
     c.add_argument("--vote", default=None)
+    v = sub.add_parser("vote")
+    v.add_argument("name")
+    v.add_argument("members", nargs="+")
+    v.add_argument("--out", default="runs/sweep")
+    v.add_argument("--vote", default="reference")
+    v.add_argument("--note", default="")
     args, rest = ap.parse_known_args()
     if args.cmd == "run":
         bad = [x for x in rest if "=" not in x or x.startswith("-")]
@@ -278,7 +342,7 @@ def main() -> int:
         args.overrides = rest  # key=value run-config overrides, anywhere on the line
     elif rest:
         ap.error(f"unrecognized arguments: {' '.join(rest)}")
-    return {"run": cmd_run, "table": cmd_table, "compare": cmd_compare}[args.cmd](args)
+    return {"run": cmd_run, "table": cmd_table, "compare": cmd_compare, "vote": cmd_vote}[args.cmd](args)
 
 
 if __name__ == "__main__":

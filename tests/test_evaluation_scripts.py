@@ -93,3 +93,44 @@ def test_coverage_of_a_run_whose_views_all_decoded_empty_is_zero_not_missing(scr
     assert sweep._coverage(tmp_path, {"coverage": None}) is None  # no inference: nothing to cover
     (tmp_path / "predictions.jsonl").write_text("")
     assert sweep._coverage(tmp_path, {"coverage": None}) == 0.0
+
+
+def test_lever_table_leaves_out_levers_a_run_did_not_measure(scripts):
+    _, levers = scripts
+    tasks = {"a": 1.0, "b": 0.0}
+    m = {"solved": 1, "outputs": 2, "per_output": 0.5, "per_task": 0.5, "coverage": 0.5, "tasks": tasks}
+    lines = levers.table("plain", {0: {"baseline": m, "+invariants": m}})  # no snapshots, no consistency scores
+    rows = [x.split(" |")[0] for x in lines if x.startswith("| ") and not x.startswith("| lever")]
+    assert rows == ["| baseline", "| +invariants"]
+
+
+def _sweep_run(out: Path, name: str, seed: int, grids: list, tasks: Path) -> dict:
+    d = out / name / f"seed-{seed}"
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(f"tasks: {{source: {tasks}}}\n")
+    lines = [{"task_id": "t", "test_index": 0, "augmentation": "t", "grid": g, "q_halt": 0.0} for g in grids]
+    (d / "predictions.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    row = {"name": name, "seed": seed, "per_output": 0.0, "per_task": 0.0, "solved": 0, "outputs": 1}
+    return row | {"steps": 100, "wall_s": 60.0, "threads": 2, "load_before": 0.1, "other_cores": 0.01 * (seed + 1)}
+
+
+def test_sweep_vote_votes_two_configs_together_seed_by_seed(tmp_path):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    task = {"train": [{"input": [[1]], "output": [[2]]}], "test": [{"input": [[1]], "output": [[2]]}]}
+    (tasks / "t.json").write_text(json.dumps(task))
+    out = tmp_path / "sweep"
+    # a alone ranks [[3]] first (2 votes); a + b: [[2]] gets 3 votes
+    rows = [_sweep_run(out, "a", 0, [[[3]], [[3]], [[2]]], tasks), _sweep_run(out, "b", 0, [[[2]], [[2]]], tasks)]
+    rows.append(_sweep_run(out, "a", 1, [[[2]]], tasks))  # seed 1 has no b: not voted
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cmd = [sys.executable, str(EVALUATION / "sweep.py"), "vote", "ab", "a", "b", "--out", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    voted = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()][-1]
+    assert voted["name"] == "ab" and voted["seed"] == 0 and voted["members"] == ["a", "b"]
+    assert voted["solved"] == 1 and voted["steps"] == 200 and voted["wall_s"] == 120.0
+    assert voted["other_cores"] == 0.01  # the worst member's load
+    sub = json.loads((out / "ab" / "seed-0" / "submission.json").read_text())
+    assert sub["t"][0]["attempt_1"] == [[2]]
+    assert not (out / "ab" / "seed-1").exists()
