@@ -178,3 +178,10 @@ def test_kind_config():
         {"name": "recursive_reasoning.trm@TinyRecursiveReasoningModel_ACTV1", "H_layers": 0}
     )
     assert ref_trm.kind == "trm"
+
+
+def test_describe_names_the_kind_and_both_stacks():
+    hrm = TRMConfig(kind="hrm", H_layers=1, L_layers=2, H_cycles=2, L_cycles=3, halt_max_steps=4)
+    assert hrm.describe().startswith("HRM, hidden 512, 8 heads, H-level 1 + L-level 2 blocks, H_cycles 2 x L_cycles 3")
+    assert "4 supervision step(s)" in hrm.describe()
+    assert TRMConfig().describe().startswith("TRM, hidden 512, 8 heads, 2 blocks, H_cycles 3 x L_cycles 4")
