@@ -40,6 +40,7 @@ LAYERS = [
             "arc_kit.identifiers",
             "arc_kit.shipped_identifiers",
             "arc_kit.predictions",
+            "arc_kit.invariants",
             "arc_kit.vote",
             "arc_kit.scoring",
             "arc_kit.submission",
