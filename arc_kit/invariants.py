@@ -37,19 +37,11 @@ class Invariants:
     def broken(self, grid: Grid) -> tuple[str, ...]:
         """The invariants `grid` breaks: () when it keeps all of them, else a subset of ("size", "palette")."""
         out = []
-        if self.shape is not None and (len(grid), len(grid[0]) if grid else 0) != self.shape:
+        if self.shape is not None and _shape(grid) != self.shape:
             out.append("size")
         if self.colours is not None and any(c not in self.colours for row in grid for c in row):
             out.append("palette")
         return tuple(out)
-
-    def describe(self) -> str:
-        parts = []
-        if self.shape is not None:
-            parts.append(f"size {self.shape[0]}x{self.shape[1]} ({self.shape_rule})")
-        if self.colours is not None:
-            parts.append(f"colours {{{', '.join(str(c) for c in sorted(self.colours))}}}")
-        return ", ".join(parts) or "none"
 
 
 def _shape(grid: Grid) -> tuple[int, int]:

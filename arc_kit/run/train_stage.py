@@ -174,8 +174,9 @@ def train_phases(env: StageEnv, model, data, plan: Plan, train_until: float, res
             continue
         for prm in model.parameters():  # a frozen phase before leaves requires_grad off
             prm.requires_grad_(True)
-        # the schedule's first length: the planned steps left (re-planned before every step)
-        schedule = max(1, min(n_steps or planned, planned - emb_steps if i else planned))
+        # the schedule's first length: the planned steps this phase has (re-planned before every step)
+        left = planned - emb_steps if i else planned
+        schedule = max(1, min(n_steps, left) if n_steps else left)
         pcfg = dataclasses.replace(train_cfg, freeze_network=frozen, max_steps=n_steps or 0)
         trainer = Trainer(
             model, data, pcfg, accelerator=env.accelerator, log_path=env.out / TTT_DIR / "metrics.jsonl", steps=schedule
@@ -192,9 +193,7 @@ def train_phases(env: StageEnv, model, data, plan: Plan, train_until: float, res
         nan_at = 3 if fault_requested("train", "nan") else None
         last_phase = i == len(phases) - 1
 
-        def on_step(
-            trainer=trainer, nan_at=nan_at, until=phase_until, before=total_done, last_phase=last_phase, cap=n_steps
-        ):
+        def on_step(trainer=trainer, nan_at=nan_at, until=phase_until, before=total_done, last_phase=last_phase):
             """Before every step: faults, thread re-checks, re-planning the schedule, snapshots."""
             inject_fault("train")
             if retuner is not None:
@@ -206,6 +205,7 @@ def train_phases(env: StageEnv, model, data, plan: Plan, train_until: float, res
             # Re-plan: the schedule's length follows the measured step time and the time left
             fit = trainer.steps_by(until)
             if fit is not None:
+                cap = trainer.config.max_steps  # 0: none
                 trainer.total_steps = max(trainer.step_count + 1, min(cap, fit) if cap else fit)
             saver(trainer, before + trainer.step_count, before + trainer.total_steps if last_phase else planned)
 
