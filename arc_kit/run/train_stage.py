@@ -211,7 +211,8 @@ def train_phases(env: StageEnv, model, data, plan: Plan, train_until: float, res
 
         log.info(
             f"train: phase '{name}' ({'embeddings only' if frozen else 'network + embeddings'}): "
-            f"{f'{n_steps} steps' if n_steps else 'no step cap'}, until {time.strftime('%H:%M:%S', time.localtime(phase_until))}"
+            f"{f'{n_steps} steps' if n_steps else 'no step cap'}, "
+            f"until {time.strftime('%H:%M:%S', time.localtime(phase_until))}"
         )
         try:
             limit = n_steps if n_steps else math.inf
