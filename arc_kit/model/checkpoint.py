@@ -27,6 +27,7 @@ import yaml
 from arc_kit.base.config import from_dict, read_yaml, to_dict
 from arc_kit.base.errors import ArcKitError
 from arc_kit.base.files import atomic_open, atomic_write_bytes, atomic_write_json, atomic_write_text
+from arc_kit.base.fileset import carry_over, file_set, finish_interrupted
 from arc_kit.identifiers import read_identifiers, rows_unnamed
 from arc_kit.model.build import fit_config, init_rows, instantiate
 from arc_kit.model.trm import TRM, TRMConfig
@@ -40,6 +41,7 @@ MODEL_FILE, TABLE_FILE, CONFIG_FILE, PUZZLES_FILE = (
 )
 CHECKPOINT_FILES = (CONFIG_FILE, MODEL_FILE, TABLE_FILE, PUZZLES_FILE)  # what a checkpoint needs to load
 STATE_FILES = {"optimizer": "optimizer.safetensors", "ema": "ema.safetensors"}
+OWNED_FILES = (*CHECKPOINT_FILES, *STATE_FILES.values())  # what a save replaces; other files in the folder stay
 TABLE_KEY = "puzzle_emb.weights"
 TABLE_HASH_KEY = "table_sha256"  # config.yaml: sha256 of puzzle_emb.safetensors, recorded when the kit writes it
 _CHUNK_BYTES = 64 << 20
@@ -194,22 +196,17 @@ def _write_checkpoint(
     rows = 0 if table is None else table.shape[0]
     if len(names) != rows:
         raise ArcKitError(f"{directory}: {len(names)} puzzle names for a puzzle table of {rows} rows")
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / CONFIG_FILE).unlink(missing_ok=True)  # written last: a directory without it is incomplete
-    _save_safetensors(directory / MODEL_FILE, state)
-    if table is not None:
-        extra[TABLE_HASH_KEY] = write_table(directory / TABLE_FILE, table, release_source=release_table)
-    else:
-        (directory / TABLE_FILE).unlink(missing_ok=True)
-        extra.pop(TABLE_HASH_KEY, None)
-    atomic_write_json(directory / PUZZLES_FILE, list(names))
-    for kind, tensors in states.items():
-        if tensors is None:
-            (directory / STATE_FILES[kind]).unlink(missing_ok=True)  # never leave a stale one behind
-        else:
-            _save_safetensors(directory / STATE_FILES[kind], tensors)
-    doc = {"format": FORMAT, "model": to_dict(cfg), **extra}
-    atomic_write_text(directory / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))
+    # Written as one set: a save killed at any moment leaves the previous checkpoint or this one, never a mix.
+    with file_set(directory, OWNED_FILES, CONFIG_FILE) as new:
+        _save_safetensors(new / MODEL_FILE, state)
+        if table is not None:
+            extra[TABLE_HASH_KEY] = write_table(new / TABLE_FILE, table, release_source=release_table)
+        atomic_write_json(new / PUZZLES_FILE, list(names))
+        for kind, tensors in states.items():
+            if tensors is not None:  # a state the set lacks is removed with the old set
+                _save_safetensors(new / STATE_FILES[kind], tensors)
+        doc = {"format": FORMAT, "model": to_dict(cfg), **extra}
+        atomic_write_text(new / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))
 
 
 def save_checkpoint(
@@ -235,9 +232,15 @@ def save_checkpoint(
     )
 
 
+def finish_interrupted_save(directory: str | Path) -> None:
+    """Complete a save that was killed after its commit point, while moving its files in (see base/fileset)."""
+    finish_interrupted(directory, OWNED_FILES, CONFIG_FILE)
+
+
 def read_checkpoint_info(directory: str | Path) -> Checkpoint:
     """config.yaml and puzzles.json of a checkpoint, without loading any tensor."""
     d = Path(directory)
+    finish_interrupted_save(d)
     if not (d / CONFIG_FILE).is_file():
         raise ArcKitError(f"{d}: not an arc-kit checkpoint directory (no {CONFIG_FILE})")
     doc = read_yaml(d / CONFIG_FILE)
@@ -349,14 +352,15 @@ def strip_puzzle_rows(directory: str | Path, chunk: int = 65536) -> int:
     n = len(info.puzzle_names)
     if n == 0 or not (directory / TABLE_FILE).is_file():
         return 0
-    table_hash = write_table(directory / TABLE_FILE, table_mean(directory, chunk)[None])
-    atomic_write_json(directory / PUZZLES_FILE, ["<blank>"])
     doc = yaml.safe_load((directory / CONFIG_FILE).read_text())
-    doc["model"]["num_puzzle_identifiers"] = 1
-    doc["stripped_puzzles"] = {"rows_dropped": n, "kept": "row 0 <blank> = the mean of the dropped table"}
-    doc[TABLE_HASH_KEY] = table_hash
-    atomic_write_text(directory / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))
-    (directory / STATE_FILES["optimizer"]).unlink(missing_ok=True)
+    with file_set(directory, OWNED_FILES, CONFIG_FILE) as new:  # a kill half-way keeps the full checkpoint
+        for name in (MODEL_FILE, STATE_FILES["ema"]):  # the optimizer state goes: it is per row
+            carry_over(directory / name, new)
+        doc[TABLE_HASH_KEY] = write_table(new / TABLE_FILE, table_mean(directory, chunk)[None])
+        atomic_write_json(new / PUZZLES_FILE, ["<blank>"])
+        doc["model"]["num_puzzle_identifiers"] = 1
+        doc["stripped_puzzles"] = {"rows_dropped": n, "kept": "row 0 <blank> = the mean of the dropped table"}
+        atomic_write_text(new / CONFIG_FILE, yaml.safe_dump(doc, sort_keys=False))
     read_checkpoint_info(directory)  # still a valid checkpoint
     return n
 

@@ -26,10 +26,13 @@ if TYPE_CHECKING:
 
 def _state_matches(path: Path, frozen: bool) -> bool:
     """Whether a saved training state can resume a phase with this freezing (its optimisers must match)."""
-    if not path.is_file():
-        return False
     from safetensors import safe_open
 
+    from arc_kit.model.checkpoint import finish_interrupted_save
+
+    finish_interrupted_save(path.parent)  # a run killed while saving: complete the save first
+    if not path.is_file():
+        return False
     with safe_open(str(path), "pt") as f:
         keys = list(f.keys())
     has_net = any(k.startswith("optim.net") for k in keys)
