@@ -134,3 +134,48 @@ def test_sweep_vote_votes_two_configs_together_seed_by_seed(tmp_path):
     sub = json.loads((out / "ab" / "seed-0" / "submission.json").read_text())
     assert sub["t"][0]["attempt_1"] == [[2]]
     assert not (out / "ab" / "seed-1").exists()
+
+
+def _curve_run(out: Path, name: str, seed: int, solved: int, steps: int, other_cores: float = 0.01) -> None:
+    run = out / name / f"seed-{seed}"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("ttt:\n  train:\n    global_batch_size: 32\n")
+    (run / "report.md").write_text("per-task score (pass@2):   0.2391  95% CI [0.0870, 0.4130]  (16 tasks)\n")
+    row = {"name": name, "seed": seed, "solved": solved, "outputs": 20, "steps": steps, "load_before": 0.2}
+    row |= {"busy_before": 0.0, "other_cores": other_cores}
+    with open(out / "results.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def test_compute_curve_fits_the_gain_per_doubling_and_leaves_loaded_rows_out(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(EVALUATION))
+    import curve
+
+    # solved = 1 + 2 log2(sequences per task); sequences per task = steps x 32 / 16 = 2 steps
+    for seed, solved in ((0, 9), (1, 9)):
+        _curve_run(tmp_path, "one", seed, solved, steps=8)  # 16 sequences per task: 1 + 2*4
+    _curve_run(tmp_path, "two", 0, 11, steps=16)  # 32 per task: 1 + 2*5
+    _curve_run(tmp_path, "two", 1, 0, steps=16, other_cores=0.5)  # under load: listed, left out
+    _curve_run(tmp_path, "four", 0, 13, steps=32)
+    points = curve.load_points(tmp_path, ["2=two", "1=one", "4=four"])
+    assert [p.multiple for p in points] == [1.0, 2.0, 4.0]
+    assert [len(p.runs) for p in points] == [2, 2, 1] and [len(p.used) for p in points] == [2, 1, 1]
+    f = curve.fit(points)
+    assert f.n == 4 and abs(f.b - 2) < 1e-9 and abs(f.a - 1) < 1e-9 and abs(f.r2 - 1) < 1e-9
+    assert abs(f.predict(64) - 13) < 1e-9
+    rows = curve.table(points, minutes=9)
+    assert "| 2x | 18 | 1 | 11, 0 (under load, left out) (of 20) | 11.0 | 16 | 32 |" in rows
+
+
+def test_compute_curve_command_prints_the_fit_and_draws_the_png(tmp_path, capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(EVALUATION))  # matplotlib comes with .[test] (the plot extra)
+    import curve
+
+    _curve_run(tmp_path, "a", 0, 3, steps=100)
+    _curve_run(tmp_path, "b", 0, 5, steps=400)
+    png = tmp_path / "curve.png"
+    argv = ["--out", str(tmp_path), "--point", "1=a", "--point", "4=b", "--png", str(png), "--gpu-seq-per-s", "1000"]
+    assert curve.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "+1.00 outputs per doubling" in out and "Projection, not a measurement" in out
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

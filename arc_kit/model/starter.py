@@ -45,8 +45,9 @@ def file_sha256(path: Path) -> str:
 
 def copy_checkpoint(src: Path, dest: Path, strip_puzzles: bool = False) -> None:
     """Copy a kit checkpoint dir flat; `strip_puzzles` keeps the network and the mean puzzle row only."""
-    from arc_kit.model.checkpoint import MODEL_FILE, strip_puzzle_rows
+    from arc_kit.model.checkpoint import MODEL_FILE, finish_interrupted_save, strip_puzzle_rows
 
+    finish_interrupted_save(src)  # never copy a save caught half-way through moving its files in
     if not (src / MODEL_FILE).is_file():
         raise ArcKitError(f"{src}: not a kit checkpoint (no model.safetensors)")
     dest.mkdir(parents=True, exist_ok=True)
