@@ -36,6 +36,30 @@ def test_the_starter_recipe_reads_no_evaluation_split():
     assert len(trained) == 220  # the ARC-AGI-1 training tasks whose grids all fit 12x12
 
 
+def test_the_v2_recipe_is_the_ttt_recipe_on_crops_and_reads_no_evaluation_split(tmp_path):
+    cfg = load_config(PretrainConfig, "pretrain-starter-v2")
+    assert cfg.data.sources == ["arc-agi-1/training"] and cfg.data.demo_sources == []
+    assert cfg.model.halt_max_steps == load_run_config("cpu-demo").model.halt_max_steps == 1
+    assert cfg.data.crops and cfg.model.positions == "coords"
+    # ConceptARC comes as a Kaggle-style challenges file (solutions beside) given on the command line
+    concept = {"Concept1": simple_task(size=4, colour=3), "Concept2": simple_task(size=13, colour=4)}
+    challenges = tmp_path / "arc-agi_concept_challenges.json"
+    challenges.write_text(
+        json.dumps(
+            {k: {"train": t["train"], "test": [{"input": p["input"]} for p in t["test"]]} for k, t in concept.items()}
+        )
+    )
+    solutions = {k: [p["output"] for p in t["test"]] for k, t in concept.items()}
+    (tmp_path / "arc-agi_concept_solutions.json").write_text(json.dumps(solutions))
+    cfg = load_config(PretrainConfig, "pretrain-starter-v2", [f"data.sources=[arc-agi-1/training,{challenges}]"])
+    data = load_train_data(cfg.data)
+    trained = {n.split("|||")[0] for n in data.puzzle_names[1:]}
+    evaluation = set(load_tasks("arc-agi-1/evaluation").tasks)
+    assert not trained & evaluation
+    assert "Concept1" in trained and "Concept2" not in trained  # 13x13 grids do not fit max_size 12
+    assert len(trained) == 221  # the 220 ARC-AGI-1 training tasks that fit 12x12, plus Concept1
+
+
 def test_the_shipped_starter_loads_with_its_documented_shape_and_hash():
     d = resolve_checkpoint("starter")
     assert d == starter_dir() and d.is_dir()
