@@ -322,7 +322,10 @@ def fingerprint(directory: str | Path, full_bytes: int = 64 << 20) -> str:
     p = Path(directory)
     if not p.exists():
         raise ArcKitError(f"{p}: checkpoint directory not found")
-    files = sorted(f for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file() and not f.name.startswith("."))
+    if p.is_dir():
+        finish_interrupted_save(p)  # the files a read will see, not a save's staging or commit folder
+    hidden = (lambda f: any(part.startswith(".") for part in f.relative_to(p).parts)) if p.is_dir() else None
+    files = sorted(f for f in (p.rglob("*") if p.is_dir() else [p]) if f.is_file() and not (hidden and hidden(f)))
     h = hashlib.sha256()
     for f in files:
         size = f.stat().st_size

@@ -62,9 +62,17 @@ def export_checkpoint(src: Path, dest: Path, force: bool = False) -> dict[str, d
     """Write a shippable copy of checkpoint `src` to `dest`: the network, the mean puzzle row (public tasks'
     rows dropped), the config and the training recipe, plus MANIFEST.json (sha256 and size of each file).
     Built in a sibling folder and swapped in, so `dest` is never half-written. Returns the manifest."""
-    from arc_kit.model.checkpoint import CHECKPOINT_FILES, MODEL_FILE, read_checkpoint_info, strip_puzzle_rows
+    from arc_kit.model.checkpoint import (
+        CHECKPOINT_FILES,
+        MODEL_FILE,
+        finish_interrupted_save,
+        read_checkpoint_info,
+        strip_puzzle_rows,
+    )
 
     src, dest = Path(src), Path(dest)
+    if src.is_dir():
+        finish_interrupted_save(src)  # export what a read would see, never the set a killed save left half-moved
     if not (src / MODEL_FILE).is_file():
         raise ArcKitError(f"{src}: not a kit checkpoint (no model.safetensors)")
     if dest.exists() and not force and any(dest.iterdir()):
