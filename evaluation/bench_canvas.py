@@ -7,7 +7,7 @@
 
 Throughput is measured on the config's model (built from scratch) with random weights: one training step
 (forward + backward) and one evaluation batch (all halt steps), per canvas. With --runs, `arc-kit run` runs
-the config twice (model.canvas=task, then model.canvas=30) and the table adds steps reached and scores.
+the config twice from scratch (model.canvas=task, then model.canvas=30) and the table adds steps reached and scores.
 """
 
 import argparse
@@ -170,6 +170,8 @@ def main() -> int:
     from arc_kit.run.hardware import free_cores
     from arc_kit.run.ttt_setup import ttt_canvas
 
+    # canvases of a model built here: a checkpoint (cpu-demo's crop-trained starter) would bring its own
+    args.overrides = ["model.checkpoint=null", *args.overrides]
     cfg = load_run_config(args.config, args.overrides + ["model.canvas=task"])
     tasks = load_tasks(
         cfg.tasks.source, ids=cfg.tasks.ids, max_size=cfg.tasks.max_size, limit=cfg.tasks.limit, lenient=True

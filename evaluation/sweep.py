@@ -36,6 +36,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 LOADED = 0.5  # 1-minute load average above which a row without CPU accounting is marked "under load"
 OTHER_CORES = 0.1  # other processes' mean busy cores during a run above which it is "under load"
@@ -121,6 +123,9 @@ def run_one(name: str, seed: int, args, out: Path) -> dict:
     if state_file.is_file():
         st = json.loads(state_file.read_text())["stages"]
         row["steps"] = st.get("train", {}).get("steps")
+    saved = run_dir / "config.yaml"
+    if saved.is_file():  # the model it started from, resolved (--checkpoint or the config's model.checkpoint)
+        row["checkpoint"] = (yaml.safe_load(saved.read_text()).get("model") or {}).get("checkpoint")
     plan_file = run_dir / "plan.json"
     if plan_file.is_file():
         row["threads"] = json.loads(plan_file.read_text()).get("threads")

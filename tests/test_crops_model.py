@@ -162,7 +162,7 @@ def test_compiled_training_with_crops_on_cpu():
 )
 def test_run_config_refusals_name_model_canvas(over, key, needle):
     with pytest.raises(ArcKitError, match=key) as e:
-        load_run_config("cpu-demo", ["model.canvas=crop", *over])
+        load_run_config("cpu-demo", ["model.checkpoint=null", "model.canvas=crop", *over])  # a model built here
     assert needle in str(e.value) and "\n" not in str(e.value)
     # a checkpoint's config: learned positions and non-30-wide canvases refuse; the reference's 30x30 converts
     with pytest.raises(ArcKitError, match="model.canvas.*learned"):
@@ -187,6 +187,7 @@ def test_cli_refusal_is_one_line(tmp_path):
             "cpu-demo",
             "--out",
             str(tmp_path / "o"),
+            "model.checkpoint=null",  # a model built here (cpu-demo starts from the starter)
             # a canvas-stride model with learned positions cannot be cropped
             "model.arch.positions=canvas",
             "model.arch.pos_encodings=learned",
@@ -302,10 +303,45 @@ def test_compiled_inference_follows_eager_across_buckets_and_early_halt():
 
 def test_one_crop_rule_for_runs_and_checkpoints():
     # a scratch run model with canvas positions is built on the 30x30 grid and converted, as a checkpoint's is
-    cfg = load_run_config("cpu-demo", ["model.canvas=crop", "model.arch.positions=canvas"])
+    cfg = load_run_config("cpu-demo", ["model.checkpoint=null", "model.canvas=crop", "model.arch.positions=canvas"])
     assert cfg.model.canvas == "crop"
     # the same refusal text whichever key asked for crops
     for key in ("model.canvas", "data.canvas"):
         with pytest.raises(ArcKitError) as e:
             crop_config(TRMConfig(mlp_t=True), key=key)
         assert str(e.value) == f"config key '{key}': crop cannot be used with mlp_t (its sequence length is fixed)"
+
+
+def test_a_checkpoint_that_fixes_its_canvas_says_which_canvas_runs():
+    from arc_kit.run.checks import canvas_notice
+
+    def said(canvas, stored):
+        return canvas_notice(load_run_config("cpu-demo", [f"model.canvas={canvas}"]), stored)
+
+    cropped = TRMConfig(positions="coords", crops=True)  # margin 0, as cpu-demo's
+    (line,) = said("task", cropped)
+    assert line.startswith("model.canvas: task not used") and "per-task crops (margin 0)" in line
+    assert said("crop", cropped) == [] and said("task", cropped) == [line]
+    margin = canvas_notice(load_run_config("cpu-demo", ["model.canvas=crop", "model.canvas_margin=2"]), cropped)
+    assert margin == ["model.canvas_margin: 2 not used: the checkpoint's crops keep their margin, 0"]
+    reference = TRMConfig()  # canvas positions on the 30x30 canvas
+    (line,) = said("task", reference)
+    assert line == "model.canvas: task not used: the checkpoint's positions fix its canvas at 30x30"
+    assert said(30, reference) == [] and said("crop", reference) == []  # crops convert it (test above)
+    assert said("task", TRMConfig(positions="coords")) == []  # coordinate positions run on the run's canvas
+
+
+def test_a_checkpoint_that_cannot_run_on_crops_is_refused_before_the_run_starts(tmp_path):
+    from arc_kit.model.checkpoint import save_checkpoint
+    from arc_kit.run.checks import check_run_inputs
+
+    ck = tmp_path / "learned"
+    model = TRM(tiny_trm_config(pos_encodings="learned", seq_len=100, num_puzzle_identifiers=1))
+    save_checkpoint(ck, model, ["<blank>"])
+    cfg = load_run_config("cpu-demo", [f"model.checkpoint={ck}", "model.canvas=crop"])
+    with pytest.raises(ArcKitError) as e:
+        check_run_inputs(cfg, "cpu-demo")
+    assert str(e.value).startswith("cpu-demo: config key 'model.canvas'") and "learned" in str(e.value)
+    notices = check_run_inputs(load_run_config("cpu-demo", [f"model.checkpoint={ck}"]), "cpu-demo")
+    (line,) = [n for n in notices if n.startswith("model.canvas")]  # besides model.arch's
+    assert line == "model.canvas: task not used: the checkpoint's positions fix its canvas at 10x10"

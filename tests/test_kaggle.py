@@ -512,6 +512,7 @@ def test_bundle_ships_a_run_config_the_notebook_finds(tmp_path):
     _layout(tmp_path / "input")
     assert _settings(tmp_path).config == str(mount / ak.RUN_CONFIG_FILE)
     assert _settings(tmp_path, ARC_KIT_CONFIG="kaggle-l4").config == "kaggle-l4"
+    assert any("from scratch" in n for n in _settings(tmp_path).notes)
     cfg.write_text("name: mine\nttt: {max_stepz: 7}\n")
     with pytest.raises(ArcKitError, match="max_stepz"):
         bundle(
@@ -523,6 +524,22 @@ def test_bundle_ships_a_run_config_the_notebook_finds(tmp_path):
             packages=(),
             log=lambda m: None,
         )
+    # a config naming a checkpoint: the shipped starter travels in the kit's wheel, a local folder cannot
+    said: list[str] = []
+    cfg.write_text("name: mine\nmodel: {checkpoint: starter}\n")
+    bundle(out, BundleNames(owner="alice"), download=False, kit_wheel=wheel, config=cfg, packages=(), log=said.append)
+    assert said[-1] == (
+        "note: no --checkpoint: the notebook starts from the config's model.checkpoint (starter, in the kit's wheel)"
+    )
+    shutil.rmtree(mount)
+    shutil.copytree(out / "wheels", mount)
+    s = _settings(tmp_path)
+    assert s.config_checkpoint == "starter" and not any("from scratch" in n for n in s.notes)
+    assert "checkpoint:  starter (the config's model.checkpoint)" in ak.describe(s)
+    cfg.write_text(f"name: mine\nmodel: {{checkpoint: {tmp_path / 'my-model'}}}\n")
+    with pytest.raises(ArcKitError, match="cannot read: bundle it with --checkpoint") as e:
+        bundle(out, BundleNames(owner="alice"), download=False, kit_wheel=wheel, config=cfg, packages=(), log=print)
+    assert str(tmp_path / "my-model") in str(e.value) and "\n" not in str(e.value)
 
 
 def test_kernel_metadata_template_matches_what_bundle_writes():

@@ -73,21 +73,24 @@ def test_run_from_a_checkpoint_states_the_architecture_that_ran(tmp_path, tasks_
     saved config.yaml and report.md state what ran, and model.halt_max_steps applies to the checkpoint's model.
     The run also draws with focus (ttt.train.focus) and says how many tasks were reproduced."""
     over = {"ttt.max_steps": 4, "ttt.augmentations": 1, "inference.views": 2, "model.checkpoint": "starter"}
-    over |= {"model.halt_max_steps": 1, "ttt.train.focus": True, "ttt.train.focus_every": 2, "ttt.train.log_every": 1}
+    over |= {"model.halt_max_steps": 3, "ttt.train.focus": True, "ttt.train.focus_every": 2, "ttt.train.log_every": 1}
     config, out = tmp_path / "run.yaml", tmp_path / "run"
     config.write_text(yaml.safe_dump(tiny_config(tasks_dir, **over)))  # its arch: the tiny TRM (hidden 16)
     assert main(["run", "--config", str(config), "--out", str(out)]) == 0
     notices = [x for x in (out / "run.log").read_text().splitlines() if "model.arch:" in x]
     assert len(notices) == 1 and "hidden_size=16" in notices[0] and "hidden_size=64" in notices[0], notices
     assert "halt_max_steps=2" in notices[0] and "model.halt_max_steps sets" in notices[0]
+    # the config's task canvas gives way to the crop-trained starter's crops, said once
+    canvas = [x for x in (out / "run.log").read_text().splitlines() if "model.canvas:" in x]
+    assert len(canvas) == 1 and "task not used" in canvas[0] and "per-task crops" in canvas[0], canvas
     saved = yaml.safe_load((out / "config.yaml").read_text())["model"]["arch"]
-    assert saved["hidden_size"] == 64 and saved["halt_max_steps"] == 1 and saved["L_layers"] == 2
+    assert saved["hidden_size"] == 64 and saved["halt_max_steps"] == 3 and saved["L_layers"] == 2
     assert (
-        "- model: TRM, hidden 64, 4 heads, 2 blocks, H_cycles 1 x L_cycles 2, 1 supervision step(s)"
+        "- model: TRM, hidden 64, 4 heads, 2 blocks, H_cycles 1 x L_cycles 2, 3 supervision step(s)"
         in (out / "report.md").read_text()
     )
     trained = yaml.safe_load((out / "ttt" / "model" / "config.yaml").read_text())["model"]
-    assert trained["hidden_size"] == 64 and trained["halt_max_steps"] == 1  # what trained, not the starter's 3
+    assert trained["hidden_size"] == 64 and trained["halt_max_steps"] == 3  # what trained, not the starter's 1
     train = json.loads((out / "state.json").read_text())["stages"]["train"]
     assert train["steps"] == 4 and train["focus"]["tasks"] == 4 and 0 <= train["focus"]["reproduced"] <= 4
 

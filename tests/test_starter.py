@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from helpers import assert_valid_submission, run_cli, simple_task, tiny_config, write_task_dir
 
 from arc_kit.base.config import load_config
@@ -69,12 +70,18 @@ def test_the_shipped_starter_loads_with_its_documented_shape_and_hash():
     assert (c.hidden_size, c.num_heads, c.L_layers, c.H_cycles, c.L_cycles) == (64, 4, 2, 1, 2)
     assert c.positions == "coords" and c.puzzle_emb_ndim == 64 and c.num_puzzle_identifiers == 1
     assert read_checkpoint_info(d).puzzle_names == ["<blank>"]  # no public task's row ships
-    # the cpu-demo architecture, so `--checkpoint starter` swaps only the starting weights
+    # the cpu-demo architecture: a run from the starter changes the starting weights and runs on crops
     demo = load_run_config("cpu-demo").model.arch
     for key in ("hidden_size", "num_heads", "L_layers", "H_cycles", "L_cycles", "expansion", "puzzle_emb_ndim"):
         assert getattr(demo, key) == getattr(c, key), key
     sha = json.loads((d / starter.MANIFEST_FILE).read_text())["model.safetensors"]["sha256"]
     assert sha in (ROOT / "README.md").read_text(), "README's 'Pretrained models' must state the shipped hash"
+    # v2: the test-time recipe (one step, crops), pretrained on no evaluation split; cpu-demo starts from it
+    assert c.halt_max_steps == 1 and c.crops and c.crop_margin == 0
+    recipe = yaml.safe_load((d / "train.yaml").read_text())["data"]
+    assert recipe["sources"][0] == "arc-agi-1/training" and recipe["canvas"] == "crop"
+    assert not any("evaluation" in s or "arc-agi-2" in s for s in recipe["sources"] + recipe["demo_sources"])
+    assert load_run_config("cpu-demo").model.checkpoint == "starter"
 
 
 def test_an_existing_path_named_starter_wins_and_a_missing_model_names_both_places(tmp_path, monkeypatch):
@@ -144,14 +151,10 @@ def test_test_time_training_from_the_starter_on_two_tiny_tasks(tmp_path):
     state = json.loads((out / "state.json").read_text())["stages"]
     assert state["train"]["status"] == "done" and state["train"]["steps"] > 0
     assert state["infer"]["status"] == "done" and state["infer"]["written"] > 0
-    saved = yaml_load(out / "config.yaml")
+    saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["model"]["checkpoint"] == str(starter_dir())  # the stages got the resolved directory
-    # a coordinate-position model trains on the run's own canvas (3x3 grids + EOS border), not its 13x13
+    # the crop-trained starter keeps its crops whatever the run's canvas (tiny_config: task), and says so
     trained = read_checkpoint_info(out / "ttt" / "model").config
-    assert trained.seq_len == 16 and trained.hidden_size == 64
-
-
-def yaml_load(path: Path) -> dict:
-    import yaml
-
-    return yaml.safe_load(path.read_text())
+    assert trained.crops and trained.crop_margin == 0 and trained.hidden_size == 64
+    assert state["train"]["canvas"] == "crop"
+    assert "model.canvas: task not used" in (out / "run.log").read_text()

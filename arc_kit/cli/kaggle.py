@@ -106,8 +106,6 @@ def cmd_bundle(args) -> int:
         files = sorted(p.name for p in f.iterdir())
         size = sum(p.stat().st_size for p in f.iterdir()) / 1e6
         print(f"{f}: {len(files)} files, {size:.1f} MB ({', '.join(files[:5])}{' ...' if len(files) > 5 else ''})")
-    if not args.checkpoint:
-        _log("note: no --checkpoint: the notebook will train from scratch (expect a low score)")
     return 0
 
 
@@ -192,7 +190,9 @@ def add_commands(subparsers) -> None:
         "(replacing earlier ones only once the new ones are complete and valid).",
     )
     b.add_argument(
-        "--checkpoint", metavar="MODEL_DIR", help="kit checkpoint dir (omit: the notebook trains from scratch)"
+        "--checkpoint",
+        metavar="MODEL_DIR",
+        help="kit checkpoint dir (omit: the config's model.checkpoint, e.g. starter, or from scratch)",
     )
     b.add_argument("-o", "--out", default="build/kaggle", help="output folder (default build/kaggle)")
     b.add_argument(

@@ -223,7 +223,7 @@ def add_checkpoint_command(subparsers) -> None:
         help="a shippable copy of a checkpoint: network, mean puzzle row, config, MANIFEST.json",
         description="Copy a kit checkpoint without its training state and with its puzzle table replaced by the "
         "table's mean (what test-time training starts new rows from), plus MANIFEST.json with each file's sha256. "
-        "Regenerates the shipped starter model: `arc-kit checkpoint export runs/starter arc_kit/starter --force`.",
+        "Regenerates the shipped starter model: `arc-kit checkpoint export runs/starter-v2 arc_kit/starter --force`.",
     )
     e.add_argument("src", metavar="MODEL_DIR", help="kit checkpoint (e.g. `arc-kit train` output)")
     e.add_argument("dest", metavar="OUT_DIR", help="output folder (built aside and swapped in)")

@@ -23,7 +23,7 @@ from arc_kit.base.files import (
 )
 from arc_kit.kaggle.meta import NOTEBOOK, BundleNames, check_bundle, check_names, dataset_metadata, kernel_metadata
 from arc_kit.kaggle.settings import RUN_CONFIG_FILE
-from arc_kit.model.starter import copy_checkpoint
+from arc_kit.model.starter import STARTER_NAME, copy_checkpoint
 from arc_kit.run.config import load_run_config
 
 # What the Kaggle image lacks (arc-kit's own dependencies torch, numpy, scipy, pyyaml, safetensors,
@@ -205,7 +205,13 @@ def _check_inputs(
             raise ArcKitError(f"--checkpoint {checkpoint}: not a kit checkpoint (no model.safetensors)")
         verify_checkpoint(checkpoint)  # a broken file is found here, not after an upload
     if config:
-        load_run_config(config)  # fail here, not on Kaggle
+        named = load_run_config(config).model.checkpoint  # fail here, not on Kaggle
+        if checkpoint is None and named and named != STARTER_NAME:
+            raise ArcKitError(
+                f"--config {config}: its model.checkpoint {named} is a folder on this machine, which the notebook "
+                f"cannot read: bundle it with --checkpoint {named}, or set model.checkpoint to {STARTER_NAME} "
+                "(shipped in the kit's wheel) or null"
+            )
 
 
 def bundle(
@@ -273,6 +279,10 @@ def bundle(
             shutil.rmtree(out, ignore_errors=True)
         raise
     shutil.rmtree(stage, ignore_errors=True)
+    if ckpt is None:
+        named = load_run_config(config).model.checkpoint if config else None
+        start = f"starts from the config's model.checkpoint ({named}, in the kit's wheel)" if named else ""
+        log(f"note: no --checkpoint: the notebook {start or 'trains from scratch (expect a low score)'}")
     return [out / n for n in folders]
 
 

@@ -214,7 +214,7 @@ def check_bundle(out_dir: str | Path) -> list[str]:
     for name, meta_name, check in checks:
         folder = out_dir / name
         if name == "checkpoint" and not folder.exists():
-            continue  # bundled without a checkpoint: the notebook trains from scratch
+            continue  # bundled without a checkpoint: the config's model.checkpoint (starter) or from scratch
         problems += check_folder(folder, meta_name)
         if (folder / meta_name).is_file():
             try:  # a hand-edited, malformed metadata file is a problem line, not a traceback

@@ -154,7 +154,7 @@ class NotebookSettings:
     test_file: str | None
     n_tasks: int
     n_test_inputs: int
-    checkpoint_dir: str | None
+    checkpoint_dir: str | None  # an attached checkpoint: the run gets it as --checkpoint
     output_dir: str
     config: str  # path or shipped config name
     limit_minutes: float  # the whole notebook's limit (ARC_KIT_BUDGET_MINUTES)
@@ -165,6 +165,7 @@ class NotebookSettings:
     bf16: bool = False
     overrides: list[str] = field(default_factory=list)  # ARC_KIT_OVERRIDES, appended last
     notes: list[str] = field(default_factory=list)  # warnings to show the user
+    config_checkpoint: str | None = None  # the config's model.checkpoint (e.g. starter), used when none is attached
 
     def elapsed_minutes(self, now: float | None = None) -> float:
         return ((time.time() if now is None else now) - self.t0) / 60.0
@@ -173,6 +174,17 @@ class NotebookSettings:
         """What the job may use: the limit minus time spent and the safety margin; short when interactive."""
         left = self.limit_minutes - self.elapsed_minutes(now) - self.safety_minutes
         return max(0.0, left if self.rerun else min(left, self.interactive_minutes))
+
+
+def checkpoint_of_config(config: str, overrides: list[str]) -> str | None:
+    """The run config's model.checkpoint (e.g. the shipped starter), best effort: a broken config is the run's
+    to report, with its own one-line error."""
+    from arc_kit.run.config import load_run_config
+
+    try:
+        return load_run_config(config, overrides).model.checkpoint
+    except Exception:
+        return None
 
 
 def choose_config(gpus: int, bf16: bool) -> str:
@@ -198,8 +210,6 @@ def resolve_settings(t0: float | None = None, env=None, probe_gpus: bool = True)
     n_tasks, n_inputs = count_test_tasks(test_file)
     ckpt, ck_notes = find_checkpoint_dir(input_root, _env(env, "ARC_KIT_CHECKPOINT_DIR"))
     notes += ck_notes
-    if ckpt is None:
-        notes.append("no checkpoint attached: test-time training starts from scratch (expect a low score)")
     hw: dict[str, Any] = detect_gpus() if probe_gpus else {"gpus": 0, "names": [], "bf16": False}
     if hw.get("error"):
         notes.append(f"GPU probe failed ({hw['error']}); running on CPU")
@@ -208,6 +218,10 @@ def resolve_settings(t0: float | None = None, env=None, probe_gpus: bool = True)
     config = (
         _env(env, "ARC_KIT_CONFIG") or str(find_run_config(input_root) or "") or choose_config(hw["gpus"], hw["bf16"])
     )
+    overrides = _env(env, "ARC_KIT_OVERRIDES").split()
+    named = checkpoint_of_config(config, overrides)
+    if ckpt is None and not named:
+        notes.append("no checkpoint attached: test-time training starts from scratch (expect a low score)")
     return NotebookSettings(
         t0=t0,
         rerun=bool(_env(env, "KAGGLE_IS_COMPETITION_RERUN")),
@@ -226,8 +240,9 @@ def resolve_settings(t0: float | None = None, env=None, probe_gpus: bool = True)
         gpus=int(hw["gpus"]),
         gpu_names=list(hw.get("names", [])),
         bf16=bool(hw["bf16"]),
-        overrides=_env(env, "ARC_KIT_OVERRIDES").split(),
+        overrides=overrides,
         notes=notes,
+        config_checkpoint=named,
     )
 
 
@@ -236,10 +251,12 @@ def describe(s: NotebookSettings) -> str:
     hw = f"{s.gpus} GPU ({', '.join(s.gpu_names)}), bf16 {'yes' if s.bf16 else 'no'}" if s.gpus else "CPU only"
     job = s.job_minutes()
     per_task = f", {60 * job / s.n_tasks:.0f} s per task" if s.n_tasks else ""
+    named = f"{s.config_checkpoint} (the config's model.checkpoint)" if s.config_checkpoint else None
+    model = s.checkpoint_dir or named or "none (training from scratch)"
     lines = [
         f"mode:        {mode}",
         f"tasks:       {s.n_tasks} tasks, {s.n_test_inputs} test inputs in {s.test_file}",
-        f"checkpoint:  {s.checkpoint_dir or 'none (training from scratch)'}",
+        f"checkpoint:  {model}",
         f"config:      {s.config}",
         f"hardware:    {hw}",
         f"budget:      limit {s.limit_minutes:g} min, spent {s.elapsed_minutes():.1f} min, "

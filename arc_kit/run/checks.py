@@ -1,13 +1,14 @@
 """Checks before `arc-kit run` does anything: every config key, preset and path, and the task selection."""
 
 import dataclasses
+import math
 from pathlib import Path
 
 from arc_kit.augment import AugmentConfig
 from arc_kit.base.config import load_config
 from arc_kit.base.errors import ArcKitError
 from arc_kit.data import BUNDLED, load_tasks, parse_ids
-from arc_kit.model.config import TRMConfig
+from arc_kit.model.config import TRMConfig, crop_config
 from arc_kit.model.starter import resolve_checkpoint
 from arc_kit.model.verify import verify_checkpoint
 from arc_kit.run.config import RunConfig
@@ -29,7 +30,12 @@ def check_run_inputs(cfg: RunConfig, where: str = "config") -> list[str]:
         ck = resolve_checkpoint(cfg.model.checkpoint)
         cfg.model.checkpoint = str(ck)
         info = verify_checkpoint(ck)  # config, weights headers and sizes, table shape, manifest: before OUT is made
-        notices += adopt_checkpoint_arch(cfg, info.config)
+        notices += adopt_checkpoint_arch(cfg, info.config) + canvas_notice(cfg, info.config)
+        if cfg.model.canvas == "crop":  # a checkpoint that cannot run on crops is refused now, not in the stage
+            try:
+                crop_config(info.config, cfg.model.canvas_margin)
+            except ArcKitError as e:
+                raise ArcKitError(f"{where}: {e}") from None
     elif cfg.model.halt_max_steps:  # the saved config states the steps the new model runs
         cfg.model.arch = dataclasses.replace(cfg.model.arch, halt_max_steps=cfg.model.halt_max_steps)
     if cfg.ttt.augmentation:
@@ -73,6 +79,23 @@ def adopt_checkpoint_arch(cfg: RunConfig, stored: TRMConfig) -> list[str]:
     used = ", ".join(f"{k}={getattr(ran, k)}" for k in ignored)
     hint = "; model.halt_max_steps sets the supervision steps of any model" if "halt_max_steps" in ignored else ""
     return [f"model.arch: {said} not used: the checkpoint brings its own architecture ({used}){hint}"]
+
+
+def canvas_notice(cfg: RunConfig, stored: TRMConfig) -> list[str]:
+    """A checkpoint whose canvas is fixed overrides `model.canvas` (ttt_setup.run_canvas_for applies the same
+    rule): a crop-trained one keeps its crops, one with canvas positions the canvas it was trained on, unless
+    the run asks for crops. Coordinate positions run on the run's own canvas: nothing to say."""
+    canvas, margin = cfg.model.canvas, cfg.model.canvas_margin
+    if stored.crops and canvas != "crop":
+        runs = f"per-task crops (margin {stored.crop_margin})"
+        return [f"model.canvas: {canvas} not used: the checkpoint was trained on crops, so the run uses {runs}"]
+    if stored.crops and margin != stored.crop_margin:
+        kept = stored.crop_margin
+        return [f"model.canvas_margin: {margin} not used: the checkpoint's crops keep their margin, {kept}"]
+    side = math.isqrt(stored.seq_len)
+    if stored.positions != "coords" and canvas not in ("crop", side):
+        return [f"model.canvas: {canvas} not used: the checkpoint's positions fix its canvas at {side}x{side}"]
+    return []
 
 
 def load_run_tasks(cfg: RunConfig):
