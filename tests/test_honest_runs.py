@@ -442,3 +442,17 @@ def test_threads_are_chosen_by_measurement(tmp_path, three_tasks):
         assert plan["thread_rates"][str(plan["threads"])] == max(plan["thread_rates"].values())
     state = json.loads((tmp_path / "run/state.json").read_text())["stages"]
     assert state["train"]["hardware"]["threads"] == plan["threads"]
+
+
+def test_inference_from_a_given_checkpoint_uses_the_canvas_training_would(tmp_path):
+    """Without test-time training the infer stage loads the given checkpoint itself: coordinate positions run on
+    the run's canvas (as training would have put them), canvas positions keep the canvas they were trained on."""
+    from arc_kit.run.infer_stage import _load_model
+
+    tasks = load_tasks(write_task_dir(tmp_path / "tasks", {"big": simple_task(size=5)}))  # needs a 6x6 canvas
+    for positions, side in (("coords", 6), ("canvas", 4)):
+        ck = tmp_path / positions
+        save_checkpoint(ck, TRM(tiny_trm_config(positions=positions, num_puzzle_identifiers=1)), ["<blank>"])
+        cfg = load_run_config(None, [f"model.checkpoint={ck}", "model.canvas=task", "ttt.enabled=false"])
+        model = _load_model(ck, cfg, tasks, 2, "cpu")[0]
+        assert model.config.seq_len == side * side, positions

@@ -46,13 +46,16 @@ def load_for_views(src: Path, tasks: dict[str, Task], n_views: int, device="cpu"
 def _load_model(src: Path, cfg, task_set, n_views: int, device):
     """A model directory's model, ready for inference (the run's supervision steps), with its views' rows."""
     from arc_kit.model.build import fit_config
+    from arc_kit.run.ttt_setup import run_canvas_for
 
     model, per_task, rows = load_for_views(src, task_set.tasks, n_views)
     # inference may run fewer (or more) steps than training did; a crop-trained model keeps its own crops, a
-    # 30x30-canvas one runs on crops with model.canvas crop
+    # 30x30-canvas one runs on crops with model.canvas crop; coordinate positions run on the run's canvas, as in
+    # training (a given checkpoint with ttt.enabled false too)
     halt = cfg.inference.steps if cfg.inference.steps is not None else cfg.model.halt_max_steps
     crop_margin = cfg.model.canvas_margin if cfg.model.canvas == "crop" else None
-    model.config = fit_config(model.config, crop_margin=crop_margin, halt_max_steps=halt)
+    side = run_canvas_for(model, cfg, list(task_set.tasks.values()))
+    model.config = fit_config(model.config, seq_len=side * side, crop_margin=crop_margin, halt_max_steps=halt)
     if cfg.inference.compile != "off":
         model.compile_inference()
     return model.to(device).eval(), per_task, rows
