@@ -146,8 +146,8 @@ def missing_wheels(packages, folder: Path) -> list[str]:
 
 def _check_inputs(
     out: Path, checkpoint: Path | None, kit_wheel: Path | None, nb: Path, config, wheels_from, download: bool, packages
-) -> None:
-    """Every input of a bundle, checked before the output is touched."""
+) -> str | None:
+    """Every input of a bundle, checked before the output is touched. Returns the config's model.checkpoint."""
     check_writable_dir(out, "-o")
     read_json(nb, "notebook")  # a file (not a FIFO) holding JSON
     if kit_wheel is not None:
@@ -204,14 +204,14 @@ def _check_inputs(
         if not (checkpoint / "model.safetensors").is_file():
             raise ArcKitError(f"--checkpoint {checkpoint}: not a kit checkpoint (no model.safetensors)")
         verify_checkpoint(checkpoint)  # a broken file is found here, not after an upload
-    if config:
-        named = load_run_config(config).model.checkpoint  # fail here, not on Kaggle
-        if checkpoint is None and named and named != STARTER_NAME:
-            raise ArcKitError(
-                f"--config {config}: its model.checkpoint {named} is a folder on this machine, which the notebook "
-                f"cannot read: bundle it with --checkpoint {named}, or set model.checkpoint to {STARTER_NAME} "
-                "(shipped in the kit's wheel) or null"
-            )
+    named = load_run_config(config).model.checkpoint if config else None  # fail here, not on Kaggle
+    if checkpoint is None and named and named != STARTER_NAME:
+        raise ArcKitError(
+            f"--config {config}: its model.checkpoint {named} is a folder on this machine, which the notebook "
+            f"cannot read: bundle it with --checkpoint {named}, or set model.checkpoint to {STARTER_NAME} "
+            "(shipped in the kit's wheel) or null"
+        )
+    return named  # the model the notebook starts from without --checkpoint (None: from scratch)
 
 
 def bundle(
@@ -242,7 +242,7 @@ def bundle(
     nb = Path(notebook) if notebook else shipped_notebook()
     ckpt = Path(checkpoint) if checkpoint else None
     kit = Path(kit_wheel) if kit_wheel else None
-    _check_inputs(out, ckpt, kit, nb, config, wheels_from, download, packages)
+    named = _check_inputs(out, ckpt, kit, nb, config, wheels_from, download, packages)
     if kit is None:
         kit_source_root()  # a checkout to build from, checked before anything is written
 
@@ -280,7 +280,6 @@ def bundle(
         raise
     shutil.rmtree(stage, ignore_errors=True)
     if ckpt is None:
-        named = load_run_config(config).model.checkpoint if config else None
         start = f"starts from the config's model.checkpoint ({named}, in the kit's wheel)" if named else ""
         log(f"note: no --checkpoint: the notebook {start or 'trains from scratch (expect a low score)'}")
     return [out / n for n in folders]
